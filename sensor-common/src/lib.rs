@@ -1,0 +1,154 @@
+//! Types shared by the eBPF programs (`sensor-ebpf`) and the userspace agent (`sensor`).
+//!
+//! Everything here is `#[repr(C)]` plain data: the kernel side writes it into the
+//! ring buffer, userspace reads it back (and `--record` stores it verbatim).
+//! With the `user` feature the types implement `aya::Pod` so they can be used
+//! as map keys/values from userspace.
+#![no_std]
+
+/// Bytes of TLS plaintext carried by one ring-buffer event.  A larger SSL call is
+/// split into several events of at most this many bytes each.
+pub const CHUNK_SIZE: usize = 16 * 1024;
+
+/// Bytes of one SSL call copied at most; the rest is counted as truncated and the
+/// next event of that connection carries [`FLAG_LOST_BEFORE`].
+pub const MAX_BYTES_PER_CALL: usize = 512 * 1024;
+
+/// Maximum number of chunks per call (the bounded loop in the eBPF program).
+pub const MAX_CHUNKS_PER_CALL: usize = MAX_BYTES_PER_CALL / CHUNK_SIZE;
+
+/// Default ring buffer size (bytes, power of two, multiple of the page size).
+/// Overridable at load time (`sensor run --ring-buffer-bytes`).
+pub const DEFAULT_RING_BUFFER_BYTES: u32 = 32 * 1024 * 1024;
+
+/// Ring buffer fill level above which the eBPF side forces a wake-up of userspace.
+/// Below it, events are submitted without a wake-up and userspace polls on a short timer.
+pub const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
+
+/// Entries in the per-thread "call in flight" map and the per-connection state map.
+pub const MAX_INFLIGHT_CALLS: u32 = 16 * 1024;
+pub const MAX_TRACKED_CONNECTIONS: u32 = 64 * 1024;
+
+/// Direction of an SSL call, as seen by the probed process.
+pub const DIR_READ: u8 = 0;
+pub const DIR_WRITE: u8 = 1;
+
+/// Event kinds.
+/// Plaintext bytes of one SSL_read/SSL_write call (one chunk of it).
+pub const KIND_DATA: u8 = 0;
+/// The SSL object was freed (SSL_free): the connection is over.
+pub const KIND_CLOSE: u8 = 1;
+
+/// Event flags (bit set).
+/// Bytes of this connection were lost before this event (ring buffer full or
+/// per-call cap hit earlier): the stream has a hole before `data`.
+pub const FLAG_LOST_BEFORE: u8 = 1 << 0;
+/// This call transferred more than [`MAX_BYTES_PER_CALL`]; bytes past the cap were not copied.
+pub const FLAG_CALL_TRUNCATED: u8 = 1 << 1;
+/// Reading the user buffer failed (bpf_probe_read_user error); data is missing.
+pub const FLAG_READ_FAILED: u8 = 1 << 2;
+
+/// Indexes of the per-CPU counters array (`COUNTERS` map) the eBPF side keeps.
+pub const CTR_EVENTS: u32 = 0;
+/// Events that could not be reserved in the ring buffer (it was full).
+pub const CTR_RINGBUF_FULL: u32 = 1;
+/// Bytes not copied because of the ring buffer being full.
+pub const CTR_LOST_BYTES: u32 = 2;
+/// Bytes past [`MAX_BYTES_PER_CALL`].
+pub const CTR_TRUNCATED_BYTES: u32 = 3;
+/// Returns without a matching entry (probe attached mid-call, or map full).
+pub const CTR_ORPHAN_RETURNS: u32 = 4;
+/// Failed `bpf_probe_read_user`.
+pub const CTR_READ_FAILURES: u32 = 5;
+/// Entries dropped because the in-flight map was full.
+pub const CTR_INFLIGHT_FULL: u32 = 6;
+pub const NUM_COUNTERS: u32 = 8;
+
+/// Header of every ring-buffer event; `data_len` bytes of plaintext follow it.
+///
+/// The layout is part of the recording format (`--record`), see
+/// [`RECORDING_VERSION`]: change it only together with that version.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventHeader {
+    /// `SSL*` of the connection in the process' address space.
+    pub ssl: u64,
+    /// `bpf_get_current_pid_tgid()`: tgid in the upper 32 bits, tid in the lower.
+    pub pid_tgid: u64,
+    /// `bpf_ktime_get_ns()` at the return of the call (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    /// Per-connection sequence number of the SSL call (1, 2, 3…); all chunks of one
+    /// call share it.
+    pub call_seq: u32,
+    /// Bytes the call transferred in total (may exceed what was copied).
+    pub call_len: u32,
+    /// Offset of this chunk within the call.
+    pub offset: u32,
+    /// Plaintext bytes following this header.
+    pub data_len: u32,
+    /// Bytes lost on this connection just before this event (when `FLAG_LOST_BEFORE`).
+    pub lost_before: u32,
+    /// `KIND_*`.
+    pub kind: u8,
+    /// `DIR_*`.
+    pub direction: u8,
+    /// `FLAG_*`.
+    pub flags: u8,
+    /// Which probe site produced it (`SITE_*`), for diagnostics.
+    pub site: u8,
+    /// `bpf_get_current_comm()`.
+    pub comm: [u8; 16],
+}
+
+/// Probe sites.
+pub const SITE_EXPORTED: u8 = 0;
+pub const SITE_INTERNAL: u8 = 1;
+
+pub const EVENT_HEADER_LEN: usize = core::mem::size_of::<EventHeader>();
+
+/// The largest event the kernel side emits.
+pub const MAX_EVENT_LEN: usize = EVENT_HEADER_LEN + CHUNK_SIZE;
+
+/// Magic and version at the start of a `--record` file.
+pub const RECORDING_MAGIC: &[u8; 8] = b"SENSREC\0";
+pub const RECORDING_VERSION: u16 = 1;
+
+/// Per-thread state saved at the entry of an SSL call, read at its return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InflightCall {
+    pub ssl: u64,
+    /// User buffer pointer.
+    pub buf: u64,
+    /// `size_t *` where `_ex` functions store the byte count (0 for non-`_ex`).
+    pub out_len_ptr: u64,
+    pub direction: u8,
+    pub site: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Key of per-connection state in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// Per-connection state in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnState {
+    pub call_seq: u32,
+    /// Bytes lost since the last event that got through.
+    pub lost_pending: u32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::InflightCall {}
+    unsafe impl aya::Pod for super::ConnKey {}
+    unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::EventHeader {}
+}

@@ -1,0 +1,3 @@
+//! HTTP/1.x reassembly: two byte streams per connection → request/response pairs.
+
+pub mod types;

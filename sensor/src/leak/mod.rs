@@ -1,0 +1,1 @@
+//! Leak detection: credentials a request carried, searched for in its response.

@@ -1,0 +1,13 @@
+//! The sensor: finds API credentials leaking out of HTTPS APIs, live.
+//!
+//! Stages (each a module with a small typed interface; only `capture` needs root):
+//! `capture` (eBPF events) → `http` (request/response pairs) → `leak` (findings)
+//! → `outputs` (findings, pairs, metrics, live API).  `pipeline` wires them and is
+//! shared by `sensor run` and `sensor replay`.
+
+pub mod capture;
+pub mod finding;
+pub mod http;
+pub mod leak;
+pub mod outputs;
+pub mod watch;

@@ -1,0 +1,156 @@
+//! Every metric of design/contract.md, registered once.  Labels come only from
+//! small fixed sets (enums' `as_str`), never from paths, pids, keys or fingerprints.
+
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub credential_leaks: IntCounterVec,
+    pub masked_echoes: IntCounterVec,
+    pub http_pairs: IntCounterVec,
+    pub http_parse_errors: IntCounterVec,
+    pub capture_events: IntCounterVec,
+    pub capture_lost_events: IntCounter,
+    pub capture_truncated_bytes: IntCounter,
+    pub capture_bad_events: IntCounterVec,
+    pub connections_active: IntGauge,
+    pub connections_evicted: IntCounterVec,
+    pub body_bytes_over_cap: IntCounter,
+    pub decompress_cap_hits: IntCounterVec,
+    pub tls_attachments: IntGaugeVec,
+    pub attach_errors: IntCounterVec,
+    pub blind_processes: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub findings_dropped: IntCounter,
+}
+
+fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    reg.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric");
+    reg.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let r = &registry;
+        let m = Metrics {
+            credential_leaks: counter_vec(
+                r,
+                "sensor_credential_leaks_total",
+                "Responses that gave back a credential their request carried (one per pair, credential and sink).",
+                &["role", "source", "type", "sink", "exposure"],
+            ),
+            masked_echoes: counter_vec(
+                r,
+                "sensor_masked_echoes_total",
+                "Responses that echoed a request credential masked (not a leak).",
+                &["role", "sink"],
+            ),
+            http_pairs: counter_vec(r, "sensor_http_pairs_total", "HTTP request/response pairs reassembled.", &["role"]),
+            http_parse_errors: counter_vec(
+                r,
+                "sensor_http_parse_errors_total",
+                "Connections or messages the HTTP stage could not parse, by reason; the connection is ignored from then on.",
+                &["reason"],
+            ),
+            capture_events: counter_vec(
+                r,
+                "sensor_capture_events_total",
+                "Capture events received from the kernel, by direction (read, write, close).",
+                &["direction"],
+            ),
+            capture_lost_events: counter(
+                r,
+                "sensor_capture_lost_events_total",
+                "Events the kernel side could not deliver (ring buffer full).",
+            ),
+            capture_truncated_bytes: counter(
+                r,
+                "sensor_capture_truncated_bytes_total",
+                "Plaintext bytes not captured: past the per-call cap or lost to a full ring buffer.",
+            ),
+            capture_bad_events: counter_vec(
+                r,
+                "sensor_capture_bad_events_total",
+                "Malformed capture events (kernel or recording), by reason.",
+                &["reason"],
+            ),
+            connections_active: {
+                let g = IntGauge::new("sensor_connections_active", "TLS connections being tracked.").expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            connections_evicted: counter_vec(
+                r,
+                "sensor_connections_evicted_total",
+                "Connections dropped from the bounded connection table, by reason (lru, idle, process_exit).",
+                &["reason"],
+            ),
+            body_bytes_over_cap: counter(
+                r,
+                "sensor_http_body_bytes_over_cap_total",
+                "Body bytes seen but not kept because the body cap was reached.",
+            ),
+            decompress_cap_hits: counter_vec(
+                r,
+                "sensor_decompress_cap_hits_total",
+                "Response bodies whose decompressed size hit the cap, by content encoding.",
+                &["content_encoding"],
+            ),
+            tls_attachments: gauge_vec(
+                r,
+                "sensor_tls_attachments",
+                "TLS libraries the probes are attached to, by library and probe mode.",
+                &["library", "mode"],
+            ),
+            attach_errors: counter_vec(r, "sensor_attach_errors_total", "Failed attach attempts, by reason.", &["reason"]),
+            blind_processes: gauge_vec(
+                r,
+                "sensor_blind_processes",
+                "Processes with TCP sockets whose TLS the sensor cannot see, by reason.",
+                &["reason"],
+            ),
+            build_info: gauge_vec(r, "sensor_build_info", "Always 1; the sensor's version.", &["version"]),
+            findings_dropped: counter(
+                r,
+                "sensor_findings_dropped_total",
+                "Findings not delivered to a slow live-API subscriber (the findings file is never skipped).",
+            ),
+            registry,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+
+    /// Prometheus text exposition of every metric (plus process metrics when registered).
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        let _ = enc.encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,4 @@
+//! What leaves the process: findings, pairs (redacted), metrics, the live API.
+
+pub mod live;
+pub mod metrics;

@@ -1,0 +1,1 @@
+//! `sensor watch`: the operators' live terminal view.
