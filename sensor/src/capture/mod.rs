@@ -1,4 +1,5 @@
 //! Kernel-facing capture: loading the eBPF programs, attaching them to TLS
 //! libraries, reading the ring buffer.  `event` (parsing) needs no root.
 
+pub mod config;
 pub mod event;

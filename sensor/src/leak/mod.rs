@@ -1,1 +1,2 @@
 //! Leak detection: credentials a request carried, searched for in its response.
+pub mod config;
