@@ -3,3 +3,4 @@
 
 pub mod config;
 pub mod event;
+pub mod record;

@@ -1,0 +1,207 @@
+//! The recording format of `sensor run --record` / `sensor replay`:
+//! `RECORDING_MAGIC`, a little-endian u16 version, then for every raw capture
+//! event (exactly as the kernel delivered it) a little-endian u32 length and the
+//! bytes.  Process exits are stored as a length of
+//! `EXIT_MARKER` followed by the tgid, so replay forgets connections as live did.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use sensor_common::{MAX_EVENT_LEN, RECORDING_MAGIC, RECORDING_VERSION};
+
+/// Length value that marks a process-exit record (followed by a u32 tgid).
+const EXIT_MARKER: u32 = u32::MAX;
+
+/// One record of a recording.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Record {
+    Event(Vec<u8>),
+    ProcessExited(u32),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingError {
+    #[error("{path}: not a sensor recording (bad magic); record one with `sensor run --record FILE`")]
+    BadMagic { path: String },
+    #[error("{path}: recording version {found} is not supported (this sensor reads version {RECORDING_VERSION})")]
+    Version { path: String, found: u16 },
+    #[error("{path}: record of {len} bytes at offset {offset} is larger than any capture event ({MAX_EVENT_LEN}); the file is corrupt")]
+    Oversized { path: String, len: u32, offset: u64 },
+    #[error("{path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+pub struct Recorder {
+    out: BufWriter<File>,
+}
+
+impl Recorder {
+    /// Creates (truncates) the file with mode 0600: it holds raw traffic, secrets included.
+    pub fn create(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        let mut out = BufWriter::with_capacity(256 * 1024, f);
+        out.write_all(RECORDING_MAGIC)?;
+        out.write_all(&RECORDING_VERSION.to_le_bytes())?;
+        Ok(Recorder { out })
+    }
+
+    pub fn event(&mut self, raw: &[u8]) -> io::Result<()> {
+        self.out.write_all(&(raw.len() as u32).to_le_bytes())?;
+        self.out.write_all(raw)
+    }
+
+    pub fn process_exited(&mut self, tgid: u32) -> io::Result<()> {
+        self.out.write_all(&EXIT_MARKER.to_le_bytes())?;
+        self.out.write_all(&tgid.to_le_bytes())
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+pub struct RecordingReader {
+    input: BufReader<File>,
+    path: String,
+    offset: u64,
+}
+
+impl RecordingReader {
+    pub fn open(path: &Path) -> Result<Self, RecordingError> {
+        let p = path.display().to_string();
+        let io_err = |source| RecordingError::Io {
+            path: p.clone(),
+            source,
+        };
+        let f = File::open(path).map_err(io_err)?;
+        let mut input = BufReader::with_capacity(256 * 1024, f);
+        let mut magic = [0u8; 8];
+        let mut ver = [0u8; 2];
+        if input.read_exact(&mut magic).is_err() || &magic != RECORDING_MAGIC {
+            return Err(RecordingError::BadMagic { path: p });
+        }
+        input.read_exact(&mut ver).map_err(io_err)?;
+        let found = u16::from_le_bytes(ver);
+        if found != RECORDING_VERSION {
+            return Err(RecordingError::Version { path: p, found });
+        }
+        Ok(RecordingReader {
+            input,
+            path: p,
+            offset: 10,
+        })
+    }
+
+    /// The next record; `Ok(None)` at the end.  A truncated last record (a run
+    /// killed mid-write) ends the recording quietly.
+    pub fn next_record(&mut self) -> Result<Option<Record>, RecordingError> {
+        let mut len = [0u8; 4];
+        match read_full(&mut self.input, &mut len) {
+            Ok(false) => return Ok(None),
+            Ok(true) => {}
+            Err(source) => {
+                return Err(RecordingError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+        let len = u32::from_le_bytes(len);
+        let at = self.offset;
+        self.offset += 4;
+        if len == EXIT_MARKER {
+            let mut tgid = [0u8; 4];
+            return match read_full(&mut self.input, &mut tgid) {
+                Ok(true) => {
+                    self.offset += 4;
+                    Ok(Some(Record::ProcessExited(u32::from_le_bytes(tgid))))
+                }
+                _ => Ok(None),
+            };
+        }
+        if len as usize > MAX_EVENT_LEN {
+            return Err(RecordingError::Oversized {
+                path: self.path.clone(),
+                len,
+                offset: at,
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        match read_full(&mut self.input, &mut buf) {
+            Ok(true) => {
+                self.offset += len as u64;
+                Ok(Some(Record::Event(buf)))
+            }
+            Ok(false) => {
+                tracing::warn!(path = %self.path, offset = at, "recording ends in a truncated record; ignoring it");
+                Ok(None)
+            }
+            Err(source) => Err(RecordingError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+}
+
+/// Fills `buf`; `Ok(false)` when the input ended before it was full.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_truncation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        let mut r = Recorder::create(&path).unwrap();
+        r.event(b"one").unwrap();
+        r.process_exited(77).unwrap();
+        r.event(&[9u8; 100]).unwrap();
+        r.flush().unwrap();
+        drop(r);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        // Cut the last record in half: it is ignored, the rest reads back.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 50]).unwrap();
+        let mut rd = RecordingReader::open(&path).unwrap();
+        assert_eq!(rd.next_record().unwrap(), Some(Record::Event(b"one".to_vec())));
+        assert_eq!(rd.next_record().unwrap(), Some(Record::ProcessExited(77)));
+        assert_eq!(rd.next_record().unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_garbage_and_oversized() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junk");
+        std::fs::write(&path, b"definitely not a recording").unwrap();
+        let err = RecordingReader::open(&path).err().unwrap();
+        assert!(err.to_string().contains("not a sensor recording"), "{err}");
+        let mut bytes = RECORDING_MAGIC.to_vec();
+        bytes.extend_from_slice(&RECORDING_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&(MAX_EVENT_LEN as u32 + 1).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let mut rd = RecordingReader::open(&path).unwrap();
+        assert!(matches!(rd.next_record(), Err(RecordingError::Oversized { .. })));
+    }
+}
