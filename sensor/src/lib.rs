@@ -6,8 +6,10 @@
 //! shared by `sensor run` and `sensor replay`.
 
 pub mod capture;
+pub mod cli;
 pub mod finding;
 pub mod http;
 pub mod leak;
 pub mod outputs;
+pub mod pipeline;
 pub mod watch;

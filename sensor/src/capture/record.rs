@@ -1,5 +1,7 @@
 //! The recording format of `sensor run --record` / `sensor replay`:
-//! `RECORDING_MAGIC`, a little-endian u16 version, then for every raw capture
+//! `RECORDING_MAGIC`, a little-endian u16 version, a little-endian i64 offset
+//! (CLOCK_REALTIME − CLOCK_MONOTONIC in ns at recording time, so replayed
+//! findings carry the same wall-clock times as live ones), then for every raw capture
 //! event (exactly as the kernel delivered it) a little-endian u32 length and the
 //! bytes.  Process exits are stored as a length of
 //! `EXIT_MARKER` followed by the tgid, so replay forgets connections as live did.
@@ -22,7 +24,9 @@ pub enum Record {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
-    #[error("{path}: not a sensor recording (bad magic); record one with `sensor run --record FILE`")]
+    #[error(
+        "{path}: not a sensor recording (bad magic); record one with `sensor run --record FILE`"
+    )]
     BadMagic { path: String },
     #[error("{path}: recording version {found} is not supported (this sensor reads version {RECORDING_VERSION})")]
     Version { path: String, found: u16 },
@@ -38,7 +42,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// Creates (truncates) the file with mode 0600: it holds raw traffic, secrets included.
-    pub fn create(path: &Path) -> io::Result<Self> {
+    pub fn create(path: &Path, clock_offset_ns: i64) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .create(true)
@@ -49,6 +53,7 @@ impl Recorder {
         let mut out = BufWriter::with_capacity(256 * 1024, f);
         out.write_all(RECORDING_MAGIC)?;
         out.write_all(&RECORDING_VERSION.to_le_bytes())?;
+        out.write_all(&clock_offset_ns.to_le_bytes())?;
         Ok(Recorder { out })
     }
 
@@ -69,6 +74,7 @@ impl Recorder {
 
 pub struct RecordingReader {
     input: BufReader<File>,
+    clock_offset_ns: i64,
     path: String,
     offset: u64,
 }
@@ -92,11 +98,19 @@ impl RecordingReader {
         if found != RECORDING_VERSION {
             return Err(RecordingError::Version { path: p, found });
         }
+        let mut off = [0u8; 8];
+        input.read_exact(&mut off).map_err(io_err)?;
         Ok(RecordingReader {
             input,
+            clock_offset_ns: i64::from_le_bytes(off),
             path: p,
-            offset: 10,
+            offset: 18,
         })
+    }
+
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC (ns) when the recording was made.
+    pub fn clock_offset_ns(&self) -> i64 {
+        self.clock_offset_ns
     }
 
     /// The next record; `Ok(None)` at the end.  A truncated last record (a run
@@ -173,19 +187,26 @@ mod tests {
     fn roundtrip_and_truncation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("rec");
-        let mut r = Recorder::create(&path).unwrap();
+        let mut r = Recorder::create(&path, 1234).unwrap();
         r.event(b"one").unwrap();
         r.process_exited(77).unwrap();
         r.event(&[9u8; 100]).unwrap();
         r.flush().unwrap();
         drop(r);
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         // Cut the last record in half: it is ignored, the rest reads back.
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 50]).unwrap();
         let mut rd = RecordingReader::open(&path).unwrap();
-        assert_eq!(rd.next_record().unwrap(), Some(Record::Event(b"one".to_vec())));
+        assert_eq!(rd.clock_offset_ns(), 1234);
+        assert_eq!(
+            rd.next_record().unwrap(),
+            Some(Record::Event(b"one".to_vec()))
+        );
         assert_eq!(rd.next_record().unwrap(), Some(Record::ProcessExited(77)));
         assert_eq!(rd.next_record().unwrap(), None);
     }
@@ -199,9 +220,13 @@ mod tests {
         assert!(err.to_string().contains("not a sensor recording"), "{err}");
         let mut bytes = RECORDING_MAGIC.to_vec();
         bytes.extend_from_slice(&RECORDING_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&0i64.to_le_bytes());
         bytes.extend_from_slice(&(MAX_EVENT_LEN as u32 + 1).to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
         let mut rd = RecordingReader::open(&path).unwrap();
-        assert!(matches!(rd.next_record(), Err(RecordingError::Oversized { .. })));
+        assert!(matches!(
+            rd.next_record(),
+            Err(RecordingError::Oversized { .. })
+        ));
     }
 }

@@ -3,3 +3,9 @@
 pub mod jsonl;
 pub mod live;
 pub mod metrics;
+pub mod pairs;
+
+/// RFC 3339 UTC with microseconds, the time format of findings and pairs.
+pub fn rfc3339_micros(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

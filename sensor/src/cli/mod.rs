@@ -1,0 +1,44 @@
+//! The command line (`sensor run|watch|replay|check`), design/contract.md.
+
+pub mod replay;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sensor",
+    version,
+    about = "Finds API credentials leaking out of HTTPS APIs, live, with eBPF",
+    long_about = "Finds API credentials leaking out of HTTPS APIs, live.\n\n\
+        eBPF probes on the TLS library see the plaintext HTTP of every process; the sensor pairs \
+        requests with responses and reports every response that gives back a credential its \
+        request carried. Logs go to stderr (RUST_LOG=debug for more)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a pre-recorded capture (`sensor run --record FILE`) through the same pipeline.
+    Replay(replay::ReplayArgs),
+}
+
+/// Logs to stderr, level from RUST_LOG (default info).
+pub fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the command; errors are one actionable line, printed by `main`.
+pub fn main_with(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Command::Replay(a) => replay::run(a),
+    }
+}

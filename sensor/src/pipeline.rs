@@ -1,0 +1,481 @@
+//! The userspace path shared by `sensor run` and `sensor replay`:
+//! raw capture events → connection table → HTTP reassembly → leak detection →
+//! outputs (findings, pairs, metrics, live API).
+//!
+//! Everything here is bounded: the connection table is an LRU of
+//! `max_connections` entries and the bytes all parsers hold together are kept
+//! under `max_buffered_bytes` by evicting the least recently used connections;
+//! every eviction is counted.
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use lru::LruCache;
+
+use crate::capture::event::{CaptureEvent, ConnId, Direction, EventKind};
+use crate::capture::record::Recorder;
+use crate::finding::Finding;
+use crate::http::limits::HttpLimits;
+use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
+use crate::http::{ConnectionParser, ParserOutput};
+use crate::leak::Detector;
+use crate::outputs::jsonl::JsonLinesWriter;
+use crate::outputs::metrics::Metrics;
+use crate::outputs::pairs::pair_record;
+
+/// Default bound on tracked TLS connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16 * 1024;
+/// Default bound on the bytes all connection parsers buffer together.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 * 1024 * 1024;
+/// Entries in the per-process identity cache before it is cleared.
+const MAX_CACHED_PROCESSES: usize = 64 * 1024;
+
+/// Which pairs to keep, by the probed process' role.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleFilter {
+    #[default]
+    Any,
+    Server,
+    Client,
+}
+
+impl RoleFilter {
+    fn accepts(self, role: Role) -> bool {
+        match self {
+            RoleFilter::Any => true,
+            RoleFilter::Server => role == Role::Server,
+            RoleFilter::Client => role == Role::Client,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    pub http: HttpLimits,
+    pub max_connections: usize,
+    pub max_buffered_bytes: usize,
+    pub role: RoleFilter,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC in ns: turns event timestamps into wall time.
+    pub clock_offset_ns: i64,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            http: HttpLimits::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
+            role: RoleFilter::Any,
+            clock_offset_ns: clock_offset_ns(),
+        }
+    }
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC now, in ns.
+pub fn clock_offset_ns() -> i64 {
+    fn now(clock: libc::clockid_t) -> i64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into the timespec we own.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    }
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
+/// Looks up who a process is (exe, container, pod).  Live runs read /proc;
+/// replay knows only what the events carry.
+pub type ProcessResolver = Box<dyn FnMut(u32, &str) -> ProcessInfo + Send>;
+
+/// Called with every finding (the live API's hub).
+pub type FindingListener = Box<dyn FnMut(&Finding) + Send>;
+
+struct Connection {
+    parser: ConnectionParser,
+    id: String,
+    pairs: u64,
+    /// What `parser.buffered_bytes()` was after the last feed (for the global budget).
+    buffered: usize,
+    /// The parser gave up on this connection (already counted).
+    ignored: bool,
+    /// Newest event time seen (ends close-delimited bodies at process exit).
+    last_ts_ns: u64,
+}
+
+/// Where the results go.
+#[derive(Default)]
+pub struct Outputs {
+    pub findings: Option<JsonLinesWriter>,
+    pub pairs: Option<JsonLinesWriter>,
+    pub recorder: Option<Recorder>,
+    pub on_finding: Option<FindingListener>,
+}
+
+pub struct Pipeline {
+    cfg: PipelineConfig,
+    conns: LruCache<ConnId, Connection>,
+    buffered_total: usize,
+    /// Connection generations, so a reused `SSL*` gets a new connection id.
+    next_generation: u64,
+    detector: Arc<Detector>,
+    metrics: Metrics,
+    outputs: Outputs,
+    resolver: ProcessResolver,
+    processes: HashMap<u32, ProcessInfo>,
+    logged_reasons: HashSet<&'static str>,
+    scratch: ParserOutput,
+}
+
+impl Pipeline {
+    pub fn new(
+        cfg: PipelineConfig,
+        detector: Arc<Detector>,
+        metrics: Metrics,
+        outputs: Outputs,
+        resolver: ProcessResolver,
+    ) -> Pipeline {
+        let cap = NonZeroUsize::new(cfg.max_connections.max(1)).expect("non-zero");
+        Pipeline {
+            cfg,
+            conns: LruCache::new(cap),
+            buffered_total: 0,
+            next_generation: 1,
+            detector,
+            metrics,
+            outputs,
+            resolver,
+            processes: HashMap::new(),
+            logged_reasons: HashSet::new(),
+            scratch: ParserOutput::default(),
+        }
+    }
+
+    /// Swaps the detector (SIGHUP reload of the leak lists); connections keep their state.
+    pub fn set_detector(&mut self, detector: Arc<Detector>) {
+        self.detector = detector;
+    }
+
+    pub fn set_role_filter(&mut self, role: RoleFilter) {
+        self.cfg.role = role;
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_total
+    }
+
+    /// One raw event from the kernel or a recording.
+    pub fn handle_raw(&mut self, raw: &[u8]) {
+        if let Some(rec) = self.outputs.recorder.as_mut() {
+            if let Err(e) = rec.event(raw) {
+                tracing::error!("cannot write the recording: {e}; recording stopped");
+                self.outputs.recorder = None;
+            }
+        }
+        match CaptureEvent::parse(raw) {
+            Ok(ev) => self.handle_event(ev),
+            Err(e) => {
+                self.metrics
+                    .capture_bad_events
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                if self.logged_reasons.insert(e.reason()) {
+                    tracing::warn!("malformed capture event ({e}); counted in sensor_capture_bad_events_total, further ones not logged");
+                }
+            }
+        }
+    }
+
+    pub fn handle_event(&mut self, ev: CaptureEvent) {
+        let label = match (&ev.kind, ev.direction) {
+            (EventKind::Close, _) => "close",
+            (_, Direction::Read) => "read",
+            (_, Direction::Write) => "write",
+        };
+        self.metrics
+            .capture_events
+            .with_label_values(&[label])
+            .inc();
+        if ev.gap_before && ev.lost_before > 0 {
+            self.metrics
+                .capture_truncated_bytes
+                .inc_by(ev.lost_before as u64);
+        }
+        match ev.kind {
+            EventKind::Close => self.close_connection(ev.conn, ev.ts_ns, &ev.comm),
+            EventKind::Data(ref data) => {
+                let data = data.clone();
+                self.data_event(&ev, &data);
+            }
+        }
+    }
+
+    fn data_event(&mut self, ev: &CaptureEvent, data: &Bytes) {
+        // The connection is taken out of the table while it is worked on and
+        // put back as the most recently used one.
+        let mut conn = match self.conns.pop(&ev.conn) {
+            Some(c) => c,
+            None => {
+                let generation = self.next_generation;
+                self.next_generation += 1;
+                Connection {
+                    parser: ConnectionParser::new(self.cfg.http.clone()),
+                    id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation),
+                    pairs: 0,
+                    buffered: 0,
+                    ignored: false,
+                    last_ts_ns: ev.ts_ns,
+                }
+            }
+        };
+        conn.last_ts_ns = conn.last_ts_ns.max(ev.ts_ns);
+        if !conn.ignored {
+            let mut out = std::mem::take(&mut self.scratch);
+            if ev.gap_before || ev.read_failed {
+                conn.parser
+                    .gap(ev.direction, ev.lost_before as u64, ev.ts_ns, &mut out);
+            }
+            if !data.is_empty() {
+                conn.parser.feed(ev.direction, data, ev.ts_ns, &mut out);
+            }
+            // Bytes of this call past the per-call cap were never copied: a hole
+            // right after the last copied chunk.
+            let copied_end = ev.offset as u64 + data.len() as u64;
+            if ev.call_truncated && copied_end >= sensor_common::MAX_BYTES_PER_CALL as u64 {
+                let lost = (ev.call_len as u64).saturating_sub(copied_end);
+                conn.parser.gap(ev.direction, lost, ev.ts_ns, &mut out);
+            }
+            let now_buffered = if conn.parser.is_ignored() {
+                // Its buffers are gone; the entry stays so later events are dropped cheaply.
+                conn.ignored = true;
+                0
+            } else {
+                conn.parser.buffered_bytes()
+            };
+            self.buffered_total = self.buffered_total + now_buffered - conn.buffered;
+            conn.buffered = now_buffered;
+            self.drain_output(ev.conn, &mut conn, &ev.comm, &mut out);
+            self.scratch = out;
+        }
+        if let Some((old_key, old)) = self.conns.push(ev.conn, conn) {
+            // The table was full: the least recently used connection is dropped.
+            debug_assert!(old_key != ev.conn);
+            self.buffered_total -= old.buffered;
+            self.metrics
+                .connections_evicted
+                .with_label_values(&["lru"])
+                .inc();
+        }
+        self.metrics.connections_active.set(self.conns.len() as i64);
+        self.enforce_memory_budget();
+    }
+
+    fn close_connection(&mut self, conn_key: ConnId, ts_ns: u64, comm: &str) {
+        if let Some(mut conn) = self.conns.pop(&conn_key) {
+            let mut out = std::mem::take(&mut self.scratch);
+            conn.parser.close(ts_ns.max(conn.last_ts_ns), &mut out);
+            self.buffered_total -= conn.buffered;
+            self.drain_output(conn_key, &mut conn, comm, &mut out);
+            self.scratch = out;
+            self.metrics.connections_active.set(self.conns.len() as i64);
+        }
+    }
+
+    /// The process is gone: finish and forget all its connections.
+    pub fn process_exited(&mut self, tgid: u32) {
+        if let Some(rec) = self.outputs.recorder.as_mut() {
+            let _ = rec.process_exited(tgid);
+        }
+        let ids: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(k, _)| k.tgid == tgid)
+            .map(|(k, _)| *k)
+            .collect();
+        let comm = self
+            .processes
+            .get(&tgid)
+            .map(|p| p.comm.clone())
+            .unwrap_or_default();
+        for id in ids {
+            self.close_connection(id, 0, &comm);
+        }
+        self.processes.remove(&tgid);
+    }
+
+    fn enforce_memory_budget(&mut self) {
+        while self.buffered_total > self.cfg.max_buffered_bytes {
+            match self.conns.pop_lru() {
+                Some((_, conn)) => {
+                    self.buffered_total -= conn.buffered;
+                    self.metrics
+                        .connections_evicted
+                        .with_label_values(&["memory"])
+                        .inc();
+                }
+                None => {
+                    self.buffered_total = 0;
+                    break;
+                }
+            }
+            self.metrics.connections_active.set(self.conns.len() as i64);
+        }
+    }
+
+    fn process_info(&mut self, tgid: u32, comm: &str) -> ProcessInfo {
+        if let Some(p) = self.processes.get(&tgid) {
+            return p.clone();
+        }
+        if self.processes.len() >= MAX_CACHED_PROCESSES {
+            self.processes.clear();
+        }
+        let info = (self.resolver)(tgid, comm);
+        self.processes.insert(tgid, info.clone());
+        info
+    }
+
+    fn drain_output(
+        &mut self,
+        conn_key: ConnId,
+        conn: &mut Connection,
+        comm: &str,
+        out: &mut ParserOutput,
+    ) {
+        for reason in out.errors.drain(..) {
+            let r = reason.as_str();
+            self.metrics.http_parse_errors.with_label_values(&[r]).inc();
+            if self.logged_reasons.insert(r) {
+                tracing::info!(
+                    reason = r,
+                    "a connection's traffic is not parseable HTTP/1.x ({r}); it is ignored from now on. \
+                     Counted in sensor_http_parse_errors_total; further ones are not logged"
+                );
+            }
+        }
+        if out.body_bytes_over_cap > 0 {
+            self.metrics
+                .body_bytes_over_cap
+                .inc_by(out.body_bytes_over_cap);
+            out.body_bytes_over_cap = 0;
+        }
+        if out.exchanges.is_empty() {
+            return;
+        }
+        let process = self.process_info(conn_key.tgid, comm);
+        for exchange in out.exchanges.drain(..) {
+            conn.pairs += 1;
+            let seq = conn.pairs;
+            let role = exchange.role;
+            if !self.cfg.role.accepts(role) {
+                continue;
+            }
+            let wall_ns = exchange.timing.response_end_ns as i64 + self.cfg.clock_offset_ns;
+            let pair = HttpPair {
+                exchange,
+                process: process.clone(),
+                conn: ConnInfo {
+                    id: conn.id.clone(),
+                    peer: None,
+                },
+                seq,
+                ts: chrono::DateTime::from_timestamp_nanos(wall_ns),
+            };
+            self.emit_pair(&pair);
+        }
+    }
+
+    fn emit_pair(&mut self, pair: &HttpPair) {
+        let role = pair.exchange.role.as_str();
+        self.metrics.http_pairs.with_label_values(&[role]).inc();
+        let inspection = self.detector.inspect(pair);
+        for sink in &inspection.masked_echoes {
+            self.metrics
+                .masked_echoes
+                .with_label_values(&[role, sink.as_str()])
+                .inc();
+        }
+        if let Some(ce) = inspection.decompress_cap_hit {
+            self.metrics
+                .decompress_cap_hits
+                .with_label_values(&[ce.as_str()])
+                .inc();
+        }
+        for reason in &inspection.decode_errors {
+            self.metrics
+                .http_parse_errors
+                .with_label_values(&[reason])
+                .inc();
+        }
+        if let Some(w) = self.outputs.pairs.as_mut() {
+            w.write(&pair_record(pair, &self.detector, &inspection.findings));
+        }
+        for f in &inspection.findings {
+            self.metrics
+                .credential_leaks
+                .with_label_values(&[
+                    role,
+                    f.credential.source.as_str(),
+                    f.credential.kind.as_str(),
+                    f.sink.location.as_str(),
+                    f.exposure.as_str(),
+                ])
+                .inc();
+            tracing::warn!(
+                fingerprint = %f.credential.fingerprint,
+                source = f.credential.source.as_str(),
+                sink = f.sink.location.as_str(),
+                path = %f.request.path,
+                pid = f.process.pid,
+                "credential leak"
+            );
+            if let Some(w) = self.outputs.findings.as_mut() {
+                w.write(f);
+            }
+            if let Some(l) = self.outputs.on_finding.as_mut() {
+                l(f);
+            }
+        }
+    }
+
+    /// Flush the writers (after each batch of events, and at shutdown).
+    pub fn flush(&mut self) {
+        if let Some(w) = self.outputs.findings.as_mut() {
+            w.flush();
+        }
+        if let Some(w) = self.outputs.pairs.as_mut() {
+            w.flush();
+        }
+        if let Some(r) = self.outputs.recorder.as_mut() {
+            if let Err(e) = r.flush() {
+                tracing::error!("cannot write the recording: {e}");
+            }
+        }
+    }
+
+    /// End of input (replay end, shutdown): finish every connection.
+    pub fn finish(&mut self) {
+        let ids: Vec<ConnId> = self.conns.iter().map(|(k, _)| *k).collect();
+        for id in ids {
+            self.close_connection(id, 0, "");
+        }
+        self.flush();
+    }
+}
