@@ -1,8 +1,75 @@
-//! `cargo xtask test`.
+//! `cargo xtask test`: every test, in the order that fails fastest.
+//!
+//! 1. setup (toolchains, packages) and build (eBPF object + agent);
+//! 2. unit, property and snapshot tests of the whole workspace (no root);
+//! 3. root tests one at a time: capture against real TLS, then the end-to-end
+//!    tests (real servers and clients, alert rules, manifests, Prometheus);
+//! 4. the benchmark smoke run, so the benchmarks cannot rot.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::util::{is_root, root, run_cmd};
 
 #[derive(clap::Args, Default)]
-pub struct Options {}
+pub struct Options {
+    /// Skip the root end-to-end tests (unit and property tests only).
+    #[arg(long)]
+    pub no_root: bool,
+    /// Skip the benchmark smoke run.
+    #[arg(long)]
+    pub no_bench: bool,
+    /// Only run tests whose name contains this (passed to the test binaries).
+    pub filter: Option<String>,
+}
 
-pub fn run(_o: &Options) -> anyhow::Result<()> {
-    anyhow::bail!("cargo xtask test is not implemented yet")
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    if !o.no_root && !is_root() {
+        bail!("the end-to-end tests load eBPF programs and need root: run `sudo -E cargo xtask test` (or `cargo xtask test --no-root` for the unit tests only)");
+    }
+    crate::setup::run(&crate::setup::Options::default())?;
+    let sensor_bin = crate::build::run(&crate::build::Options::default())?;
+    let ws = root();
+    let filter: Vec<String> = o.filter.iter().cloned().collect();
+
+    eprintln!("xtask: == unit, property and snapshot tests ==");
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(&ws)
+            .args(["test", "--workspace", "--exclude", "sensor-e2e", "--"])
+            .args(&filter),
+    )?;
+
+    if !o.no_root {
+        let env = |c: &mut Command| {
+            c.current_dir(&ws)
+                .env("SENSOR_ROOT_TESTS", "1")
+                .env("SENSOR_REQUIRE_TOOLS", "1")
+                .env("SENSOR_BIN", &sensor_bin)
+                .env("SENSOR_TOOLS_VENV", ws.join(".tools/venv"));
+        };
+        eprintln!("xtask: == root tests: capture against real TLS (one at a time) ==");
+        let mut c = Command::new("cargo");
+        c.args(["test", "-p", "sensor", "--test", "capture_root", "--", "--test-threads=1"])
+            .args(&filter);
+        env(&mut c);
+        run_cmd(&mut c)?;
+
+        eprintln!("xtask: == root end-to-end tests (one at a time) ==");
+        let mut c = Command::new("cargo");
+        c.args(["test", "-p", "sensor-e2e", "--", "--test-threads=1"]).args(&filter);
+        env(&mut c);
+        run_cmd(&mut c)?;
+    }
+
+    if !o.no_bench {
+        eprintln!("xtask: == benchmark smoke run ==");
+        crate::bench::run(&crate::bench::Options {
+            quick: true,
+            ..Default::default()
+        })?;
+    }
+    eprintln!("xtask: all tests passed");
+    Ok(())
 }
