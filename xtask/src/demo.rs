@@ -82,7 +82,10 @@ fn make_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
         .output()
         .context("cannot run openssl to make the demo certificate (is the openssl package installed? `cargo xtask setup`)")?;
     if !out.status.success() {
-        bail!("openssl could not make the demo certificate: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "openssl could not make the demo certificate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok((cert, key))
 }
@@ -92,12 +95,52 @@ fn make_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 fn requests(base: &str) -> Vec<(&'static str, Vec<String>)> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     vec![
-        ("API key echoed in a 400 JSON error", s(&["-H", "x-api-key: sk_live_demo4f9a8b7c6d5e4f3a2b1c", &format!("{base}/v1/items?limit=oops")])),
-        ("bearer token put into an OAuth redirect fragment", s(&["-H", "Authorization: Bearer demo-token-7Hq2LmX9pR4sT8vW", &format!("{base}/oauth/authorize?client_id=demo&response_type=token")])),
-        ("debug endpoint dumping request headers", s(&["-H", "Authorization: Bearer demo-token-Zk3Nn8Qw1Ee5Rr7T", &format!("{base}/debug")])),
-        ("api_key query reflected into an HTML page", s(&[&format!("{base}/search?q=shoes&api_key=demoQk8Zx2Lp5Vn7Bm3Hj9Ty")])),
-        ("masked echo (not a leak)", s(&["-H", "x-api-key: sk_live_demoA1b2C3d4E5f6G7h8I9j0", &format!("{base}/v1/masked")])),
-        ("plain JSON (not a leak)", s(&["-H", "x-api-key: sk_live_demoP0o9I8u7Y6t5R4e3W2q1", &format!("{base}/v1/health")])),
+        (
+            "API key echoed in a 400 JSON error",
+            s(&[
+                "-H",
+                "x-api-key: sk_live_demo4f9a8b7c6d5e4f3a2b1c",
+                &format!("{base}/v1/items?limit=oops"),
+            ]),
+        ),
+        (
+            "bearer token put into an OAuth redirect fragment",
+            s(&[
+                "-H",
+                "Authorization: Bearer demo-token-7Hq2LmX9pR4sT8vW",
+                &format!("{base}/oauth/authorize?client_id=demo&response_type=token"),
+            ]),
+        ),
+        (
+            "debug endpoint dumping request headers",
+            s(&[
+                "-H",
+                "Authorization: Bearer demo-token-Zk3Nn8Qw1Ee5Rr7T",
+                &format!("{base}/debug"),
+            ]),
+        ),
+        (
+            "api_key query reflected into an HTML page",
+            s(&[&format!(
+                "{base}/search?q=shoes&api_key=demoQk8Zx2Lp5Vn7Bm3Hj9Ty"
+            )]),
+        ),
+        (
+            "masked echo (not a leak)",
+            s(&[
+                "-H",
+                "x-api-key: sk_live_demoA1b2C3d4E5f6G7h8I9j0",
+                &format!("{base}/v1/masked"),
+            ]),
+        ),
+        (
+            "plain JSON (not a leak)",
+            s(&[
+                "-H",
+                "x-api-key: sk_live_demoP0o9I8u7Y6t5R4e3W2q1",
+                &format!("{base}/v1/health"),
+            ]),
+        ),
     ]
 }
 
@@ -117,7 +160,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let api_port = free_port(9478);
     let api = format!("http://127.0.0.1:{api_port}");
 
-    eprintln!("xtask: starting the sensor (metrics on 127.0.0.1:{metrics_port}, live API on {api})");
+    eprintln!(
+        "xtask: starting the sensor (metrics on 127.0.0.1:{metrics_port}, live API on {api})"
+    );
     let sensor = Guard {
         child: Command::new(&sensor_bin)
             .args(["run", "--findings"])
@@ -135,11 +180,16 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         name: "sensor",
     };
     wait_ready(metrics_port, Duration::from_secs(30)).with_context(|| {
-        format!("the sensor did not become ready; its log: {}", dir.join("sensor.log").display())
+        format!(
+            "the sensor did not become ready; its log: {}",
+            dir.join("sensor.log").display()
+        )
     })?;
 
     let port = free_port(o.port);
-    eprintln!("xtask: starting the leaky demo API on https://127.0.0.1:{port} (tests/apps/demo_api.py)");
+    eprintln!(
+        "xtask: starting the leaky demo API on https://127.0.0.1:{port} (tests/apps/demo_api.py)"
+    );
     let _api = Guard {
         child: Command::new("python3")
             .arg(ws.join("tests/apps/demo_api.py"))
@@ -199,7 +249,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             v["credential"]["type"].as_str().unwrap_or("?"),
             v["credential"]["fingerprint"].as_str().unwrap_or("?"),
             v["sink"]["location"].as_str().unwrap_or("?"),
-            v["sink"]["name"].as_str().map(|n| format!(" {n}")).unwrap_or_default(),
+            v["sink"]["name"]
+                .as_str()
+                .map(|n| format!(" {n}"))
+                .unwrap_or_default(),
             v["sink"]["encoding"].as_str().unwrap_or("?"),
         );
     }
@@ -208,13 +261,20 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     }
 
     if o.watch {
-        let _ = Command::new(&sensor_bin).args(["watch", "--api", &api]).status();
+        let _ = Command::new(&sensor_bin)
+            .args(["watch", "--api", &api])
+            .status();
     } else {
         println!("\n== live view snapshot (`sensor watch --once`; `cargo xtask demo --watch` opens the live view) ==");
-        let _ = Command::new(&sensor_bin).args(["watch", "--once", "--api", &api]).status();
+        let _ = Command::new(&sensor_bin)
+            .args(["watch", "--once", "--api", &api])
+            .status();
     }
     drop(sensor);
-    println!("\nxtask: demo done; everything it started is stopped. Files kept in {}", dir.display());
+    println!(
+        "\nxtask: demo done; everything it started is stopped. Files kept in {}",
+        dir.display()
+    );
     if lines.is_empty() {
         bail!("the demo produced no findings");
     }
@@ -227,7 +287,8 @@ fn wait_ready(metrics_port: u16, timeout: Duration) -> anyhow::Result<()> {
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", metrics_port)) {
             let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            let _ = s
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
             let mut resp = String::new();
             let _ = s.read_to_string(&mut resp);
             if resp.starts_with("HTTP/1.1 200") {

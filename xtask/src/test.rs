@@ -51,14 +51,23 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         };
         eprintln!("xtask: == root tests: capture against real TLS (one at a time) ==");
         let mut c = Command::new("cargo");
-        c.args(["test", "-p", "sensor", "--test", "capture_root", "--", "--test-threads=1"])
-            .args(&filter);
+        c.args([
+            "test",
+            "-p",
+            "sensor",
+            "--test",
+            "capture_root",
+            "--",
+            "--test-threads=1",
+        ])
+        .args(&filter);
         env(&mut c);
         run_cmd(&mut c)?;
 
         eprintln!("xtask: == root end-to-end tests (one at a time) ==");
         let mut c = Command::new("cargo");
-        c.args(["test", "-p", "sensor-e2e", "--", "--test-threads=1"]).args(&filter);
+        c.args(["test", "-p", "sensor-e2e", "--", "--test-threads=1"])
+            .args(&filter);
         env(&mut c);
         run_cmd(&mut c)?;
     }

@@ -4,6 +4,7 @@ pub mod jsonl;
 pub mod live;
 pub mod metrics;
 pub mod pairs;
+pub mod stats;
 
 /// RFC 3339 UTC with microseconds, the time format of findings and pairs.
 pub fn rfc3339_micros(t: &chrono::DateTime<chrono::Utc>) -> String {
