@@ -191,3 +191,65 @@ impl PyClient {
         Ok((out.pid, results))
     }
 }
+
+/// One curl process sending each (url, headers) in order on ONE kept-alive
+/// connection (`--next` between requests); returns curl's pid and (status,
+/// body length) per request.  Fails if curl opened more than one connection.
+pub fn curl_sequence(
+    cert: &TestCert,
+    requests: &[(String, Vec<String>)],
+) -> Result<(u32, Vec<(u16, u64)>)> {
+    let mut cmd = Command::new("curl");
+    for (n, (url, headers)) in requests.iter().enumerate() {
+        if n > 0 {
+            cmd.arg("--next");
+        }
+        cmd.args(["-sS", "--max-time", "60", "--cacert"])
+            .arg(cert.cert())
+            .args([
+                "-w",
+                "%{http_code} %{size_download} %{num_connects}\n",
+                "-o",
+                "/dev/null",
+            ]);
+        for h in headers {
+            cmd.args(["-H", h]);
+        }
+        cmd.arg(url);
+    }
+    let out = run_bounded("curl", &cmd, CLIENT_TIMEOUT)?;
+    if !out.status.success() {
+        bail!(
+            "curl failed ({}): {}",
+            out.status,
+            redact(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    let mut results = Vec::new();
+    let mut connects = 0;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        if f.len() != 3 {
+            bail!("curl -w output not understood: {line:?}");
+        }
+        results.push((f[0] as u16, f[1]));
+        connects += f[2];
+    }
+    if results.len() != requests.len() {
+        bail!(
+            "curl reported {} results for {} requests",
+            results.len(),
+            requests.len()
+        );
+    }
+    if connects != 1 {
+        bail!(
+            "curl opened {connects} connections for {} requests, expected 1",
+            requests.len()
+        );
+    }
+    Ok((out.pid, results))
+}

@@ -15,14 +15,16 @@ pub mod net;
 pub mod paths;
 pub mod proc;
 pub mod rootfs;
+pub mod scenario;
 pub mod secrets;
 pub mod sensor;
 pub mod server;
+pub mod wait;
 
 pub use cert::TestCert;
-pub use client::{curl, curl_keepalive, CurlResponse, PyClient};
+pub use client::{curl, curl_keepalive, curl_sequence, CurlResponse, PyClient};
 pub use contract::{Finding, Pair};
-pub use expect::{check_findings, ExpectedFinding};
+pub use expect::{check_findings, findings_of, ExpectedFinding};
 pub use net::{free_port, http_get};
 pub use rootfs::separate_root;
 pub use secrets::{assert_no_secrets, Secret};
