@@ -34,7 +34,11 @@ impl Sensor {
     /// Starts the sensor with `extra` arguments after the standard ones and
     /// waits for `/readyz`.
     pub fn start(extra: &[&str]) -> Result<Sensor> {
-        let bin = sensor_bin()?;
+        Sensor::start_bin(&sensor_bin()?, extra)
+    }
+
+    /// As [`Sensor::start`], with an explicit binary.
+    pub fn start_bin(bin: &Path, extra: &[&str]) -> Result<Sensor> {
         let dir = tempfile::Builder::new()
             .prefix("sensor-e2e-sensor")
             .tempdir()?;
@@ -42,7 +46,7 @@ impl Sensor {
         let pairs_path = dir.path().join("pairs.jsonl");
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
         let api_addr: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--findings")
             .arg(&findings_path)

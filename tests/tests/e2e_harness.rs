@@ -457,3 +457,73 @@ fn separate_root_serves_tls_with_its_own_libssl() {
     assert!(descendants(pid).contains(&pid));
     assert_stops(server);
 }
+
+#[test]
+fn sensor_handle_reads_outputs_and_stops_a_stand_in() {
+    // No root needed: a stand-in script plays the sensor's outside contract.
+    let _g = serial();
+    let fake = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/fake_sensor.py");
+    let wrapper = tempfile::Builder::new()
+        .prefix("fake-sensor")
+        .tempdir()
+        .unwrap();
+    let bin = wrapper.path().join("sensor");
+    std::fs::write(
+        &bin,
+        format!(
+            "#!/bin/sh\nexec {} {} \"$@\"\n",
+            sensor_e2e::paths::system_python().display(),
+            fake.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut sensor = sensor_e2e::Sensor::start_bin(&bin, &["--role", "any"]).unwrap();
+
+    let pairs = sensor
+        .wait_for_pairs(|p| p.len() == 1, std::time::Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(pairs[0].connection.seq, Some(1));
+    assert_eq!(pairs[0].request_header("x-api-key"), Some("<redacted>"));
+    // The trailing partial line is not parsed yet.
+    let findings = sensor.findings().unwrap();
+    assert_eq!(findings.len(), 1);
+    let key = Secret::random("k", 29);
+    let expected = [
+        sensor_e2e::ExpectedFinding::new(&key, "header", "x-api-key")
+            .kind("api_key")
+            .request("GET", "/v1/items", 401),
+    ];
+    let pids = [4242];
+    sensor_e2e::check_findings(
+        &sensor_e2e::findings_of(&findings, "server", &pids),
+        &expected,
+        "server",
+    )
+    .unwrap();
+    // Wrong expectations are reported, not silently accepted.
+    let wrong = [
+        sensor_e2e::ExpectedFinding::new(&key, "header", "x-api-key")
+            .request("GET", "/v1/items", 401)
+            .encoding("base64"),
+    ];
+    let err = sensor_e2e::check_findings(&findings, &wrong, "server")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("encoding plain != base64"), "{err}");
+    let err = sensor_e2e::check_findings(&findings, &[], "server")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unexpected finding"), "{err}");
+    assert_eq!(
+        sensor.metric_sum("sensor_masked_echoes_total").unwrap(),
+        2.0
+    );
+    assert_no_secrets_ok(&sensor.all_output(), &key);
+    sensor.stop().unwrap();
+}
+
+fn assert_no_secrets_ok(text: &str, key: &Secret) {
+    sensor_e2e::assert_no_secrets("stand-in output", text, &[key]);
+}
