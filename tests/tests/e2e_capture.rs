@@ -78,7 +78,9 @@ fn nginx_keep_alive_pairs_are_exact() {
         })
         .collect();
     let urls: Vec<String> = files.iter().map(|(p, _)| server.url(p)).collect();
-    let (curl_pid, results) = curl_keepalive(&cert, &urls, &[]).unwrap();
+    let key = Secret::random("ak_", 30);
+    let (curl_pid, results) =
+        curl_keepalive(&cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
 
     let pairs = wait_server_pairs(&sensor, &pids, N);
     assert_eq!(pairs.len(), N);
@@ -95,6 +97,7 @@ fn nginx_keep_alive_pairs_are_exact() {
         assert_eq!(p.response.body_len, files[i].1 as u64);
         assert_eq!(p.response.body_len, results[i].1);
         assert!(!p.request.body_truncated && !p.response.body_truncated);
+        assert_eq!(p.request_header("x-api-key"), Some("<redacted>"));
     }
     // The same exchanges seen from curl's side.
     let client = pairs_of(&sensor.pairs().unwrap(), "client", &[curl_pid]);
@@ -106,6 +109,7 @@ fn nginx_keep_alive_pairs_are_exact() {
         .all(|(p, f)| p.response.body_len == f.1 as u64));
     assert_no_loss(&sensor);
     assert!(findings_of(&sensor.findings().unwrap(), "server", &pids).is_empty());
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
 }
 
@@ -227,9 +231,15 @@ fn chunked_responses_are_decoded() {
     let flask = Server::flask(&cert).unwrap();
     let mut sensor = Sensor::start(&[]).unwrap();
 
+    let key = Secret::random("ak_", 30);
     for server in [&fastapi, &flask] {
         let pids = server.pids();
-        let r = curl(&cert, &server.url("/v1/stream/plain"), &[]).unwrap();
+        let r = curl(
+            &cert,
+            &server.url("/v1/stream/plain"),
+            &["-H", &format!("x-api-key: {}", key.expose())],
+        )
+        .unwrap();
         assert!(r
             .header("transfer-encoding")
             .is_some_and(|v| v.contains("chunked")));
@@ -248,8 +258,10 @@ fn chunked_responses_are_decoded() {
             server.name()
         );
         assert!(!p.response.body_truncated);
+        assert!(findings_of(&sensor.findings().unwrap(), "server", &pids).is_empty());
     }
     assert_no_loss(&sensor);
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
 }
 

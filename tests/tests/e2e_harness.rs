@@ -527,3 +527,40 @@ fn sensor_handle_reads_outputs_and_stops_a_stand_in() {
 fn assert_no_secrets_ok(text: &str, key: &Secret) {
     sensor_e2e::assert_no_secrets("stand-in output", text, &[key]);
 }
+
+/// The leak scenario the sensor tests run gets the statuses its expectations
+/// assume, from both apps.
+#[test]
+fn leak_scenario_runs_against_both_apps() {
+    require_root();
+    let _g = serial();
+    let cert = TestCert::new().unwrap();
+    for app in [
+        sensor_e2e::scenario::App::FastApi,
+        sensor_e2e::scenario::App::Flask,
+    ] {
+        let server = match app {
+            sensor_e2e::scenario::App::FastApi => Server::fastapi(&cert),
+            sensor_e2e::scenario::App::Flask => Server::flask(&cert),
+        }
+        .unwrap();
+        let t = Instant::now();
+        let sc = sensor_e2e::scenario::run_leak_scenario(&server, &cert, app).unwrap();
+        eprintln!(
+            "{app:?}: {} requests in {:?}, {} expected findings per side",
+            sc.requests,
+            t.elapsed(),
+            sc.expected.len()
+        );
+        assert_eq!(sc.client_pids.len(), sc.requests);
+        assert_eq!(
+            sc.expected.len(),
+            if app == sensor_e2e::scenario::App::Flask {
+                16
+            } else {
+                14
+            }
+        );
+        assert_stops(server);
+    }
+}
