@@ -48,8 +48,22 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
         stream,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: sensor-e2e\r\n\r\n"
     )?;
+    // Read until the message is complete (Content-Length, chunked end, or
+    // EOF), so a server that keeps the connection open does not stall us.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if message_complete(&raw) {
+            break;
+        }
+        if raw.len() > MAX_RESPONSE_BYTES {
+            bail!("response from {addr}{path} larger than {MAX_RESPONSE_BYTES} bytes");
+        }
+        match stream.read(&mut buf)? {
+            0 => break,
+            n => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
     let status = head
@@ -57,16 +71,37 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16,
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("no status code")?;
-    let chunked = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    });
-    let body = if chunked {
+    let body = if is_chunked(head) {
         dechunk(body)
     } else {
         body.to_string()
     };
     Ok((status, body))
+}
+
+/// Largest response `http_get` accepts (metrics pages are far smaller).
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+fn is_chunked(head: &str) -> bool {
+    head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    })
+}
+
+fn message_complete(raw: &[u8]) -> bool {
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+    let body = &raw[end + 4..];
+    if is_chunked(&head) {
+        return body.windows(5).any(|w| w == b"0\r\n\r\n");
+    }
+    match head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        Some(len) => len.trim().parse::<usize>().is_ok_and(|n| body.len() >= n),
+        None => false, // close-delimited: read to EOF
+    }
 }
 
 fn dechunk(mut body: &str) -> String {
