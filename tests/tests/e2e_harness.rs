@@ -564,3 +564,33 @@ fn leak_scenario_runs_against_both_apps() {
         assert_stops(server);
     }
 }
+
+/// Start-up time of each app, 3 runs each (`cargo test -p sensor-e2e --test
+/// e2e_harness -- --ignored --nocapture startup`).
+#[test]
+#[ignore = "measurement, not a check"]
+fn startup_times() {
+    require_root();
+    let _g = serial();
+    let cert = TestCert::new().unwrap();
+    type Start = fn(&TestCert) -> anyhow::Result<Server>;
+    let apps: [(&str, Start); 5] = [
+        ("uvicorn (FastAPI)", Server::fastapi),
+        ("gunicorn (Flask)", Server::flask),
+        ("nginx", |c| Server::nginx(c, 1)),
+        ("demo_api.py", Server::demo),
+        ("separate root (build + start)", |c| separate_root(c)),
+    ];
+    for (name, start) in apps {
+        let times: Vec<String> = (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let s = start(&cert).unwrap();
+                let total = t.elapsed();
+                assert_stops(s);
+                format!("{:.0} ms", total.as_secs_f64() * 1000.0)
+            })
+            .collect();
+        eprintln!("startup {name}: {}", times.join(", "));
+    }
+}
