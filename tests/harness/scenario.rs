@@ -56,15 +56,20 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
     let key = Secret::random("ak_", 30);
     let bearer = Secret::random("tk", 34);
     let id_token = Secret::random("idt", 28);
-    let html_key = Secret::from_parts(&["hk_", &random_alphanum(5), "&", &random_alphanum(22)]);
+    // Values with characters an encoding changes are built so that no raw run
+    // of 16+ characters survives the encoding: the only possible match is
+    // the full, encoded one (no competing "partial" exposure).
+    let html_key = Secret::from_parts(&["hk_", &random_alphanum(12), "&", &random_alphanum(12)]);
     let password = Secret::random("pw-", 22);
     let client_secret = Secret::from_parts(&[
         "cs_",
-        &random_alphanum(9),
-        "/",
-        &random_alphanum(9),
+        &random_alphanum(5),
         "+",
-        &random_alphanum(9),
+        &random_alphanum(5),
+        "/",
+        &random_alphanum(12),
+        "/",
+        &random_alphanum(12),
     ]);
     let auth_token = Secret::random("xat_", 26);
     let pct_key =
