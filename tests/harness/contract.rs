@@ -183,3 +183,76 @@ pub fn parse_lines<T: for<'de> Deserialize<'de>>(text: &str) -> anyhow::Result<V
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The examples of design/contract.md, verbatim.
+    const FINDING_EXAMPLE: &str = r#"{
+  "schema": "sensor.finding.v1",
+  "ts": "2026-11-22T21:00:00.123456Z",
+  "kind": "credential_leak",
+  "severity": "high",
+  "exposure": "full",
+  "credential": {
+    "source": "header", "name": "x-api-key",
+    "type": "api_key", "fingerprint": "3f9a0c1b2d4e5f60", "length": 40
+  },
+  "sink": { "location": "body", "name": null, "encoding": "json_escaped",
+            "content_encoding": "gzip", "offset": 1234 },
+  "request":  { "method": "GET", "path": "/v1/items", "host": "api.example" },
+  "response": { "status": 400, "content_type": "application/json" },
+  "role": "server",
+  "process": { "pid": 4242, "comm": "uvicorn", "container_id": null, "pod": null },
+  "connection": { "id": "4242:7:1", "peer": null }
+}"#;
+
+    const PAIR_EXAMPLE: &str = r#"{
+  "schema": "sensor.pair.v1",
+  "ts": "2026-11-22T21:00:00.120000Z",
+  "role": "server",
+  "process": { "pid": 4242, "comm": "uvicorn" },
+  "connection": { "id": "4242:7:1", "peer": null, "seq": 3 },
+  "request":  { "method": "POST", "path": "/v1/items", "version": "HTTP/1.1",
+                "headers": [["host", "api.example"], ["x-api-key", "<redacted>"]],
+                "body_len": 1048576, "body_truncated": false },
+  "response": { "status": 200, "version": "HTTP/1.1",
+                "headers": [["content-type", "application/json"]],
+                "body_len": 17, "body_truncated": false },
+  "latency_us": 1830
+}"#;
+
+    fn one_line(json: &str) -> String {
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        format!("{v}\n")
+    }
+
+    #[test]
+    fn contract_examples_parse() {
+        let f: Vec<Finding> = parse_lines(&one_line(FINDING_EXAMPLE)).unwrap();
+        assert_eq!(f[0].credential.kind, "api_key");
+        assert_eq!(f[0].sink.name, None);
+        assert_eq!(f[0].response.status, 400);
+        let p: Vec<Pair> = parse_lines(&one_line(PAIR_EXAMPLE)).unwrap();
+        assert_eq!(p[0].connection.seq, Some(3));
+        assert_eq!(p[0].request.body_len, 1 << 20);
+        assert_eq!(p[0].request_header("X-Api-Key"), Some("<redacted>"));
+    }
+
+    #[test]
+    fn partial_last_line_waits_and_bad_lines_fail_without_echo() {
+        let text = format!("{}{{\"schema\": \"sensor.pair", one_line(PAIR_EXAMPLE));
+        assert_eq!(parse_lines::<Pair>(&text).unwrap().len(), 1);
+        let err = parse_lines::<Pair>("{\"secret-looking\": 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("secret-looking"), "{err}");
+    }
+
+    #[test]
+    fn paths_lose_their_query() {
+        assert_eq!(strip_query("/search?api_key=<redacted>&q=x"), "/search");
+        assert_eq!(strip_query("/v1/items"), "/v1/items");
+    }
+}

@@ -228,3 +228,109 @@ pub fn check_findings(actual: &[Finding], expected: &[ExpectedFinding], role: &s
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn finding(path: &str, fingerprint: &str, length: usize, encoding: &str) -> Finding {
+        serde_json::from_value(serde_json::json!({
+            "schema": "sensor.finding.v1", "ts": "2026-11-22T21:00:00.123456Z",
+            "kind": "credential_leak", "severity": "high", "exposure": "full",
+            "credential": {"source": "header", "name": "x-api-key", "type": "api_key",
+                           "fingerprint": fingerprint, "length": length},
+            "sink": {"location": "body", "name": null, "encoding": encoding,
+                     "content_encoding": "identity", "offset": 10},
+            "request": {"method": "GET", "path": path, "host": null},
+            "response": {"status": 401, "content_type": "application/json"},
+            "role": "server",
+            "process": {"pid": 7, "comm": "uvicorn", "container_id": null, "pod": null},
+            "connection": {"id": "7:1:1", "peer": null}
+        }))
+        .unwrap()
+    }
+
+    fn expect(secret: &Secret, path: &str) -> ExpectedFinding {
+        ExpectedFinding::new(secret, "header", "x-api-key")
+            .kind("api_key")
+            .request("GET", path, 401)
+    }
+
+    #[test]
+    fn exact_match_passes() {
+        let a = Secret::random("a", 19);
+        let b = Secret::random("b", 21);
+        let actual = [
+            finding("/a", "00000000000000aa", 20, "plain"),
+            finding("/b?k=<redacted>", "00000000000000bb", 22, "plain"),
+        ];
+        check_findings(&actual, &[expect(&a, "/a"), expect(&b, "/b")], "server").unwrap();
+    }
+
+    #[test]
+    fn duplicates_missing_and_extra_findings_fail() {
+        let a = Secret::random("a", 19);
+        let dup = [
+            finding("/a", "00000000000000aa", 20, "plain"),
+            finding("/a", "00000000000000aa", 20, "plain"),
+        ];
+        let err = check_findings(&dup, &[expect(&a, "/a")], "server")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("got 2"), "{err}");
+        let err = check_findings(&[], &[expect(&a, "/a")], "server")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("got 0"), "{err}");
+        let err = check_findings(&dup[..1], &[], "server")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unexpected finding"), "{err}");
+    }
+
+    #[test]
+    fn wrong_fields_and_fingerprints_fail() {
+        let a = Secret::random("a", 19);
+        let b = Secret::random("b", 19);
+        let err = check_findings(
+            &[finding("/a", "00000000000000aa", 99, "base64")],
+            &[expect(&a, "/a")],
+            "client",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("encoding base64 != plain")
+                && err.contains("length 99 != 20")
+                && err.contains("role server != client"),
+            "{err}"
+        );
+        // Same credential twice with different fingerprints.
+        let actual = [
+            finding("/a", "00000000000000aa", 20, "plain"),
+            finding("/a2", "00000000000000ab", 20, "plain"),
+        ];
+        let err = check_findings(&actual, &[expect(&a, "/a"), expect(&a, "/a2")], "server")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("different fingerprints"), "{err}");
+        // Different credentials sharing one fingerprint.
+        let actual = [
+            finding("/a", "00000000000000aa", 20, "plain"),
+            finding("/b", "00000000000000aa", 20, "plain"),
+        ];
+        let err = check_findings(&actual, &[expect(&a, "/a"), expect(&b, "/b")], "server")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("share fingerprint"), "{err}");
+        // Not hex.
+        let err = check_findings(
+            &[finding("/a", "xyz", 20, "plain")],
+            &[expect(&a, "/a")],
+            "server",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("16 hex digits"), "{err}");
+    }
+}
