@@ -42,8 +42,23 @@ pub enum App {
     Flask,
 }
 
+/// One request of the scenario as curl saw it (what its pair must say).
+#[derive(Clone, Debug)]
+pub struct MadeRequest {
+    pub method: &'static str,
+    /// Path without query.
+    pub path: String,
+    pub status: u16,
+    /// Request body bytes sent, when the scenario knows it exactly.
+    pub request_body_len: Option<u64>,
+    /// Response body bytes as received (transfer-decoded, not content-decoded).
+    pub response_body_len: u64,
+}
+
 pub struct LeakScenario {
     pub expected: Vec<ExpectedFinding>,
+    /// Every request made, in order.
+    pub made: Vec<MadeRequest>,
     /// Pids of the curl processes (client-side findings come from them).
     pub client_pids: Vec<u32>,
     pub secrets: Vec<Secret>,
@@ -86,7 +101,7 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
     let cookie = format!("session={}", session.expose());
 
     let mut pids = Vec::new();
-    let mut requests = 0;
+    let mut made = Vec::new();
     let mut get = |path: &str, args: &[&str], status: u16| -> Result<()> {
         let r = curl(cert, &server.url(path), args)?;
         ensure!(
@@ -95,7 +110,30 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
             r.status
         );
         pids.push(r.pid);
-        requests += 1;
+        let method = if args.contains(&"-I") {
+            "HEAD"
+        } else if args.contains(&"DELETE") {
+            "DELETE"
+        } else if args
+            .iter()
+            .any(|a| a.starts_with("-d") || a.starts_with("--data"))
+        {
+            "POST"
+        } else {
+            "GET"
+        };
+        let request_body_len = match method {
+            "POST" if path == "/v1/upload" => Some(1 << 20),
+            "POST" => None,
+            _ => Some(0),
+        };
+        made.push(MadeRequest {
+            method,
+            path: path.split('?').next().unwrap_or(path).to_string(),
+            status,
+            request_body_len,
+            response_body_len: r.body.len() as u64,
+        });
         Ok(())
     };
 
@@ -286,8 +324,10 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
         }
     }
 
+    let requests = made.len();
     Ok(LeakScenario {
         expected,
+        made,
         client_pids: pids,
         secrets: vec![
             key,
