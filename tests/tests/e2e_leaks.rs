@@ -45,11 +45,35 @@ fn leaks_are_reported_exactly(app: App) {
         .unwrap();
     std::thread::sleep(SETTLE);
 
-    assert_eq!(
-        server_pairs(&sensor.pairs().unwrap(), &pids).len(),
-        scenario.requests,
-        "one pair per request"
-    );
+    // One pair per request, each with the method, path, status and body
+    // lengths curl saw (matched by method + path: the scenario's are unique).
+    let pairs = server_pairs(&sensor.pairs().unwrap(), &pids);
+    assert_eq!(pairs.len(), scenario.requests, "one pair per request");
+    for m in &scenario.made {
+        let p = pairs
+            .iter()
+            .find(|p| p.request.method == m.method && p.path_only() == m.path)
+            .unwrap_or_else(|| panic!("no pair for {} {}", m.method, m.path));
+        assert_eq!(p.response.status, m.status, "{} {}", m.method, m.path);
+        assert_eq!(
+            p.response.body_len, m.response_body_len,
+            "{} {} response body",
+            m.method, m.path
+        );
+        if let Some(len) = m.request_body_len {
+            assert_eq!(
+                p.request.body_len, len,
+                "{} {} request body",
+                m.method, m.path
+            );
+        }
+        assert!(
+            !p.request.body_truncated && !p.response.body_truncated,
+            "{} {}",
+            m.method,
+            m.path
+        );
+    }
     let findings = sensor.findings().unwrap();
     check_findings(
         &findings_of(&findings, "server", &pids),
