@@ -132,7 +132,12 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
             path: path.split('?').next().unwrap_or(path).to_string(),
             status,
             request_body_len,
-            response_body_len: r.body.len() as u64,
+            // curl -I writes the headers to the output file; a HEAD response has no body.
+            response_body_len: if method == "HEAD" {
+                0
+            } else {
+                r.body.len() as u64
+            },
         });
         Ok(())
     };
