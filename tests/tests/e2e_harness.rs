@@ -553,6 +553,28 @@ fn leak_scenario_runs_against_both_apps() {
             sc.expected.len()
         );
         assert_eq!(sc.client_pids.len(), sc.requests);
+        let made = |m: &str, p: &str| {
+            sc.made
+                .iter()
+                .find(|r| r.method == m && r.path == p)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(made("HEAD", "/v1/status").response_body_len, 0);
+        assert_eq!(made("GET", "/v1/large").response_body_len, 1 << 20);
+        assert_eq!(made("POST", "/v1/upload").request_body_len, Some(1 << 20));
+        assert_eq!(made("GET", "/v1/stream/plain").response_body_len, 25 * 8192);
+        assert_eq!(made("DELETE", "/v1/items/7").status, 204);
+        assert_eq!(made("GET", "/v1/etag").response_body_len, 0);
+        // (method, path) identifies each request: the leak tests match pairs by it.
+        let mut keys: Vec<(&str, &str)> = sc
+            .made
+            .iter()
+            .map(|r| (r.method, r.path.as_str()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), sc.requests);
         assert_eq!(
             sc.expected.len(),
             if app == sensor_e2e::scenario::App::Flask {
