@@ -263,11 +263,21 @@ impl Drop for Sensor {
 
 /// Sum of every sample of metric `name` in Prometheus text.
 pub fn metric_sum(text: &str, name: &str) -> f64 {
+    metric_sum_where(text, name, &[])
+}
+
+/// Sum of the samples of `name` whose labels include every `(label, value)`.
+pub fn metric_sum_where(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -290,5 +300,9 @@ mod tests {
         let text = "# HELP x\nsensor_http_pairs_total{role=\"server\"} 3\nsensor_http_pairs_total{role=\"client\"} 2\nsensor_http_pairs_total_extra 9\n";
         assert_eq!(metric_sum(text, "sensor_http_pairs_total"), 5.0);
         assert_eq!(metric_sum(text, "sensor_capture_lost_events_total"), 0.0);
+        assert_eq!(
+            super::metric_sum_where(text, "sensor_http_pairs_total", &[("role", "client")]),
+            2.0
+        );
     }
 }

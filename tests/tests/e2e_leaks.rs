@@ -6,6 +6,7 @@
 
 use sensor_e2e::contract::Pair;
 use sensor_e2e::scenario::{run_leak_scenario, App};
+use sensor_e2e::sensor::metric_sum_where;
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
 use sensor_e2e::{
     assert_no_secrets, check_findings, curl_sequence, findings_of, require_root, serial,
@@ -91,6 +92,32 @@ fn leaks_are_reported_exactly(app: App) {
     assert!(
         sensor.metric_sum("sensor_masked_echoes_total").unwrap() >= 1.0,
         "the masked echo of /v1/masked must be counted"
+    );
+
+    // Metrics count the leaks by role, and never carry a path, pid or fingerprint.
+    let metrics = sensor.metrics().unwrap();
+    let leaks = metric_sum_where(
+        &metrics,
+        "sensor_credential_leaks_total",
+        &[("role", "server")],
+    );
+    assert!(
+        leaks >= scenario.expected.len() as f64,
+        "sensor_credential_leaks_total{{role=server}} = {leaks}"
+    );
+    assert!(
+        metric_sum_where(&metrics, "sensor_http_pairs_total", &[("role", "server")])
+            >= scenario.requests as f64
+    );
+    for f in &findings {
+        assert!(
+            !metrics.contains(&f.credential.fingerprint),
+            "a fingerprint in /metrics"
+        );
+    }
+    assert!(
+        !metrics.contains("/v1/") && !metrics.contains("/oauth/"),
+        "a request path in /metrics"
     );
 
     let secrets: Vec<&Secret> = scenario.secrets.iter().collect();
