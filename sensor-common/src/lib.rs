@@ -12,7 +12,7 @@ pub const CHUNK_SIZE: usize = 16 * 1024;
 
 /// Bytes of one SSL call copied at most; the rest is counted as truncated and the
 /// next event of that connection carries [`FLAG_LOST_BEFORE`].
-pub const MAX_BYTES_PER_CALL: usize = 512 * 1024;
+pub const MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
 
 /// Maximum number of chunks per call (the bounded loop in the eBPF program).
 pub const MAX_CHUNKS_PER_CALL: usize = MAX_BYTES_PER_CALL / CHUNK_SIZE;
@@ -62,7 +62,13 @@ pub const CTR_ORPHAN_RETURNS: u32 = 4;
 pub const CTR_READ_FAILURES: u32 = 5;
 /// Entries dropped because the in-flight map was full.
 pub const CTR_INFLIGHT_FULL: u32 = 6;
+/// SSL calls seen at their entry (every mode, including count-only).
+pub const CTR_CALLS: u32 = 7;
 pub const NUM_COUNTERS: u32 = 8;
+
+/// Name of the eBPF global the loader sets to 1 for count-only probes
+/// (they count calls and copy nothing: the benchmark floor).
+pub const GLOBAL_COUNT_ONLY: &str = "COUNT_ONLY";
 
 /// Header of every ring-buffer event; `data_len` bytes of plaintext follow it.
 ///
