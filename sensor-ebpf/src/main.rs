@@ -185,7 +185,6 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     0
 }
 
-
 #[inline(always)]
 fn conn_state(key: &ConnKey) -> Option<*mut ConnState> {
     if let Some(s) = CONNS.get_ptr_mut(key) {
@@ -268,7 +267,11 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
     h.pid_tgid = pid_tgid;
     h.ts_ns = unsafe { bpf_ktime_get_ns() };
     h.call_seq = state.call_seq;
-    h.call_len = if total > u32::MAX as u64 { u32::MAX } else { total as u32 };
+    h.call_len = if total > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        total as u32
+    };
     h.kind = KIND_DATA;
     h.direction = call.direction;
     h.site = call.site;
@@ -281,7 +284,15 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         if i >= full_chunks {
             break;
         }
-        emit_chunk(scratch, state, &ctr, call.buf, offset, CHUNK_SIZE as u64, flags);
+        emit_chunk(
+            scratch,
+            state,
+            &ctr,
+            call.buf,
+            offset,
+            CHUNK_SIZE as u64,
+            flags,
+        );
         offset += CHUNK_SIZE as u64;
     }
     let tail = copied_total & CHUNK_MASK;
@@ -293,7 +304,11 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
     if copied_total < total {
         // Bytes past the cap are a hole before the connection's next event.
         let over = total - copied_total;
-        let over = if over > u32::MAX as u64 { u32::MAX } else { over as u32 };
+        let over = if over > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            over as u32
+        };
         state.lost_pending = state.lost_pending.saturating_add(over);
     }
 }
@@ -326,9 +341,8 @@ fn emit_chunk(
     h.offset = offset as u32;
     h.data_len = data_len as u32;
     h.lost_before = pending as u32;
-    h.flags = flags
-        | (has_pending as u8 * FLAG_LOST_BEFORE)
-        | (read_failed as u8 * FLAG_READ_FAILED);
+    h.flags =
+        flags | (has_pending as u8 * FLAG_LOST_BEFORE) | (read_failed as u8 * FLAG_READ_FAILED);
     let rc = unsafe {
         generated::bpf_ringbuf_output(
             core::ptr::addr_of!(RINGBUF) as *mut c_void,

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sensor::capture::event::{CaptureEvent, EventKind};
@@ -24,7 +23,7 @@ const PORT_BASE: u16 = 20100;
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The kernel programs and the ring buffer are global: one test at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn root_or_skip() -> bool {
     let root = unsafe { libc::geteuid() } == 0;
@@ -372,7 +371,7 @@ async fn internal_mode_captures_exact_bytes() {
     if !root_or_skip() {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     exact_capture(ProbeMode::Auto, PORT_BASE, SITE_INTERNAL).await;
 }
 
@@ -381,7 +380,7 @@ async fn exported_mode_captures_exact_bytes() {
     if !root_or_skip() {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     exact_capture(ProbeMode::Exported, PORT_BASE + 1, SITE_EXPORTED).await;
 }
 
@@ -392,7 +391,7 @@ async fn full_ring_buffer_is_counted_and_flagged() {
     if !root_or_skip() {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let ex = Exchange {
         requests: vec![pattern(1, 1024 * 1024), b"after the hole".to_vec()],
         response: pattern(2, 100),
@@ -443,7 +442,7 @@ async fn per_call_cap_is_counted_and_flagged() {
     if !root_or_skip() {
         return;
     }
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let over = 100 * 1024 + 3;
     let ex = Exchange {
         requests: vec![pattern(3, MAX_BYTES_PER_CALL + over), b"next".to_vec()],

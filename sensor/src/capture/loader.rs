@@ -133,13 +133,21 @@ impl AttachError {
     }
 }
 
+/// What `attach_library` did: the site mode, the links, and why internal sites
+/// were not used (when they were not).
+pub struct Attached {
+    pub mode: SiteMode,
+    pub links: Vec<(Program, UProbeLinkId)>,
+    pub fallback_reason: Option<String>,
+}
+
 /// Attaches the probes of `mode` to the library at `open_path`.  On failure
 /// nothing stays attached (no half-probed library).
 pub fn attach_library(
     ebpf: &mut Ebpf,
     open_path: &Path,
     mode: ProbeMode,
-) -> Result<(SiteMode, Vec<(Program, UProbeLinkId)>, Option<String>), AttachError> {
+) -> Result<Attached, AttachError> {
     let data = read_library(open_path).map_err(AttachError::Read)?;
     let plan = plan(&data, mode)?;
     drop(data);
@@ -165,7 +173,11 @@ pub fn attach_library(
             }
         }
     }
-    Ok((plan.mode, links, plan.fallback_reason))
+    Ok(Attached {
+        mode: plan.mode,
+        links,
+        fallback_reason: plan.fallback_reason,
+    })
 }
 
 fn uprobe(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, String> {

@@ -114,7 +114,11 @@ impl State {
                 continue;
             }
             match attach_library(&mut self.ebpf, &lib.open_path, self.cfg.probe_mode) {
-                Ok((mode, links, fallback)) => {
+                Ok(loader::Attached {
+                    mode,
+                    links,
+                    fallback_reason: fallback,
+                }) => {
                     if let Some(reason) = fallback {
                         tracing::info!(
                             "{}: internal probe sites not recognised ({reason}); using exported SSL_* entries",
@@ -259,29 +263,26 @@ impl Capture {
                 .map_err(|e| CaptureError::Load(format!("initial scan: {e}")))?;
         }
 
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(
-            Reader {
-                ring,
-                tx: tx.clone(),
-                metrics: metrics.clone(),
-                scope,
-                seen,
-                stop: stop_rx.clone(),
-            }
-            .run(),
-        ));
-        tasks.push(tokio::spawn(rescan_loop(
-            state.clone(),
-            tx.clone(),
-            rescan_interval,
-            stop_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(counters_loop(
-            counters.clone(),
-            metrics,
-            stop_rx,
-        )));
+        let tasks = vec![
+            tokio::spawn(
+                Reader {
+                    ring,
+                    tx: tx.clone(),
+                    metrics: metrics.clone(),
+                    scope,
+                    seen,
+                    stop: stop_rx.clone(),
+                }
+                .run(),
+            ),
+            tokio::spawn(rescan_loop(
+                state.clone(),
+                tx.clone(),
+                rescan_interval,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(counters_loop(counters.clone(), metrics, stop_rx)),
+        ];
         Ok((
             Capture {
                 state,

@@ -43,7 +43,7 @@ impl Scope {
         }
         // A process that is already gone cannot be checked: leave it out.
         let decision = super::procfs::read_comm(&self.proc_root, tgid)
-            .is_some_and(|c| self.comms.iter().any(|w| *w == c));
+            .is_some_and(|c| self.comms.contains(&c));
         if self.cache.len() >= MAX_SCOPE_CACHE {
             self.cache.clear();
         }
