@@ -47,7 +47,8 @@ pub fn build_ebpf() -> anyhow::Result<PathBuf> {
             .env_remove("RUSTDOC")
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO_TARGET_DIR")
-            .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", bpf_linker_path()),
+            .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", bpf_linker_path())
+            .env("LD_LIBRARY_PATH", crate::setup::tools_dir().join("lib")),
     )?;
     let obj = ebpf_object_path();
     anyhow::ensure!(

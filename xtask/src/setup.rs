@@ -134,8 +134,10 @@ fn nightly_libllvm() -> anyhow::Result<PathBuf> {
 }
 
 fn bpf_linker_installed(path: &Path) -> bool {
+    // It loads the nightly's libLLVM at run time (linked under .tools/lib).
     Command::new(path)
         .arg("--version")
+        .env("LD_LIBRARY_PATH", tools_dir().join("lib"))
         .output()
         .map(|o| {
             o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
@@ -145,6 +147,18 @@ fn bpf_linker_installed(path: &Path) -> bool {
 
 fn bpf_linker() -> anyhow::Result<()> {
     let linker = bpf_linker_path();
+    let prefix = tools_dir();
+    let libdir = prefix.join("lib");
+    std::fs::create_dir_all(&libdir).with_context(|| format!("creating {}", libdir.display()))?;
+    // bpf-linker's build script looks for $LLVM_PREFIX/lib/libLLVM.so; at run time
+    // it needs the library under its own soname too.
+    let llvm = nightly_libllvm()?;
+    let soname = llvm.file_name().context("libLLVM path has a file name")?;
+    for link in [libdir.join("libLLVM.so"), libdir.join(soname)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), llvm.display()))?;
+    }
     if bpf_linker_installed(&linker) {
         step(&format!(
             "bpf-linker {BPF_LINKER_VERSION}: already in {}",
@@ -152,15 +166,6 @@ fn bpf_linker() -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let prefix = tools_dir();
-    let libdir = prefix.join("lib");
-    std::fs::create_dir_all(&libdir).with_context(|| format!("creating {}", libdir.display()))?;
-    // bpf-linker's build script looks for $LLVM_PREFIX/lib/libLLVM.so.
-    let llvm = nightly_libllvm()?;
-    let link = libdir.join("libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&llvm, &link)
-        .with_context(|| format!("linking {} -> {}", link.display(), llvm.display()))?;
     step(&format!(
         "building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
         llvm.display()
@@ -179,6 +184,7 @@ fn bpf_linker() -> anyhow::Result<()> {
                 "--root",
             ])
             .arg(&prefix)
+            .arg("--force")
             .env("LLVM_PREFIX", &prefix),
     )?;
     if !bpf_linker_installed(&linker) {
