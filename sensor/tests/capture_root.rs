@@ -79,11 +79,10 @@ fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     p
 }
 
-/// Starts the TLS server (it maps libssl before we attach).
-fn start_server(port: u16, ex: &Exchange) -> Peers {
-    let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
+/// A throw-away self-signed certificate and key in `dir`.
+fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
     let st = Command::new("openssl")
         .args([
             "req",
@@ -102,6 +101,13 @@ fn start_server(port: u16, ex: &Exchange) -> Peers {
         .status()
         .unwrap();
     assert!(st.success(), "openssl req failed");
+    (cert, key)
+}
+
+/// Starts the TLS server (it maps libssl before we attach).
+fn start_server(port: u16, ex: &Exchange) -> Peers {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path());
     let total: usize = ex.requests.iter().map(Vec::len).sum();
     let resp = write(dir.path(), "response.bin", &ex.response);
     let mut child = Command::new(PYTHON)
@@ -481,4 +487,114 @@ async fn per_call_cap_is_counted_and_flagged() {
     );
     capture.shutdown().await;
     drop(peers);
+}
+
+/// One benchmark run: a sink server, a client doing `count` 64-byte writes;
+/// returns the client's ns per write.
+fn write_loop_ns(port: u16, count: u32) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path());
+    let mut server = Command::new(PYTHON)
+        .arg(fixture())
+        .args(["sink", &port.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY");
+    let _server = KillOnDrop(server);
+    let out = Command::new(PYTHON)
+        .arg(fixture())
+        .args(["writer", &port.to_string(), &count.to_string(), "64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Per-call cost of a 64-byte SSL_write_ex with and without probes, both modes,
+/// copying and count-only.  Prints a table; run explicitly:
+/// `cargo test -p sensor --test capture_root -- --ignored --nocapture bench_`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_ssl_write_cost() {
+    if !root_or_skip() {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    const COUNT: u32 = 20_000;
+    const RUNS: usize = 5;
+    let port = PORT_BASE + 10;
+    // The server starts after the capture here, so rescan quickly.
+    let configs: [(&str, Option<(ProbeMode, bool)>); 5] = [
+        ("no probes", None),
+        ("internal, copy", Some((ProbeMode::Auto, false))),
+        ("internal, count only", Some((ProbeMode::Auto, true))),
+        ("exported, copy", Some((ProbeMode::Exported, false))),
+        ("exported, count only", Some((ProbeMode::Exported, true))),
+    ];
+    let mut results = Vec::new();
+    for (name, cfg) in configs {
+        let capture = match cfg {
+            None => None,
+            Some((mode, count_only)) => {
+                let cfg = CaptureConfig {
+                    count_only,
+                    ..config(mode)
+                };
+                // /usr/bin/python3's libssl is what the writer uses; make sure a
+                // process maps it when we scan: the sink of a first run.
+                let (c, rx) = Capture::start(cfg, Metrics::new()).await.unwrap();
+                let drain = tokio::spawn(async move {
+                    let mut rx = rx;
+                    while rx.recv().await.is_some() {}
+                });
+                Some((c, drain))
+            }
+        };
+        let mut samples = Vec::new();
+        for _ in 0..RUNS {
+            if let Some((c, _)) = &capture {
+                c.rescan_now().await;
+            }
+            samples.push(
+                tokio::task::spawn_blocking(move || write_loop_ns(port, COUNT))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let attached = capture
+            .as_ref()
+            .map(|(c, _)| c.attached())
+            .unwrap_or_default();
+        if let Some((c, drain)) = capture {
+            eprintln!("{name}: kernel counters {:?}", c.kernel_counters());
+            c.shutdown().await;
+            drain.abort();
+        }
+        results.push((name, median(samples), attached));
+    }
+    let base = results[0].1;
+    eprintln!("64-byte SSL_write_ex, {COUNT} calls, median of {RUNS} runs:");
+    for (name, ns, attached) in &results {
+        eprintln!(
+            "  {name:<22} {:>8.2} µs/call  (+{:.2} µs)  {:?}",
+            ns / 1000.0,
+            (ns - base) / 1000.0,
+            attached
+                .iter()
+                .map(|a| (&a.path, &a.mode))
+                .collect::<Vec<_>>()
+        );
+    }
 }
