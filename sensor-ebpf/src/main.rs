@@ -25,7 +25,7 @@ use aya_ebpf::{
         generated,
     },
     macros::{map, uprobe, uretprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
 use sensor_common::{
@@ -48,8 +48,11 @@ static RINGBUF: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
 /// Calls between entry and return, by `pid_tgid` (one call in flight per thread).
+/// LRU: an entry whose return never comes (thread killed mid-call) ages out
+/// instead of filling the map for good.
 #[map]
-static INFLIGHT: HashMap<u64, InflightCall> = HashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
+static INFLIGHT: LruHashMap<u64, InflightCall> =
+    LruHashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
 
 /// Per-connection sequence numbers and bytes lost since the last delivered event.
 #[map]
