@@ -106,6 +106,10 @@ fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Starts the TLS server (it maps libssl before we attach).
 fn start_server(port: u16, ex: &Exchange) -> Peers {
+    start_server_env(port, ex, &[])
+}
+
+fn start_server_env(port: u16, ex: &Exchange, env: &[(&str, &Path)]) -> Peers {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = make_cert(dir.path());
     let total: usize = ex.requests.iter().map(Vec::len).sum();
@@ -118,6 +122,7 @@ fn start_server(port: u16, ex: &Exchange) -> Peers {
         .arg(&key)
         .arg(total.to_string())
         .arg(&resp)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -137,6 +142,10 @@ fn start_server(port: u16, ex: &Exchange) -> Peers {
 
 /// Runs the client to completion; returns its pid.
 fn run_client(peers: &Peers, ex: &Exchange) -> u32 {
+    run_client_env(peers, ex, &[])
+}
+
+fn run_client_env(peers: &Peers, ex: &Exchange, env: &[(&str, &Path)]) -> u32 {
     let files: Vec<PathBuf> = ex
         .requests
         .iter()
@@ -149,6 +158,7 @@ fn run_client(peers: &Peers, ex: &Exchange) -> u32 {
         .arg(peers.port.to_string())
         .arg(ex.response.len().to_string())
         .args(&files)
+        .envs(env.iter().copied())
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -597,4 +607,95 @@ async fn bench_ssl_write_cost() {
                 .collect::<Vec<_>>()
         );
     }
+}
+
+/// A libssl that only appears after the capture started (a copy: a new inode,
+/// as a container's own library would be) is found by the rescan, attached
+/// once, and its traffic captured; the `pids` scope keeps other processes out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn library_loaded_later_is_attached_and_scope_filters() {
+    if !root_or_skip() {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let libdir = tempfile::tempdir().unwrap();
+    let copy = libdir.path().join("libssl.so.3");
+    std::fs::copy("/usr/lib/x86_64-linux-gnu/libssl.so.3", &copy).unwrap();
+    let env = [("LD_LIBRARY_PATH", libdir.path())];
+
+    let metrics = Metrics::new();
+    let (capture, mut rx) = Capture::start(config(ProbeMode::Auto), metrics.clone())
+        .await
+        .unwrap();
+    let copy_str = copy.to_string_lossy().into_owned();
+    assert!(!capture.attached().iter().any(|a| a.path == copy_str));
+
+    let ex = Exchange {
+        requests: vec![pattern(7, 5000), pattern(8, 70_000)],
+        response: pattern(9, 33_000),
+    };
+    let peers = start_server_env(PORT_BASE + 4, &ex, &env);
+    capture.rescan_now().await;
+    let attached = capture.attached();
+    let lib = attached
+        .iter()
+        .find(|a| a.path == copy_str)
+        .unwrap_or_else(|| panic!("copy attached after rescan: {attached:?}"));
+    assert_eq!(lib.mode, "internal");
+    assert_eq!(lib.processes, 1);
+    // Attached once per inode, however often we rescan.
+    let n = capture.attached_inodes().len();
+    capture.rescan_now().await;
+    assert_eq!(capture.attached_inodes().len(), n);
+    assert_eq!(
+        metrics
+            .tls_attachments
+            .with_label_values(&["openssl", "internal"])
+            .get() as usize,
+        capture
+            .attached()
+            .iter()
+            .filter(|a| a.mode == "internal")
+            .count()
+    );
+
+    let client_pid = run_client_env(&peers, &ex, &env);
+    let server_pid = peers.server_pid;
+    let request = ex.requests.concat();
+    let mut got = Collected::default();
+    collect(&mut rx, &[client_pid, server_pid], &mut got, |g| {
+        g.stream(client_pid, true).len() >= request.len()
+            && g.stream(server_pid, true).len() >= ex.response.len()
+    })
+    .await;
+    assert!(got.stream(client_pid, true) == request);
+    assert!(got.stream(server_pid, false) == request);
+    assert!(got.stream(server_pid, true) == ex.response);
+    capture.shutdown().await;
+    drop(peers);
+
+    // Scope: only the server's pid.
+    let peers = start_server(PORT_BASE + 5, &ex);
+    let cfg = CaptureConfig {
+        pids: vec![peers.server_pid],
+        ..config(ProbeMode::Auto)
+    };
+    let (capture, mut rx) = Capture::start(cfg, Metrics::new()).await.unwrap();
+    let client_pid = run_client(&peers, &ex);
+    let mut got = Collected::default();
+    let server_pid = peers.server_pid;
+    collect(&mut rx, &[client_pid, server_pid], &mut got, |g| {
+        g.stream(server_pid, true).len() >= ex.response.len()
+    })
+    .await;
+    // Give stray client events (which must not come) a moment to arrive.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        collect(&mut rx, &[client_pid, server_pid], &mut got, |_| false),
+    )
+    .await;
+    assert!(got.stream(server_pid, false) == request);
+    assert!(got.events(client_pid).is_empty(), "client out of scope");
+    capture.shutdown().await;
+    drop(peers);
 }
