@@ -151,8 +151,25 @@ pub struct ConnState {
     pub lost_pending: u32,
 }
 
+/// Process lifecycle notifications (separate small ring buffer `PROC_EVENTS`):
+/// an exec makes userspace look at that process' libraries soon, an exit of a
+/// thread-group leader makes it report the process gone.
+pub const PROC_EXEC: u32 = 1;
+pub const PROC_EXIT: u32 = 2;
+/// Size of the `PROC_EVENTS` ring buffer (bytes).
+pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub tgid: u32,
+    /// `PROC_EXEC` or `PROC_EXIT`.
+    pub kind: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::InflightCall {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnState {}

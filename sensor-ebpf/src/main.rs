@@ -24,17 +24,18 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
         generated,
     },
-    macros::{map, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sensor_common::{
-    ConnKey, ConnState, EventHeader, InflightCall, CHUNK_SIZE, CTR_CALLS, CTR_EVENTS,
+    ConnKey, ConnState, EventHeader, InflightCall, ProcEvent, CHUNK_SIZE, CTR_CALLS, CTR_EVENTS,
     CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS, CTR_READ_FAILURES, CTR_RINGBUF_FULL,
     CTR_TRUNCATED_BYTES, DEFAULT_RING_BUFFER_BYTES, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN,
     FLAG_CALL_TRUNCATED, FLAG_LOST_BEFORE, FLAG_READ_FAILED, KIND_CLOSE, KIND_DATA,
     MAX_BYTES_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_INFLIGHT_CALLS, MAX_TRACKED_CONNECTIONS,
-    NUM_COUNTERS, SITE_EXPORTED, SITE_INTERNAL, WAKEUP_THRESHOLD_BYTES,
+    NUM_COUNTERS, PROC_EVENTS_BYTES, PROC_EXEC, PROC_EXIT, SITE_EXPORTED, SITE_INTERNAL,
+    WAKEUP_THRESHOLD_BYTES,
 };
 
 /// Set to 1 by the loader (`EbpfLoader::set_global`) for count-only probes.
@@ -418,6 +419,36 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
         count(CTR_RINGBUF_FULL, 1);
     }
     let _ = CONNS.remove(&key);
+    0
+}
+
+/// Process exec/exit notifications for userspace (attach to new libraries
+/// promptly, report exits); lossy by design: the periodic rescan backs it up.
+#[map]
+static PROC_EVENTS: RingBuf = RingBuf::with_byte_size(PROC_EVENTS_BYTES, 0);
+
+#[inline(always)]
+fn proc_event(kind: u32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let ev = ProcEvent { tgid, kind };
+    // Wake userspace: these are rare and it wants them promptly.
+    let _ = PROC_EVENTS.output::<ProcEvent>(&ev, 0);
+}
+
+/// `sched_process_exec`: the current task just exec'd a new program.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
+    proc_event(PROC_EXEC);
+    0
+}
+
+/// `sched_process_exit`: a task exits; only thread-group leaders are reported.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid >> 32 == pid_tgid & 0xffff_ffff {
+        proc_event(PROC_EXIT);
+    }
     0
 }
 

@@ -624,9 +624,12 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
     let env = [("LD_LIBRARY_PATH", libdir.path())];
 
     let metrics = Metrics::new();
-    let (capture, mut rx) = Capture::start(config(ProbeMode::Auto), metrics.clone())
-        .await
-        .unwrap();
+    // No periodic rescan during the test: the exec notification must do it.
+    let cfg = CaptureConfig {
+        rescan_interval: Duration::from_secs(3600),
+        ..config(ProbeMode::Auto)
+    };
+    let (capture, mut rx) = Capture::start(cfg, metrics.clone()).await.unwrap();
     let copy_str = copy.to_string_lossy().into_owned();
     assert!(!capture.attached().iter().any(|a| a.path == copy_str));
 
@@ -635,7 +638,16 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
         response: pattern(9, 33_000),
     };
     let peers = start_server_env(PORT_BASE + 4, &ex, &env);
-    capture.rescan_now().await;
+    let started = Instant::now();
+    while !capture.attached().iter().any(|a| a.path == copy_str)
+        && started.elapsed() < Duration::from_secs(3)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!(
+        "new library attached {:?} after the server printed READY",
+        started.elapsed()
+    );
     let attached = capture.attached();
     let lib = attached
         .iter()
@@ -671,6 +683,12 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
     assert!(got.stream(client_pid, true) == request);
     assert!(got.stream(server_pid, false) == request);
     assert!(got.stream(server_pid, true) == ex.response);
+    // The client's exit comes from the exit notification (no rescan runs).
+    collect(&mut rx, &[], &mut got, |g| g.exited.contains(&client_pid)).await;
+    assert!(
+        got.exited.contains(&client_pid),
+        "ProcessExited without a rescan"
+    );
     capture.shutdown().await;
     drop(peers);
 

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
-use aya::programs::{ProgramError, UProbe};
+use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use sensor_common::GLOBAL_COUNT_ONLY;
 
@@ -94,6 +94,30 @@ pub fn load(cfg: &CaptureConfig) -> Result<Ebpf, CaptureError> {
         prog.load().map_err(|e| program_error(p.name(), e))?;
     }
     Ok(ebpf)
+}
+
+/// The raw tracepoints that report exec/exit.  Failure is not fatal (the
+/// periodic rescan does the same job, only later): it is logged.
+pub fn attach_process_tracepoints(ebpf: &mut Ebpf) {
+    for (prog, tp) in [
+        ("proc_exec", "sched_process_exec"),
+        ("proc_exit", "sched_process_exit"),
+    ] {
+        let res = (|| -> Result<(), String> {
+            let p: &mut RawTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing"))?
+                .try_into()
+                .map_err(|e: ProgramError| e.to_string())?;
+            p.load().map_err(|e| chain(&e))?;
+            // The link lives as long as the program (inside `ebpf`).
+            p.attach(tp).map_err(|e| chain(&e))?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            tracing::warn!("no {tp} notifications ({e}); new processes are found by rescans");
+        }
+    }
 }
 
 /// Probes attached to one library file.

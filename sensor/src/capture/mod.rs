@@ -16,6 +16,7 @@ pub mod event;
 pub mod library;
 pub mod loader;
 pub mod procfs;
+mod procwatch;
 pub mod reader;
 pub mod scope;
 pub mod x86;
@@ -110,55 +111,7 @@ impl State {
                 a.pids = lib.pids.clone();
                 continue;
             }
-            if self.failed.contains(key) {
-                continue;
-            }
-            match attach_library(&mut self.ebpf, &lib.open_path, self.cfg.probe_mode) {
-                Ok(loader::Attached {
-                    mode,
-                    links,
-                    fallback_reason: fallback,
-                }) => {
-                    if let Some(reason) = fallback {
-                        tracing::info!(
-                            "{}: internal probe sites not recognised ({reason}); using exported SSL_* entries",
-                            lib.path
-                        );
-                    }
-                    tracing::info!(
-                        "attached to {} (dev {} inode {}, {} mode, {} processes)",
-                        lib.path,
-                        lib.dev,
-                        lib.ino,
-                        mode.as_str(),
-                        lib.pids.len()
-                    );
-                    self.metrics
-                        .tls_attachments
-                        .with_label_values(&[LIBRARY_LABEL, mode.as_str()])
-                        .inc();
-                    self.attached.insert(
-                        *key,
-                        Attachment {
-                            dev: lib.dev,
-                            ino: lib.ino,
-                            path: lib.path.clone(),
-                            open_path: lib.open_path.clone(),
-                            mode,
-                            links,
-                            pids: lib.pids.clone(),
-                        },
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!("skipping TLS library {}: {e}", lib.open_path.display());
-                    self.metrics
-                        .attach_errors
-                        .with_label_values(&[e.reason()])
-                        .inc();
-                    self.failed.insert(*key);
-                }
-            }
+            self.attach_new(*key, lib);
         }
         // Libraries nobody maps any more stay attached: the inode may be mapped
         // again by the next process, and the probes cost nothing while unused.
@@ -191,6 +144,107 @@ impl State {
             }
         }
         self.known_pids = now_pids;
+    }
+
+    /// Attaches to a library not attached yet (unless it failed before).
+    fn attach_new(&mut self, key: (u64, u64), lib: &procfs::LibraryInstance) {
+        if self.failed.contains(&key) {
+            return;
+        }
+        match attach_library(&mut self.ebpf, &lib.open_path, self.cfg.probe_mode) {
+            Ok(loader::Attached {
+                mode,
+                links,
+                fallback_reason: fallback,
+            }) => {
+                if let Some(reason) = fallback {
+                    tracing::info!(
+                        "{}: internal probe sites not recognised ({reason}); using exported SSL_* entries",
+                        lib.path
+                    );
+                }
+                tracing::info!(
+                    "attached to {} (dev {} inode {}, {} mode, {} processes)",
+                    lib.path,
+                    lib.dev,
+                    lib.ino,
+                    mode.as_str(),
+                    lib.pids.len()
+                );
+                self.metrics
+                    .tls_attachments
+                    .with_label_values(&[LIBRARY_LABEL, mode.as_str()])
+                    .inc();
+                self.attached.insert(
+                    key,
+                    Attachment {
+                        dev: lib.dev,
+                        ino: lib.ino,
+                        path: lib.path.clone(),
+                        open_path: lib.open_path.clone(),
+                        mode,
+                        links,
+                        pids: lib.pids.clone(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!("skipping TLS library {}: {e}", lib.open_path.display());
+                self.metrics
+                    .attach_errors
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                self.failed.insert(key);
+            }
+        }
+    }
+
+    /// A process just exec'd: attach to the libraries it maps (if in scope).
+    /// Cheaper than a rescan; the periodic rescan catches what this misses.
+    fn check_pid(&mut self, pid: u32) {
+        if !self
+            .scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .includes(pid)
+        {
+            return;
+        }
+        let Ok(maps) = procfs::read_maps(&self.proc_root, pid) else {
+            return;
+        };
+        let mut index = procfs::LibraryIndex::default();
+        index.add_process(&self.proc_root, pid, &maps);
+        for (key, lib) in &index.libraries {
+            self.known_pids.insert(pid);
+            if let Some(a) = self.attached.get_mut(key) {
+                a.pids.insert(pid);
+                continue;
+            }
+            self.attach_new(*key, lib);
+        }
+    }
+
+    /// A thread-group leader exited: report it if we knew it.
+    fn process_exited(&mut self, pid: u32, tx: &mpsc::Sender<CaptureMsg>) {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        if !(self.known_pids.remove(&pid) || seen) {
+            return;
+        }
+        for a in self.attached.values_mut() {
+            a.pids.remove(&pid);
+        }
+        self.scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(pid);
+        if tx.try_send(CaptureMsg::ProcessExited(pid)).is_err() {
+            tracing::debug!("exit of {pid} not delivered: channel full");
+        }
     }
 }
 
@@ -229,6 +283,12 @@ impl Capture {
         let counters = ebpf
             .take_map("COUNTERS")
             .ok_or_else(|| CaptureError::MissingObject("map COUNTERS".into()))?;
+        let proc_ring = ebpf
+            .take_map("PROC_EVENTS")
+            .ok_or_else(|| CaptureError::MissingObject("map PROC_EVENTS".into()))?;
+        let proc_ring =
+            RingBuf::try_from(proc_ring).map_err(|e| CaptureError::Load(e.to_string()))?;
+        loader::attach_process_tracepoints(&mut ebpf);
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(counters).map_err(|e| CaptureError::Load(e.to_string()))?;
         let counters = Arc::new(counters);
@@ -279,6 +339,12 @@ impl Capture {
                 state.clone(),
                 tx.clone(),
                 rescan_interval,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(procwatch::run(
+                proc_ring,
+                state.clone(),
+                tx.clone(),
                 stop_rx.clone(),
             )),
             tokio::spawn(counters_loop(counters.clone(), metrics, stop_rx)),
