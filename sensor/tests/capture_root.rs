@@ -181,6 +181,17 @@ fn run_client_env(peers: &Peers, ex: &Exchange, env: &[(&str, &Path)]) -> u32 {
 struct Collected {
     by_pid: BTreeMap<u32, Vec<CaptureEvent>>,
     exited: Vec<u32>,
+    /// Largest delay between an event's kernel timestamp and its arrival here.
+    max_latency: Duration,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Collected {
@@ -219,6 +230,8 @@ async fn collect(
                 for raw in evs {
                     let ev = CaptureEvent::parse(&raw).expect("kernel events parse");
                     if pids.contains(&ev.conn.tgid) {
+                        let lat = Duration::from_nanos(monotonic_ns().saturating_sub(ev.ts_ns));
+                        got.max_latency = got.max_latency.max(lat);
                         got.by_pid.entry(ev.conn.tgid).or_default().push(ev);
                     }
                 }
@@ -378,6 +391,13 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8) {
     assert_eq!(d.truncated_bytes, 0, "{d:?}");
     assert_eq!(d.read_failures, 0, "{d:?}");
     eprintln!("kernel counters during the exchange: {d:?}");
+    eprintln!("max kernel-to-userspace latency: {:?}", got.max_latency);
+    // Events go out without wake-ups; the 5 ms poll bounds how long they wait.
+    assert!(
+        got.max_latency < Duration::from_millis(100),
+        "{:?}",
+        got.max_latency
+    );
     capture.shutdown().await;
     drop(peers);
 }
