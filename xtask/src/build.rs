@@ -36,6 +36,8 @@ pub fn build_ebpf() -> anyhow::Result<PathBuf> {
             .args([
                 "build",
                 "--release",
+                // The lockfile pins aya-build 0.2.0 (0.2.1 needs rustc 1.98).
+                "--locked",
                 "--target",
                 "bpfel-unknown-none",
                 "-Z",
