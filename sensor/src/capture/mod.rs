@@ -92,18 +92,25 @@ struct State {
     seen: SeenTgids,
 }
 
+/// One rescan: read /proc without holding the state lock (so `attached()`
+/// stays cheap), then attach to new libraries and report exited processes.
+fn rescan(state: &Mutex<State>, tx: &mpsc::Sender<CaptureMsg>) {
+    let (proc_root, scope) = {
+        let s = lock(state);
+        (s.proc_root.clone(), s.scope.clone())
+    };
+    let index = procfs::scan(&proc_root, |pid| {
+        scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .includes(pid)
+    });
+    lock(state).apply_scan(index, tx);
+}
+
 impl State {
-    /// One rescan: attach to new libraries, report exited processes.
-    fn rescan(&mut self, tx: &mpsc::Sender<CaptureMsg>) {
-        let index = {
-            let scope = &self.scope;
-            procfs::scan(&self.proc_root, |pid| {
-                scope
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .includes(pid)
-            })
-        };
+    /// Applies one scan: attach to new libraries, report exited processes.
+    fn apply_scan(&mut self, index: procfs::LibraryIndex, tx: &mpsc::Sender<CaptureMsg>) {
         let mut now_pids = HashSet::new();
         for (key, lib) in &index.libraries {
             now_pids.extend(lib.pids.iter().copied());
@@ -318,7 +325,7 @@ impl Capture {
         {
             let state = state.clone();
             let tx = tx.clone();
-            tokio::task::spawn_blocking(move || lock(&state).rescan(&tx))
+            tokio::task::spawn_blocking(move || rescan(&state, &tx))
                 .await
                 .map_err(|e| CaptureError::Load(format!("initial scan: {e}")))?;
         }
@@ -391,7 +398,7 @@ impl Capture {
     pub async fn rescan_now(&self) {
         let state = self.state.clone();
         let tx = self.tx.clone();
-        let _ = tokio::task::spawn_blocking(move || lock(&state).rescan(&tx)).await;
+        let _ = tokio::task::spawn_blocking(move || rescan(&state, &tx)).await;
     }
 
     /// Detaches everything and stops the tasks.
@@ -432,7 +439,7 @@ async fn rescan_loop(
         }
         let state = state.clone();
         let tx = tx.clone();
-        if tokio::task::spawn_blocking(move || lock(&state).rescan(&tx))
+        if tokio::task::spawn_blocking(move || rescan(&state, &tx))
             .await
             .is_err()
         {
