@@ -146,13 +146,18 @@ fn run_client(peers: &Peers, ex: &Exchange) -> u32 {
 }
 
 fn run_client_env(peers: &Peers, ex: &Exchange, env: &[(&str, &Path)]) -> u32 {
+    wait_client(spawn_client(peers, ex, env))
+}
+
+/// Starts the client without waiting for it.
+fn spawn_client(peers: &Peers, ex: &Exchange, env: &[(&str, &Path)]) -> Child {
     let files: Vec<PathBuf> = ex
         .requests
         .iter()
         .enumerate()
         .map(|(i, r)| write(peers.dir.path(), &format!("req{i}.bin"), r))
         .collect();
-    let mut child = Command::new(PYTHON)
+    Command::new(PYTHON)
         .arg(fixture())
         .arg("client")
         .arg(peers.port.to_string())
@@ -160,7 +165,11 @@ fn run_client_env(peers: &Peers, ex: &Exchange, env: &[(&str, &Path)]) -> u32 {
         .args(&files)
         .envs(env.iter().copied())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Waits (bounded) for the client; it must succeed.  Returns its pid.
+fn wait_client(mut child: Child) -> u32 {
     let pid = child.id();
     let deadline = Instant::now() + COLLECT_TIMEOUT;
     loop {
@@ -321,7 +330,10 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8) {
     assert!(!capture.attached_inodes().is_empty());
     let before = capture.kernel_counters();
 
-    let client_pid = run_client(&peers, &ex);
+    // Events are consumed while the client runs, so the latency measured below
+    // is the sensor's (kernel timestamp to userspace), not the test's.
+    let client = spawn_client(&peers, &ex, &[]);
+    let client_pid = client.id();
     let request: Vec<u8> = ex.requests.concat();
     let server_pid = peers.server_pid;
     let mut got = Collected::default();
@@ -333,6 +345,7 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8) {
             && g.exited.contains(&client_pid)
     };
     collect(&mut rx, &[client_pid, server_pid], &mut got, complete).await;
+    wait_client(client);
     let after = capture.kernel_counters();
     let d = delta(&before, &after);
 
