@@ -6,6 +6,7 @@
 //! shared by `sensor run` and `sensor replay`.
 
 pub mod capture;
+pub mod config;
 pub mod finding;
 pub mod http;
 pub mod leak;
