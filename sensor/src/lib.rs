@@ -9,6 +9,7 @@ pub mod capture;
 pub mod config;
 pub mod finding;
 pub mod http;
+pub mod identity;
 pub mod leak;
 pub mod outputs;
 pub mod watch;
