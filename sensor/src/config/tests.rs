@@ -391,3 +391,15 @@ fn role_filter() {
     assert!(RoleFilter::Server.allows(Role::Server) && !RoleFilter::Server.allows(Role::Client));
     assert!(RoleFilter::Client.allows(Role::Client) && !RoleFilter::Client.allows(Role::Server));
 }
+
+#[test]
+fn daemonset_config_parses_with_the_daemonset_flags() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/kubernetes/sensor.toml"
+    );
+    let c = RunConfig::load(&args(&["--config", path, "--metrics-addr=0.0.0.0:9477"])).unwrap();
+    assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9477");
+    assert_eq!(c.api_addr.to_string(), "127.0.0.1:9478");
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/sensor"));
+}
