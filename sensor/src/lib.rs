@@ -5,6 +5,7 @@
 //! → `outputs` (findings, pairs, metrics, live API).  `pipeline` wires them and is
 //! shared by `sensor run` and `sensor replay`.
 
+pub mod blind;
 pub mod capture;
 pub mod config;
 pub mod finding;
