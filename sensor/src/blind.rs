@@ -77,6 +77,8 @@ pub struct Mapping {
     pub key: FileKey,
     pub executable: bool,
     pub path: String,
+    /// The file was replaced or removed since it was mapped (`(deleted)`).
+    pub deleted: bool,
 }
 
 impl BlindScanner {
@@ -150,6 +152,11 @@ impl BlindScanner {
         let maps = read_capped(&dir.join("maps"), MAX_MAPS_BYTES)?;
         let mappings = parse_maps(&maps);
         let root = dir.join("root");
+        let exe = std::fs::read_link(dir.join("exe")).ok().map(|p| {
+            p.to_string_lossy()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        });
         // Covered when any mapped file is an attached TLS library — by the
         // identity maps shows, or by the one stat gives through the process's
         // root (they differ on overlayfs).
@@ -175,7 +182,17 @@ impl BlindScanner {
                 reasons.push(r);
                 continue;
             }
-            if let Some(r) = self.elf_reason(&root, m) {
+            // The executable is read through /proc/PID/exe: that is the mapped
+            // file even when it was replaced on disk since.
+            let source = if exe.as_deref() == Some(m.path.as_str()) {
+                dir.join("exe")
+            } else if m.deleted {
+                // The path now names another file (or none): judging it could be wrong.
+                continue;
+            } else {
+                in_root(&root, &m.path)
+            };
+            if let Some(r) = self.elf_reason(&source, m.key) {
                 // A shared OpenSSL that is not attached is a different problem
                 // from OpenSSL built into a binary.
                 let r = if r == "static_openssl" && is_shared_libssl(&m.path) {
@@ -189,21 +206,19 @@ impl BlindScanner {
         REASONS.iter().copied().find(|r| reasons.contains(r))
     }
 
-    fn elf_reason(&mut self, root: &Path, m: &Mapping) -> Option<&'static str> {
-        let path = in_root(root, &m.path);
-        let md = std::fs::metadata(&path).ok()?;
+    fn elf_reason(&mut self, path: &Path, key: FileKey) -> Option<&'static str> {
+        // Not cached when unreadable: it may be readable next time.
+        let file = File::open(path).ok()?;
+        let md = file.metadata().ok()?;
         let (size, mtime_ns) = (md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec());
-        if let Some(v) = self.elf_cache.get(&m.key) {
+        if let Some(v) = self.elf_cache.get(&key) {
             if v.size == size && v.mtime_ns == mtime_ns {
                 return v.reason;
             }
         }
-        let reason = match File::open(&path) {
-            Ok(f) => classify_elf(f),
-            Err(_) => return None, // Not cached: it may be readable next time.
-        };
+        let reason = classify_elf(file);
         self.elf_cache.put(
-            m.key,
+            key,
             Verdict {
                 size,
                 mtime_ns,
@@ -287,6 +302,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
         else {
             continue;
         };
+        let deleted = path.ends_with(" (deleted)");
         let path = path.strip_suffix(" (deleted)").unwrap_or(path).to_string();
         let key = (libc::makedev(maj, min), inode);
         let executable = perms.as_bytes().get(2) == Some(&b'x');
@@ -296,6 +312,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
                 key,
                 executable,
                 path,
+                deleted,
             }),
         }
     }

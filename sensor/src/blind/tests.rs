@@ -42,6 +42,7 @@ bad line
     assert_eq!(m[1].path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
     assert_eq!(m[2].key, (libc::makedev(0x103, 2), 77));
     assert_eq!(m[2].path, "/opt/app/libgnutls.so.30");
+    assert!(m[2].deleted && !m[1].deleted);
 }
 
 #[test]
@@ -284,6 +285,14 @@ s.bind(('127.0.0.1', 21203))\ns.listen(8)\nprint('listening', flush=True)\ntime.
     }
     let g = all.iter().find(|b| b.pid == go.0.id()).unwrap();
     assert_eq!(g.comm, "gotls");
+
+    // The Go binary replaced on disk by a TLS-free one (an upgrade while it
+    // runs): the running process is still judged by what it mapped.
+    std::fs::remove_file(&go_tls).unwrap();
+    std::fs::copy(&go_plain, &go_tls).unwrap();
+    let replaced = BlindScanner::new().scan(&attached);
+    let g = replaced.iter().find(|b| b.pid == go.0.id()).expect("still reported");
+    assert_eq!(g.reason, "go_tls");
 
     // Without the attachment the Python server is blind too: its libssl is not probed.
     let none = scanner.scan(&HashSet::new());
