@@ -4,7 +4,7 @@
 //! | route | answer |
 //! | --- | --- |
 //! | `GET /api/v1/findings?since=N` | `FindingsPage` JSON: findings with id > N, and `next` |
-//! | `GET /api/v1/stream` | newline-delimited JSON `StreamItem`s (findings as they come, stats once a second) |
+//! | `GET /api/v1/stream[?since=N]` | newline-delimited JSON `StreamItem`s: latest stats, the ring's findings with id > N (with `since`), then findings as they come and stats once a second |
 //! | `GET /api/v1/stats` | the latest `StatsSnapshot` (503 until the first one) |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (200 once probes are attached) — no token needed |
 //!
@@ -223,14 +223,20 @@ async fn stats(State(st): State<AppState>) -> Response {
     }
 }
 
-async fn stream_items(State(st): State<AppState>) -> Response {
+#[derive(Deserialize)]
+struct StreamQuery {
+    since: Option<u64>,
+}
+
+async fn stream_items(State(st): State<AppState>, Query(q): Query<StreamQuery>) -> Response {
     let Some(slot) = stream::SubscriberSlot::acquire(&st.subscribers) else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many stream subscribers; try again later",
         );
     };
-    let body = axum::body::Body::from_stream(stream::subscriber_stream(st.hub, st.stop, slot));
+    let body =
+        axum::body::Body::from_stream(stream::subscriber_stream(st.hub, q.since, st.stop, slot));
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(header::CACHE_CONTROL, "no-store")

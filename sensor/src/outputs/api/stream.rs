@@ -65,10 +65,13 @@ fn stats_line(s: &StatsSnapshot) -> Bytes {
 }
 
 /// The body stream of one subscriber: the latest stats first (so a viewer has
-/// something to show at once), then findings and stats as published, until
-/// the server shuts down or the client goes away.
+/// something to show at once), then — with `since` — the ring's findings newer
+/// than that id (a reconnecting viewer misses nothing still in the ring), then
+/// findings and stats as published, until the server shuts down or the
+/// client goes away.
 pub(crate) fn subscriber_stream(
     hub: Arc<LiveHub>,
+    since: Option<u64>,
     stop: watch::Receiver<bool>,
     slot: SubscriberSlot,
 ) -> impl Stream<Item = Result<Bytes, std::convert::Infallible>> + Send {
@@ -76,6 +79,12 @@ pub(crate) fn subscriber_stream(
     let mut pending = VecDeque::new();
     if let Some(s) = hub.latest_stats() {
         pending.push_back(stats_line(&s));
+    }
+    if let Some(since) = since {
+        // An id beyond the newest is from before a restart: start over.
+        let since = if since > sub.last_id { 0 } else { since };
+        let (found, _) = hub.backfill(since, sub.last_id);
+        pending.extend(found.iter().map(|(_, f)| finding_line(f)));
     }
     let state = State {
         hub,

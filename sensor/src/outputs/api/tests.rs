@@ -159,10 +159,13 @@ struct StreamClient {
 
 impl StreamClient {
     fn open(a: SocketAddr, token: Option<&str>) -> (u16, Option<StreamClient>) {
+        Self::open_path(a, "/api/v1/stream", token)
+    }
+
+    fn open_path(a: SocketAddr, path: &str, token: Option<&str>) -> (u16, Option<StreamClient>) {
         let mut s = TcpStream::connect(a).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(&request_bytes("/api/v1/stream", token, false))
-            .unwrap();
+        s.write_all(&request_bytes(path, token, false)).unwrap();
         let mut buf = Vec::new();
         let mut tmp = [0u8; 4096];
         let (head, at) = loop {
@@ -591,7 +594,7 @@ async fn lagging_subscriber_is_caught_up_from_the_ring_and_losses_counted() {
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let slot = stream::SubscriberSlot::acquire(&count).unwrap();
-    let s = stream::subscriber_stream(hub.clone(), stop, slot);
+    let s = stream::subscriber_stream(hub.clone(), None, stop, slot);
     futures_util::pin_mut!(s);
     let total = 3 * ring as u64; // far beyond the channel's capacity
     for n in 1..=total {
@@ -723,4 +726,50 @@ async fn metrics_server_serves_metrics_and_probes() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_since_replays_the_ring_then_follows() {
+    let hub = LiveHub::new(3);
+    for n in 1..=5 {
+        hub.publish_finding(&sample_finding(n));
+    }
+    let srv = start_api(21011, None, hub.clone()).await;
+    let a = srv.addr;
+    let hub2 = hub.clone();
+    let ids = tokio::task::spawn_blocking(move || {
+        let ids_of = |c: &mut StreamClient, n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| {
+                    let l = c.next_line(Duration::from_secs(2)).expect("a line");
+                    match serde_json::from_str::<StreamItem>(&l).unwrap() {
+                        StreamItem::Finding(f) => f.connection.id,
+                        StreamItem::Stats(_) => panic!("no stats published"),
+                    }
+                })
+                .collect()
+        };
+        // since=3: ids 4 and 5 from the ring, then live ones.
+        let (_, c) = StreamClient::open_path(a, "/api/v1/stream?since=3", None);
+        let mut c = c.unwrap();
+        let mut got = ids_of(&mut c, 2);
+        hub2.publish_finding(&sample_finding(6));
+        got.extend(ids_of(&mut c, 1));
+        // since=0 while the ring holds only 3..5: what is still there.
+        let (_, c0) = StreamClient::open_path(a, "/api/v1/stream?since=0", None);
+        let mut c0 = c0.unwrap();
+        got.extend(ids_of(&mut c0, 3));
+        // Without since: only live findings.
+        let (_, c1) = StreamClient::open(a, None);
+        let mut c1 = c1.unwrap();
+        assert!(c1.next_line(Duration::from_millis(200)).is_none());
+        got
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ids,
+        ["4242:7:4", "4242:7:5", "4242:7:6", "4242:7:4", "4242:7:5", "4242:7:6"]
+    );
+    srv.stop().await;
 }
