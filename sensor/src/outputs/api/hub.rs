@@ -31,7 +31,8 @@ pub const STREAM_CHANNEL_CAPACITY: usize = 1024;
 /// The ring and the id counter, under one lock so that ids, ring order and
 /// broadcast order always agree.
 struct Ring {
-    items: VecDeque<(u64, Finding)>,
+    /// Ids are contiguous: the newest is `last_id`, the oldest `last_id - len + 1`.
+    items: VecDeque<Arc<Finding>>,
     /// Id of the newest finding published (0: none yet).
     last_id: u64,
 }
@@ -60,6 +61,27 @@ pub(crate) enum HubEvent {
 pub(crate) struct Subscription {
     pub rx: broadcast::Receiver<HubEvent>,
     pub last_id: u64,
+}
+
+impl Ring {
+    /// Findings with ids in `(after, upto]` still kept, oldest first, at most `limit`.
+    fn range(&self, after: u64, upto: u64, limit: usize) -> Vec<(u64, Arc<Finding>)> {
+        let first = self.last_id + 1 - self.items.len() as u64;
+        let start = after.saturating_add(1).max(first);
+        let end = upto.min(self.last_id);
+        if start > end {
+            return Vec::new();
+        }
+        let skip = (start - first) as usize;
+        let take = ((end - start + 1) as usize).min(limit);
+        self.items
+            .iter()
+            .skip(skip)
+            .take(take)
+            .enumerate()
+            .map(|(i, f)| (start + i as u64, f.clone()))
+            .collect()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -108,17 +130,18 @@ impl LiveHub {
     /// Keeps the finding in the ring (id = previous + 1) and sends it to stream
     /// subscribers.  Never blocks on a subscriber.
     pub fn publish_finding(&self, f: &Finding) {
+        let shared = Arc::new(f.clone());
         let mut ring = lock(&self.ring);
         ring.last_id += 1;
         let id = ring.last_id;
         if ring.items.len() == self.capacity {
             ring.items.pop_front();
         }
-        ring.items.push_back((id, f.clone()));
+        ring.items.push_back(shared.clone());
         // Sent under the ring lock so broadcast order equals id order; `send`
         // only fails when nobody listens, which is fine.
         if self.tx.receiver_count() > 0 {
-            let _ = self.tx.send(HubEvent::Finding(id, Arc::new(f.clone())));
+            let _ = self.tx.send(HubEvent::Finding(id, shared));
         }
         if self.items_tx.receiver_count() > 0 {
             let _ = self.items_tx.send(StreamItem::Finding(Box::new(f.clone())));
@@ -129,20 +152,18 @@ impl LiveHub {
     /// `MAX_FINDINGS_PER_PAGE`), and the id to ask from next.  A `since` beyond
     /// the newest id (the sensor restarted and ids began again) is read as 0.
     pub fn findings_since(&self, since: u64) -> FindingsPage {
-        let ring = lock(&self.ring);
-        let since = if since > ring.last_id { 0 } else { since };
-        let mut findings = Vec::new();
-        let mut next = since;
-        for (id, f) in ring
-            .items
-            .iter()
-            .filter(|(id, _)| *id > since)
-            .take(MAX_FINDINGS_PER_PAGE)
-        {
-            findings.push(f.clone());
-            next = *id;
+        // Only Arcs are copied under the lock; the findings are cloned after.
+        let (picked, next) = {
+            let ring = lock(&self.ring);
+            let since = if since > ring.last_id { 0 } else { since };
+            let picked = ring.range(since, ring.last_id, MAX_FINDINGS_PER_PAGE);
+            let next = picked.last().map_or(since, |(id, _)| *id);
+            (picked, next)
+        };
+        FindingsPage {
+            findings: picked.into_iter().map(|(_, f)| (*f).clone()).collect(),
+            next,
         }
-        FindingsPage { findings, next }
     }
 
     /// Id of the newest finding published so far (0: none).
@@ -167,14 +188,8 @@ impl LiveHub {
 
     /// Findings with ids in `(after, upto]` still in the ring, and how many of
     /// that range fell out of it.  Used to catch up a lagging subscriber.
-    pub(crate) fn backfill(&self, after: u64, upto: u64) -> (Vec<(u64, Finding)>, u64) {
-        let ring = lock(&self.ring);
-        let found: Vec<(u64, Finding)> = ring
-            .items
-            .iter()
-            .filter(|(id, _)| *id > after && *id <= upto)
-            .cloned()
-            .collect();
+    pub(crate) fn backfill(&self, after: u64, upto: u64) -> (Vec<(u64, Arc<Finding>)>, u64) {
+        let found = lock(&self.ring).range(after, upto, usize::MAX);
         let wanted = upto.saturating_sub(after);
         let missing = wanted.saturating_sub(found.len() as u64);
         (found, missing)

@@ -773,3 +773,45 @@ async fn stream_since_replays_the_ring_then_follows() {
     );
     srv.stop().await;
 }
+
+/// `findings_since` and `backfill` agree with a naive model for every small
+/// ring size, fill level and cursor (edges: empty, full, wrapped, beyond).
+#[test]
+fn ring_ranges_match_a_naive_model() {
+    for cap in 1..6usize {
+        for total in 0..12u64 {
+            let hub = LiveHub::new(cap);
+            for n in 1..=total {
+                hub.publish_finding(&sample_finding(n));
+            }
+            let kept: Vec<u64> = (1..=total)
+                .skip((total as usize).saturating_sub(cap))
+                .collect();
+            for since in 0..14u64 {
+                let eff = if since > total { 0 } else { since };
+                let want: Vec<u64> = kept.iter().copied().filter(|&i| i > eff).collect();
+                let p = hub.findings_since(since);
+                let got: Vec<u64> = p
+                    .findings
+                    .iter()
+                    .map(|f| u64::from_str_radix(&f.credential.fingerprint, 16).unwrap())
+                    .collect();
+                assert_eq!(got, want, "cap {cap} total {total} since {since}");
+                assert_eq!(p.next, want.last().copied().unwrap_or(eff));
+                for upto in since..14u64 {
+                    let (found, missing) = hub.backfill(since, upto);
+                    let want: Vec<u64> = kept
+                        .iter()
+                        .copied()
+                        .filter(|&i| i > since && i <= upto)
+                        .collect();
+                    assert_eq!(found.iter().map(|(i, _)| *i).collect::<Vec<_>>(), want);
+                    for (i, f) in &found {
+                        assert_eq!(**f, sample_finding(*i));
+                    }
+                    assert_eq!(missing, (upto - since) - want.len() as u64);
+                }
+            }
+        }
+    }
+}
