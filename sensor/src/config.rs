@@ -1,5 +1,6 @@
 //! `sensor run` settings: command-line flags (`RunArgs`), an optional config
-//! file (`--config FILE`, TOML), and the resolved, validated `RunConfig`.
+//! file (`--config FILE`, TOML, or YAML when it ends in `.yaml`/`.yml`), and
+//! the resolved, validated `RunConfig`.
 //!
 //! Precedence: built-in defaults < config file < command-line flags.  The file
 //! takes every flag's name without the dashes and with `_` for `-`
@@ -78,7 +79,7 @@ impl RoleFilter {
 /// Options of `sensor run`.  All optional here so a config file can supply them.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct RunArgs {
-    /// Config file (TOML) with any of these settings; flags given here win.
+    /// Config file (TOML; YAML if named *.yaml/*.yml) with any of these settings; flags given here win.
     #[arg(long, value_name = "FILE", env = "SENSOR_CONFIG")]
     pub config: Option<PathBuf>,
     /// Findings as JSON lines: a file (appended) or `-` for stdout [default: -].
@@ -251,7 +252,10 @@ enum Origin {
 
 struct Loaded {
     path: PathBuf,
+    /// The TOML text parsed (for YAML files: converted from the YAML).
     text: String,
+    /// Lines of `text` are not the file's lines: name keys, not lines.
+    yaml: bool,
     cfg: FileConfig,
 }
 
@@ -259,7 +263,11 @@ impl Loaded {
     fn origin<T>(&self, v: &Spanned<T>) -> Origin {
         Origin::File {
             path: self.path.display().to_string(),
-            line: line_of(&self.text, v.span()),
+            line: if self.yaml {
+                0
+            } else {
+                line_of(&self.text, v.span())
+            },
         }
     }
 }
@@ -278,6 +286,7 @@ fn line_of(text: &str, span: Range<usize>) -> usize {
 fn setting_name(key: &str, shown: &str, origin: &Origin) -> String {
     match origin {
         Origin::Flag => format!("--{} {shown}", key.replace('_', "-")),
+        Origin::File { path, line: 0 } => format!("config {path}: {key} = {shown}"),
         Origin::File { path, line } => format!("config {path}: line {line}: {key} = {shown}"),
         Origin::Default => format!("default {key} = {shown}"),
     }
@@ -335,21 +344,24 @@ fn io_reason(e: &std::io::Error) -> String {
 fn parse_file(path: &Path) -> Result<Loaded, ConfigError> {
     let shown = path.display().to_string();
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if matches!(ext, "yaml" | "yml") {
-        return Err(ConfigError::Parse {
-            path: shown,
-            location: String::new(),
-            message: "YAML config files are not supported; write the same keys as TOML \
-                      (see deploy/sensor.example.toml)"
-                .into(),
-        });
-    }
     let text = read_small(path).map_err(|reason| ConfigError::Read {
         path: shown.clone(),
         reason,
     })?;
+    let yaml = matches!(ext, "yaml" | "yml");
+    let text = if yaml {
+        yaml_to_toml(&text).map_err(|(location, message)| ConfigError::Parse {
+            path: shown.clone(),
+            location,
+            message,
+        })?
+    } else {
+        text
+    };
     let cfg: FileConfig = toml::from_str(&text).map_err(|e| {
         let (location, key) = match e.span() {
+            // Lines of the converted text mean nothing to the user; the key does.
+            Some(span) if yaml => (String::new(), key_on_line(&text, line_of(&text, span))),
             Some(span) => {
                 let line = line_of(&text, span.clone());
                 (format!("line {line}: "), key_on_line(&text, line))
@@ -371,8 +383,42 @@ fn parse_file(path: &Path) -> Result<Loaded, ConfigError> {
     Ok(Loaded {
         path: path.to_path_buf(),
         text,
+        yaml,
         cfg,
     })
+}
+
+/// The same settings written as YAML, re-expressed as TOML text so one parser
+/// (and its unknown-key and type checks) serves both.  Errors: (location, message).
+fn yaml_to_toml(text: &str) -> Result<String, (String, String)> {
+    if text.trim().is_empty() {
+        return Ok(String::new());
+    }
+    let value: toml::Value = serde_norway::from_str(text).map_err(|e| {
+        let location = e
+            .location()
+            .map(|l| format!("line {}: ", l.line()))
+            .unwrap_or_default();
+        let message = one_line(&e.to_string());
+        // serde_norway appends " at line N column M"; the location says it already.
+        let message = match message.find(" at line ") {
+            Some(i) if !location.is_empty() => message[..i].to_string(),
+            _ => message,
+        };
+        let message = if message.contains("unit value") || message.contains("null") {
+            format!("{message} (empty values are not allowed: remove the key to use its default)")
+        } else {
+            message
+        };
+        (location, message)
+    })?;
+    if !value.is_table() {
+        return Err((
+            String::new(),
+            "expected a mapping of settings (key: value)".into(),
+        ));
+    }
+    toml::to_string(&value).map_err(|e| (String::new(), one_line(&e.to_string())))
 }
 
 /// The key of a `key = value` line, if that line is one.
@@ -695,7 +741,8 @@ fn validate_leak(mut leak: LeakConfig, l: Option<&Loaded>) -> Result<LeakConfig,
             .text
             .lines()
             .position(|line| line.trim() == "[leak]")
-            .map_or(1, |i| i + 1),
+            .filter(|_| !l.yaml)
+            .map_or(if l.yaml { 0 } else { 1 }, |i| i + 1),
     });
     let key = |k: &str| format!("[leak] {k}");
     if leak.min_length == 0 {

@@ -213,9 +213,6 @@ fn unreadable_and_yaml_files() {
         "config /nonexistent/sensor.toml: cannot read it: no such file"
     );
     let d = Dir::new();
-    let y = d.file("sensor.yaml", "findings: '-'\n");
-    let e = load_err(&["--config", &y]);
-    assert!(e.contains("YAML config files are not supported"), "{e}");
     let e = load_err(&["--config", &d.0.path().display().to_string()]);
     assert!(e.ends_with("cannot read it: it is a directory"), "{e}");
 }
@@ -402,4 +399,76 @@ fn daemonset_config_parses_with_the_daemonset_flags() {
     assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9477");
     assert_eq!(c.api_addr.to_string(), "127.0.0.1:9478");
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/sensor"));
+}
+
+#[test]
+fn yaml_config_gives_the_same_settings() {
+    let d = Dir::new();
+    let toml_cfg = d.file(
+        "s.toml",
+        "metrics_addr = \"127.0.0.1:19477\"\nrole = \"client\"\npid = [7, 8]\ncount_only = true\n\
+         state_dir = \"st\"\n[leak]\nheaders = [\"x-k\"]\nmin_entropy_bits = 3.0\n",
+    );
+    let yaml_cfg = d.file(
+        "s.yaml",
+        "# comment\nmetrics_addr: 127.0.0.1:19477\nrole: client\npid: [7, 8]\ncount_only: true\n\
+         state_dir: st\nleak:\n  headers:\n    - x-k\n  min_entropy_bits: 3.0\n",
+    );
+    let a = RunConfig::load(&args(&["--config", &toml_cfg])).unwrap();
+    let b = RunConfig::load(&args(&["--config", &yaml_cfg])).unwrap();
+    assert_eq!(
+        RunConfig {
+            config_file: None,
+            ..a
+        },
+        RunConfig {
+            config_file: None,
+            ..b
+        }
+    );
+    // An empty YAML file is all defaults.
+    let empty = d.file("e.yml", "\n");
+    RunConfig::load(&args(&["--config", &empty])).unwrap();
+}
+
+#[test]
+fn yaml_errors_name_the_key_or_line() {
+    let d = Dir::new();
+    let p = d.file("a.yaml", "findings: \"-\"\nmetrics_adr: 0.0.0.0:9477\n");
+    let e = load_err(&["--config", &p]);
+    assert!(
+        e.starts_with(&format!(
+            "config {p}: unknown field `metrics_adr`, expected one of"
+        )),
+        "{e}"
+    );
+    let p = d.file("b.yaml", "role: server\nmax_connections: lots\n");
+    let e = load_err(&["--config", &p]);
+    assert!(
+        e.starts_with(&format!(
+            "config {p}: max_connections: invalid type: string"
+        )),
+        "{e}"
+    );
+    let p = d.file("c.yaml", "role: server\n  bad: [indent\n");
+    let e = load_err(&["--config", &p]);
+    assert!(e.starts_with(&format!("config {p}: line ")), "{e}");
+    let p = d.file("d.yaml", "- a\n- b\n");
+    assert_eq!(
+        load_err(&["--config", &p]),
+        format!("config {p}: expected a mapping of settings (key: value)")
+    );
+    let p = d.file("e.yaml", "ring_buffer_bytes: 4096\n");
+    assert_eq!(
+        load_err(&["--config", &p]),
+        format!("config {p}: ring_buffer_bytes = 4096: must be a power of two from 1048576 to 1073741824 (e.g. 33554432)")
+    );
+    let p = d.file("f.yaml", "leak:\n  min_length: 0\n");
+    assert_eq!(
+        load_err(&["--config", &p]),
+        format!("config {p}: [leak] min_length = 0: must be at least 1 (default 8)")
+    );
+    let p = d.file("g.yaml", "pairs:\n");
+    let e = load_err(&["--config", &p]);
+    assert!(e.contains("remove the key to use its default"), "{e}");
 }
