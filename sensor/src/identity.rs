@@ -30,6 +30,10 @@ pub const MAX_CGROUP_BYTES: u64 = 64 * 1024;
 pub const MAX_PROC_NET_BYTES: u64 = 16 * 1024 * 1024;
 /// File descriptors looked at per process when mapping sockets.
 pub const MAX_FDS_SCANNED: usize = 65_536;
+/// `peer_for` gives up (None) on processes holding more sockets than this:
+/// they cannot have a single connection worth naming, and reading their
+/// network tables on every call would cost more than the answer is worth.
+pub const MAX_SOCKETS_FOR_PEER: usize = 256;
 
 /// What a cgroup path says about the process's container and pod.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -300,8 +304,15 @@ pub(crate) fn tcp_sockets_at(proc_root: &Path, pid: u32) -> std::io::Result<Vec<
 /// server, a pooled client — gives `None`, as does a process behind a proxy
 /// (the peer is then the proxy).  Read at finding time, it may also miss a
 /// connection that has just closed.
+///
+/// Cost: a walk of /proc/PID/fd and a read of its /proc/PID/net/tcp{,6};
+/// call it once per connection, not per pair.
 pub fn peer_for(pid: u32) -> Option<String> {
-    peer_from_sockets(&tcp_sockets_of(pid).ok()?)
+    let proc_root = Path::new("/proc");
+    if socket_inodes_at(proc_root, pid).ok()?.len() > MAX_SOCKETS_FOR_PEER {
+        return None;
+    }
+    peer_from_sockets(&tcp_sockets_at(proc_root, pid).ok()?)
 }
 
 fn peer_from_sockets(sockets: &[TcpSocket]) -> Option<String> {

@@ -242,3 +242,26 @@ a=s.accept()\nprint('one',flush=True)\nb=s.accept()\nprint('two',flush=True)\nti
     std::thread::sleep(Duration::from_millis(10));
     assert_eq!(peer_for(u32::MAX), None, "no such process");
 }
+
+#[test]
+fn peer_gives_up_on_processes_with_many_sockets() {
+    let listener = TcpListener::bind("127.0.0.1:21102").unwrap();
+    // Unconnected sockets plus the one connection: at the limit, then one over.
+    for (extra, expect_peer) in [
+        (MAX_SOCKETS_FOR_PEER - 1, true),
+        (MAX_SOCKETS_FOR_PEER, false),
+    ] {
+        let (kid, mut out) = python(&format!(
+            "import socket,time\nkeep=[socket.socket() for _ in range({extra})]\n\
+s=socket.create_connection(('127.0.0.1',21102))\nprint('up',flush=True)\ntime.sleep(20)"
+        ));
+        let (_c, _) = listener.accept().unwrap();
+        assert_eq!(wait_line(&mut out), "up");
+        let peer = peer_for(kid.0.id());
+        assert_eq!(
+            peer.is_some(),
+            expect_peer,
+            "{extra} extra sockets: {peer:?}"
+        );
+    }
+}
