@@ -291,7 +291,10 @@ s.bind(('127.0.0.1', 21203))\ns.listen(8)\nprint('listening', flush=True)\ntime.
     std::fs::remove_file(&go_tls).unwrap();
     std::fs::copy(&go_plain, &go_tls).unwrap();
     let replaced = BlindScanner::new().scan(&attached);
-    let g = replaced.iter().find(|b| b.pid == go.0.id()).expect("still reported");
+    let g = replaced
+        .iter()
+        .find(|b| b.pid == go.0.id())
+        .expect("still reported");
     assert_eq!(g.reason, "go_tls");
 
     // Without the attachment the Python server is blind too: its libssl is not probed.
