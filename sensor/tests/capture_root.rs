@@ -880,3 +880,46 @@ async fn collect_all(
         }
     }
 }
+
+/// A "libssl.so.3" that is not a usable library (here: text mapped by a
+/// process) is skipped and counted once; the capture keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_library_is_skipped_and_counted_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libssl.so.3");
+    std::fs::write(&fake, vec![b'x'; 8192]).unwrap();
+    let mut holder = Command::new(PYTHON)
+        .arg("-c")
+        .arg(
+            "import mmap,sys,time\n\
+             f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\n\
+             print('READY',flush=True); time.sleep(20)",
+        )
+        .arg(&fake)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY");
+    let _holder = KillOnDrop(holder);
+
+    let metrics = Metrics::new();
+    let (capture, _rx) = Capture::start(config(ProbeMode::Auto), metrics.clone())
+        .await
+        .expect("one bad library does not stop the capture");
+    let bad_elf = || metrics.attach_errors.with_label_values(&["bad_elf"]).get();
+    assert_eq!(bad_elf(), 1);
+    let fake_str = fake.to_string_lossy().into_owned();
+    assert!(!capture.attached().iter().any(|a| a.path == fake_str));
+    capture.rescan_now().await;
+    capture.rescan_now().await;
+    assert_eq!(bad_elf(), 1, "counted once, not per rescan");
+    capture.shutdown().await;
+}
