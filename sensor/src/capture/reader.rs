@@ -38,15 +38,15 @@ pub type SeenTgids = Arc<Mutex<std::collections::HashSet<u32>>>;
 /// that connection's next event so the pipeline knows about the hole.
 #[derive(Default)]
 struct PendingLoss {
-    by_conn: HashMap<(u32, u64), u32>,
+    by_conn: HashMap<(u32, u64, u8), u32>,
 }
 
 impl PendingLoss {
     fn note(&mut self, raw: &[u8]) {
         let Ok(h) = parse_header(raw) else { return };
-        let key = ((h.pid_tgid >> 32) as u32, h.ssl);
+        let key = ((h.pid_tgid >> 32) as u32, h.ssl, h.direction);
         if h.kind == KIND_CLOSE {
-            self.by_conn.remove(&key);
+            self.by_conn.retain(|k, _| (k.0, k.1) != (key.0, key.1));
             return;
         }
         if self.by_conn.len() >= MAX_TRACKED_CONNECTIONS as usize
@@ -66,7 +66,7 @@ impl PendingLoss {
         let Ok(mut h) = parse_header(&raw) else {
             return raw;
         };
-        let key = ((h.pid_tgid >> 32) as u32, h.ssl);
+        let key = ((h.pid_tgid >> 32) as u32, h.ssl, h.direction);
         let Some(lost) = self.by_conn.remove(&key) else {
             return raw;
         };
