@@ -79,6 +79,8 @@ struct Side {
     /// The head being read began at a resync candidate: if it does not parse it
     /// was body text after all, and the scan goes on.
     from_resync: bool,
+    /// What that candidate looked like (the role is only settled once it parses).
+    resync_kind: Option<Kind>,
     /// Start of the current line while resynchronising (≤ SNIFF_LEN bytes).
     resync_carry: Vec<u8>,
     resync_line_start: bool,
@@ -202,6 +204,12 @@ impl ConnectionParser {
 
     /// Bytes the process read or wrote on this connection, in order.
     pub fn feed(&mut self, dir: Direction, data: &Bytes, ts_ns: u64, out: &mut ParserOutput) {
+        let side = &mut self.sides[idx(dir)];
+        if side.state == State::Resync && side.resync_carry.is_empty() {
+            // One SSL call usually carries one message or its start: a feed
+            // start is as good a candidate as a line start.
+            side.resync_line_start = true;
+        }
         let mut pos = 0;
         while pos < data.len() && !self.ignored && !self.closed {
             match self.sides[idx(dir)].state {
@@ -290,13 +298,14 @@ impl ConnectionParser {
     }
 
     /// A resync candidate turned out not to be a message: keep scanning after it.
-    fn resume_resync(&mut self, dir: Direction) {
+    fn resume_resync(&mut self, dir: Direction, at_line_start: bool) {
         let side = &mut self.sides[idx(dir)];
         side.state = State::Resync;
         side.head_buf = BytesMut::new();
         side.from_resync = false;
+        side.resync_kind = None;
         side.resync_carry.clear();
-        side.resync_line_start = false;
+        side.resync_line_start = at_line_start;
     }
 
     fn resync_scan(&mut self, dir: Direction, data: &Bytes, pos: &mut usize, ts_ns: u64) {
@@ -325,11 +334,9 @@ impl ConnectionParser {
                         side.resync_carry.clear();
                         side.resync_line_start = false;
                         side.from_resync = true;
+                        side.resync_kind = Some(kind);
                         side.head_start_ns = ts_ns;
                         side.state = State::Head;
-                        if self.role.is_none() {
-                            self.role = Some(role_for(dir, kind));
-                        }
                         return;
                     }
                     Sniff::NeedMore if take > 0 => {
@@ -388,9 +395,16 @@ impl ConnectionParser {
         }
     }
 
-    fn head_error(&mut self, dir: Direction, reason: ParseErrorReason, out: &mut ParserOutput) {
+    /// `at_line_start`: the bytes consumed so far end a line (a whole head was read).
+    fn head_error(
+        &mut self,
+        dir: Direction,
+        reason: ParseErrorReason,
+        at_line_start: bool,
+        out: &mut ParserOutput,
+    ) {
         if self.sides[idx(dir)].from_resync {
-            self.resume_resync(dir);
+            self.resume_resync(dir, at_line_start);
         } else {
             self.fail(reason, out);
         }
@@ -433,7 +447,7 @@ impl ConnectionParser {
         match head::find_head_end(&side.head_buf, &data[*pos..]) {
             Some(end) => {
                 if side.head_buf.len() + end > max_head {
-                    self.head_error(dir, ParseErrorReason::HeadTooLarge, out);
+                    self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
                     return;
                 }
                 let head = if side.head_buf.is_empty() {
@@ -449,7 +463,7 @@ impl ConnectionParser {
                 let rest = data.len() - *pos;
                 // Not complete yet, so the head is at least one byte longer than this.
                 if side.head_buf.len() + rest >= max_head {
-                    self.head_error(dir, ParseErrorReason::HeadTooLarge, out);
+                    self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
                     return;
                 }
                 side.head_buf.extend_from_slice(&data[*pos..]);
@@ -459,7 +473,7 @@ impl ConnectionParser {
     }
 
     fn on_head(&mut self, dir: Direction, head: Bytes, ts_ns: u64, out: &mut ParserOutput) {
-        let kind = match self.kind_of(dir) {
+        let kind = match self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) {
             Some(k) => k,
             None => match self.check_kind(dir, &head[..head.len().min(SNIFF_LEN)]) {
                 Ok(true) => self.kind_of(dir).unwrap_or(Kind::Request),
@@ -476,9 +490,9 @@ impl ConnectionParser {
                 let (request, framing) = match head::parse_request(&head, self.limits.max_headers)
                 {
                     Ok(r) => r,
-                    Err(reason) => return self.head_error(dir, reason, out),
+                    Err(reason) => return self.head_error(dir, reason, true, out),
                 };
-                self.sides[i].from_resync = false;
+                self.head_parsed(dir, Kind::Request);
                 if self.pending.len() >= self.limits.max_pending_requests {
                     return self.fail(ParseErrorReason::TooManyPending, out);
                 }
@@ -514,12 +528,13 @@ impl ConnectionParser {
                 let answers = self.pending.iter().find(|p| p.response.is_none());
                 let method = answers.map(|p| p.request.method.as_str());
                 let answers_id = answers.map(|p| p.id);
+                let connect = method == Some("CONNECT");
                 let (response, framing) =
                     match head::parse_response(&head, self.limits.max_headers, method) {
                         Ok(r) => r,
-                        Err(reason) => return self.head_error(dir, reason, out),
+                        Err(reason) => return self.head_error(dir, reason, true, out),
                     };
-                self.sides[i].from_resync = false;
+                self.head_parsed(dir, Kind::Response);
                 if response.status == 101 {
                     return self.fail(ParseErrorReason::Upgrade, out);
                 }
@@ -527,7 +542,7 @@ impl ConnectionParser {
                     // Interim (100 Continue, 103 Early Hints...): not the answer.
                     return;
                 }
-                let tunnel = method == Some("CONNECT") && (200..300).contains(&response.status);
+                let tunnel = connect && (200..300).contains(&response.status);
                 if answers_id.is_none() {
                     out.errors.push(ParseErrorReason::ResponseWithoutRequest);
                 }
@@ -539,6 +554,15 @@ impl ConnectionParser {
                 };
                 self.start_body(dir, framing.decoder, answers_id.is_none(), start_ns, kind, ts_ns, out);
             }
+        }
+    }
+
+    fn head_parsed(&mut self, dir: Direction, kind: Kind) {
+        let side = &mut self.sides[idx(dir)];
+        side.from_resync = false;
+        side.resync_kind = None;
+        if self.role.is_none() {
+            self.role = Some(role_for(dir, kind));
         }
     }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::error::ParseErrorReason;
 use super::types::Body;
 
-/// Longest chunk-extension section of one chunk-size line; past it the stream is
+/// Longest chunk-extension section (after the `;`) of one chunk-size line; past it the stream is
 /// taken for garbage rather than skipped forever (hyper bounds it likewise).
 pub const MAX_CHUNK_EXT_BYTES: usize = 16 * 1024;
 /// Longest trailer section after the last chunk (skipped, never buffered).
@@ -387,11 +387,11 @@ mod tests {
     #[test]
     fn chunk_extension_limit_exact() {
         let mut at = b"1;".to_vec();
-        at.extend(std::iter::repeat_n(b'x', MAX_CHUNK_EXT_BYTES - 1));
+        at.extend(std::iter::repeat_n(b'x', MAX_CHUNK_EXT_BYTES));
         at.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
         assert_eq!(run(&at, &[]).unwrap().0, b"a");
         let mut over = b"1;".to_vec();
-        over.extend(std::iter::repeat_n(b'x', MAX_CHUNK_EXT_BYTES));
+        over.extend(std::iter::repeat_n(b'x', MAX_CHUNK_EXT_BYTES + 1));
         over.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
         assert_eq!(run(&over, &[]), Err(ParseErrorReason::InvalidChunk));
     }
