@@ -81,6 +81,9 @@ struct Side {
     from_resync: bool,
     /// What that candidate looked like (the role is only settled once it parses).
     resync_kind: Option<Kind>,
+    /// The start line of the head being read was checked (garbage is caught at
+    /// its first line, not after buffering a whole head's worth of it).
+    start_line_ok: bool,
     /// Start of the current line while resynchronising (≤ SNIFF_LEN bytes).
     resync_carry: Vec<u8>,
     resync_line_start: bool,
@@ -133,6 +136,9 @@ pub struct ConnectionParser {
     next_id: u64,
     /// The response stream lost bytes: its next response answers the newest request.
     resp_resynced: bool,
+    /// A response head was parsed (with `next_id`, tells a stream that never was
+    /// HTTP from one that went bad).
+    any_response: bool,
 }
 
 fn idx(dir: Direction) -> usize {
@@ -160,6 +166,7 @@ impl ConnectionParser {
             pending: VecDeque::new(),
             next_id: 0,
             resp_resynced: false,
+            any_response: false,
         }
     }
 
@@ -288,6 +295,7 @@ impl ConnectionParser {
         let side = &mut self.sides[idx(dir)];
         side.state = State::Resync;
         side.head_buf = BytesMut::new();
+        side.start_line_ok = false;
         side.msg = None;
         side.from_resync = false;
         side.resync_carry.clear();
@@ -302,6 +310,7 @@ impl ConnectionParser {
         let side = &mut self.sides[idx(dir)];
         side.state = State::Resync;
         side.head_buf = BytesMut::new();
+        side.start_line_ok = false;
         side.from_resync = false;
         side.resync_kind = None;
         side.resync_carry.clear();
@@ -333,6 +342,7 @@ impl ConnectionParser {
                         side.head_buf = BytesMut::from(&side.resync_carry[..]);
                         side.resync_carry.clear();
                         side.resync_line_start = false;
+                        side.start_line_ok = false;
                         side.from_resync = true;
                         side.resync_kind = Some(kind);
                         side.head_start_ns = ts_ns;
@@ -443,9 +453,13 @@ impl ConnectionParser {
                 return;
             }
         }
+        if !self.sides[i].start_line_ok && !self.check_start_line(dir, data, *pos, out) {
+            return;
+        }
         let side = &mut self.sides[i];
         match head::find_head_end(&side.head_buf, &data[*pos..]) {
             Some(end) => {
+                side.start_line_ok = false;
                 if side.head_buf.len() + end > max_head {
                     self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
                     return;
@@ -470,6 +484,45 @@ impl ConnectionParser {
                 *pos = data.len();
             }
         }
+    }
+
+    /// Validates the start line once it is complete; false when the head failed.
+    fn check_start_line(
+        &mut self,
+        dir: Direction,
+        data: &Bytes,
+        pos: usize,
+        out: &mut ParserOutput,
+    ) -> bool {
+        let Some(nl) = memchr::memchr(b'\n', &data[pos..]) else {
+            return true;
+        };
+        let Some(kind) = self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) else {
+            return true;
+        };
+        let side = &mut self.sides[idx(dir)];
+        let fresh = &data[pos..pos + nl + 1];
+        let ok = if side.head_buf.is_empty() {
+            head::start_line_valid(fresh, kind == Kind::Request)
+        } else {
+            let mut line = Vec::with_capacity(side.head_buf.len() + fresh.len());
+            line.extend_from_slice(&side.head_buf);
+            line.extend_from_slice(fresh);
+            head::start_line_valid(&line, kind == Kind::Request)
+        };
+        if ok {
+            side.start_line_ok = true;
+            return true;
+        }
+        let reason = if self.next_id == 0 && !self.any_response {
+            ParseErrorReason::NotHttp
+        } else if kind == Kind::Request {
+            ParseErrorReason::InvalidRequest
+        } else {
+            ParseErrorReason::InvalidResponse
+        };
+        self.head_error(dir, reason, false, out);
+        false
     }
 
     fn on_head(&mut self, dir: Direction, head: Bytes, ts_ns: u64, out: &mut ParserOutput) {
@@ -561,6 +614,9 @@ impl ConnectionParser {
         let side = &mut self.sides[idx(dir)];
         side.from_resync = false;
         side.resync_kind = None;
+        if kind == Kind::Response {
+            self.any_response = true;
+        }
         if self.role.is_none() {
             self.role = Some(role_for(dir, kind));
         }

@@ -139,6 +139,24 @@ pub(crate) fn find_head_end(tail: &[u8], data: &[u8]) -> Option<usize> {
     None
 }
 
+/// Whether a complete start line (ending in `\n`, no headers yet) parses.
+pub(crate) fn start_line_valid(line: &[u8], request: bool) -> bool {
+    let mut none: [httparse::Header<'_>; 0] = [];
+    if request {
+        let mut req = httparse::Request::new(&mut none);
+        httparse::ParserConfig::default()
+            .allow_multiple_spaces_in_request_line_delimiters(true)
+            .parse_request(&mut req, line)
+            .is_ok()
+    } else {
+        let mut resp = httparse::Response::new(&mut none);
+        httparse::ParserConfig::default()
+            .allow_multiple_spaces_in_response_status_delimiters(true)
+            .parse_response(&mut resp, line)
+            .is_ok()
+    }
+}
+
 /// Body framing a head announces.
 #[derive(Debug)]
 pub(crate) struct Framing {
@@ -342,6 +360,17 @@ mod tests {
         for (p, rq, rs, want) in cases {
             assert_eq!(resync_candidate(p, *rq, *rs), *want, "{:?}", String::from_utf8_lossy(p));
         }
+    }
+
+    #[test]
+    fn start_lines() {
+        assert!(start_line_valid(b"GET /x HTTP/1.1\r\n", true));
+        assert!(start_line_valid(b"GET /x HTTP/1.0\n", true));
+        assert!(!start_line_valid(b"220 smtp.example ESMTP\r\n", true));
+        assert!(!start_line_valid(b"GET /x HTTP/2.0\r\n", true));
+        assert!(start_line_valid(b"HTTP/1.1 200 OK\r\n", false));
+        assert!(start_line_valid(b"HTTP/1.1 200\r\n", false));
+        assert!(!start_line_valid(b"HTTP/1.1 2000 OK\r\n", false));
     }
 
     #[test]

@@ -217,6 +217,8 @@ fn behaviour_table() {
             vec![E::Upgrade],
         ),
         ("garbage", vec![r("\x16\x03\x01\x02\x00"), r(GET)], vec![], vec![E::NotHttp]),
+        ("server-first protocol (SMTP banner)", vec![w("220 mail.example ESMTP ready\r\n"), r("EHLO x\r\n")], vec![], vec![E::NotHttp]),
+        ("bad request line later on", vec![r(GET), w(OK5), r("GET /x HTTP/9.9\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
         ("binary in a head", vec![r("GET / HTTP/1.1\r\nX: \x01\r\n\r\n")], vec![], vec![E::InvalidRequest]),
         ("http2 preface", vec![w("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), r("\0\0\0\x04")], vec![], vec![E::Http2]),
         ("http2 preface split", vec![w("PRI * H"), w("TTP/2.0\r\n\r\nSM\r\n\r\n")], vec![], vec![E::Http2]),
@@ -516,4 +518,86 @@ fn hundred_mib_body_bounded() {
         assert_eq!(out.body_bytes_over_cap, TOTAL - limits.max_body_bytes as u64);
         assert_eq!(p.buffered_bytes(), 0);
     }
+}
+
+/// Baseline throughput for the benchmark work:
+/// `cargo test --release -p sensor --lib http::tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn throughput() {
+    use std::time::Instant;
+    let req = Bytes::from_static(
+        b"GET /v1/items?page=2 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: bench/1\r\nAccept: */*\r\nAuthorization: Bearer abcdefghijklmnopqrstuvwxyz012345\r\n\r\n",
+    );
+    let resp = Bytes::from(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\nDate: Mon, 23 Nov 2026 08:00:00 GMT\r\n\r\n{}",
+        "x".repeat(200)
+    ));
+    let n = 200_000u64;
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    let mut pairs = 0;
+    let t = Instant::now();
+    for i in 0..n {
+        p.feed(Read, &req, i, &mut out);
+        p.feed(Write, &resp, i, &mut out);
+        pairs += out.exchanges.len();
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = n as f64 * (req.len() + resp.len()) as f64;
+    assert_eq!(pairs as u64, n);
+    println!(
+        "small keep-alive pairs: {:.0} exchanges/s, {:.1} MB/s",
+        n as f64 / secs,
+        bytes / secs / 1e6
+    );
+
+    const BODY: usize = 1024 * 1024;
+    const FEED: usize = 16 * 1024;
+    let head = Bytes::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n"));
+    let piece = Bytes::from(vec![b'y'; FEED]);
+    let m = 1000u64;
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let t = Instant::now();
+    for i in 0..m {
+        p.feed(Read, &req, i, &mut out);
+        p.feed(Write, &head, i, &mut out);
+        for _ in 0..BODY / FEED {
+            p.feed(Write, &piece, i, &mut out);
+        }
+        assert_eq!(out.exchanges.len(), 1);
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "1 MiB response bodies (16 KiB feeds): {:.0} exchanges/s, {:.0} MB/s",
+        m as f64 / secs,
+        m as f64 * BODY as f64 / secs / 1e6
+    );
+    let chunked_head = Bytes::from_static(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunk = {
+        let mut v = format!("{FEED:x}\r\n").into_bytes();
+        v.extend_from_slice(&piece);
+        v.extend_from_slice(b"\r\n");
+        Bytes::from(v)
+    };
+    let end = Bytes::from_static(b"0\r\n\r\n");
+    let t = Instant::now();
+    for i in 0..m {
+        p.feed(Read, &req, i, &mut out);
+        p.feed(Write, &chunked_head, i, &mut out);
+        for _ in 0..BODY / FEED {
+            p.feed(Write, &chunk, i, &mut out);
+        }
+        p.feed(Write, &end, i, &mut out);
+        assert_eq!(out.exchanges.len(), 1);
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "1 MiB chunked response bodies (16 KiB chunks): {:.0} exchanges/s, {:.0} MB/s",
+        m as f64 / secs,
+        m as f64 * BODY as f64 / secs / 1e6
+    );
 }
