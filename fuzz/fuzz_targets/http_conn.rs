@@ -9,7 +9,12 @@ use sensor::http::limits::HttpLimits;
 use sensor::http::{ConnectionParser, ParserOutput};
 
 fuzz_target!(|data: &[u8]| {
-    let limits = HttpLimits { max_body_bytes: 64, max_head_bytes: 512, max_headers: 16, max_pending_requests: 4 };
+    let limits = HttpLimits {
+        max_body_bytes: 64,
+        max_head_bytes: 512,
+        max_headers: 16,
+        max_pending_requests: 4,
+    };
     let mut p = ConnectionParser::new(limits.clone());
     let mut out = ParserOutput::default();
     let input = Bytes::copy_from_slice(data);
@@ -19,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
         let (op, len) = (input[at], input[at + 1] as usize);
         at += 2;
         ts += 1;
-        let dir = if op & 1 == 0 { Direction::Read } else { Direction::Write };
+        let dir = if op & 1 == 0 {
+            Direction::Read
+        } else {
+            Direction::Write
+        };
         match op >> 1 {
             0..=99 => {
                 let end = (at + len).min(input.len());

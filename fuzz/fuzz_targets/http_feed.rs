@@ -9,12 +9,23 @@ use sensor::http::limits::HttpLimits;
 use sensor::http::{ConnectionParser, ParserOutput};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&cfg, stream)) = data.split_first() else { return };
-    let dir = if cfg & 1 == 0 { Direction::Read } else { Direction::Write };
+    let Some((&cfg, stream)) = data.split_first() else {
+        return;
+    };
+    let dir = if cfg & 1 == 0 {
+        Direction::Read
+    } else {
+        Direction::Write
+    };
     let limits = if cfg & 2 == 0 {
         HttpLimits::default()
     } else {
-        HttpLimits { max_body_bytes: 16, max_head_bytes: 128, max_headers: 4, max_pending_requests: 2 }
+        HttpLimits {
+            max_body_bytes: 16,
+            max_head_bytes: 128,
+            max_headers: 4,
+            max_pending_requests: 2,
+        }
     };
     let feed = 1 + (cfg >> 2) as usize * 8;
     let stream = Bytes::copy_from_slice(stream);

@@ -540,8 +540,7 @@ impl ConnectionParser {
         let start_ns = self.sides[i].head_start_ns;
         match kind {
             Kind::Request => {
-                let (request, framing) = match head::parse_request(&head, self.limits.max_headers)
-                {
+                let (request, framing) = match head::parse_request(&head, self.limits.max_headers) {
                     Ok(r) => r,
                     Err(reason) => return self.head_error(dir, reason, true, out),
                 };
@@ -560,7 +559,15 @@ impl ConnectionParser {
                     complete: false,
                     response: None,
                 });
-                self.start_body(dir, framing.decoder, false, start_ns, InKind::Request { id }, ts_ns, out);
+                self.start_body(
+                    dir,
+                    framing.decoder,
+                    false,
+                    start_ns,
+                    InKind::Request { id },
+                    ts_ns,
+                    out,
+                );
             }
             Kind::Response => {
                 if self.resp_resynced {
@@ -605,7 +612,15 @@ impl ConnectionParser {
                     answers: answers_id,
                     tunnel,
                 };
-                self.start_body(dir, framing.decoder, answers_id.is_none(), start_ns, kind, ts_ns, out);
+                self.start_body(
+                    dir,
+                    framing.decoder,
+                    answers_id.is_none(),
+                    start_ns,
+                    kind,
+                    ts_ns,
+                    out,
+                );
             }
         }
     }
@@ -713,8 +728,12 @@ impl ConnectionParser {
             .front()
             .is_some_and(|p| p.complete && p.response.is_some())
         {
-            let Some(p) = self.pending.pop_front() else { break };
-            let Some((response, _, rs, re)) = p.response else { break };
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let Some((response, _, rs, re)) = p.response else {
+                break;
+            };
             out.exchanges.push(Exchange {
                 request: p.request,
                 response,

@@ -354,8 +354,14 @@ mod tests {
     fn chunked_table() {
         let cases: &[(&[u8], Result<(&[u8], bool), ParseErrorReason>)] = &[
             (b"5\r\nhello\r\n0\r\n\r\n", Ok((b"hello", true))),
-            (b"5;ext=1;x=\"y\"\r\nhello\r\n0;last\r\n\r\n", Ok((b"hello", true))),
-            (b"5  \r\nhello\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\n", Ok((b"hello", true))),
+            (
+                b"5;ext=1;x=\"y\"\r\nhello\r\n0;last\r\n\r\n",
+                Ok((b"hello", true)),
+            ),
+            (
+                b"5  \r\nhello\r\n0\r\nTrailer: x\r\nOther: y\r\n\r\n",
+                Ok((b"hello", true)),
+            ),
             (b"A\r\n0123456789\r\n0\r\n\r\n", Ok((b"0123456789", true))),
             (b"a\nhelloworld\n0\n\n", Ok((b"helloworld", true))),
             (b"3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n", Ok((b"abcdef", true))),
@@ -366,14 +372,22 @@ mod tests {
             (b"3\rx", Err(ParseErrorReason::InvalidChunk)),
             (b"3 x\r\n", Err(ParseErrorReason::InvalidChunk)),
             (b"ffffffffffffffff\r\n", Ok((b"", false))),
-            (b"10000000000000000\r\n", Err(ParseErrorReason::InvalidChunk)),
+            (
+                b"10000000000000000\r\n",
+                Err(ParseErrorReason::InvalidChunk),
+            ),
             (b"0\r\n\rx", Err(ParseErrorReason::InvalidChunk)),
         ];
         for (input, want) in cases {
             for split in 0..=input.len() {
                 let got = run(input, &[split]).map(|(b, done, _)| (b, done));
                 let want = want.map(|(b, d)| (b.to_vec(), d));
-                assert_eq!(got, want, "input {:?} split {split}", String::from_utf8_lossy(input));
+                assert_eq!(
+                    got,
+                    want,
+                    "input {:?} split {split}",
+                    String::from_utf8_lossy(input)
+                );
             }
         }
     }
@@ -406,7 +420,10 @@ mod tests {
             v
         };
         assert!(run(&line(MAX_TRAILER_BYTES), &[]).unwrap().1);
-        assert_eq!(run(&line(MAX_TRAILER_BYTES + 1), &[]), Err(ParseErrorReason::InvalidChunk));
+        assert_eq!(
+            run(&line(MAX_TRAILER_BYTES + 1), &[]),
+            Err(ParseErrorReason::InvalidChunk)
+        );
     }
 
     #[test]
@@ -417,7 +434,9 @@ mod tests {
             let mut over_cap = 0;
             let data = Bytes::from_static(b"hello");
             let mut pos = 0;
-            assert!(d.decode(&data, &mut pos, &mut acc, cap, &mut over_cap).unwrap());
+            assert!(d
+                .decode(&data, &mut pos, &mut acc, cap, &mut over_cap)
+                .unwrap());
             assert_eq!(acc.kept(), kept);
             assert_eq!(acc.body.len, 5);
             assert_eq!(acc.body.truncated, truncated);

@@ -55,7 +55,11 @@ pub(crate) fn sniff(p: &[u8]) -> Sniff {
     }
     for (i, &b) in p.iter().enumerate() {
         if b == b' ' {
-            return if i > 0 { Sniff::Request } else { Sniff::NotHttp };
+            return if i > 0 {
+                Sniff::Request
+            } else {
+                Sniff::NotHttp
+            };
         }
         if !is_tchar(b) {
             return Sniff::NotHttp;
@@ -69,7 +73,14 @@ pub(crate) fn sniff(p: &[u8]) -> Sniff {
 }
 
 const RESYNC_METHODS: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"PUT ", b"DELETE ", b"PATCH ", b"HEAD ", b"OPTIONS ", b"CONNECT ",
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
     b"TRACE ",
 ];
 
@@ -208,9 +219,7 @@ fn content_length(headers: &[Header]) -> Result<Option<u64>, ParseErrorReason> {
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(ParseErrorReason::InvalidContentLength);
             }
-            let n = part
-                .iter()
-                .fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
             if found.is_some_and(|f| f != n) {
                 return Err(ParseErrorReason::InvalidContentLength);
             }
@@ -358,7 +367,12 @@ mod tests {
             (b"HTTP/1.1 2x0", false, true, Sniff::NotHttp),
         ];
         for (p, rq, rs, want) in cases {
-            assert_eq!(resync_candidate(p, *rq, *rs), *want, "{:?}", String::from_utf8_lossy(p));
+            assert_eq!(
+                resync_candidate(p, *rq, *rs),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
         }
     }
 
@@ -380,7 +394,10 @@ mod tests {
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", b"\r\nx"), Some(2));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", b"\nx"), Some(1));
         assert_eq!(find_head_end(b"GET / HTTP/1.1\r", b"\n\r\n"), Some(3));
-        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", b"B: c\r\n"), None);
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", b"B: c\r\n"),
+            None
+        );
     }
 
     #[test]
@@ -397,10 +414,20 @@ mod tests {
         assert_eq!(content_length(&h(&[" 5 , 5"])), Ok(Some(5)));
         assert_eq!(content_length(&h(&["5", "5"])), Ok(Some(5)));
         assert_eq!(content_length(&h(&[])), Ok(None));
-        assert_eq!(content_length(&h(&["18446744073709551615"])), Err(ParseErrorReason::InvalidContentLength));
-        assert_eq!(content_length(&h(&["9999999999999999999"])), Ok(Some(9_999_999_999_999_999_999)));
+        assert_eq!(
+            content_length(&h(&["18446744073709551615"])),
+            Err(ParseErrorReason::InvalidContentLength)
+        );
+        assert_eq!(
+            content_length(&h(&["9999999999999999999"])),
+            Ok(Some(9_999_999_999_999_999_999))
+        );
         for bad in [&["5", "6"][..], &["-1"], &["5,6"], &[""], &["0x5"], &["+5"]] {
-            assert_eq!(content_length(&h(bad)), Err(ParseErrorReason::InvalidContentLength), "{bad:?}");
+            assert_eq!(
+                content_length(&h(bad)),
+                Err(ParseErrorReason::InvalidContentLength),
+                "{bad:?}"
+            );
         }
     }
 }

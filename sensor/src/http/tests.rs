@@ -91,7 +91,10 @@ fn server_and_client_roles() {
     assert_eq!(srv.p.role(), Some(Role::Server));
     assert_eq!(srv.ex.len(), 1);
     assert_eq!(srv.ex[0].role, Role::Server);
-    assert_eq!(summary(&srv.ex), [s("GET", "/a?token=x", b"", 200, b"hello")]);
+    assert_eq!(
+        summary(&srv.ex),
+        [s("GET", "/a?token=x", b"", 200, b"hello")]
+    );
     assert_eq!(srv.ex[0].request.header("host").unwrap().as_ref(), b"h");
     let cli = run(&[w(GET), r(OK5)]);
     assert_eq!(cli.p.role(), Some(Role::Client));
@@ -105,7 +108,12 @@ fn server_and_client_roles() {
 
 #[test]
 fn behaviour_table() {
-    type Case = (&'static str, Vec<Ev>, Vec<(String, String, Vec<u8>, u16, Vec<u8>)>, Vec<E>);
+    type Case = (
+        &'static str,
+        Vec<Ev>,
+        Vec<(String, String, Vec<u8>, u16, Vec<u8>)>,
+        Vec<E>,
+    );
     let cases: Vec<Case> = vec![
         (
             "keep-alive, several requests, split heads",
@@ -287,7 +295,10 @@ fn behaviour_table() {
         let got = run(&evs);
         assert_eq!(summary(&got.ex), want, "{name}");
         assert_eq!(got.errors, want_err, "{name}");
-        if want_err.iter().any(|e| !matches!(e, E::GapInHead | E::GapInBody | E::ResponseWithoutRequest)) {
+        if want_err
+            .iter()
+            .any(|e| !matches!(e, E::GapInHead | E::GapInBody | E::ResponseWithoutRequest))
+        {
             assert!(got.p.is_ignored(), "{name}: ignored");
             assert_eq!(got.p.buffered_bytes(), 0, "{name}: buffers freed");
         }
@@ -318,14 +329,30 @@ fn truncation_flags_and_lengths() {
         w(OK5),
     ]);
     let b = &got.ex[0].request.body;
-    assert_eq!((b.len, b.truncated, b.to_vec()), (10, true, b"abchij".to_vec()));
+    assert_eq!(
+        (b.len, b.truncated, b.to_vec()),
+        (10, true, b"abchij".to_vec())
+    );
     assert!(!got.ex[0].response.body.truncated);
     // Close-delimited: a hole of known size counts into the length.
-    let got = run(&[r(GET), w("HTTP/1.1 200 OK\r\n\r\nab"), Ev::Gap(Write, 5), w("cd"), Ev::Close]);
+    let got = run(&[
+        r(GET),
+        w("HTTP/1.1 200 OK\r\n\r\nab"),
+        Ev::Gap(Write, 5),
+        w("cd"),
+        Ev::Close,
+    ]);
     let b = &got.ex[0].response.body;
-    assert_eq!((b.len, b.truncated, b.to_vec()), (9, true, b"abcd".to_vec()));
+    assert_eq!(
+        (b.len, b.truncated, b.to_vec()),
+        (9, true, b"abcd".to_vec())
+    );
     // A hole past the end of a content-length body: the length is the declared one.
-    let got = run(&[r(GET), w("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"), Ev::Gap(Write, 50)]);
+    let got = run(&[
+        r(GET),
+        w("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"),
+        Ev::Gap(Write, 50),
+    ]);
     let b = &got.ex[0].response.body;
     assert_eq!((b.len, b.truncated, b.to_vec()), (4, true, b"ab".to_vec()));
     assert_eq!(got.errors, [E::GapInBody]);
@@ -344,7 +371,12 @@ fn timing_from_first_and_last_bytes() {
     ]);
     let t = got.ex[0].timing;
     assert_eq!(
-        (t.request_start_ns, t.request_end_ns, t.response_start_ns, t.response_end_ns),
+        (
+            t.request_start_ns,
+            t.request_end_ns,
+            t.response_start_ns,
+            t.response_end_ns
+        ),
         (1000, 3000, 4000, 6000)
     );
     assert_eq!(t.latency_us(), 5);
@@ -394,10 +426,19 @@ fn body_cap_at_and_past_limit() {
         let body = "b".repeat(n);
         let got = run_with(
             small_limits(),
-            &[r("GET / HTTP/1.1\r\n\r\n"), w(format!("HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{body}"))],
+            &[
+                r("GET / HTTP/1.1\r\n\r\n"),
+                w(format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{body}"
+                )),
+            ],
         );
         let b = &got.ex[0].response.body;
-        assert_eq!((b.len, b.kept_len(), b.truncated, got.over_cap), (n as u64, 8, truncated, over), "{n}");
+        assert_eq!(
+            (b.len, b.kept_len(), b.truncated, got.over_cap),
+            (n as u64, 8, truncated, over),
+            "{n}"
+        );
     }
 }
 
@@ -422,7 +463,11 @@ fn head_size_at_and_past_limit() {
             let got = run_with(lim.clone(), &evs);
             if ok {
                 assert!(got.errors.is_empty(), "{n}");
-                assert_eq!(got.p.buffered_bytes(), n, "the parsed head is held until answered");
+                assert_eq!(
+                    got.p.buffered_bytes(),
+                    n,
+                    "the parsed head is held until answered"
+                );
             } else {
                 assert_eq!(got.errors, [E::HeadTooLarge], "{n} split={split}");
             }
@@ -440,13 +485,25 @@ fn head_size_at_and_past_limit() {
 fn header_count_at_and_past_limit() {
     for (n, ok) in [(4usize, true), (5, false)] {
         let hs: String = (0..n).map(|i| format!("H{i}: v\r\n")).collect();
-        let got = run_with(small_limits(), &[r(format!("GET / HTTP/1.1\r\n{hs}\r\n")), w("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")]);
+        let got = run_with(
+            small_limits(),
+            &[
+                r(format!("GET / HTTP/1.1\r\n{hs}\r\n")),
+                w("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            ],
+        );
         if ok {
             assert_eq!(got.ex[0].request.headers.len(), n);
         } else {
             assert_eq!(got.errors, [E::TooManyHeaders]);
         }
-        let got = run_with(small_limits(), &[r("GET / HTTP/1.1\r\n\r\n"), w(format!("HTTP/1.1 200 OK\r\n{hs}\r\n"))]);
+        let got = run_with(
+            small_limits(),
+            &[
+                r("GET / HTTP/1.1\r\n\r\n"),
+                w(format!("HTTP/1.1 200 OK\r\n{hs}\r\n")),
+            ],
+        );
         if ok {
             assert!(got.errors.is_empty());
         } else {
@@ -475,7 +532,9 @@ fn pending_requests_at_and_past_limit() {
 fn error_reasons_are_fixed_labels() {
     let labels: std::collections::HashSet<_> = E::ALL.iter().map(|e| e.as_str()).collect();
     assert_eq!(labels.len(), E::ALL.len());
-    assert!(labels.iter().all(|l| l.bytes().all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())));
+    assert!(labels.iter().all(|l| l
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())));
 }
 
 /// A long body streamed in 16 KiB feeds: memory stays at the cap, the length is right.
@@ -487,7 +546,12 @@ fn hundred_mib_body_bounded() {
         let limits = HttpLimits::default();
         let mut p = ConnectionParser::new(limits.clone());
         let mut out = ParserOutput::default();
-        p.feed(Read, &Bytes::from_static(b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"), 1, &mut out);
+        p.feed(
+            Read,
+            &Bytes::from_static(b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+            1,
+            &mut out,
+        );
         let head = if chunked {
             "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
         } else {
@@ -503,19 +567,30 @@ fn hundred_mib_body_bounded() {
         };
         let mut max_buffered = 0;
         for i in 0..TOTAL / FEED as u64 {
-            p.feed(Write, if chunked { &framed } else { &payload }, 3 + i, &mut out);
+            p.feed(
+                Write,
+                if chunked { &framed } else { &payload },
+                3 + i,
+                &mut out,
+            );
             max_buffered = max_buffered.max(p.buffered_bytes());
         }
         if chunked {
             p.feed(Write, &Bytes::from_static(b"0\r\n\r\n"), u64::MAX, &mut out);
         }
-        assert!(max_buffered <= limits.max_body_bytes + 2 * limits.max_head_bytes, "{max_buffered}");
+        assert!(
+            max_buffered <= limits.max_body_bytes + 2 * limits.max_head_bytes,
+            "{max_buffered}"
+        );
         assert_eq!(out.exchanges.len(), 1);
         let b = &out.exchanges[0].response.body;
         assert_eq!(b.len, TOTAL);
         assert_eq!(b.kept_len(), limits.max_body_bytes);
         assert!(b.truncated);
-        assert_eq!(out.body_bytes_over_cap, TOTAL - limits.max_body_bytes as u64);
+        assert_eq!(
+            out.body_bytes_over_cap,
+            TOTAL - limits.max_body_bytes as u64
+        );
         assert_eq!(p.buffered_bytes(), 0);
     }
 }

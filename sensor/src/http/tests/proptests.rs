@@ -39,7 +39,9 @@ fn framing() -> impl Strategy<Value = Framing> {
 
 fn msg() -> impl Strategy<Value = Msg> {
     (
-        prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
+        prop::sample::select(vec![
+            "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS",
+        ]),
         "/[a-z0-9/]{0,12}(\\?[a-z]{1,5}=[A-Za-z0-9%]{0,10})?",
         prop::collection::vec(any::<u8>(), 0..120),
         framing(),
@@ -47,31 +49,37 @@ fn msg() -> impl Strategy<Value = Msg> {
         prop::collection::vec(any::<u8>(), 0..200),
         framing(),
     )
-        .prop_map(|(method, target, req_body, req_framing, status, resp_body, resp_framing)| {
-            let mut m = Msg {
-                method,
-                target,
-                req_body,
-                req_framing,
-                status,
-                resp_body,
-                resp_framing,
-            };
-            if m.method == "HEAD" || m.status == 204 || m.status == 304 {
-                m.resp_body.clear();
-            }
-            m
-        })
+        .prop_map(
+            |(method, target, req_body, req_framing, status, resp_body, resp_framing)| {
+                let mut m = Msg {
+                    method,
+                    target,
+                    req_body,
+                    req_framing,
+                    status,
+                    resp_body,
+                    resp_framing,
+                };
+                if m.method == "HEAD" || m.status == 204 || m.status == 304 {
+                    m.resp_body.clear();
+                }
+                m
+            },
+        )
 }
 
 fn encode_body(out: &mut Vec<u8>, body: &[u8], framing: &Framing, extra_headers: &str) {
     match framing {
         Framing::Length => {
-            out.extend_from_slice(format!("Content-Length: {}\r\n{extra_headers}\r\n", body.len()).as_bytes());
+            out.extend_from_slice(
+                format!("Content-Length: {}\r\n{extra_headers}\r\n", body.len()).as_bytes(),
+            );
             out.extend_from_slice(body);
         }
         Framing::Chunked(sizes) => {
-            out.extend_from_slice(format!("Transfer-Encoding: chunked\r\n{extra_headers}\r\n").as_bytes());
+            out.extend_from_slice(
+                format!("Transfer-Encoding: chunked\r\n{extra_headers}\r\n").as_bytes(),
+            );
             let mut rest = body;
             let mut sizes = sizes.iter().cycle();
             let mut n = 0;
@@ -79,26 +87,44 @@ fn encode_body(out: &mut Vec<u8>, body: &[u8], framing: &Framing, extra_headers:
                 let take = (*sizes.next().unwrap_or(&7)).min(rest.len());
                 // Alternate extension styles and hex case to cover the grammar.
                 let ext = if n % 3 == 1 { ";name=\"v\"" } else { "" };
-                let size = if n % 2 == 0 { format!("{take:x}") } else { format!("{take:X}") };
+                let size = if n % 2 == 0 {
+                    format!("{take:x}")
+                } else {
+                    format!("{take:X}")
+                };
                 out.extend_from_slice(format!("{size}{ext}\r\n").as_bytes());
                 out.extend_from_slice(&rest[..take]);
                 out.extend_from_slice(b"\r\n");
                 rest = &rest[take..];
                 n += 1;
             }
-            out.extend_from_slice(if body.len() % 2 == 0 { b"0\r\n\r\n" } else { b"0\r\nX-Trailer: t\r\n\r\n" });
+            out.extend_from_slice(if body.len() % 2 == 0 {
+                b"0\r\n\r\n"
+            } else {
+                b"0\r\nX-Trailer: t\r\n\r\n"
+            });
         }
     }
 }
 
 fn encode_req(m: &Msg) -> Vec<u8> {
-    let mut v = format!("{} {} HTTP/1.1\r\nHost: api.example\r\nX-Api-Key: k-{}\r\n", m.method, m.target, m.target.len()).into_bytes();
+    let mut v = format!(
+        "{} {} HTTP/1.1\r\nHost: api.example\r\nX-Api-Key: k-{}\r\n",
+        m.method,
+        m.target,
+        m.target.len()
+    )
+    .into_bytes();
     encode_body(&mut v, &m.req_body, &m.req_framing, "");
     v
 }
 
 fn encode_resp(m: &Msg) -> Vec<u8> {
-    let mut v = format!("HTTP/1.1 {} X\r\nContent-Type: application/json\r\n", m.status).into_bytes();
+    let mut v = format!(
+        "HTTP/1.1 {} X\r\nContent-Type: application/json\r\n",
+        m.status
+    )
+    .into_bytes();
     let no_body = m.method == "HEAD" || m.status == 204 || m.status == 304;
     if no_body {
         // Such responses may announce a length they do not carry.
@@ -109,7 +135,19 @@ fn encode_resp(m: &Msg) -> Vec<u8> {
     v
 }
 
-type Summary = (String, String, Vec<u8>, u64, bool, u16, Vec<u8>, u64, bool, usize, usize);
+type Summary = (
+    String,
+    String,
+    Vec<u8>,
+    u64,
+    bool,
+    u16,
+    Vec<u8>,
+    u64,
+    bool,
+    usize,
+    usize,
+);
 
 fn summary(ex: &[Exchange]) -> Vec<Summary> {
     ex.iter()
@@ -247,13 +285,25 @@ fn random_ev() -> impl Strategy<Value = Ev> {
         // HTTP-ish fragments so the random walk gets past the first bytes.
         prop::collection::vec(
             prop::sample::select(vec![
-                &b"GET / HTTP/1.1\r\n"[..], b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 100 Continue\r\n",
-                b"Content-Length: 3\r\n", b"Transfer-Encoding: chunked\r\n", b"\r\n", b"5\r\nabcde\r\n",
-                b"0\r\n\r\n", b"abc", b"POST /x HTTP/1.0\r\n", b"HEAD / HTTP/1.1\r\n", b"X: y\r\n",
-                b"Content-Length: 99999999999\r\n", b"ffffffff;x\r\n", b"HTTP/1.1 204 No\r\n",
+                &b"GET / HTTP/1.1\r\n"[..],
+                b"HTTP/1.1 200 OK\r\n",
+                b"HTTP/1.1 100 Continue\r\n",
+                b"Content-Length: 3\r\n",
+                b"Transfer-Encoding: chunked\r\n",
+                b"\r\n",
+                b"5\r\nabcde\r\n",
+                b"0\r\n\r\n",
+                b"abc",
+                b"POST /x HTTP/1.0\r\n",
+                b"HEAD / HTTP/1.1\r\n",
+                b"X: y\r\n",
+                b"Content-Length: 99999999999\r\n",
+                b"ffffffff;x\r\n",
+                b"HTTP/1.1 204 No\r\n",
             ]),
             0..12
-        ).prop_map(|parts| parts.concat()),
+        )
+        .prop_map(|parts| parts.concat()),
     ];
     prop_oneof![
         4 => bytes.clone().prop_map(Ev::R),
@@ -280,16 +330,35 @@ fn samples_split_at_every_offset() {
         ),
     ];
     for (reqs, resps, n) in samples {
-        let base = run_with(limits(), &[Ev::R(reqs.clone()), Ev::W(resps.clone()), Ev::Close]);
+        let base = run_with(
+            limits(),
+            &[Ev::R(reqs.clone()), Ev::W(resps.clone()), Ev::Close],
+        );
         assert_eq!(base.ex.len(), n);
         assert!(base.errors.is_empty(), "{:?}", base.errors);
         let want = summary(&base.ex);
         for k in 0..=reqs.len() {
-            let got = run_with(limits(), &[Ev::R(reqs[..k].to_vec()), Ev::R(reqs[k..].to_vec()), Ev::W(resps.clone()), Ev::Close]);
+            let got = run_with(
+                limits(),
+                &[
+                    Ev::R(reqs[..k].to_vec()),
+                    Ev::R(reqs[k..].to_vec()),
+                    Ev::W(resps.clone()),
+                    Ev::Close,
+                ],
+            );
             assert_eq!(summary(&got.ex), want, "request split at {k}");
         }
         for k in 0..=resps.len() {
-            let got = run_with(limits(), &[Ev::R(reqs.clone()), Ev::W(resps[..k].to_vec()), Ev::W(resps[k..].to_vec()), Ev::Close]);
+            let got = run_with(
+                limits(),
+                &[
+                    Ev::R(reqs.clone()),
+                    Ev::W(resps[..k].to_vec()),
+                    Ev::W(resps[k..].to_vec()),
+                    Ev::Close,
+                ],
+            );
             assert_eq!(summary(&got.ex), want, "response split at {k}");
         }
         let mut p = ConnectionParser::new(limits());
