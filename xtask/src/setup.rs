@@ -274,7 +274,14 @@ fn python_venv() -> anyhow::Result<()> {
     ));
     run_cmd(
         Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check", "-r"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
             .arg(&requirements)
             .args(PIP_EXTRA),
     )

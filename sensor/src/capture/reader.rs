@@ -224,7 +224,7 @@ mod tests {
     use crate::capture::event::{CaptureEvent, ConnId, Direction};
 
     #[test]
-    fn userspace_drop_is_flagged_on_next_event_of_that_connection() {
+    fn userspace_drop_is_flagged_on_next_event_of_that_connection_and_direction() {
         let a = ConnId { tgid: 7, ssl: 0x10 };
         let b = ConnId { tgid: 7, ssl: 0x20 };
         let mut loss = PendingLoss::default();
@@ -233,15 +233,18 @@ mod tests {
         // Other connection: untouched.
         let other = Bytes::from(CaptureEvent::data(b, Direction::Read, 1, 3, b"x").encode());
         assert_eq!(loss.apply(other.clone()), other);
+        // The other direction of the same connection: its stream is intact.
+        let write = Bytes::from(CaptureEvent::data(a, Direction::Write, 3, 4, b"ok").encode());
+        assert_eq!(loss.apply(write.clone()), write);
         let next = loss.apply(Bytes::from(
-            CaptureEvent::data(a, Direction::Write, 3, 4, b"ok").encode(),
+            CaptureEvent::data(a, Direction::Read, 4, 5, b"ok").encode(),
         ));
         let ev = CaptureEvent::parse(&next).unwrap();
         assert!(ev.gap_before);
         assert_eq!(ev.lost_before, 8);
         // Only once.
         let again = loss.apply(Bytes::from(
-            CaptureEvent::data(a, Direction::Write, 4, 5, b"ok").encode(),
+            CaptureEvent::data(a, Direction::Read, 5, 6, b"ok").encode(),
         ));
         assert!(!CaptureEvent::parse(&again).unwrap().gap_before);
         // Garbage passes through untouched and does not panic.
