@@ -12,7 +12,7 @@ use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
 use super::matcher::{Matcher, StreamState};
 use crate::finding::{
-    ContentEncoding, CredentialRef, CredentialSource, Encoding, Exposure, Finding, RequestSummary,
+    ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding, RequestSummary,
     ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
 };
 use crate::http::types::HttpPair;
@@ -328,6 +328,11 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
 fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
     let v = &c.value[..];
     let mut out = Vec::new();
+    if c.kind == CredentialType::BasicCredentials {
+        // Its secret part is the `basic_password` credential; runs of the pair
+        // would only repeat that finding or point at the (public) username.
+        return out;
+    }
     let half = v.len().div_ceil(2);
     let base = cfg.partial_min_chars.min(half).max(1);
     let len = base.max(c.vendor_prefix_len + PARTIAL_MIN_SECRET_CHARS);

@@ -71,7 +71,7 @@ pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
 /// HTML entity escapes of the special characters: named, decimal and hex.
 pub fn html_entity(v: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for variant in 0..4 {
+    for variant in 0..5 {
         let mut s = Vec::with_capacity(v.len() * 2);
         for &b in v {
             let named: Option<&[u8]> = match b {
@@ -86,6 +86,9 @@ pub fn html_entity(v: &[u8]) -> Vec<Vec<u8>> {
             match variant {
                 // Named for the five (Python html.escape, Jinja), others raw.
                 0 => s.extend_from_slice(named.unwrap_or(std::slice::from_ref(&b))),
+                // Python's html.escape writes the apostrophe as &#x27;.
+                4 if b == b'\'' => s.extend_from_slice(b"&#x27;"),
+                4 => s.extend_from_slice(named.unwrap_or(std::slice::from_ref(&b))),
                 1 if special => s.extend_from_slice(format!("&#{b};").as_bytes()),
                 2 if special => s.extend_from_slice(format!("&#x{b:X};").as_bytes()),
                 3 if special => s.extend_from_slice(format!("&#x{b:x};").as_bytes()),

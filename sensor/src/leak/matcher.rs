@@ -79,8 +79,11 @@ impl Matcher {
                 let n = f.needle().len();
                 // First start whose end is past `min_end`.
                 let from = min_end.saturating_sub(n - 1).min(hay.len());
-                for s in f.find_iter(&hay[from..]) {
-                    on(self.ids[0], base + (from + s) as u64);
+                // Overlapping occurrences too (`aa` twice in `aaa`), like the automaton.
+                let mut at = from;
+                while let Some(s) = f.find(&hay[at..]) {
+                    on(self.ids[0], base + (at + s) as u64);
+                    at += s + 1;
                 }
             }
             Engine::Multi(ac) => {
