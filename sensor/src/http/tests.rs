@@ -63,8 +63,10 @@ pub(super) fn run(evs: &[Ev]) -> Run {
     run_with(HttpLimits::default(), evs)
 }
 
-/// (method, target, request body, status, response body, truncated flags)
-fn summary(ex: &[Exchange]) -> Vec<(String, String, Vec<u8>, u16, Vec<u8>)> {
+/// (method, target, request body, status, response body)
+type Summary = (String, String, Vec<u8>, u16, Vec<u8>);
+
+fn summary(ex: &[Exchange]) -> Vec<Summary> {
     ex.iter()
         .map(|e| {
             (
@@ -78,7 +80,7 @@ fn summary(ex: &[Exchange]) -> Vec<(String, String, Vec<u8>, u16, Vec<u8>)> {
         .collect()
 }
 
-fn s(m: &str, t: &str, rb: &[u8], st: u16, sb: &[u8]) -> (String, String, Vec<u8>, u16, Vec<u8>) {
+fn s(m: &str, t: &str, rb: &[u8], st: u16, sb: &[u8]) -> Summary {
     (m.into(), t.into(), rb.to_vec(), st, sb.to_vec())
 }
 
