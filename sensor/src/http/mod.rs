@@ -10,6 +10,8 @@ mod decode;
 pub mod error;
 mod head;
 pub mod limits;
+#[doc(hidden)]
+pub mod throughput;
 pub mod types;
 
 #[cfg(test)]
