@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use sensor::capture::event::Direction;
-use sensor::http::limits::HttpLimits;
-use sensor::http::{ConnectionParser, ParserOutput};
+use sensor_http::capture::event::Direction;
+use sensor_http::http::limits::HttpLimits;
+use sensor_http::http::{ConnectionParser, ParserOutput};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&cfg, stream)) = data.split_first() else {

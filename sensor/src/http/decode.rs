@@ -352,7 +352,8 @@ mod tests {
 
     #[test]
     fn chunked_table() {
-        let cases: &[(&[u8], Result<(&[u8], bool), ParseErrorReason>)] = &[
+        type Want = Result<(&'static [u8], bool), ParseErrorReason>;
+        let cases: &[(&[u8], Want)] = &[
             (b"5\r\nhello\r\n0\r\n\r\n", Ok((b"hello", true))),
             (
                 b"5;ext=1;x=\"y\"\r\nhello\r\n0;last\r\n\r\n",

@@ -4,12 +4,29 @@
 //! framed by content-length, chunked encoding or connection close, and handed on
 //! as zero-copy slices of the captured bytes.  Nothing here trusts its input:
 //! every limit is in [`limits`], every give-up a [`ParseErrorReason`].
+//!
+//! - Role: the direction that carries requests decides it (a process that reads
+//!   a request line serves; one that writes it is a client), never sockets.
+//! - Capture holes ([`ConnectionParser::gap`]): inside a body whose end the
+//!   framing still knows (content-length, inside a chunk, close-delimited) the
+//!   bytes are skipped and the body marked truncated.  Anywhere else the
+//!   direction resynchronises: it scans for a line (or an SSL call) starting
+//!   with a well-known method and a target, or `HTTP/1.x NNN`, and only takes it
+//!   if the whole head then parses.  Responses lost in a hole are assumed to
+//!   belong to all but the newest waiting request (true without pipelining);
+//!   requests lost in a hole leave their responses unpaired
+//!   (`response_without_request`) when they arrive before the next request.
+//! - Memory: a head in progress per direction (< `max_head_bytes`), and per
+//!   open message its head and at most `max_body_bytes` of body, for at most
+//!   `max_pending_requests` requests: [`limits::HttpLimits::max_buffered_bytes`].
 
 mod connection;
 mod decode;
 pub mod error;
 mod head;
 pub mod limits;
+#[doc(hidden)]
+pub mod throughput;
 pub mod types;
 
 #[cfg(test)]

@@ -98,7 +98,7 @@ fn encode_body(out: &mut Vec<u8>, body: &[u8], framing: &Framing, extra_headers:
                 rest = &rest[take..];
                 n += 1;
             }
-            out.extend_from_slice(if body.len() % 2 == 0 {
+            out.extend_from_slice(if body.len().is_multiple_of(2) {
                 b"0\r\n\r\n"
             } else {
                 b"0\r\nX-Trailer: t\r\n\r\n"
