@@ -12,6 +12,9 @@ pub mod fixtures;
 pub mod remedy;
 pub mod ui;
 
+#[cfg(test)]
+mod snapshots_test;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;

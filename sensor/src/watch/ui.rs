@@ -225,11 +225,35 @@ fn hms(ts: &str) -> &str {
     ts.get(11..19).unwrap_or(ts)
 }
 
-fn row_cells(g: &Group) -> Vec<Cell<'static>> {
+/// Below this width the table drops role, credential source and fingerprint.
+const NARROW_WIDTH: u16 = 120;
+
+fn sev_short(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "crit",
+        Severity::High => "high",
+        Severity::Medium => "med",
+        Severity::Low => "low",
+    }
+}
+
+fn row_cells(g: &Group, narrow: bool) -> Vec<Cell<'static>> {
     let f = &g.latest;
+    if narrow {
+        return vec![
+            Cell::from(hms(&g.last_ts).to_string()),
+            Cell::from(sev_short(g.max_severity)).style(severity_style(g.max_severity)),
+            Cell::from(process_label(f)),
+            Cell::from(format!("{} {}", f.request.method, f.request.path)),
+            Cell::from(f.response.status.to_string()),
+            Cell::from(f.credential.kind.as_str().to_string()),
+            Cell::from(format!("{} {}", sink_label(f), f.sink.encoding.as_str())),
+            Cell::from(g.count.to_string()),
+        ];
+    }
     vec![
         Cell::from(hms(&g.last_ts).to_string()),
-        Cell::from(g.max_severity.as_str().to_string()).style(severity_style(g.max_severity)),
+        Cell::from(sev_short(g.max_severity)).style(severity_style(g.max_severity)),
         Cell::from(match f.role {
             crate::http::types::Role::Server => "srv",
             crate::http::types::Role::Client => "cli",
@@ -272,24 +296,43 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new(msg).block(block), area);
         return;
     }
-    let header = Row::new([
-        "time", "sev", "role", "process", "route", "st", "credential", "sink", "n", "fp",
-    ])
-    .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let rows: Vec<Row> = rows_data.iter().map(|g| Row::new(row_cells(g))).collect();
-    let widths = [
+    let narrow = area.width < NARROW_WIDTH;
+    let header: Vec<&str> = if narrow {
+        vec!["time", "sev", "process", "route", "st", "credential", "sink", "n"]
+    } else {
+        vec!["time", "sev", "role", "process", "route", "st", "credential", "sink", "n", "fp"]
+    };
+    let header = Row::new(header)
+        .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
+    let rows: Vec<Row> = rows_data.iter().map(|g| Row::new(row_cells(g, narrow))).collect();
+    let narrow_widths = [
+        Constraint::Length(8),
+        Constraint::Length(4),
+        Constraint::Length(12),
+        Constraint::Min(12),
+        Constraint::Length(3),
+        Constraint::Length(13),
+        Constraint::Length(18),
+        Constraint::Length(4),
+    ];
+    let wide_widths = [
         Constraint::Length(8),
         Constraint::Length(4),
         Constraint::Length(4),
-        Constraint::Length(14),
-        Constraint::Min(12),
+        Constraint::Length(20),
+        Constraint::Min(16),
         Constraint::Length(3),
-        Constraint::Length(22),
-        Constraint::Length(18),
+        Constraint::Length(34),
+        Constraint::Length(28),
         Constraint::Length(4),
         Constraint::Length(8),
     ];
-    let table = Table::new(rows, widths)
+    let table = if narrow {
+        Table::new(rows, narrow_widths)
+    } else {
+        Table::new(rows, wide_widths)
+    };
+    let table = table
         .header(header)
         .block(block)
         .column_spacing(1)
