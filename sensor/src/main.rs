@@ -1,7 +1,6 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    sensor::cli::init_logging();
     let cli = sensor::cli::Cli::parse();
     match sensor::cli::main_with(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

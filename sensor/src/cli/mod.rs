@@ -47,7 +47,11 @@ pub fn init_logging() {
 }
 
 /// Runs the command; errors are one actionable line, printed by `main`.
+/// Logging is set up here, per command: `watch` owns the terminal and logs to a file.
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
+    if !matches!(cli.cmd, Command::Watch(_)) {
+        init_logging();
+    }
     match cli.cmd {
         Command::Run(a) => run::run(a),
         Command::Watch(a) => {
