@@ -41,7 +41,11 @@ async fn fake_api(port: u16, require_token: bool) -> (SocketAddr, tokio::task::J
                     return Err(StatusCode::UNAUTHORIZED);
                 }
                 let since: u64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0);
-                let findings = if since == 0 { varied_findings() } else { vec![] };
+                let findings = if since == 0 {
+                    varied_findings()
+                } else {
+                    vec![]
+                };
                 Ok(Json(FindingsPage { next: 7, findings }))
             }),
         )
@@ -191,7 +195,11 @@ fn tui_end_to_end_in_tmux() {
     tmux(&["send-keys", "-t", &session, "/", "v9", "Enter"]);
     let screen = wait_for(&session, |s| s.contains("findings 1/6"), "filter");
     // Only the live-leak row is left (the top-routes panel stays unfiltered).
-    assert_eq!(screen.lines().filter(|l| l.contains("api_key")).count(), 1, "{screen}");
+    assert_eq!(
+        screen.lines().filter(|l| l.contains("api_key")).count(),
+        1,
+        "{screen}"
+    );
     tmux(&["send-keys", "-t", &session, "Enter"]);
     let screen = wait_for(&session, |s| s.contains("finding detail"), "detail pane");
     println!("{screen}");
@@ -201,7 +209,11 @@ fn tui_end_to_end_in_tmux() {
     tmux(&["send-keys", "-t", &session, "q"]);
     let screen = wait_for(&session, |s| s.contains("WATCH-EXITED-0"), "exit");
     // Exit code 0, and the shell's output lands on a restored terminal after the TUI.
-    let last = screen.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = screen
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     assert_eq!(last.trim(), "WATCH-EXITED-0", "{screen}");
     tmux(&["kill-session", "-t", &session]);
     server.abort();

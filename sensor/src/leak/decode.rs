@@ -53,7 +53,11 @@ pub fn parse_content_encoding(v: Option<&[u8]>) -> Result<ContentEncoding, &'sta
         return Ok(ContentEncoding::Identity);
     };
     let s = String::from_utf8_lossy(v).trim().to_ascii_lowercase();
-    let codings: Vec<&str> = s.split(',').map(str::trim).filter(|c| !c.is_empty() && *c != "identity").collect();
+    let codings: Vec<&str> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && *c != "identity")
+        .collect();
     match codings.as_slice() {
         [] => Ok(ContentEncoding::Identity),
         ["gzip"] | ["x-gzip"] => Ok(ContentEncoding::Gzip),
@@ -111,7 +115,10 @@ pub fn decode_stream(
         ContentEncoding::Deflate if looks_zlib(chunks) => {
             (Box::new(flate2::read::ZlibDecoder::new(src)), "bad_deflate")
         }
-        ContentEncoding::Deflate => (Box::new(flate2::read::DeflateDecoder::new(src)), "bad_deflate"),
+        ContentEncoding::Deflate => (
+            Box::new(flate2::read::DeflateDecoder::new(src)),
+            "bad_deflate",
+        ),
         ContentEncoding::Br => (Box::new(brotli::Decompressor::new(src, 4096)), "bad_br"),
         ContentEncoding::Zstd => match zstd::stream::read::Decoder::new(src) {
             Ok(mut d) => {

@@ -12,8 +12,8 @@ use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
 use super::matcher::{Matcher, StreamState};
 use crate::finding::{
-    ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding, RequestSummary,
-    ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
+    ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
+    RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
 };
 use crate::http::types::HttpPair;
 
@@ -72,8 +72,10 @@ impl Detector {
     }
 
     pub fn is_credential_header(&self, lower_name: &str) -> bool {
-        matches!(lower_name, "authorization" | "proxy-authorization" | "cookie")
-            || extract::is_credential_header_name(&self.config, lower_name)
+        matches!(
+            lower_name,
+            "authorization" | "proxy-authorization" | "cookie"
+        ) || extract::is_credential_header_name(&self.config, lower_name)
     }
 
     pub fn inspect(&self, pair: &HttpPair) -> Inspection {
@@ -241,9 +243,7 @@ impl Detector {
         };
         Finding {
             schema: FINDING_SCHEMA.to_string(),
-            ts: pair
-                .ts
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ts: pair.ts.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             kind: "credential_leak".to_string(),
             severity,
             exposure,
@@ -363,7 +363,13 @@ fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
     let last4 = &v[v.len() - 4..];
     let first4 = &v[..4];
     let mut out = Vec::new();
-    for mask in [&b"***"[..], "\u{2022}\u{2022}\u{2022}".as_bytes(), b"xxxx", "\u{2026}".as_bytes(), b"..."] {
+    for mask in [
+        &b"***"[..],
+        "\u{2022}\u{2022}\u{2022}".as_bytes(),
+        b"xxxx",
+        "\u{2026}".as_bytes(),
+        b"...",
+    ] {
         let mut m = mask.to_vec();
         m.extend_from_slice(last4);
         out.push(m);

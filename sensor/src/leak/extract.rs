@@ -288,8 +288,14 @@ pub fn is_credential_header_name(cfg: &LeakConfig, lower: &str) -> bool {
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let s = v.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(v.len());
-    let e = v.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(s, |e| e + 1);
+    let s = v
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(v.len());
+    let e = v
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(s, |e| e + 1);
     &v[s..e]
 }
 
@@ -325,11 +331,25 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
                 }
             }
         }
-        "" => ex.add(CredentialSource::Authorization, "token", CredentialType::Secret, rest),
+        "" => ex.add(
+            CredentialSource::Authorization,
+            "token",
+            CredentialType::Secret,
+            rest,
+        ),
         s => {
             // Names are emitted and become metric-adjacent: keep them tame.
-            let name: String = s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();
-            ex.add(CredentialSource::Authorization, &name, CredentialType::Secret, rest)
+            let name: String = s
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .take(32)
+                .collect();
+            ex.add(
+                CredentialSource::Authorization,
+                &name,
+                CredentialType::Secret,
+                rest,
+            )
         }
     }
 }
@@ -349,7 +369,12 @@ fn cookies(ex: &mut Extractor, v: &[u8]) {
         if configured
             || (val.len() >= RANDOM_COOKIE_MIN_LEN && entropy(val) >= RANDOM_COOKIE_MIN_ENTROPY)
         {
-            ex.add(CredentialSource::Cookie, &name, CredentialType::SessionCookie, val);
+            ex.add(
+                CredentialSource::Cookie,
+                &name,
+                CredentialType::SessionCookie,
+                val,
+            );
         }
     }
 }
@@ -381,7 +406,10 @@ fn body(ex: &mut Extractor, req: &Request) {
             json_fields(ex, &v, 0);
         }
     } else if ct.starts_with("multipart/form-data") {
-        if let Some(boundary) = ct_param(&String::from_utf8_lossy(req.header("content-type").unwrap()), "boundary") {
+        if let Some(boundary) = ct_param(
+            &String::from_utf8_lossy(req.header("content-type").unwrap()),
+            "boundary",
+        ) {
             multipart(ex, &data, boundary.as_bytes());
         }
     }
@@ -446,7 +474,10 @@ fn multipart_part(ex: &mut Extractor, part: &[u8]) {
         if !k.trim().eq_ignore_ascii_case("content-disposition") {
             return None;
         }
-        ct_param(&format!("x;{}", v.trim().split_once(';').map_or("", |x| x.1)), "name")
+        ct_param(
+            &format!("x;{}", v.trim().split_once(';').map_or("", |x| x.1)),
+            "name",
+        )
     });
     if let Some(name) = name {
         if field_match(ex.cfg, name.as_bytes()) {

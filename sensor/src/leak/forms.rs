@@ -138,10 +138,26 @@ fn push_distinct(out: &mut Vec<Vec<u8>>, plain: &[u8], s: Vec<u8>) {
 pub fn all_forms(v: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
     let mut out = vec![(Encoding::Plain, v.to_vec())];
     out.extend(percent(v).into_iter().map(|s| (Encoding::Percent, s)));
-    out.extend(json_escaped(v).into_iter().map(|s| (Encoding::JsonEscaped, s)));
-    out.extend(html_entity(v).into_iter().map(|s| (Encoding::HtmlEntity, s)));
-    out.extend(base64_inner(v, false).into_iter().map(|s| (Encoding::Base64, s)));
-    out.extend(base64_inner(v, true).into_iter().map(|s| (Encoding::Base64url, s)));
+    out.extend(
+        json_escaped(v)
+            .into_iter()
+            .map(|s| (Encoding::JsonEscaped, s)),
+    );
+    out.extend(
+        html_entity(v)
+            .into_iter()
+            .map(|s| (Encoding::HtmlEntity, s)),
+    );
+    out.extend(
+        base64_inner(v, false)
+            .into_iter()
+            .map(|s| (Encoding::Base64, s)),
+    );
+    out.extend(
+        base64_inner(v, true)
+            .into_iter()
+            .map(|s| (Encoding::Base64url, s)),
+    );
     out
 }
 

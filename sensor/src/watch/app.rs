@@ -35,7 +35,10 @@ pub enum AppEvent {
     /// The stream is open.
     Connected,
     /// The sensor could not be reached or went away.
-    Unreachable { error: String, retry_in_s: u64 },
+    Unreachable {
+        error: String,
+        retry_in_s: u64,
+    },
     Key(KeyEvent),
 }
 
@@ -305,7 +308,11 @@ impl App {
     }
 
     fn evict_oldest_group(&mut self) {
-        let Some((oldest, _)) = self.groups.iter().enumerate().min_by_key(|(_, g)| g.last_seq)
+        let Some((oldest, _)) = self
+            .groups
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, g)| g.last_seq)
         else {
             return;
         };
@@ -543,7 +550,10 @@ mod tests {
         let mut app = App::new("http://x");
         let f = finding(1, "/v1/a", "body");
         app.update(AppEvent::Finding(Box::new(f.clone())));
-        app.update(AppEvent::Backfill(vec![f.clone(), finding(2, "/v1/a", "body")]));
+        app.update(AppEvent::Backfill(vec![
+            f.clone(),
+            finding(2, "/v1/a", "body"),
+        ]));
         assert_eq!(app.visible()[0].count, 2);
         assert_eq!(app.findings_received, 2);
     }
@@ -579,20 +589,37 @@ mod tests {
     fn groups_are_bounded_and_oldest_is_evicted() {
         let mut app = App::new("http://x");
         for i in 0..(MAX_GROUPS as u32 + 1) {
-            app.update(AppEvent::Finding(Box::new(finding(i, &format!("/p{i}"), "body"))));
+            app.update(AppEvent::Finding(Box::new(finding(
+                i,
+                &format!("/p{i}"),
+                "body",
+            ))));
         }
         assert_eq!(app.groups.len(), MAX_GROUPS);
         assert!(!app.groups.iter().any(|g| g.key.path == "/p0"));
         // The index still points at the right groups after eviction.
-        app.update(AppEvent::Finding(Box::new(finding(9_999_999, "/p1", "body"))));
+        app.update(AppEvent::Finding(Box::new(finding(
+            9_999_999, "/p1", "body",
+        ))));
         assert_eq!(app.groups.len(), MAX_GROUPS);
-        assert_eq!(app.groups.iter().find(|g| g.key.path == "/p1").unwrap().count, 2);
+        assert_eq!(
+            app.groups
+                .iter()
+                .find(|g| g.key.path == "/p1")
+                .unwrap()
+                .count,
+            2
+        );
     }
 
     #[test]
     fn filter_free_text_and_field_syntax() {
         let mut app = App::new("http://x");
-        app.update(AppEvent::Finding(Box::new(finding(1, "/v1/login", "header:location"))));
+        app.update(AppEvent::Finding(Box::new(finding(
+            1,
+            "/v1/login",
+            "header:location",
+        ))));
         app.update(AppEvent::Finding(Box::new(finding(2, "/v1/items", "body"))));
         for c in "/login".chars() {
             if c == '/' {
@@ -623,7 +650,11 @@ mod tests {
         assert_eq!(app.update(key(KeyCode::Enter)), Action::None);
         assert!(!app.detail_open, "nothing to show");
         for i in 0..3 {
-            app.update(AppEvent::Finding(Box::new(finding(i, &format!("/p{i}"), "body"))));
+            app.update(AppEvent::Finding(Box::new(finding(
+                i,
+                &format!("/p{i}"),
+                "body",
+            ))));
         }
         app.update(key(KeyCode::Down));
         app.update(key(KeyCode::Char('j')));

@@ -95,7 +95,10 @@ impl ApiClient {
             .map_err(|_| ClientError::Unreachable("timed out".into()))?
             .map_err(|e| ClientError::Unreachable(describe(&e)))?;
         if !resp.status().is_success() {
-            return Err(ClientError::Status { status: resp.status().as_u16(), url });
+            return Err(ClientError::Status {
+                status: resp.status().as_u16(),
+                url,
+            });
         }
         Ok(resp)
     }
@@ -122,7 +125,10 @@ impl ApiClient {
         tokio::time::timeout(REQUEST_TIMEOUT, read)
             .await
             .map_err(|_| ClientError::Unreachable("timed out".into()))??;
-        serde_json::from_slice(&buf).map_err(|e| ClientError::Bad { url, detail: e.to_string() })
+        serde_json::from_slice(&buf).map_err(|e| ClientError::Bad {
+            url,
+            detail: e.to_string(),
+        })
     }
 
     pub async fn stats(&self) -> Result<StatsSnapshot, ClientError> {
@@ -130,13 +136,19 @@ impl ApiClient {
     }
 
     pub async fn findings(&self, since: u64) -> Result<FindingsPage, ClientError> {
-        self.get_json(&format!("/api/v1/findings?since={since}")).await
+        self.get_json(&format!("/api/v1/findings?since={since}"))
+            .await
     }
 
     /// Opens `/api/v1/stream`.
     pub async fn stream(&self) -> Result<LineStream, ClientError> {
         let resp = self.send("/api/v1/stream").await?;
-        Ok(LineStream { body: resp.into_body(), buf: BytesMut::new(), skipping: false, oversized: 0 })
+        Ok(LineStream {
+            body: resp.into_body(),
+            buf: BytesMut::new(),
+            skipping: false,
+            oversized: 0,
+        })
     }
 }
 
@@ -165,7 +177,9 @@ impl LineStream {
                 }
                 match parse_stream_line(line) {
                     Ok(item) => return Ok(Some(item)),
-                    Err(e) => tracing::warn!(error = %e, "skipping a stream line that does not parse"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "skipping a stream line that does not parse")
+                    }
                 }
             }
             if self.buf.len() > MAX_LINE {
@@ -202,7 +216,8 @@ pub fn parse_stream_line(line: &[u8]) -> Result<StreamItem, serde_json::Error> {
                 return Ok(StreamItem::Finding(Box::new(f)));
             }
             Some("stats") if obj.contains_key("stats") => {
-                let s: StatsSnapshot = serde_json::from_value(obj.remove("stats").unwrap_or_default())?;
+                let s: StatsSnapshot =
+                    serde_json::from_value(obj.remove("stats").unwrap_or_default())?;
                 return Ok(StreamItem::Stats(Box::new(s)));
             }
             _ => {}
@@ -225,9 +240,15 @@ mod tests {
             StreamItem::Finding(Box::new(f.clone()))
         );
         let flat = serde_json::to_string(&StreamItem::Finding(Box::new(f.clone()))).unwrap();
-        assert_eq!(parse_stream_line(flat.as_bytes()).unwrap(), StreamItem::Finding(Box::new(f)));
+        assert_eq!(
+            parse_stream_line(flat.as_bytes()).unwrap(),
+            StreamItem::Finding(Box::new(f))
+        );
         let s = serde_json::json!({"type": "stats", "stats": stats()}).to_string();
-        assert!(matches!(parse_stream_line(s.as_bytes()).unwrap(), StreamItem::Stats(_)));
+        assert!(matches!(
+            parse_stream_line(s.as_bytes()).unwrap(),
+            StreamItem::Stats(_)
+        ));
         assert!(parse_stream_line(b"{\"type\":\"nope\"}").is_err());
         assert!(parse_stream_line(b"\xff\x00garbage").is_err());
     }

@@ -91,7 +91,11 @@ fn init_logging(path: Option<PathBuf>) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let Ok(file) = std::fs::OpenOptions::new().create(true).append(true).open(&path) else {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+    else {
         return;
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -112,7 +116,10 @@ fn unreachable_line(client: &ApiClient, e: &ClientError) -> String {
 
 /// `--once`: stats and recent findings, grouped, as plain text.
 pub async fn once(client: &ApiClient) -> anyhow::Result<String> {
-    let stats = client.stats().await.map_err(|e| anyhow::anyhow!(unreachable_line(client, &e)))?;
+    let stats = client
+        .stats()
+        .await
+        .map_err(|e| anyhow::anyhow!(unreachable_line(client, &e)))?;
     let page = client
         .findings(0)
         .await
@@ -122,15 +129,22 @@ pub async fn once(client: &ApiClient) -> anyhow::Result<String> {
     app.update(AppEvent::Backfill(page.findings));
     let mut out = String::new();
     use std::fmt::Write as _;
-    let libs: Vec<String> =
-        stats.attached_libraries.iter().map(|l| format!("{}×{}", l.library, l.processes)).collect();
+    let libs: Vec<String> = stats
+        .attached_libraries
+        .iter()
+        .map(|l| format!("{}×{}", l.library, l.processes))
+        .collect();
     let _ = writeln!(
         out,
         "sensor {} on {} · up {}s · TLS {} · {} processes · {} blind",
         stats.version,
         stats.node,
         stats.uptime_s,
-        if libs.is_empty() { "none".into() } else { libs.join(",") },
+        if libs.is_empty() {
+            "none".into()
+        } else {
+            libs.join(",")
+        },
         stats.attached_processes,
         stats.blind_processes.len()
     );
@@ -141,7 +155,11 @@ pub async fn once(client: &ApiClient) -> anyhow::Result<String> {
         stats.lost_events,
         stats.truncated_bytes,
         stats.parse_errors,
-        if stats.lost_events > 0 { "  (CAPTURE LOSS)" } else { "" }
+        if stats.lost_events > 0 {
+            "  (CAPTURE LOSS)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
@@ -160,7 +178,12 @@ pub async fn once(client: &ApiClient) -> anyhow::Result<String> {
     let _ = writeln!(out, "findings: {} groups", rows.len());
     for g in rows.iter().take(ONCE_MAX_ROWS) {
         let f = &g.latest;
-        let GroupKey { fingerprint, method, path, sink } = &g.key;
+        let GroupKey {
+            fingerprint,
+            method,
+            path,
+            sink,
+        } = &g.key;
         let _ = writeln!(
             out,
             "{}  {:<8} {} {:<20} {} {} {}  {} {}:{}  {} {}  x{}  fp {}  first {}",
@@ -190,7 +213,10 @@ pub async fn once(client: &ApiClient) -> anyhow::Result<String> {
 /// `--json`: recent findings, then the stream's findings, one JSON object a line.
 /// Unreachable at start is an error; later drops reconnect with backoff.
 pub async fn json<W: Write>(client: &ApiClient, out: &mut W) -> anyhow::Result<()> {
-    let first = client.findings(0).await.map_err(|e| anyhow::anyhow!(unreachable_line(client, &e)))?;
+    let first = client
+        .findings(0)
+        .await
+        .map_err(|e| anyhow::anyhow!(unreachable_line(client, &e)))?;
     for f in &first.findings {
         writeln!(out, "{}", serde_json::to_string(f)?)?;
     }
@@ -265,7 +291,9 @@ pub async fn network_task(client: ApiClient, tx: mpsc::Sender<AppEvent>) {
                     return Ok(());
                 }
             }
-            Err(ClientError::Unreachable("stream closed by the sensor".into()))
+            Err(ClientError::Unreachable(
+                "stream closed by the sensor".into(),
+            ))
         }
         .await;
         if tx.is_closed() {
@@ -278,7 +306,10 @@ pub async fn network_task(client: ApiClient, tx: mpsc::Sender<AppEvent>) {
         };
         tracing::warn!(api = client.base(), %error, retry_in_s = backoff.as_secs(), "sensor unreachable");
         let _ = tx
-            .send(AppEvent::Unreachable { error, retry_in_s: backoff.as_secs() })
+            .send(AppEvent::Unreachable {
+                error,
+                retry_in_s: backoff.as_secs(),
+            })
             .await;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -326,7 +357,8 @@ async fn tui(client: ApiClient) -> anyhow::Result<()> {
 
     let result: anyhow::Result<()> = async {
         terminal.draw(|f| ui::render(&app, f))?;
-        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut sigterm =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
                 ev = rx.recv() => {

@@ -73,9 +73,14 @@ fn filter_active() {
 #[test]
 fn sensor_unreachable() {
     let mut app = App::new("http://127.0.0.1:9478");
-    app.update(AppEvent::Unreachable { error: "connection refused".into(), retry_in_s: 2 });
+    app.update(AppEvent::Unreachable {
+        error: "connection refused".into(),
+        retry_in_s: 2,
+    });
     let s = draw(&app, 120, 30);
-    assert!(s.contains("sensor at http://127.0.0.1:9478 unreachable: connection refused — retrying in 2s"));
+    assert!(s.contains(
+        "sensor at http://127.0.0.1:9478 unreachable: connection refused — retrying in 2s"
+    ));
     insta::assert_snapshot!(s);
 }
 

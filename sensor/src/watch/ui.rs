@@ -52,7 +52,10 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let lines = match &app.stats {
         None => vec![
-            Line::from(vec![Span::styled("sensor watch", bold), Span::raw(format!("  {}", app.api))]),
+            Line::from(vec![
+                Span::styled("sensor watch", bold),
+                Span::raw(format!("  {}", app.api)),
+            ]),
             Line::from("waiting for stats…"),
         ],
         Some(s) => {
@@ -61,7 +64,11 @@ fn render_header(app: &App, frame: &mut Frame, area: Rect) {
                 .iter()
                 .map(|l| format!("{}×{}", l.library, l.processes))
                 .collect();
-            let libs = if libs.is_empty() { "none".to_string() } else { libs.join(",") };
+            let libs = if libs.is_empty() {
+                "none".to_string()
+            } else {
+                libs.join(",")
+            };
             let loss = s.lost_events > 0 || s.truncated_bytes > 0;
             let capture_style = if loss {
                 Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
@@ -119,14 +126,20 @@ fn render_status(app: &App, frame: &mut Frame, area: Rect) {
                 "sensor at {} unreachable: {} — retrying in {}s",
                 app.api, error, retry_in_s
             ),
-            Style::default().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD),
+            Style::default()
+                .fg(Color::White)
+                .bg(Color::Red)
+                .add_modifier(Modifier::BOLD),
         )),
     }
     if app.paused {
         spans.push(Span::raw(" "));
         spans.push(Span::styled(
             format!(" PAUSED ({} buffered) ", app.paused_buffer.len()),
-            Style::default().fg(Color::Black).bg(Color::Yellow).add_modifier(Modifier::BOLD),
+            Style::default()
+                .fg(Color::Black)
+                .bg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
         ));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -205,15 +218,20 @@ fn render_rates(app: &App, frame: &mut Frame, area: Rect) {
         mid,
     );
     frame.render_widget(
-        Paragraph::new(top(|g| process_label(&g.latest)))
-            .block(Block::default().borders(Borders::ALL).title("top processes")),
+        Paragraph::new(top(|g| process_label(&g.latest))).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title("top processes"),
+        ),
         right,
     );
 }
 
 fn severity_style(s: Severity) -> Style {
     match s {
-        Severity::Critical => Style::default().fg(Color::Magenta).add_modifier(Modifier::BOLD),
+        Severity::Critical => Style::default()
+            .fg(Color::Magenta)
+            .add_modifier(Modifier::BOLD),
         Severity::High => Style::default().fg(Color::Red),
         Severity::Medium => Style::default().fg(Color::Yellow),
         Severity::Low => Style::default(),
@@ -298,13 +316,36 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
     }
     let narrow = area.width < NARROW_WIDTH;
     let header: Vec<&str> = if narrow {
-        vec!["time", "sev", "process", "route", "st", "credential", "sink", "n"]
+        vec![
+            "time",
+            "sev",
+            "process",
+            "route",
+            "st",
+            "credential",
+            "sink",
+            "n",
+        ]
     } else {
-        vec!["time", "sev", "role", "process", "route", "st", "credential", "sink", "n", "fp"]
+        vec![
+            "time",
+            "sev",
+            "role",
+            "process",
+            "route",
+            "st",
+            "credential",
+            "sink",
+            "n",
+            "fp",
+        ]
     };
     let header = Row::new(header)
         .style(Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED));
-    let rows: Vec<Row> = rows_data.iter().map(|g| Row::new(row_cells(g, narrow))).collect();
+    let rows: Vec<Row> = rows_data
+        .iter()
+        .map(|g| Row::new(row_cells(g, narrow)))
+        .collect();
     let narrow_widths = [
         Constraint::Length(8),
         Constraint::Length(4),
@@ -374,7 +415,11 @@ pub fn finding_fields(f: &Finding) -> Vec<(String, String)> {
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let p = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&p, v, out);
                 }
             }
@@ -395,7 +440,10 @@ fn render_detail(g: &Group, frame: &mut Frame, area: Rect) {
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let mut lines = vec![Line::from(vec![
         Span::styled("seen ", bold),
-        Span::raw(format!("{}× · first {} · last {}", g.count, g.first_ts, g.last_ts)),
+        Span::raw(format!(
+            "{}× · first {} · last {}",
+            g.count, g.first_ts, g.last_ts
+        )),
     ])];
     lines.push(Line::from(Span::styled("what to do", bold)));
     for r in remediation(&g.latest) {
