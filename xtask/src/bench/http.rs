@@ -124,7 +124,10 @@ mod tests {
             sensor_capture_events_total_extra 99\n\
             sensor_capture_lost_events_total 0\n";
         assert_eq!(prom_sum(text, "sensor_capture_events_total"), Some(15.0));
-        assert_eq!(prom_sum(text, "sensor_capture_lost_events_total"), Some(0.0));
+        assert_eq!(
+            prom_sum(text, "sensor_capture_lost_events_total"),
+            Some(0.0)
+        );
         assert_eq!(prom_sum(text, "sensor_http_pairs_total"), None);
         assert_eq!(
             prom_sum_where(text, "sensor_capture_events_total", "direction=\"read\""),

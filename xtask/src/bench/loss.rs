@@ -78,7 +78,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         for case in order {
             let mut sensor = match case {
                 Case::NoSensor => None,
-                Case::DefaultRing => Some(ctx.start_sensor(Variant::Full, &SensorOptions::default())?),
+                Case::DefaultRing => {
+                    Some(ctx.start_sensor(Variant::Full, &SensorOptions::default())?)
+                }
                 Case::SmallRing => Some(ctx.start_sensor(
                     Variant::Full,
                     &SensorOptions {

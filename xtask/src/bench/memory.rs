@@ -65,7 +65,12 @@ fn expect_all(line: &str, want: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn measure(s: &mut Sensor, run: usize, scenario: &'static str, conns: usize) -> anyhow::Result<Cell> {
+fn measure(
+    s: &mut Sensor,
+    run: usize,
+    scenario: &'static str,
+    conns: usize,
+) -> anyhow::Result<Cell> {
     s.check_alive()?;
     let (rss, hwm) = s.rss_kib()?;
     Ok(Cell {

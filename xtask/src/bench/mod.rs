@@ -149,13 +149,7 @@ impl Ctx {
 
     pub fn start_sensor(&self, variant: Variant, opts: &SensorOptions) -> anyhow::Result<Sensor> {
         let dir = self.scratch(&format!("sensor-{}", variant.key()));
-        sensor::start(
-            self.sensor_bin()?,
-            variant,
-            opts,
-            &dir,
-            self.sensor_ports(),
-        )
+        sensor::start(self.sensor_bin()?, variant, opts, &dir, self.sensor_ports())
     }
 
     /// The sensor for `variant`, or none for the baseline.
@@ -163,7 +157,8 @@ impl Ctx {
         if variant == Variant::Baseline {
             Ok(None)
         } else {
-            self.start_sensor(variant, &SensorOptions::default()).map(Some)
+            self.start_sensor(variant, &SensorOptions::default())
+                .map(Some)
         }
     }
 
@@ -186,7 +181,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     } else {
         for name in &o.only {
             if !BENCHMARKS.contains(&name.as_str()) {
-                bail!("unknown benchmark {name:?}; known: {}", BENCHMARKS.join(", "));
+                bail!(
+                    "unknown benchmark {name:?}; known: {}",
+                    BENCHMARKS.join(", ")
+                );
             }
         }
         BENCHMARKS
@@ -235,7 +233,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         quick: o.quick,
         runs: o.runs.unwrap_or(if o.quick { 1 } else { 5 }).max(1),
         seconds: o.seconds.unwrap_or(if o.quick { 1 } else { 10 }).max(1),
-        loss_seconds: o.loss_seconds.unwrap_or(if o.quick { 3 } else { 60 }).max(1),
+        loss_seconds: o
+            .loss_seconds
+            .unwrap_or(if o.quick { 3 } else { 60 })
+            .max(1),
         out_dir: out_dir.clone(),
         tmp,
         sensor,

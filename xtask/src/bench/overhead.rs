@@ -96,7 +96,7 @@ pub fn measure(ctx: &Ctx, target: &Target, variants: &[Variant]) -> anyhow::Resu
     Ok(cells)
 }
 
-fn by_run<'a>(cells: &'a [Cell], v: Variant, run: usize) -> Option<&'a Cell> {
+fn by_run(cells: &[Cell], v: Variant, run: usize) -> Option<&Cell> {
     cells.iter().find(|c| c.variant == v && c.run == run)
 }
 
@@ -143,12 +143,16 @@ pub fn figures(ctx: &Ctx, name: &str, cells: &[Cell], is_nginx_1k: bool) -> Vec<
         let p50 = Figure::new(
             format!("{name}, {l}: p50 latency"),
             "x",
-            per_run(ctx, cells, v, b, |c, base| ratio(c.wrk.p50_us, base.wrk.p50_us)),
+            per_run(ctx, cells, v, b, |c, base| {
+                ratio(c.wrk.p50_us, base.wrk.p50_us)
+            }),
         );
         let mut p99 = Figure::new(
             format!("{name}, {l}: p99 latency"),
             "x",
-            per_run(ctx, cells, v, b, |c, base| ratio(c.wrk.p99_us, base.wrk.p99_us)),
+            per_run(ctx, cells, v, b, |c, base| {
+                ratio(c.wrk.p99_us, base.wrk.p99_us)
+            }),
         );
         if is_nginx_1k && v == Variant::Full {
             rps = rps.target("≥ 0.65");
@@ -226,8 +230,10 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         report
             .figures
             .extend(figures(ctx, name, &cells, key == "nginx_1k"));
-        params.push(json!({"target": name, "url": target.load.url, "wrk_threads": 1,
-            "wrk_connections": 16, "seconds": ctx.seconds}));
+        params.push(
+            json!({"target": name, "url": target.load.url, "wrk_threads": 1,
+            "wrk_connections": 16, "seconds": ctx.seconds}),
+        );
         raw.insert(key.into(), serde_json::to_value(&cells)?);
     }
     drop(nginx);

@@ -328,6 +328,18 @@ pub fn raise_nofile(want: u64) -> anyhow::Result<u64> {
     }
 }
 
+/// The current soft limit on open files.
+pub fn nofile_limit() -> u64 {
+    // SAFETY: getrlimit with a struct we own.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return 1024;
+        }
+        rl.rlim_cur
+    }
+}
+
 /// Samples a process' VmRSS every `every` on a thread; `stop()` returns the peak (KiB).
 pub struct RssSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -393,7 +405,10 @@ mod tests {
 
         let null = || File::create("/dev/null").unwrap();
         let mut c = Command::new("sh");
-        c.args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 3"]);
+        c.args([
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; exit 3",
+        ]);
         let m = run_measured(&mut c, null(), null(), Duration::from_secs(30)).unwrap();
         assert_eq!(m.status, 3);
         assert!(m.cpu_s > 0.0);

@@ -32,7 +32,7 @@ pub struct Sym {
     pub symbol: String,
 }
 
-/// Lines of `perf report --stdio --no-children -g none --sort dso,symbol`:
+/// Lines of `perf report --stdio --no-children -g none --fields overhead,dso,sym`:
 /// `    12.34%  sensor  [.] sensor::pipeline::Pipeline::handle_raw`.
 pub fn parse_report(text: &str) -> Vec<Sym> {
     let mut out = Vec::new();
@@ -52,7 +52,7 @@ pub fn parse_report(text: &str) -> Vec<Sym> {
         out.push(Sym {
             percent,
             dso: dso.to_string(),
-            symbol: sym.to_string(),
+            symbol: sym.trim_end().to_string(),
         });
     }
     out
@@ -61,7 +61,13 @@ pub fn parse_report(text: &str) -> Vec<Sym> {
 fn perf_report(data: &Path, txt_out: &Path) -> anyhow::Result<Vec<Sym>> {
     let out = Command::new("perf")
         .args(["report", "--stdio", "--no-children", "-g", "none"])
-        .args(["--sort", "dso,symbol", "--percent-limit", "0.3", "-i"])
+        .args([
+            "--fields",
+            "overhead,dso,sym",
+            "--percent-limit",
+            "0.3",
+            "-i",
+        ])
         .arg(data)
         .output()
         .context("running perf report")?;
@@ -131,7 +137,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     if let Some(s) = &sensor {
         recs.push((
             "sensor_live",
-            record_pid(s.pid(), secs, &dir.join("sensor.data"), &dir.join("perf-sensor.log"))?,
+            record_pid(
+                s.pid(),
+                secs,
+                &dir.join("sensor.data"),
+                &dir.join("perf-sensor.log"),
+            )?,
             dir.join("sensor.data"),
         ));
     }

@@ -91,7 +91,11 @@ pub fn replay(ctx: &Ctx, rec: &Path, dir: &Path) -> anyhow::Result<ReplayOut> {
     )?;
     let stderr = std::fs::read_to_string(&err).unwrap_or_default();
     if m.status != 0 {
-        bail!("sensor replay {} failed (exit {}):\n{stderr}", rec.display(), m.status);
+        bail!(
+            "sensor replay {} failed (exit {}):\n{stderr}",
+            rec.display(),
+            m.status
+        );
     }
     let findings_n = std::fs::read_to_string(&findings)
         .map(|t| t.lines().filter(|l| !l.trim().is_empty()).count())

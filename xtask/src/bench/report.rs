@@ -46,10 +46,18 @@ pub struct Figure {
     pub name: String,
     /// `x` for a ratio against the same run's baseline, else a unit.
     pub unit: String,
+    /// One value per run (JSON `null` where a run produced none).
+    #[serde(deserialize_with = "nulls_as_nan")]
     pub runs: Vec<f64>,
     pub summary: Option<Summary>,
     /// The goal, when the brief states one (informative: benchmarks never fail on a number).
     pub target: Option<String>,
+}
+
+/// serde_json writes NaN as `null`; read it back as NaN.
+fn nulls_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 impl Figure {
@@ -120,7 +128,9 @@ impl Machine {
 
 pub fn loadavg() -> [f64; 3] {
     let s = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
+    let mut it = s
+        .split_whitespace()
+        .map(|x| x.parse::<f64>().unwrap_or(f64::NAN));
     [
         it.next().unwrap_or(f64::NAN),
         it.next().unwrap_or(f64::NAN),
@@ -165,7 +175,8 @@ impl BenchReport {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(format!("{}.json", self.benchmark));
         let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(&path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, text + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     }
 }
@@ -345,6 +356,10 @@ mod tests {
         assert!(t.contains("a: requests/s"), "{t}");
         assert!(t.contains("0.60"), "{t}");
         assert!(t.contains("≥ 0.65"), "{t}");
+        r.figures.push(Figure::new("c", "x", vec![1.0, f64::NAN]));
+        let json = serde_json::to_string(&r).unwrap();
+        let back: BenchReport = serde_json::from_str(&json).unwrap();
+        assert!(back.figures[2].runs[1].is_nan());
         let md = markdown(&[r]);
         assert!(md.contains("| demo | b | ns | - | - | - |"), "{md}");
     }

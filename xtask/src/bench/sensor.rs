@@ -195,8 +195,8 @@ impl Sensor {
     /// Still running and still ready?
     pub fn check_alive(&mut self) -> anyhow::Result<()> {
         self.proc.ensure_alive()?;
-        let (s, _) = get(self.metrics_addr, "/readyz", Duration::from_secs(10))
-            .context("sensor /readyz")?;
+        let (s, _) =
+            get(self.metrics_addr, "/readyz", Duration::from_secs(10)).context("sensor /readyz")?;
         if s != 200 {
             bail!("sensor /readyz answered {s} under load");
         }

@@ -75,6 +75,9 @@ pub fn start_nginx(
         let body: Vec<u8> = (0..*size).map(|i| b'a' + (i % 26) as u8).collect();
         std::fs::write(root.join(name), body)?;
     }
+    // Every connection is a file descriptor of the worker, which inherits our limit.
+    let nofile = super::proc::nofile_limit();
+    let max_connections = max_connections.min(nofile.saturating_sub(64) as u32);
     let conf = nginx_conf(&prefix, &root, cert, port, upstream_port, max_connections);
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
@@ -121,7 +124,6 @@ daemon off;
 master_process on;
 user root;
 worker_processes 1;
-worker_rlimit_nofile {nofile};
 pid {p}/nginx.pid;
 error_log {p}/error.log warn;
 
@@ -174,7 +176,6 @@ http {{
     }}
 }}
 "#,
-        nofile = max_connections * 2 + 64,
         cert = cert.cert.display(),
         key = cert.key.display(),
         root = root.display(),
@@ -225,7 +226,13 @@ pub fn start_uvicorn(
         .arg(&cert.cert)
         .arg("--ssl-keyfile")
         .arg(&cert.key)
-        .args(["--workers", "1", "--log-level", "warning", "--no-access-log"]);
+        .args([
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]);
     let mut proc = Proc::spawn("uvicorn", &mut c, Some(&log))?;
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     wait_listening(addr, Duration::from_secs(30), || proc.ensure_alive())

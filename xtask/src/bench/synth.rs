@@ -272,8 +272,10 @@ pub fn write(path: &Path, w: &Workload, seed: u64) -> io::Result<Written> {
                 }
                 _ => {
                     status = "302 Found";
-                    extra_headers =
-                        format!("location: https://app.example/cb#access_token={}\r\n", c.key);
+                    extra_headers = format!(
+                        "location: https://app.example/cb#access_token={}\r\n",
+                        c.key
+                    );
                     big[..size].into()
                 }
             }
