@@ -138,7 +138,7 @@ fn requests(base: &str) -> Vec<(&'static str, Vec<String>)> {
             s(&[
                 "-H",
                 "x-api-key: sk_live_demoP0o9I8u7Y6t5R4e3W2q1",
-                &format!("{base}/v1/health"),
+                &format!("{base}/v1/status"),
             ]),
         ),
     ]

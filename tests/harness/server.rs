@@ -1,0 +1,251 @@
+//! TLS servers on loopback: spawned bounded, ready when a TLS handshake with
+//! the test certificate succeeds, killed (with their process group) on Drop.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cert::TestCert;
+use crate::net::free_port;
+use crate::paths::{apps_dir, system_python, venv_bin};
+use crate::proc::{run_bounded, Process, DEFAULT_HARD_TIMEOUT};
+
+/// How long a server may take to accept TLS after being started.
+pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// Size of nginx's small and large static files.
+pub const NGINX_SMALL_FILE: (&str, usize) = ("/1k.bin", 1024);
+pub const NGINX_LARGE_FILE: (&str, usize) = ("/64k.bin", 65536);
+
+pub struct Server {
+    name: String,
+    port: u16,
+    process: Process,
+    started_in: Duration,
+    // Logs, configs, the rendered nginx prefix or the separate root: removed on Drop.
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `cmd` (which must listen with TLS on 127.0.0.1:`port` using
+    /// `cert`) and waits until it completes a TLS handshake.
+    pub fn spawn(
+        name: &str,
+        cmd: &Command,
+        port: u16,
+        cert: &TestCert,
+        dir: tempfile::TempDir,
+    ) -> Result<Server> {
+        let started = Instant::now();
+        let process = Process::spawn(name, cmd, DEFAULT_HARD_TIMEOUT, dir.path())?;
+        let mut server = Server {
+            name: name.to_string(),
+            port,
+            process,
+            started_in: Duration::ZERO,
+            dir,
+        };
+        server.wait_ready(cert, SERVER_READY_TIMEOUT)?;
+        server.started_in = started.elapsed();
+        Ok(server)
+    }
+
+    /// `leaky_fastapi.py` under uvicorn (`--ssl-certfile/--ssl-keyfile`).
+    pub fn fastapi(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = Command::new(venv_bin("uvicorn")?);
+        cmd.arg("leaky_fastapi:app")
+            .arg("--app-dir")
+            .arg(apps_dir())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--ssl-certfile")
+            .arg(cert.cert())
+            .arg("--ssl-keyfile")
+            .arg(cert.key())
+            .args(["--log-level", "warning", "--timeout-keep-alive", "30"]);
+        python_env(&mut cmd);
+        Server::spawn("uvicorn", &cmd, port, cert, tempdir("uvicorn")?)
+    }
+
+    /// `leaky_flask.py` under gunicorn (`--certfile/--keyfile`), gthread
+    /// worker so that connections are kept alive.
+    pub fn flask(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = Command::new(venv_bin("gunicorn")?);
+        cmd.arg("--chdir")
+            .arg(apps_dir())
+            .args([
+                "-k",
+                "gthread",
+                "--threads",
+                "8",
+                "--workers",
+                "1",
+                "--keep-alive",
+                "30",
+            ])
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .arg("--certfile")
+            .arg(cert.cert())
+            .arg("--keyfile")
+            .arg(cert.key())
+            .args(["--log-level", "warning", "leaky_flask:app"]);
+        python_env(&mut cmd);
+        Server::spawn("gunicorn", &cmd, port, cert, tempdir("gunicorn")?)
+    }
+
+    /// nginx with TLS serving `/1k.bin` and `/64k.bin` (bytes `i % 251`) and
+    /// `/healthz`, from `tests/apps/nginx.conf.template`.
+    pub fn nginx(cert: &TestCert, workers: u32) -> Result<Server> {
+        let port = free_port()?;
+        let dir = tempdir("nginx")?;
+        let prefix = dir.path();
+        let root = prefix.join("www");
+        std::fs::create_dir_all(&root)?;
+        for (path, size) in [NGINX_SMALL_FILE, NGINX_LARGE_FILE] {
+            std::fs::write(
+                root.join(path.trim_start_matches('/')),
+                deterministic_bytes(size),
+            )?;
+        }
+        let template = std::fs::read_to_string(apps_dir().join("nginx.conf.template"))
+            .context("reading nginx.conf.template")?;
+        let conf = template
+            .replace("@WORKERS@", &workers.to_string())
+            .replace("@PREFIX@", &prefix.display().to_string())
+            .replace("@PORT@", &port.to_string())
+            .replace("@CERT@", &cert.cert().display().to_string())
+            .replace("@KEY@", &cert.key().display().to_string())
+            .replace("@ROOT@", &root.display().to_string());
+        let conf_path = prefix.join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = Command::new("nginx");
+        cmd.arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(format!("{}/", prefix.display()));
+        Server::spawn("nginx", &cmd, port, cert, dir)
+    }
+
+    /// The stdlib demo API (`demo_api.py`) with the system Python.
+    pub fn demo(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = Command::new(system_python());
+        cmd.arg(apps_dir().join("demo_api.py"))
+            .args(["--port", &port.to_string()])
+            .arg("--cert")
+            .arg(cert.cert())
+            .arg("--key")
+            .arg(cert.key());
+        python_env(&mut cmd);
+        Server::spawn("demo-api", &cmd, port, cert, tempdir("demo")?)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Time from spawn to the first successful TLS handshake.
+    pub fn started_in(&self) -> Duration {
+        self.started_in
+    }
+
+    /// The server's own pid (below the `timeout` wrapper).
+    pub fn main_pid(&self) -> Option<u32> {
+        self.process.main_pid()
+    }
+
+    /// Every process of the server (master and workers, or the process in
+    /// the separate root): a finding from this server has one of these pids.
+    pub fn pids(&self) -> Vec<u32> {
+        self.process.tree()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn stderr_tail(&self) -> String {
+        self.process.stderr_tail()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+
+    /// Kills the server's process group and reaps it.
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.process.try_exited().is_none()
+    }
+
+    fn wait_ready(&mut self, cert: &TestCert, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.try_exited() {
+                bail!(
+                    "{} exited ({status}) before accepting TLS on port {}; stderr:\n{}",
+                    self.name,
+                    self.port,
+                    self.process.stderr_tail()
+                );
+            }
+            if tls_handshake_ok(self.port, cert) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not accept TLS on port {} within {timeout:?}; stderr:\n{}",
+                    self.name,
+                    self.port,
+                    self.process.stderr_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A full TLS handshake with certificate verification, and no HTTP request
+/// (so readiness probes never show up as pairs).
+pub fn tls_handshake_ok(port: u16, cert: &TestCert) -> bool {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-brief",
+        "-verify_return_error",
+    ])
+    .arg("-CAfile")
+    .arg(cert.cert());
+    matches!(run_bounded("s_client", &cmd, Duration::from_secs(5)), Ok(out) if out.status.success())
+}
+
+/// n bytes of the pattern `i % 251` (what the apps and nginx serve).
+pub fn deterministic_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+fn python_env(cmd: &mut Command) {
+    cmd.env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("PYTHONUNBUFFERED", "1");
+}
+
+fn tempdir(name: &str) -> Result<tempfile::TempDir> {
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("sensor-e2e-{name}"))
+        .tempdir()?)
+}

@@ -1,0 +1,470 @@
+//! End to end: what the sensor reassembles from real TLS traffic, checked
+//! through `--pairs` (method, path, status, byte-exact body lengths,
+//! connection attribution) and the loss counters.  Needs root and a built
+//! sensor.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sensor_e2e::client::PyClient;
+use sensor_e2e::contract::Pair;
+use sensor_e2e::server::{NGINX_LARGE_FILE, NGINX_SMALL_FILE};
+use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
+use sensor_e2e::{
+    assert_no_secrets, check_findings, curl, curl_keepalive, findings_of, require_root,
+    separate_root, serial, ExpectedFinding, Secret, Sensor, Server, TestCert,
+};
+
+const MIB: u64 = 1 << 20;
+
+fn pairs_of(pairs: &[Pair], role: &str, pids: &[u32]) -> Vec<Pair> {
+    pairs
+        .iter()
+        .filter(|p| p.role == role && pids.contains(&p.process.pid))
+        .cloned()
+        .collect()
+}
+
+fn wait_server_pairs(sensor: &Sensor, pids: &[u32], n: usize) -> Vec<Pair> {
+    sensor
+        .wait_for_pairs(|p| pairs_of(p, "server", pids).len() >= n, SENSOR_LAG)
+        .unwrap();
+    std::thread::sleep(SETTLE);
+    pairs_of(&sensor.pairs().unwrap(), "server", pids)
+}
+
+fn assert_no_loss(sensor: &Sensor) {
+    assert_eq!(
+        sensor
+            .metric_sum("sensor_capture_lost_events_total")
+            .unwrap(),
+        0.0,
+        "lost events"
+    );
+    assert_eq!(
+        sensor
+            .metric_sum("sensor_capture_truncated_bytes_total")
+            .unwrap(),
+        0.0,
+        "truncated bytes"
+    );
+}
+
+/// Pairs of one connection, in order, numbered 1..n.
+fn assert_one_connection(pairs: &[Pair]) {
+    let conn = &pairs[0].connection.id;
+    for (i, p) in pairs.iter().enumerate() {
+        assert_eq!(&p.connection.id, conn, "pair {i} on another connection");
+        assert_eq!(p.connection.seq, Some(i as u64 + 1), "pair {i} sequence");
+    }
+}
+
+#[test]
+fn nginx_keep_alive_pairs_are_exact() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::nginx(&cert, 1).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let pids = server.pids();
+
+    const N: usize = 12;
+    let files: Vec<(&str, usize)> = (0..N)
+        .map(|i| {
+            if i % 3 == 2 {
+                NGINX_LARGE_FILE
+            } else {
+                NGINX_SMALL_FILE
+            }
+        })
+        .collect();
+    let urls: Vec<String> = files.iter().map(|(p, _)| server.url(p)).collect();
+    let key = Secret::random("ak_", 30);
+    let (curl_pid, results) =
+        curl_keepalive(&cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
+
+    let pairs = wait_server_pairs(&sensor, &pids, N);
+    assert_eq!(pairs.len(), N);
+    assert_one_connection(&pairs);
+    for (i, p) in pairs.iter().enumerate() {
+        assert_eq!(p.schema, "sensor.pair.v1");
+        assert_eq!(
+            (p.request.method.as_str(), p.path_only()),
+            ("GET", files[i].0)
+        );
+        assert_eq!(p.request.version, "HTTP/1.1");
+        assert_eq!(p.request.body_len, 0);
+        assert_eq!(p.response.status, 200);
+        assert_eq!(p.response.body_len, files[i].1 as u64);
+        assert_eq!(p.response.body_len, results[i].1);
+        assert!(!p.request.body_truncated && !p.response.body_truncated);
+        assert_eq!(p.request_header("x-api-key"), Some("<redacted>"));
+    }
+    // The same exchanges seen from curl's side.
+    let client = pairs_of(&sensor.pairs().unwrap(), "client", &[curl_pid]);
+    assert_eq!(client.len(), N);
+    assert_one_connection(&client);
+    assert!(client
+        .iter()
+        .zip(&files)
+        .all(|(p, f)| p.response.body_len == f.1 as u64));
+    assert_no_loss(&sensor);
+    assert!(findings_of(&sensor.findings().unwrap(), "server", &pids).is_empty());
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+    sensor.stop().unwrap();
+}
+
+#[test]
+fn python_keep_alive_pairs_are_exact() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::fastapi(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let pids = server.pids();
+    let key = Secret::random("ak_", 30);
+
+    for lib in ["http.client", "httpx"] {
+        let before = pairs_of(&sensor.pairs().unwrap(), "server", &pids).len();
+        let (_, results) = PyClient::run(
+            &cert,
+            server.port(),
+            lib,
+            &[
+                "keepalive",
+                "--n",
+                "12",
+                "--path",
+                "/v1/etag",
+                "-H",
+                &format!("x-api-key: {}", key.expose()),
+            ],
+        )
+        .unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| r.local_port == results[0].local_port),
+            "{lib}: one connection"
+        );
+        let pairs = wait_server_pairs(&sensor, &pids, before + 12);
+        let pairs = &pairs[before..];
+        assert_eq!(pairs.len(), 12, "{lib}");
+        assert_one_connection(pairs);
+        for (p, r) in pairs.iter().zip(&results) {
+            assert_eq!(
+                (p.request.method.as_str(), p.path_only(), p.response.status),
+                ("GET", "/v1/etag", 200)
+            );
+            assert_eq!(p.response.body_len, r.body_len);
+            assert_eq!(
+                p.request_header("x-api-key"),
+                Some("<redacted>"),
+                "credential headers are redacted"
+            );
+        }
+    }
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+    sensor.stop().unwrap();
+}
+
+#[test]
+fn one_mib_bodies_are_byte_exact() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::fastapi(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let pids = server.pids();
+
+    let (_, up) = PyClient::run(
+        &cert,
+        server.port(),
+        "http.client",
+        &["upload", "--size", &MIB.to_string(), "--n", "2"],
+    )
+    .unwrap();
+    assert!(up.iter().all(|r| r.status == 200));
+    let (_, down) = PyClient::run(
+        &cert,
+        server.port(),
+        "http.client",
+        &["keepalive", "--n", "2", "--path", "/v1/large"],
+    )
+    .unwrap();
+    assert!(down.iter().all(|r| r.body_len == MIB));
+
+    let pairs = wait_server_pairs(&sensor, &pids, 4);
+    assert_eq!(pairs.len(), 4);
+    let uploads: Vec<&Pair> = pairs
+        .iter()
+        .filter(|p| p.request.method == "POST")
+        .collect();
+    let downloads: Vec<&Pair> = pairs.iter().filter(|p| p.request.method == "GET").collect();
+    assert_eq!((uploads.len(), downloads.len()), (2, 2));
+    for p in uploads {
+        assert_eq!(p.path_only(), "/v1/upload");
+        assert_eq!(p.request.body_len, MIB);
+        assert!(
+            !p.request.body_truncated,
+            "1 MiB request body must be complete"
+        );
+        assert_eq!(p.response.status, 200);
+    }
+    for p in downloads {
+        assert_eq!(p.path_only(), "/v1/large");
+        assert_eq!(p.response.body_len, MIB);
+        assert!(
+            !p.response.body_truncated,
+            "1 MiB response body must be complete"
+        );
+    }
+    assert_no_loss(&sensor);
+    sensor.stop().unwrap();
+}
+
+#[test]
+fn chunked_responses_are_decoded() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let fastapi = Server::fastapi(&cert).unwrap();
+    let flask = Server::flask(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+
+    let key = Secret::random("ak_", 30);
+    for server in [&fastapi, &flask] {
+        let pids = server.pids();
+        let r = curl(
+            &cert,
+            &server.url("/v1/stream/plain"),
+            &["-H", &format!("x-api-key: {}", key.expose())],
+        )
+        .unwrap();
+        assert!(r
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked")));
+        assert_eq!(r.body.len(), 25 * 8192);
+        let pairs = wait_server_pairs(&sensor, &pids, 1);
+        assert_eq!(pairs.len(), 1, "{}", server.name());
+        let p = &pairs[0];
+        assert_eq!(
+            (p.path_only(), p.response.status),
+            ("/v1/stream/plain", 200)
+        );
+        assert_eq!(
+            p.response.body_len,
+            25 * 8192,
+            "{}: decoded length, without chunk framing",
+            server.name()
+        );
+        assert!(!p.response.body_truncated);
+        assert!(findings_of(&sensor.findings().unwrap(), "server", &pids).is_empty());
+    }
+    assert_no_loss(&sensor);
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+    sensor.stop().unwrap();
+}
+
+#[test]
+fn twenty_concurrent_connections_are_attributed() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::fastapi(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let pids = server.pids();
+
+    const THREADS: usize = 20;
+    const PER_THREAD: usize = 3;
+    // Key length differs per thread: a finding's credential length names its thread.
+    let keys: Vec<Secret> = (0..THREADS)
+        .map(|t| Secret::random("kc_", 20 + t))
+        .collect();
+    let keys_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        keys_file.path(),
+        keys.iter()
+            .map(|k| format!("{}\n", k.expose()))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let (client_pid, results) = PyClient::run(
+        &cert,
+        server.port(),
+        "http.client",
+        &[
+            "concurrent",
+            "--threads",
+            &THREADS.to_string(),
+            "--per-thread",
+            &PER_THREAD.to_string(),
+            "--keys-file",
+            keys_file.path().to_str().unwrap(),
+            "--path",
+            "/v1/items/t{t}-{i}",
+        ],
+    )
+    .unwrap();
+    assert_eq!(results.len(), THREADS * PER_THREAD);
+
+    let pairs = wait_server_pairs(&sensor, &pids, THREADS * PER_THREAD);
+    assert_eq!(pairs.len(), THREADS * PER_THREAD);
+    // Group by connection: each connection carries exactly one thread's requests, in order.
+    let mut by_conn: BTreeMap<String, Vec<&Pair>> = BTreeMap::new();
+    for p in &pairs {
+        by_conn.entry(p.connection.id.clone()).or_default().push(p);
+    }
+    assert_eq!(by_conn.len(), THREADS, "one connection per client thread");
+    let mut conn_of_thread = BTreeMap::new();
+    for (conn, ps) in &by_conn {
+        let mut ps = ps.clone();
+        ps.sort_by_key(|p| p.connection.seq);
+        let thread = ps[0]
+            .path_only()
+            .trim_start_matches("/v1/items/t")
+            .split('-')
+            .next()
+            .unwrap()
+            .to_string();
+        for (i, p) in ps.iter().enumerate() {
+            assert_eq!(
+                p.path_only(),
+                format!("/v1/items/t{thread}-{i}"),
+                "connection {conn} mixes requests"
+            );
+            assert_eq!(p.connection.seq, Some(i as u64 + 1));
+            assert_eq!(p.response.status, 401);
+        }
+        conn_of_thread.insert(thread.parse::<usize>().unwrap(), conn.clone());
+    }
+
+    let expected: Vec<ExpectedFinding> = (0..THREADS)
+        .flat_map(|t| (0..PER_THREAD).map(move |i| (t, i)))
+        .map(|(t, i)| {
+            ExpectedFinding::new(&keys[t], "header", "x-api-key")
+                .kind("api_key")
+                .request("GET", &format!("/v1/items/t{t}-{i}"), 401)
+        })
+        .collect();
+    let findings = sensor.findings().unwrap();
+    let server_findings = findings_of(&findings, "server", &pids);
+    check_findings(&server_findings, &expected, "server").unwrap();
+    for f in &server_findings {
+        let t: usize = f
+            .path_only()
+            .trim_start_matches("/v1/items/t")
+            .split('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            f.connection.id, conn_of_thread[&t],
+            "finding of thread {t} on the wrong connection"
+        );
+    }
+    check_findings(
+        &findings_of(&findings, "client", &[client_pid]),
+        &expected,
+        "client",
+    )
+    .unwrap();
+    let distinct: BTreeSet<&str> = server_findings
+        .iter()
+        .map(|f| f.credential.fingerprint.as_str())
+        .collect();
+    assert_eq!(distinct.len(), THREADS);
+
+    let secrets: Vec<&Secret> = keys.iter().collect();
+    assert_no_secrets("sensor output", &sensor.all_output(), &secrets);
+    assert_no_loss(&sensor);
+    sensor.stop().unwrap();
+}
+
+#[test]
+fn servers_started_after_the_sensor_are_captured() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let demo = Server::demo(&cert).unwrap();
+    let nginx = Server::nginx(&cert, 1).unwrap();
+
+    let key = Secret::random("ak_", 30);
+    let urls: Vec<String> = (0..3).map(|_| demo.url("/v1/items")).collect();
+    curl_keepalive(&cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
+    let pairs = wait_server_pairs(&sensor, &demo.pids(), 3);
+    assert_eq!(pairs.len(), 3);
+    assert_one_connection(&pairs);
+    assert!(pairs
+        .iter()
+        .all(|p| p.path_only() == "/v1/items" && p.response.status == 400));
+    // Three requests, three findings (one per response), each as expected.
+    let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
+        .kind("api_key")
+        .request("GET", "/v1/items", 400)];
+    let findings = findings_of(&sensor.findings().unwrap(), "server", &demo.pids());
+    assert_eq!(findings.len(), 3);
+    for f in &findings {
+        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
+    }
+    assert!(findings
+        .iter()
+        .all(|f| f.credential.fingerprint == findings[0].credential.fingerprint));
+
+    let urls: Vec<String> = (0..4).map(|_| nginx.url(NGINX_SMALL_FILE.0)).collect();
+    curl_keepalive(&cert, &urls, &[]).unwrap();
+    let pairs = wait_server_pairs(&sensor, &nginx.pids(), 4);
+    assert_eq!(pairs.len(), 4);
+    assert!(pairs
+        .iter()
+        .all(|p| p.response.body_len == NGINX_SMALL_FILE.1 as u64));
+
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+    sensor.stop().unwrap();
+}
+
+/// Servers in a separate root filesystem (their own copy of libssl, as in a
+/// container): one running before the sensor starts, one started after.
+#[test]
+fn separate_root_servers_are_captured() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let before = separate_root(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let after = separate_root(&cert).unwrap();
+
+    let mut secrets = Vec::new();
+    for server in [&before, &after] {
+        let key = Secret::random("ak_", 30);
+        let pids = server.pids();
+        let r = curl(
+            &cert,
+            &server.url("/v1/items"),
+            &["-H", &format!("x-api-key: {}", key.expose())],
+        )
+        .unwrap();
+        assert_eq!(r.status, 400);
+        let pairs = wait_server_pairs(&sensor, &pids, 1);
+        assert_eq!(pairs.len(), 1, "{:?}", server.dir());
+        assert_eq!(
+            (pairs[0].path_only(), pairs[0].response.status),
+            ("/v1/items", 400)
+        );
+        assert_eq!(pairs[0].response.body_len, r.body.len() as u64);
+        let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
+            .kind("api_key")
+            .request("GET", "/v1/items", 400)];
+        check_findings(
+            &findings_of(&sensor.findings().unwrap(), "server", &pids),
+            &expected,
+            "server",
+        )
+        .unwrap();
+        secrets.push(key);
+    }
+    let secrets: Vec<&Secret> = secrets.iter().collect();
+    assert_no_secrets("sensor output", &sensor.all_output(), &secrets);
+    sensor.stop().unwrap();
+}
