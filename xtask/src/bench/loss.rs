@@ -1,6 +1,6 @@
 //! Loss: the heaviest load wrk produces here (64 KiB responses, 2 threads,
 //! 64 connections) with full capture, first with the default ring buffer, then
-//! with a deliberately small one (256 KiB) to show behaviour past the limit:
+//! with a deliberately small one (1 MiB) to show behaviour past the limit:
 //! loss is counted, the sensor stays alive and ready, memory stays bounded.
 
 use std::time::Duration;
@@ -15,8 +15,10 @@ use super::servers::start_nginx;
 use super::wrk::{WrkLoad, WrkResult};
 use super::{ratio, Ctx, PORT_NGINX, PORT_NGINX_UPSTREAM};
 
-/// The deliberately small ring buffer.
-pub const SMALL_RING_BYTES: u32 = 256 * 1024;
+/// The deliberately small ring buffer: the smallest `sensor run` accepts
+/// (`MIN_RING_BUFFER_BYTES`; it must stay above the eBPF side's 256 KiB
+/// wake-up threshold, so 256 KiB itself is refused).
+pub const SMALL_RING_BYTES: u32 = 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -31,7 +33,7 @@ impl Case {
         match self {
             Case::NoSensor => "no sensor",
             Case::DefaultRing => "default ring buffer",
-            Case::SmallRing => "256 KiB ring buffer",
+            Case::SmallRing => "1 MiB ring buffer",
         }
     }
 }
