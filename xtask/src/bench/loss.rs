@@ -58,6 +58,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         threads: 2,
         connections: 64,
         duration: Duration::from_secs(ctx.loss_seconds),
+        private_libs: None,
     };
     let cases: Vec<Case> = if ctx.sensor.is_some() {
         vec![Case::NoSensor, Case::DefaultRing, Case::SmallRing]
@@ -87,6 +88,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                     Variant::Full,
                     &SensorOptions {
                         ring_buffer_bytes: Some(SMALL_RING_BYTES),
+                        ..Default::default()
                     },
                 )?),
             };

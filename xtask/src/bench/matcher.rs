@@ -37,14 +37,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let mut report = BenchReport::new("matcher", ctx.quick);
     let min_ms = if ctx.quick { 10 } else { 300 };
     let mut c = Command::new("cargo");
-    c.current_dir(root()).args(["run", "--quiet", "-p", "sensor"]);
+    c.current_dir(root())
+        .args(["run", "--quiet", "-p", "sensor"]);
     // The smoke run only checks that the harness works: the debug build
     // `cargo xtask test` already has is enough and saves a release build.
     if !ctx.quick {
         c.arg("--release");
     }
-    c
-        .args(["--example", "matcher_bench", "--"])
+    c.args(["--example", "matcher_bench", "--"])
         .args(["--runs", &ctx.runs.to_string()])
         .args(["--min-ms", &min_ms.to_string()]);
     eprintln!("xtask bench:   $ {}", crate::util::display(&c));

@@ -87,6 +87,10 @@ pub struct Options {
     /// Baselines only (no sensor): checks the harness and measures the machine.
     #[arg(long)]
     pub no_sensor: bool,
+    /// Overhead: give wrk a private copy of libssl and scope the sensor to the
+    /// server (`--pid`), so only the server's SSL calls are probed.
+    #[arg(long)]
+    pub isolate_client: bool,
     /// Print the table of the JSON results already in target/bench and exit.
     #[arg(long)]
     pub report: bool,
@@ -99,6 +103,7 @@ pub struct Ctx {
     /// Seconds per wrk measurement.
     pub seconds: u64,
     pub loss_seconds: u64,
+    pub isolate_client: bool,
     /// `target/bench`.
     pub out_dir: PathBuf,
     /// Scratch space, removed at the end.
@@ -154,11 +159,18 @@ impl Ctx {
 
     /// The sensor for `variant`, or none for the baseline.
     pub fn maybe_sensor(&self, variant: Variant) -> anyhow::Result<Option<Sensor>> {
+        self.maybe_sensor_with(variant, &SensorOptions::default())
+    }
+
+    pub fn maybe_sensor_with(
+        &self,
+        variant: Variant,
+        opts: &SensorOptions,
+    ) -> anyhow::Result<Option<Sensor>> {
         if variant == Variant::Baseline {
             Ok(None)
         } else {
-            self.start_sensor(variant, &SensorOptions::default())
-                .map(Some)
+            self.start_sensor(variant, opts).map(Some)
         }
     }
 
@@ -237,6 +249,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             .loss_seconds
             .unwrap_or(if o.quick { 3 } else { 60 })
             .max(1),
+        isolate_client: o.isolate_client,
         out_dir: out_dir.clone(),
         tmp,
         sensor,

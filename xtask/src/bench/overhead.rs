@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::report::{BenchReport, Figure};
-use super::sensor::{rotated, Counters, Variant};
+use super::sensor::{rotated, Counters, SensorOptions, Variant};
 use super::servers::{start_nginx, start_uvicorn};
-use super::wrk::{WrkLoad, WrkResult};
+use super::wrk::{private_tls_libs, WrkLoad, WrkResult};
 use super::{ratio, Ctx, PORT_NGINX, PORT_NGINX_UPSTREAM, PORT_UVICORN};
 
 /// The measured server and its load.
@@ -22,6 +22,8 @@ pub struct Target {
     pub name: String,
     pub server_pid: u32,
     pub load: WrkLoad,
+    /// How the sensor is started (scoped to the server with `--isolate-client`).
+    pub sensor: SensorOptions,
 }
 
 /// One (run, variant) measurement.
@@ -52,7 +54,7 @@ pub fn measure(ctx: &Ctx, target: &Target, variants: &[Variant]) -> anyhow::Resu
     let mut cells = Vec::new();
     for run in 0..ctx.runs {
         for v in rotated(variants, run) {
-            let mut sensor = ctx.maybe_sensor(v)?;
+            let mut sensor = ctx.maybe_sensor_with(v, &target.sensor)?;
             let before = match sensor.as_mut() {
                 Some(s) => Some((s.cpu_seconds()?, s.counters()?)),
                 None => None,
@@ -210,6 +212,21 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let dir = ctx.scratch("overhead");
     let variants = ctx.variants();
     let nginx = start_nginx(&dir, &ctx.cert, PORT_NGINX, PORT_NGINX_UPSTREAM, 1024)?;
+    // --isolate-client: wrk gets its own copy of libssl and the sensor is
+    // scoped to the server, so only the server's SSL calls are probed.
+    let private_libs = if ctx.isolate_client {
+        Some(private_tls_libs(&dir.join("client-libs"))?)
+    } else {
+        None
+    };
+    let scoped = |pid: u32| SensorOptions {
+        pids: if ctx.isolate_client {
+            vec![pid]
+        } else {
+            vec![]
+        },
+        ..Default::default()
+    };
     let mut raw = serde_json::Map::new();
     let mut params = Vec::new();
     for (name, path, key) in [
@@ -224,7 +241,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                 threads: 1,
                 connections: 16,
                 duration: ctx.wrk_duration(),
+                private_libs: private_libs.clone(),
             },
+            sensor: scoped(nginx.worker),
         };
         let cells = measure(ctx, &target, &variants)?;
         report
@@ -248,7 +267,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                     threads: 1,
                     connections: 8,
                     duration: ctx.wrk_duration(),
+                    private_libs: private_libs.clone(),
                 },
+                sensor: scoped(uv.proc.pid()),
             };
             let cells = measure(ctx, &target, &variants)?;
             report
@@ -262,10 +283,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             "uvicorn/FastAPI skipped: <workspace>/.tools/venv has no uvicorn+fastapi (run `cargo xtask setup`)".into(),
         ),
     }
-    report.notes.push(
-        "wrk links libssl.so.3 too, so the sensor probes the load generator's SSL calls as well as the server's (as it would any client on a node): the ratios include that client-side cost".into(),
-    );
-    report.params = json!({"runs": ctx.runs, "targets": params});
+    report.notes.push(if ctx.isolate_client {
+        "--isolate-client: wrk used a private copy of libssl and the sensor ran with --pid <server>, so only the server's SSL calls were probed (a node whose clients are elsewhere)".into()
+    } else {
+        "wrk links libssl.so.3 too, so the sensor probes the load generator's SSL calls as well as the server's (as it would any client on a node): the ratios include that client-side cost (see --isolate-client)".into()
+    });
+    report.params =
+        json!({"runs": ctx.runs, "isolate_client": ctx.isolate_client, "targets": params});
     report.raw = serde_json::Value::Object(raw);
     Ok(vec![report])
 }

@@ -120,6 +120,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         threads: 1,
         connections: 16,
         duration: Duration::from_secs(secs + 2),
+        private_libs: None,
     };
     let wrk = std::thread::spawn(move || load.run());
     // Let the load reach its steady state before sampling.

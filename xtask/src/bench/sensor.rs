@@ -80,6 +80,8 @@ pub struct Sensor {
 #[derive(Clone, Debug, Default)]
 pub struct SensorOptions {
     pub ring_buffer_bytes: Option<u32>,
+    /// `--pid` scope (empty: every process).
+    pub pids: Vec<u32>,
 }
 
 /// Starts the sensor and waits for `/readyz`.  `ports` are (metrics, api).
@@ -108,6 +110,9 @@ pub fn start(
         .env("RUST_LOG", "warn");
     if let Some(n) = opts.ring_buffer_bytes {
         c.args(["--ring-buffer-bytes", &n.to_string()]);
+    }
+    for p in &opts.pids {
+        c.args(["--pid", &p.to_string()]);
     }
     let mut proc = Proc::spawn("sensor", &mut c, Some(&dir.join("sensor.log")))?;
     let ready_after = wait_200(metrics_addr, "/readyz", READY_TIMEOUT, || {

@@ -24,6 +24,10 @@ pub struct WrkLoad {
     pub threads: u32,
     pub connections: u32,
     pub duration: Duration,
+    /// A directory with private copies of libssl/libcrypto for wrk
+    /// (`LD_LIBRARY_PATH`): a different inode, so a sensor scoped to the server
+    /// with `--pid` never attaches to the load generator.
+    pub private_libs: Option<std::path::PathBuf>,
 }
 
 impl WrkLoad {
@@ -42,6 +46,9 @@ impl WrkLoad {
             "10s",
             &self.url,
         ]);
+        if let Some(dir) = &self.private_libs {
+            c.env("LD_LIBRARY_PATH", dir);
+        }
         let what = crate::util::display(&c);
         let dir = tempfile::tempdir()?;
         let out_path = dir.path().join("out");
@@ -66,6 +73,33 @@ impl WrkLoad {
         }
         Ok(r)
     }
+}
+
+/// Copies the system libssl.so.3 and libcrypto.so.3 into `dir` (see
+/// [`WrkLoad::private_libs`]).
+pub fn private_tls_libs(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let out = Command::new("ldd")
+        .arg(super::which("wrk").context("wrk")?)
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut copied = 0;
+    for line in text.lines() {
+        // "libssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x...)"
+        let Some((name, rest)) = line.trim().split_once(" => ") else {
+            continue;
+        };
+        if !(name.starts_with("libssl") || name.starts_with("libcrypto")) {
+            continue;
+        }
+        let path = rest.split_whitespace().next().unwrap_or_default();
+        std::fs::copy(path, dir.join(name)).with_context(|| format!("copying {path}"))?;
+        copied += 1;
+    }
+    if copied == 0 {
+        bail!("wrk does not link libssl dynamically; cannot give it a private copy");
+    }
+    Ok(dir.to_path_buf())
 }
 
 /// `390.00us`, `1.20ms`, `2.00s`, `1.00m` → microseconds.
