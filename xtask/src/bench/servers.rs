@@ -250,3 +250,56 @@ pub fn venv_with_uvicorn(venv: &Path) -> Option<PathBuf> {
         .unwrap_or(false);
     ok.then_some(py)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nginx_config_is_loopback_tls13_and_bounded() {
+        let cert = Cert {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+        };
+        let c = nginx_conf(Path::new("/p"), Path::new("/r"), &cert, 24500, 24501, 20000);
+        assert!(c.contains("listen 127.0.0.1:24500 ssl;"));
+        assert!(c.contains("listen 127.0.0.1:24501;"));
+        assert!(c.contains("ssl_protocols TLSv1.3;"));
+        assert!(c.contains("worker_processes 1;"));
+        assert!(c.contains("worker_connections 20000;"));
+        assert!(c.contains("daemon off;"));
+        assert!(!c.contains("0.0.0.0"));
+        // Every path nginx writes is under the prefix.
+        for line in c
+            .lines()
+            .filter(|l| l.contains("_path") || l.contains("error_log"))
+        {
+            assert!(line.contains("/p/"), "{line}");
+        }
+    }
+
+    #[test]
+    fn generated_python_is_valid() {
+        let Some(py) = crate::bench::which("python3") else {
+            return; // no python: the benchmarks that need it say so at run time
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("bench_app.py", FASTAPI_APP),
+            ("bench_clients.py", include_str!("bench_clients.py")),
+        ] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            let out = Command::new(&py)
+                .args(["-m", "py_compile"])
+                .arg(&p)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
