@@ -164,3 +164,35 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     report.notes.push("both ends of the connection are in the probed process: each of the 4 calls per round trip is probed (entry + return); CPU figures are the precise ones on a shared machine".into());
     Ok(vec![report])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evcost_compiles_and_measures() {
+        if crate::bench::which("cc").is_none() || crate::bench::which("openssl").is_none() {
+            return; // the benchmark itself fails with a clear message then
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bin = compile(dir.path()).unwrap();
+        let cert = crate::bench::servers::make_cert(dir.path()).unwrap();
+        // An ephemeral-range port of our own range, distinct from the benchmark's.
+        let out = Command::new(&bin)
+            .arg(&cert.cert)
+            .arg(&cert.key)
+            .arg((PORT_EVENT_COST + 300).to_string())
+            .arg("200")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let o: EvOut = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(o.calls, 800);
+        assert!(o.ns_per_call > 0.0 && o.cpu_ns_per_call > 0.0);
+        assert!(o.cpu_seconds <= o.seconds * 1.05 + 0.001);
+    }
+}
