@@ -88,6 +88,12 @@ pub struct Machine {
     /// machine is shared, a high load means noisier figures.
     pub load_before: [f64; 3],
     pub load_after: [f64; 3],
+    /// Other `sensor` processes running when the benchmark started / ended
+    /// (other people's tests): their probes fire too and inflate the cost.
+    #[serde(default)]
+    pub other_sensors_before: Vec<u32>,
+    #[serde(default)]
+    pub other_sensors_after: Vec<u32>,
 }
 
 impl Machine {
@@ -115,6 +121,7 @@ impl Machine {
             .map(|kib| kib / 1024)
             .unwrap_or(0);
         let load = loadavg();
+        let others = running_sensors();
         Machine {
             nproc,
             cpu_model,
@@ -122,8 +129,27 @@ impl Machine {
             mem_total_mib,
             load_before: load,
             load_after: load,
+            other_sensors_before: others.clone(),
+            other_sensors_after: others,
         }
     }
+}
+
+/// Pids of processes whose command name is `sensor`.
+pub fn running_sensors() -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "sensor") {
+                out.push(pid);
+            }
+        }
+    }
+    out.sort_unstable();
+    out
 }
 
 pub fn loadavg() -> [f64; 3] {
@@ -169,6 +195,15 @@ impl BenchReport {
 
     pub fn finish(&mut self) {
         self.machine.load_after = loadavg();
+        self.machine.other_sensors_after = running_sensors();
+        if !self.machine.other_sensors_before.is_empty()
+            || !self.machine.other_sensors_after.is_empty()
+        {
+            self.notes.push(format!(
+                "other sensor processes were running (pids {:?} at the start, {:?} at the end): their probes fire on the same libraries and inflate the cost measured here",
+                self.machine.other_sensors_before, self.machine.other_sensors_after
+            ));
+        }
     }
 
     pub fn write(&self, dir: &Path) -> anyhow::Result<std::path::PathBuf> {
