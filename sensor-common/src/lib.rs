@@ -12,7 +12,7 @@ pub const CHUNK_SIZE: usize = 16 * 1024;
 
 /// Bytes of one SSL call copied at most; the rest is counted as truncated and the
 /// next event of that connection carries [`FLAG_LOST_BEFORE`].
-pub const MAX_BYTES_PER_CALL: usize = 512 * 1024;
+pub const MAX_BYTES_PER_CALL: usize = 4 * 1024 * 1024;
 
 /// Maximum number of chunks per call (the bounded loop in the eBPF program).
 pub const MAX_CHUNKS_PER_CALL: usize = MAX_BYTES_PER_CALL / CHUNK_SIZE;
@@ -62,7 +62,13 @@ pub const CTR_ORPHAN_RETURNS: u32 = 4;
 pub const CTR_READ_FAILURES: u32 = 5;
 /// Entries dropped because the in-flight map was full.
 pub const CTR_INFLIGHT_FULL: u32 = 6;
+/// SSL calls seen at their entry (every mode, including count-only).
+pub const CTR_CALLS: u32 = 7;
 pub const NUM_COUNTERS: u32 = 8;
+
+/// Name of the eBPF global the loader sets to 1 for count-only probes
+/// (they count calls and copy nothing: the benchmark floor).
+pub const GLOBAL_COUNT_ONLY: &str = "COUNT_ONLY";
 
 /// Header of every ring-buffer event; `data_len` bytes of plaintext follow it.
 ///
@@ -145,8 +151,25 @@ pub struct ConnState {
     pub lost_pending: u32,
 }
 
+/// Process lifecycle notifications (separate small ring buffer `PROC_EVENTS`):
+/// an exec makes userspace look at that process' libraries soon, an exit of a
+/// thread-group leader makes it report the process gone.
+pub const PROC_EXEC: u32 = 1;
+pub const PROC_EXIT: u32 = 2;
+/// Size of the `PROC_EVENTS` ring buffer (bytes).
+pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub tgid: u32,
+    /// `PROC_EXEC` or `PROC_EXIT`.
+    pub kind: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
+    unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::InflightCall {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnState {}

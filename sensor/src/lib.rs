@@ -5,10 +5,13 @@
 //! → `outputs` (findings, pairs, metrics, live API).  `pipeline` wires them and is
 //! shared by `sensor run` and `sensor replay`.
 
+pub mod blind;
 pub mod capture;
 pub mod cli;
+pub mod config;
 pub mod finding;
 pub mod http;
+pub mod identity;
 pub mod leak;
 pub mod outputs;
 pub mod pipeline;

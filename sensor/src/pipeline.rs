@@ -16,9 +16,10 @@ use lru::LruCache;
 
 use crate::capture::event::{CaptureEvent, ConnId, Direction, EventKind};
 use crate::capture::record::Recorder;
+pub use crate::config::RoleFilter;
 use crate::finding::Finding;
 use crate::http::limits::HttpLimits;
-use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
+use crate::http::types::{ConnInfo, HttpPair, ProcessInfo};
 use crate::http::{ConnectionParser, ParserOutput};
 use crate::leak::Detector;
 use crate::outputs::jsonl::JsonLinesWriter;
@@ -31,36 +32,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16 * 1024;
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 * 1024 * 1024;
 /// Entries in the per-process identity cache before it is cleared.
 const MAX_CACHED_PROCESSES: usize = 64 * 1024;
-
-/// Which pairs to keep, by the probed process' role.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    serde::Serialize,
-    serde::Deserialize,
-    clap::ValueEnum,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum RoleFilter {
-    #[default]
-    Any,
-    Server,
-    Client,
-}
-
-impl RoleFilter {
-    fn accepts(self, role: Role) -> bool {
-        match self {
-            RoleFilter::Any => true,
-            RoleFilter::Server => role == Role::Server,
-            RoleFilter::Client => role == Role::Client,
-        }
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -384,7 +355,7 @@ impl Pipeline {
             conn.pairs += 1;
             let seq = conn.pairs;
             let role = exchange.role;
-            if !self.cfg.role.accepts(role) {
+            if !self.cfg.role.allows(role) {
                 continue;
             }
             let wall_ns = exchange.timing.response_end_ns as i64 + self.cfg.clock_offset_ns;

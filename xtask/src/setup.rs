@@ -1,8 +1,270 @@
-//! `cargo xtask setup`.
+//! `cargo xtask setup`: installs what a fresh Debian 12 root machine lacks.
+//! Idempotent: every step first checks whether its result is already there.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context};
+
+use crate::util::{root, run_cmd};
+
+/// The nightly that builds the eBPF crate (see /work/shared/notes/toolchain.md).
+pub const EBPF_NIGHTLY: &str = "nightly-2026-05-20";
+/// bpf-linker must link the same LLVM major as that nightly (22).
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
+
+/// System packages: TLS servers/clients for tests and demo, load generators,
+/// monitoring and lint tools.
+pub const APT_PACKAGES: &[&str] = &[
+    "nginx",
+    "curl",
+    "openssl",
+    "ca-certificates",
+    "python3-venv",
+    "wrk",
+    "prometheus",
+    "golang-go",
+    "tmux",
+    "yamllint",
+    "iproute2",
+    "linux-perf",
+];
+
+/// Python packages in `<workspace>/.tools/venv` (test and demo servers).
+pub const PIP_PACKAGES: &[&str] = &[
+    "fastapi",
+    "uvicorn",
+    "flask",
+    "gunicorn",
+    "httpx",
+    "kubernetes-validate",
+];
 
 #[derive(clap::Args, Default)]
-pub struct Options {}
+pub struct Options {
+    /// Only the eBPF toolchain (nightly, rust-src, bpf-linker); no apt or pip packages.
+    #[arg(long)]
+    pub toolchain_only: bool,
+}
 
-pub fn run(_o: &Options) -> anyhow::Result<()> {
-    anyhow::bail!("cargo xtask setup is not implemented yet")
+/// `<workspace>/.tools`: gitignored prefix for bpf-linker and the venv.
+pub fn tools_dir() -> PathBuf {
+    root().join(".tools")
+}
+
+pub fn bpf_linker_path() -> PathBuf {
+    tools_dir().join("bin").join("bpf-linker")
+}
+
+pub fn venv_dir() -> PathBuf {
+    tools_dir().join("venv")
+}
+
+pub fn run(o: &Options) -> anyhow::Result<()> {
+    toolchain()?;
+    if !o.toolchain_only {
+        apt_packages()?;
+        python_venv()?;
+    }
+    step("setup complete");
+    Ok(())
+}
+
+fn step(msg: &str) {
+    eprintln!("xtask setup: {msg}");
+}
+
+/// The eBPF toolchain: nightly + rust-src, then bpf-linker against its libLLVM.
+pub fn toolchain() -> anyhow::Result<()> {
+    nightly()?;
+    bpf_linker()
+}
+
+fn nightly() -> anyhow::Result<()> {
+    let have = Command::new("rustup")
+        .args([
+            "component",
+            "list",
+            "--installed",
+            "--toolchain",
+            EBPF_NIGHTLY,
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .context("rustup not found: install it from https://rustup.rs")?;
+    let installed = String::from_utf8_lossy(&have.stdout);
+    if have.status.success() && installed.lines().any(|l| l.starts_with("rust-src")) {
+        step(&format!("{EBPF_NIGHTLY} with rust-src: already installed"));
+        return Ok(());
+    }
+    step(&format!("installing {EBPF_NIGHTLY} with rust-src"));
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        EBPF_NIGHTLY,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn nightly_libllvm() -> anyhow::Result<PathBuf> {
+    let out = Command::new("rustc")
+        .arg(format!("+{EBPF_NIGHTLY}"))
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc")?;
+    if !out.status.success() {
+        bail!("rustc +{EBPF_NIGHTLY} --print sysroot failed");
+    }
+    let lib = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("lib");
+    // The nightly ships libLLVM.so.<major>.<minor>-rust-<version>; take the one there is.
+    let found = std::fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so."))
+        });
+    found.with_context(|| format!("no libLLVM.so.* in {}", lib.display()))
+}
+
+fn bpf_linker_installed(path: &Path) -> bool {
+    // It loads the nightly's libLLVM at run time (linked under .tools/lib).
+    Command::new(path)
+        .arg("--version")
+        .env("LD_LIBRARY_PATH", tools_dir().join("lib"))
+        .output()
+        .map(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION)
+        })
+        .unwrap_or(false)
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let linker = bpf_linker_path();
+    let prefix = tools_dir();
+    let libdir = prefix.join("lib");
+    std::fs::create_dir_all(&libdir).with_context(|| format!("creating {}", libdir.display()))?;
+    // bpf-linker's build script looks for $LLVM_PREFIX/lib/libLLVM.so; at run time
+    // it needs the library under its own soname too.
+    let llvm = nightly_libllvm()?;
+    let soname = llvm.file_name().context("libLLVM path has a file name")?;
+    for link in [libdir.join("libLLVM.so"), libdir.join(soname)] {
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&llvm, &link)
+            .with_context(|| format!("linking {} -> {}", link.display(), llvm.display()))?;
+    }
+    if bpf_linker_installed(&linker) {
+        step(&format!(
+            "bpf-linker {BPF_LINKER_VERSION}: already in {}",
+            linker.display()
+        ));
+        return Ok(());
+    }
+    step(&format!(
+        "building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        llvm.display()
+    ));
+    run_cmd(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                BPF_LINKER_LLVM_FEATURE,
+                "--root",
+            ])
+            .arg(&prefix)
+            .arg("--force")
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    if !bpf_linker_installed(&linker) {
+        bail!("bpf-linker was built but {} does not run", linker.display());
+    }
+    Ok(())
+}
+
+/// Packages of `wanted` that dpkg does not report as installed.
+fn missing_apt_packages(wanted: &[&str]) -> Vec<String> {
+    wanted
+        .iter()
+        .filter(|p| {
+            let out = Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .stderr(Stdio::null())
+                .output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .map(|p| p.to_string())
+        .collect()
+}
+
+fn apt_packages() -> anyhow::Result<()> {
+    let missing = missing_apt_packages(APT_PACKAGES);
+    if missing.is_empty() {
+        step(&format!(
+            "apt packages: all {} installed",
+            APT_PACKAGES.len()
+        ));
+        return Ok(());
+    }
+    if !crate::util::is_root() {
+        bail!(
+            "apt packages missing ({}): run `cargo xtask setup` as root",
+            missing.join(" ")
+        );
+    }
+    step(&format!("apt packages to install: {}", missing.join(" ")));
+    run_cmd(
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn python_venv() -> anyhow::Result<()> {
+    let venv = venv_dir();
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        step(&format!("creating Python venv {}", venv.display()));
+        run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    // `pip show` fails when any of them is missing.
+    let have_all = Command::new(&python)
+        .args(["-m", "pip", "show", "-q"])
+        .args(PIP_PACKAGES)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if have_all {
+        step(&format!(
+            "pip packages: all {} installed in {}",
+            PIP_PACKAGES.len(),
+            venv.display()
+        ));
+        return Ok(());
+    }
+    step(&format!("pip install {}", PIP_PACKAGES.join(" ")));
+    run_cmd(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+            .args(PIP_PACKAGES),
+    )
 }

@@ -1,6 +1,544 @@
 //! Kernel-facing capture: loading the eBPF programs, attaching them to TLS
 //! libraries, reading the ring buffer.  `event` (parsing) needs no root.
+//!
+//! ```text
+//! Capture::start ─ load object ─ scan /proc/*/maps ─ attach per (dev, ino)
+//!      │                                   ▲ every rescan_interval (new libraries,
+//!      │                                   │ exited processes → ProcessExited)
+//!      └─ reader: ring buffer (AsyncFd + 5 ms timer) → CaptureMsg::Events
+//!      └─ counters: per-CPU kernel counters → metrics, once a second
+//! ```
 
+pub mod check;
 pub mod config;
+pub mod error;
 pub mod event;
+pub mod library;
+pub mod loader;
+pub mod procfs;
+mod procwatch;
+pub mod reader;
 pub mod record;
+pub mod scope;
+pub mod x86;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::Ebpf;
+use bytes::Bytes;
+use sensor_common::{
+    CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS,
+    CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_TRUNCATED_BYTES, NUM_COUNTERS,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use check::{check_host, CheckLine};
+pub use config::{CaptureConfig, ProbeMode};
+pub use error::CaptureError;
+
+use crate::outputs::live::AttachedLibrary;
+use crate::outputs::metrics::Metrics;
+use loader::{attach_library, detach_links, Attachment};
+use reader::{Reader, SeenTgids};
+use scope::Scope;
+
+/// Messages from capture to the pipeline.
+#[derive(Debug)]
+pub enum CaptureMsg {
+    /// Raw events: `EventHeader` + data, exactly as the kernel wrote them (the
+    /// pipeline parses them with `CaptureEvent::parse`; `--record` stores them
+    /// verbatim).  Exception: when the channel was full and events had to be
+    /// dropped here, the next event of that connection gets `FLAG_LOST_BEFORE`.
+    Events(Vec<Bytes>),
+    /// A process that produced events or mapped a TLS library is gone.
+    ProcessExited(u32),
+}
+
+/// Batches of events queued to the pipeline at most.
+pub const CHANNEL_CAPACITY: usize = 256;
+/// How often the kernel counters are folded into the metrics.
+pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(1);
+
+const LIBRARY_LABEL: &str = "openssl";
+
+/// Totals of the kernel's per-CPU counters (`CTR_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    pub calls: u64,
+    pub events: u64,
+    pub ringbuf_full: u64,
+    pub lost_bytes: u64,
+    pub truncated_bytes: u64,
+    pub orphan_returns: u64,
+    pub read_failures: u64,
+    pub inflight_full: u64,
+}
+
+struct State {
+    ebpf: Ebpf,
+    cfg: CaptureConfig,
+    metrics: Metrics,
+    proc_root: PathBuf,
+    attached: BTreeMap<(u64, u64), Attachment>,
+    /// Libraries that failed once: not retried (logged once, counted once).
+    failed: HashSet<(u64, u64)>,
+    /// Processes mapping an attached library at the last scan.
+    known_pids: HashSet<u32>,
+    scope: Arc<Mutex<Scope>>,
+    seen: SeenTgids,
+}
+
+/// One rescan: read /proc without holding the state lock (so `attached()`
+/// stays cheap), then attach to new libraries and report exited processes.
+fn rescan(state: &Mutex<State>, tx: &mpsc::Sender<CaptureMsg>) {
+    let (proc_root, scope) = {
+        let s = lock(state);
+        (s.proc_root.clone(), s.scope.clone())
+    };
+    let index = procfs::scan(&proc_root, |pid| {
+        scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .includes(pid)
+    });
+    lock(state).apply_scan(index, tx);
+}
+
+impl State {
+    /// Applies one scan: attach to new libraries, report exited processes.
+    fn apply_scan(&mut self, index: procfs::LibraryIndex, tx: &mpsc::Sender<CaptureMsg>) {
+        let mut now_pids = HashSet::new();
+        for (key, lib) in &index.libraries {
+            now_pids.extend(lib.pids.iter().copied());
+            if let Some(a) = self.attached.get_mut(key) {
+                a.pids = lib.pids.clone();
+                continue;
+            }
+            self.attach_new(*key, lib);
+        }
+        // Libraries nobody maps any more stay attached: the inode may be mapped
+        // again by the next process, and the probes cost nothing while unused.
+        for a in self.attached.values_mut() {
+            if !index.libraries.contains_key(&(a.dev, a.ino)) {
+                a.pids.clear();
+            }
+        }
+        let seen: Vec<u32> = {
+            let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            s.drain().collect()
+        };
+        let mut candidates: HashSet<u32> = self.known_pids.drain().collect();
+        candidates.extend(seen);
+        for pid in candidates {
+            if now_pids.contains(&pid) {
+                continue;
+            }
+            if self.proc_root.join(pid.to_string()).exists() {
+                // Alive but no longer (or not yet seen) mapping the library: keep watching.
+                now_pids.insert(pid);
+                continue;
+            }
+            self.scope
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(pid);
+            if tx.try_send(CaptureMsg::ProcessExited(pid)).is_err() {
+                tracing::debug!("exit of {pid} not delivered: channel full");
+            }
+        }
+        self.known_pids = now_pids;
+    }
+
+    /// Attaches to a library not attached yet (unless it failed before).
+    fn attach_new(&mut self, key: (u64, u64), lib: &procfs::LibraryInstance) {
+        if self.failed.contains(&key) {
+            return;
+        }
+        match attach_library(&mut self.ebpf, &lib.open_path, self.cfg.probe_mode) {
+            Ok(loader::Attached {
+                mode,
+                links,
+                fallback_reason: fallback,
+            }) => {
+                if let Some(reason) = fallback {
+                    tracing::info!(
+                        "{}: internal probe sites not recognised ({reason}); using exported SSL_* entries",
+                        lib.path
+                    );
+                }
+                tracing::info!(
+                    "attached to {} (dev {} inode {}, {} mode, {} processes)",
+                    lib.path,
+                    lib.dev,
+                    lib.ino,
+                    mode.as_str(),
+                    lib.pids.len()
+                );
+                self.metrics
+                    .tls_attachments
+                    .with_label_values(&[LIBRARY_LABEL, mode.as_str()])
+                    .inc();
+                self.attached.insert(
+                    key,
+                    Attachment {
+                        dev: lib.dev,
+                        ino: lib.ino,
+                        path: lib.path.clone(),
+                        open_path: lib.open_path.clone(),
+                        mode,
+                        links,
+                        pids: lib.pids.clone(),
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!("skipping TLS library {}: {e}", lib.open_path.display());
+                self.metrics
+                    .attach_errors
+                    .with_label_values(&[e.reason()])
+                    .inc();
+                self.failed.insert(key);
+            }
+        }
+    }
+
+    /// A process just exec'd: attach to the libraries it maps (if in scope).
+    /// Cheaper than a rescan; the periodic rescan catches what this misses.
+    fn check_pid(&mut self, pid: u32) {
+        if !self
+            .scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .includes(pid)
+        {
+            return;
+        }
+        let Ok(maps) = procfs::read_maps(&self.proc_root, pid) else {
+            return;
+        };
+        let mut index = procfs::LibraryIndex::default();
+        index.add_process(&self.proc_root, pid, &maps);
+        for (key, lib) in &index.libraries {
+            self.known_pids.insert(pid);
+            if let Some(a) = self.attached.get_mut(key) {
+                a.pids.insert(pid);
+                continue;
+            }
+            self.attach_new(*key, lib);
+        }
+    }
+
+    /// A thread-group leader exited: report it if we knew it.
+    fn process_exited(&mut self, pid: u32, tx: &mpsc::Sender<CaptureMsg>) {
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+        if !(self.known_pids.remove(&pid) || seen) {
+            return;
+        }
+        for a in self.attached.values_mut() {
+            a.pids.remove(&pid);
+        }
+        self.scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(pid);
+        if tx.try_send(CaptureMsg::ProcessExited(pid)).is_err() {
+            tracing::debug!("exit of {pid} not delivered: channel full");
+        }
+    }
+}
+
+pub struct Capture {
+    state: Arc<Mutex<State>>,
+    counters: Arc<PerCpuArray<MapData, u64>>,
+    tx: mpsc::Sender<CaptureMsg>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Capture {
+    /// Loads the eBPF programs, attaches to every TLS library in scope, and
+    /// starts reading events.  Needs root (or CAP_BPF + CAP_PERFMON).
+    pub async fn start(
+        cfg: CaptureConfig,
+        metrics: Metrics,
+    ) -> Result<(Capture, mpsc::Receiver<CaptureMsg>), CaptureError> {
+        Self::start_with_proc_root(cfg, metrics, Path::new("/proc")).await
+    }
+
+    async fn start_with_proc_root(
+        cfg: CaptureConfig,
+        metrics: Metrics,
+        proc_root: &Path,
+    ) -> Result<(Capture, mpsc::Receiver<CaptureMsg>), CaptureError> {
+        let mut ebpf = loader::load(&cfg)?;
+        let ring = ebpf
+            .take_map("RINGBUF")
+            .ok_or_else(|| CaptureError::MissingObject("map RINGBUF".into()))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Load(e.to_string()))?;
+        let counters = ebpf
+            .take_map("COUNTERS")
+            .ok_or_else(|| CaptureError::MissingObject("map COUNTERS".into()))?;
+        let proc_ring = ebpf
+            .take_map("PROC_EVENTS")
+            .ok_or_else(|| CaptureError::MissingObject("map PROC_EVENTS".into()))?;
+        let proc_ring =
+            RingBuf::try_from(proc_ring).map_err(|e| CaptureError::Load(e.to_string()))?;
+        loader::attach_process_tracepoints(&mut ebpf);
+        let counters: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(counters).map_err(|e| CaptureError::Load(e.to_string()))?;
+        let counters = Arc::new(counters);
+
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (stop, stop_rx) = watch::channel(false);
+        let scope = Arc::new(Mutex::new(Scope::new(
+            cfg.pids.clone(),
+            cfg.comms.clone(),
+            proc_root,
+        )));
+        let seen: SeenTgids = Arc::default();
+        let rescan_interval = cfg.rescan_interval.max(Duration::from_millis(50));
+        let state = Arc::new(Mutex::new(State {
+            ebpf,
+            cfg,
+            metrics: metrics.clone(),
+            proc_root: proc_root.to_path_buf(),
+            attached: BTreeMap::new(),
+            failed: HashSet::new(),
+            known_pids: HashSet::new(),
+            scope: scope.clone(),
+            seen: seen.clone(),
+        }));
+
+        // First scan before returning, so the caller knows what is attached.
+        {
+            let state = state.clone();
+            let tx = tx.clone();
+            tokio::task::spawn_blocking(move || rescan(&state, &tx))
+                .await
+                .map_err(|e| CaptureError::Load(format!("initial scan: {e}")))?;
+        }
+
+        let tasks = vec![
+            tokio::spawn(
+                Reader {
+                    ring,
+                    tx: tx.clone(),
+                    metrics: metrics.clone(),
+                    scope,
+                    seen,
+                    stop: stop_rx.clone(),
+                }
+                .run(),
+            ),
+            tokio::spawn(rescan_loop(
+                state.clone(),
+                tx.clone(),
+                rescan_interval,
+                stop_rx.clone(),
+            )),
+            tokio::spawn(procwatch::run(
+                proc_ring,
+                state.clone(),
+                tx.clone(),
+                stop_rx.clone(),
+            )),
+            tokio::spawn(counters_loop(counters.clone(), metrics, stop_rx)),
+        ];
+        Ok((
+            Capture {
+                state,
+                counters,
+                tx,
+                stop,
+                tasks,
+            },
+            rx,
+        ))
+    }
+
+    /// The libraries probed right now.
+    pub fn attached(&self) -> Vec<AttachedLibrary> {
+        lock(&self.state)
+            .attached
+            .values()
+            .map(|a| AttachedLibrary {
+                path: a.path.clone(),
+                library: LIBRARY_LABEL.to_string(),
+                mode: a.mode.as_str().to_string(),
+                processes: a.pids.len() as u32,
+            })
+            .collect()
+    }
+
+    /// (device, inode) of every probed library, device as `makedev(major, minor)`
+    /// of `/proc/PID/maps` (for blind-spot detection).
+    pub fn attached_inodes(&self) -> Vec<(u64, u64)> {
+        lock(&self.state).attached.keys().copied().collect()
+    }
+
+    /// Current totals of the kernel counters.
+    pub fn kernel_counters(&self) -> KernelCounters {
+        read_counters(&self.counters)
+    }
+
+    /// Rescans /proc now instead of waiting for the next interval (tests, or
+    /// after a process start the caller knows about).
+    pub async fn rescan_now(&self) {
+        let state = self.state.clone();
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || rescan(&state, &tx)).await;
+    }
+
+    /// Detaches everything and stops the tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut s = lock(&state);
+            let attached = std::mem::take(&mut s.attached);
+            for (_, a) in attached {
+                s.metrics
+                    .tls_attachments
+                    .with_label_values(&[LIBRARY_LABEL, a.mode.as_str()])
+                    .dec();
+                detach_links(&mut s.ebpf, a.links);
+            }
+        })
+        .await;
+    }
+}
+
+async fn rescan_loop(
+    state: Arc<Mutex<State>>,
+    tx: mpsc::Sender<CaptureMsg>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first scan ran in start()
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let state = state.clone();
+        let tx = tx.clone();
+        if tokio::task::spawn_blocking(move || rescan(&state, &tx))
+            .await
+            .is_err()
+        {
+            tracing::error!("capture rescan panicked; rescans stop");
+            return;
+        }
+    }
+}
+
+fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
+    let mut totals = [0u64; NUM_COUNTERS as usize];
+    for (i, t) in totals.iter_mut().enumerate() {
+        if let Ok(values) = map.get(&(i as u32), 0) {
+            *t = values.iter().copied().fold(0u64, u64::wrapping_add);
+        }
+    }
+    let at = |i: u32| totals[i as usize];
+    KernelCounters {
+        calls: at(CTR_CALLS),
+        events: at(CTR_EVENTS),
+        ringbuf_full: at(CTR_RINGBUF_FULL),
+        lost_bytes: at(CTR_LOST_BYTES),
+        truncated_bytes: at(CTR_TRUNCATED_BYTES),
+        orphan_returns: at(CTR_ORPHAN_RETURNS),
+        read_failures: at(CTR_READ_FAILURES),
+        inflight_full: at(CTR_INFLIGHT_FULL),
+    }
+}
+
+/// Folds counter increases into the metrics (Prometheus counters only go up).
+fn apply_counter_deltas(metrics: &Metrics, prev: &KernelCounters, now: &KernelCounters) {
+    let d = |a: u64, b: u64| b.saturating_sub(a);
+    metrics
+        .capture_lost_events
+        .inc_by(d(prev.ringbuf_full, now.ringbuf_full));
+    metrics
+        .capture_truncated_bytes
+        .inc_by(d(prev.truncated_bytes, now.truncated_bytes) + d(prev.lost_bytes, now.lost_bytes));
+    for (reason, a, b) in [
+        ("read_failed", prev.read_failures, now.read_failures),
+        ("orphan_return", prev.orphan_returns, now.orphan_returns),
+        ("inflight_full", prev.inflight_full, now.inflight_full),
+    ] {
+        let n = d(a, b);
+        if n > 0 {
+            metrics
+                .capture_bad_events
+                .with_label_values(&[reason])
+                .inc_by(n);
+        }
+    }
+}
+
+async fn counters_loop(
+    counters: Arc<PerCpuArray<MapData, u64>>,
+    metrics: Metrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut prev = KernelCounters::default();
+    let mut tick = tokio::time::interval(COUNTERS_INTERVAL);
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.changed() => true,
+            _ = tick.tick() => false,
+        };
+        let now = read_counters(&counters);
+        apply_counter_deltas(&metrics, &prev, &now);
+        prev = now;
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_deltas_feed_metrics() {
+        let m = Metrics::new();
+        let a = KernelCounters::default();
+        let b = KernelCounters {
+            ringbuf_full: 3,
+            lost_bytes: 100,
+            truncated_bytes: 20,
+            read_failures: 1,
+            ..a
+        };
+        apply_counter_deltas(&m, &a, &b);
+        apply_counter_deltas(&m, &b, &b); // no change, no increase
+        assert_eq!(m.capture_lost_events.get(), 3);
+        assert_eq!(m.capture_truncated_bytes.get(), 120);
+        assert_eq!(
+            m.capture_bad_events
+                .with_label_values(&["read_failed"])
+                .get(),
+            1
+        );
+    }
+}

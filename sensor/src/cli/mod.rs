@@ -1,6 +1,8 @@
 //! The command line (`sensor run|watch|replay|check`), design/contract.md.
 
+pub mod check;
 pub mod replay;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 
@@ -21,6 +23,13 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Attach to the TLS libraries of every process (and those started later), reassemble HTTP,
+    /// detect leaks, serve metrics and the live API. Needs root (or CAP_BPF + CAP_PERFMON).
+    Run(crate::config::RunArgs),
+    /// Live terminal view of a running sensor (connects to its live API; no root needed).
+    Watch(crate::watch::WatchArgs),
+    /// Say, line by line, whether this host can run the sensor (no root needed).
+    Check(check::CheckArgs),
     /// Run a pre-recorded capture (`sensor run --record FILE`) through the same pipeline.
     Replay(replay::ReplayArgs),
 }
@@ -39,6 +48,15 @@ pub fn init_logging() {
 /// Runs the command; errors are one actionable line, printed by `main`.
 pub fn main_with(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
+        Command::Run(a) => run::run(a),
+        Command::Watch(a) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::watch::run(a))
+        }
+        Command::Check(a) => check::run(a),
         Command::Replay(a) => replay::run(a),
     }
 }

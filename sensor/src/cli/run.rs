@@ -4,27 +4,28 @@
 //! before any eBPF is loaded, so a typo or a port in use is one clear line and
 //! never leaves probes behind.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::capture::config::CaptureConfig;
 use crate::capture::record::Recorder;
 use crate::capture::{Capture, CaptureMsg};
-use crate::config::{RunArgs, RunConfig};
+use crate::config::{Output, RunArgs, RunConfig};
 use crate::leak::{load_or_create_key, Detector, Fingerprinter};
-use crate::outputs::api::{serve_api, serve_metrics, ApiConfig, LiveHub};
+use crate::outputs::api::{ApiServer, LiveHub};
 use crate::outputs::jsonl::JsonLinesWriter;
 use crate::outputs::metrics::Metrics;
+use crate::outputs::metrics_server::MetricsServer;
 use crate::outputs::stats::StatsTracker;
 use crate::pipeline::{clock_offset_ns, Outputs, Pipeline, PipelineConfig};
 
-/// How long SIGTERM may take: detach, drain, flush.
+/// How long SIGTERM may take: detach, drain, flush (the contract says 5 s).
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
-/// How often blind processes are looked for (a /proc walk).
-const BLIND_SCAN_EVERY: Duration = Duration::from_secs(15);
+/// How often blind processes are looked for (a /proc walk; ELF verdicts are cached).
+const BLIND_SCAN_EVERY: Duration = Duration::from_secs(30);
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let cfg = RunConfig::load(&args)?;
@@ -46,78 +47,57 @@ fn detector_for(cfg: &RunConfig) -> anyhow::Result<Arc<Detector>> {
     Ok(Arc::new(Detector::new(cfg.leak.clone(), Fingerprinter::new(key))))
 }
 
+fn open_output(o: &Output, what: &'static str, flag: &str) -> anyhow::Result<JsonLinesWriter> {
+    let target = match o {
+        Output::Stdout => "-".to_string(),
+        Output::File(p) => p.display().to_string(),
+    };
+    JsonLinesWriter::open(&target, what)
+        .with_context(|| format!("cannot open {flag} {target} for writing"))
+}
+
 async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let detector = detector_for(&cfg)?;
-    let hub = LiveHub::new(cfg.findings_ring);
+    let hub = LiveHub::with_metrics(cfg.findings_ring, &metrics);
 
-    // Servers first: a port in use is reported before anything is attached.
+    // Listeners first: a port in use is reported before anything is attached.
+    let metrics_server = MetricsServer::bind(cfg.metrics_addr, metrics.clone(), hub.clone()).await?;
+    let api_server = ApiServer::bind(cfg.api_config(), hub.clone()).await?;
+    let findings = open_output(&cfg.findings, "findings", "--findings")?;
+    let pairs = match &cfg.pairs {
+        Some(o) => Some(open_output(o, "pairs", "--pairs")?),
+        None => None,
+    };
+    let clock_offset = clock_offset_ns();
+    let recorder = match &cfg.record {
+        Some(p) => Some(
+            Recorder::create(p, clock_offset)
+                .with_context(|| format!("cannot create --record {}", p.display()))?,
+        ),
+        None => None,
+    };
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let metrics_listener = serve_metrics(cfg.metrics_addr, metrics.clone(), hub.clone(), stopped(stop_rx.clone()));
-    let api_listener = serve_api(
-        ApiConfig {
-            addr: cfg.api_addr,
-            token: cfg.api_token.clone(),
-        },
-        hub.clone(),
-        stopped(stop_rx.clone()),
-    );
-    let metrics_task = tokio::spawn(metrics_listener);
-    let api_task = tokio::spawn(api_listener);
-    // Give the listeners a moment to fail on bind (port in use) before attaching.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    for t in [&metrics_task, &api_task] {
-        if t.is_finished() {
-            break;
-        }
-    }
-    if metrics_task.is_finished() {
-        return metrics_task.await?.map_err(anyhow::Error::from);
-    }
-    if api_task.is_finished() {
-        return api_task.await?.map_err(anyhow::Error::from);
-    }
+    let metrics_task = tokio::spawn(metrics_server.serve(stopped(stop_rx.clone())));
+    let api_task = tokio::spawn(api_server.serve(stopped(stop_rx.clone())));
 
-    let capture_cfg = CaptureConfig {
-        probe_mode: cfg.probe_mode,
-        count_only: cfg.count_only,
-        ring_buffer_bytes: cfg.ring_buffer_bytes,
-        pids: cfg.pids.clone(),
-        comms: cfg.comms.clone(),
-        ..CaptureConfig::default()
-    };
-    let (capture, mut rx) = Capture::start(capture_cfg, metrics.clone()).await?;
+    let (capture, mut rx) = Capture::start(cfg.capture.clone(), metrics.clone()).await?;
 
-    let clock_offset = clock_offset_ns();
     let outputs = Outputs {
-        findings: Some(
-            JsonLinesWriter::open(&cfg.findings, "findings")
-                .with_context(|| format!("cannot open --findings {} for writing", cfg.findings))?,
-        ),
-        pairs: match &cfg.pairs {
-            Some(p) => Some(JsonLinesWriter::open(p, "pairs").with_context(|| format!("cannot open --pairs {p} for writing"))?),
-            None => None,
-        },
-        recorder: match &cfg.record {
-            Some(p) => Some(
-                Recorder::create(p, clock_offset)
-                    .with_context(|| format!("cannot create --record {}", p.display()))?,
-            ),
-            None => None,
-        },
+        findings: Some(findings),
+        pairs,
+        recorder,
         on_finding: Some({
             let hub = hub.clone();
             Box::new(move |f| hub.publish_finding(f))
         }),
     };
     let pipeline_cfg = PipelineConfig {
-        http: crate::http::limits::HttpLimits {
-            max_body_bytes: cfg.max_body_bytes,
-            ..Default::default()
-        },
+        http: cfg.http_limits.clone(),
         max_connections: cfg.max_connections,
         role: cfg.role,
         clock_offset_ns: clock_offset,
@@ -132,11 +112,12 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut blind = Vec::new();
-    let mut last_blind_scan: Option<std::time::Instant> = None;
+    let mut last_blind_scan: Option<Instant> = None;
+    let mut current = cfg;
     hub.set_ready(true);
     tracing::info!(
-        metrics = %cfg.metrics_addr,
-        api = %cfg.api_addr,
+        metrics = %current.metrics_addr,
+        api = %current.api_addr,
         libraries = capture.attached().len(),
         "sensor running"
     );
@@ -158,25 +139,16 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
             },
             _ = tick.tick() => {
                 if last_blind_scan.is_none_or(|t| t.elapsed() >= BLIND_SCAN_EVERY) {
-                    let inodes: std::collections::HashSet<(u64, u64)> = capture.attached_inodes().into_iter().collect();
+                    let inodes: HashSet<(u64, u64)> = capture.attached_inodes().into_iter().collect();
                     blind = tokio::task::spawn_blocking(move || crate::blind::scan_blind_processes(&inodes))
                         .await
                         .unwrap_or_default();
-                    crate::blind::set_gauge(&metrics, &blind);
-                    last_blind_scan = Some(std::time::Instant::now());
+                    crate::blind::update_blind_gauge(&metrics, &blind);
+                    last_blind_scan = Some(Instant::now());
                 }
                 hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
             }
-            _ = sighup.recv() => {
-                match RunConfig::load(&args).and_then(|c| Ok((detector_for(&c)?, c))) {
-                    Ok((d, c)) => {
-                        pipeline.set_detector(d);
-                        pipeline.set_role_filter(c.role);
-                        tracing::info!("configuration reloaded (leak lists, role); capture scope changes need a restart");
-                    }
-                    Err(e) => tracing::error!("configuration not reloaded, keeping the old one: {e:#}"),
-                }
-            }
+            _ = sighup.recv() => reload(&args, &mut current, &mut pipeline),
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and flushing"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching and flushing"); break; }
         }
@@ -203,4 +175,38 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// SIGHUP: re-read the configuration; apply the role and leak lists now, say
+/// which other changes need a restart.  A bad file keeps the running config.
+fn reload(args: &RunArgs, current: &mut RunConfig, pipeline: &mut Pipeline) {
+    let newer = match RunConfig::load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("configuration not reloaded, keeping the running one: {e}");
+            return;
+        }
+    };
+    let detector = match detector_for(&newer) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!("configuration not reloaded, keeping the running one: {e:#}");
+            return;
+        }
+    };
+    pipeline.set_detector(detector);
+    pipeline.set_role_filter(newer.role);
+    let mut restart = current.restart_needed_for(&newer);
+    if newer.capture.pids != current.capture.pids || newer.capture.comms != current.capture.comms {
+        restart.push("pid/comm scope");
+    }
+    if restart.is_empty() {
+        tracing::info!("configuration reloaded (role, leak lists)");
+    } else {
+        tracing::warn!(
+            "configuration reloaded (role, leak lists); changed but only applied on restart: {}",
+            restart.join(", ")
+        );
+    }
+    *current = newer;
 }

@@ -1,8 +1,10 @@
 //! What leaves the process: findings, pairs (redacted), metrics, the live API.
 
+pub mod api;
 pub mod jsonl;
 pub mod live;
 pub mod metrics;
+pub mod metrics_server;
 pub mod pairs;
 pub mod stats;
 

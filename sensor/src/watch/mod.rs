@@ -1,1 +1,3 @@
 //! `sensor watch`: the operators' live terminal view.
+mod interim;
+pub use interim::*;

@@ -1,0 +1,337 @@
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn require_tools() -> bool {
+    std::env::var("SENSOR_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+}
+
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(if tool == "go" { "version" } else { "--version" })
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            !require_tools(),
+            "{tool} is required (SENSOR_REQUIRE_TOOLS=1)"
+        );
+        eprintln!("SKIPPED: {tool} not found");
+    }
+    ok
+}
+
+#[test]
+fn maps_lines() {
+    let text = "\
+55d0c0a00000-55d0c0a28000 r--p 00000000 fd:01 1311 /usr/bin/python3.11
+55d0c0a28000-55d0c0cf0000 r-xp 00028000 fd:01 1311 /usr/bin/python3.11
+7f10c0000000-7f10c0021000 rw-p 00000000 00:00 0 
+7f10c1000000-7f10c1040000 r-xp 00020000 fd:01 2622 /usr/lib/x86_64-linux-gnu/libssl.so.3
+7f10c2000000-7f10c2040000 r-xp 00000000 103:02 77 /opt/app/libgnutls.so.30 (deleted)
+7ffc3a5d3000-7ffc3a5f4000 rw-p 00000000 00:00 0                          [stack]
+7ffc3a5fb000-7ffc3a5fd000 r-xp 00000000 00:00 0                          [vdso]
+bad line
+";
+    let m = parse_maps(text);
+    assert_eq!(m.len(), 3);
+    assert_eq!(m[0].key, (libc::makedev(0xfd, 1), 1311));
+    assert!(m[0].executable, "r-x of the same file merged in");
+    assert_eq!(m[1].path, "/usr/lib/x86_64-linux-gnu/libssl.so.3");
+    assert_eq!(m[2].key, (libc::makedev(0x103, 2), 77));
+    assert_eq!(m[2].path, "/opt/app/libgnutls.so.30");
+    assert!(m[2].deleted && !m[1].deleted);
+}
+
+#[test]
+fn libraries_by_name() {
+    assert_eq!(
+        library_reason_by_name("/usr/lib/x86_64-linux-gnu/libgnutls.so.30"),
+        Some("gnutls")
+    );
+    assert_eq!(library_reason_by_name("/usr/lib/libnss3.so"), Some("nss"));
+    assert_eq!(library_reason_by_name("/usr/lib/libssl3.so"), Some("nss"));
+    assert_eq!(
+        library_reason_by_name("/usr/lib/libwolfssl.so.35"),
+        Some("wolfssl")
+    );
+    assert_eq!(
+        library_reason_by_name("/usr/lib/libmbedtls.so.14"),
+        Some("mbedtls")
+    );
+    assert_eq!(
+        library_reason_by_name("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
+        None
+    );
+    assert!(is_shared_libssl("/usr/lib/x86_64-linux-gnu/libssl.so.3"));
+    assert!(is_shared_libssl(
+        "/site-packages/cryptography.libs/libssl-3b2c1a.so.3"
+    ));
+    assert!(!is_shared_libssl("/usr/bin/node"));
+}
+
+fn libssl_path() -> Option<String> {
+    [
+        "/lib/x86_64-linux-gnu/libssl.so.3",
+        "/usr/lib/x86_64-linux-gnu/libssl.so.3",
+        "/lib/aarch64-linux-gnu/libssl.so.3",
+    ]
+    .iter()
+    .find(|p| Path::new(p).exists())
+    .map(|p| p.to_string())
+}
+
+#[test]
+fn elf_classification_of_system_files() {
+    let classify = |p: &str| classify_elf(File::open(p).unwrap());
+    assert_eq!(classify("/bin/ls"), None, "no TLS");
+    assert_eq!(
+        classify("/usr/bin/curl"),
+        None,
+        "imports SSL_* from a shared libssl"
+    );
+    if let Some(libssl) = libssl_path() {
+        assert_eq!(
+            classify(&libssl),
+            Some("static_openssl"),
+            "defines SSL_write"
+        );
+    }
+    if Path::new("/usr/bin/node").exists() && have("node") {
+        assert_eq!(classify("/usr/bin/node"), Some("static_openssl"));
+    }
+    // Not an ELF file at all.
+    assert_eq!(classify("/etc/hostname"), None);
+}
+
+struct Kid(Child);
+impl Drop for Kid {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> (Kid, BufReader<ChildStdout>) {
+    let mut c = cmd.stdout(Stdio::piped()).spawn().expect("spawn");
+    let out = BufReader::new(c.stdout.take().unwrap());
+    (Kid(c), out)
+}
+
+fn wait_for(out: &mut BufReader<ChildStdout>, word: &str) {
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), word);
+}
+
+const GO_TLS_SERVER: &str = r#"package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+func main() {
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		return nil, errors.New("no certificate")
+	}}
+	l, err := tls.Listen("tcp", os.Args[1], cfg)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("listening")
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err == nil {
+				c.Close()
+			}
+		}
+	}()
+	time.Sleep(120 * time.Second)
+}
+"#;
+
+const GO_PLAIN_SERVER: &str = r#"package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+func main() {
+	l, err := net.Listen("tcp", os.Args[1])
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("listening")
+	_ = l
+	time.Sleep(120 * time.Second)
+}
+"#;
+
+/// Builds a Go program (the build cache lives under target/ so reruns are quick).
+fn go_build(dir: &Path, name: &str, src: &str) -> PathBuf {
+    let src_path = dir.join(format!("{name}.go"));
+    std::fs::write(&src_path, src).unwrap();
+    let bin = dir.join(name);
+    let cache = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/go-build-cache");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&bin)
+        .arg(&src_path)
+        .env("GOCACHE", &cache)
+        .env("GOPATH", dir.join("gopath"))
+        .env("GO111MODULE", "off")
+        .env("GOFLAGS", "")
+        .output()
+        .expect("go build");
+    assert!(
+        out.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// (st_dev, st_ino) of the libssl a process maps, as the capture stage would record it.
+fn mapped_libssl_key(pid: u32) -> FileKey {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let m = parse_maps(&maps)
+        .into_iter()
+        .find(|m| is_shared_libssl(&m.path))
+        .expect("python maps libssl after `import ssl`");
+    let md = std::fs::metadata(format!("/proc/{pid}/root{}", m.path)).unwrap();
+    (md.dev(), md.ino())
+}
+
+#[test]
+fn go_and_node_are_blind_python_ssl_covered_plain_servers_not_blind() {
+    if !(have("go") && have("node") && have("python3")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let go_tls = go_build(dir.path(), "gotls", GO_TLS_SERVER);
+    let go_plain = go_build(dir.path(), "goplain", GO_PLAIN_SERVER);
+    eprintln!("go builds: {:?}", t.elapsed());
+    assert_eq!(classify_elf(File::open(&go_tls).unwrap()), Some("go_tls"));
+    assert_eq!(
+        classify_elf(File::open(&go_plain).unwrap()),
+        None,
+        "Go without crypto/tls"
+    );
+
+    let (go, mut go_out) = spawn(Command::new(&go_tls).arg("127.0.0.1:21200"));
+    wait_for(&mut go_out, "listening");
+    let (goplain, mut goplain_out) = spawn(Command::new(&go_plain).arg("127.0.0.1:21204"));
+    wait_for(&mut goplain_out, "listening");
+    let (node, mut node_out) = spawn(Command::new("node").args([
+        "-e",
+        "require('https').createServer({}, (q, s) => s.end()).listen(21201, '127.0.0.1', () => console.log('listening')); setTimeout(() => process.exit(0), 120000)",
+    ]));
+    wait_for(&mut node_out, "listening");
+    let (py_tls, mut py_tls_out) = spawn(Command::new("python3").args([
+        "-c",
+        "import socket, ssl, time\nctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\ns = socket.socket()\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', 21202))\ns.listen(8)\n\
+print('listening', flush=True)\ntime.sleep(120)",
+    ]));
+    wait_for(&mut py_tls_out, "listening");
+    let (py_plain, mut py_plain_out) = spawn(Command::new("python3").args([
+        "-c",
+        "import socket, time\ns = socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+s.bind(('127.0.0.1', 21203))\ns.listen(8)\nprint('listening', flush=True)\ntime.sleep(120)",
+    ]));
+    wait_for(&mut py_plain_out, "listening");
+
+    let attached: HashSet<FileKey> = [mapped_libssl_key(py_tls.0.id())].into();
+    let ours = [
+        go.0.id(),
+        goplain.0.id(),
+        node.0.id(),
+        py_tls.0.id(),
+        py_plain.0.id(),
+    ];
+    let mut scanner = BlindScanner::new();
+    let t = Instant::now();
+    let all = scanner.scan(&attached);
+    let first = t.elapsed();
+    let t = Instant::now();
+    let again = scanner.scan(&attached);
+    let cached = t.elapsed();
+    eprintln!(
+        "scan: {first:?} first, {cached:?} with the ELF cache; {} blind on this host",
+        all.len()
+    );
+    for found in [&all, &again] {
+        let mine: Vec<(u32, &str)> = found
+            .iter()
+            .filter(|b| ours.contains(&b.pid))
+            .map(|b| (b.pid, b.reason.as_str()))
+            .collect();
+        assert_eq!(mine, {
+            let mut v = vec![(go.0.id(), "go_tls"), (node.0.id(), "static_openssl")];
+            v.sort();
+            v
+        });
+    }
+    let g = all.iter().find(|b| b.pid == go.0.id()).unwrap();
+    assert_eq!(g.comm, "gotls");
+
+    // The Go binary replaced on disk by a TLS-free one (an upgrade while it
+    // runs): the running process is still judged by what it mapped.
+    std::fs::remove_file(&go_tls).unwrap();
+    std::fs::copy(&go_plain, &go_tls).unwrap();
+    let replaced = BlindScanner::new().scan(&attached);
+    let g = replaced
+        .iter()
+        .find(|b| b.pid == go.0.id())
+        .expect("still reported");
+    assert_eq!(g.reason, "go_tls");
+
+    // Without the attachment the Python server is blind too: its libssl is not probed.
+    let none = scanner.scan(&HashSet::new());
+    let py = none
+        .iter()
+        .find(|b| b.pid == py_tls.0.id())
+        .expect("python reported");
+    assert_eq!(py.reason, "openssl_unattached");
+    assert!(!none
+        .iter()
+        .any(|b| b.pid == py_plain.0.id() || b.pid == goplain.0.id()));
+
+    // The gauge counts by reason, and returns to 0.
+    let metrics = Metrics::new();
+    let mine: Vec<BlindProcess> = all.into_iter().filter(|b| ours.contains(&b.pid)).collect();
+    update_blind_gauge(&metrics, &mine);
+    assert_eq!(
+        metrics.blind_processes.with_label_values(&["go_tls"]).get(),
+        1
+    );
+    assert_eq!(
+        metrics
+            .blind_processes
+            .with_label_values(&["static_openssl"])
+            .get(),
+        1
+    );
+    assert_eq!(
+        metrics.blind_processes.with_label_values(&["gnutls"]).get(),
+        0
+    );
+    update_blind_gauge(&metrics, &[]);
+    assert_eq!(
+        metrics.blind_processes.with_label_values(&["go_tls"]).get(),
+        0
+    );
+    drop((go, goplain, node, py_tls, py_plain));
+    std::thread::sleep(Duration::from_millis(50));
+}

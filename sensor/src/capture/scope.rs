@@ -1,0 +1,85 @@
+//! Which processes the sensor looks at (`--pid`, `--comm`), decided per tgid
+//! in userspace and cached.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Cached decisions at most; the cache is cleared when it fills (cheap to rebuild).
+pub const MAX_SCOPE_CACHE: usize = 65_536;
+
+pub struct Scope {
+    pids: Vec<u32>,
+    comms: Vec<String>,
+    proc_root: PathBuf,
+    cache: HashMap<u32, bool>,
+}
+
+impl Scope {
+    pub fn new(pids: Vec<u32>, comms: Vec<String>, proc_root: &Path) -> Scope {
+        Scope {
+            pids,
+            comms,
+            proc_root: proc_root.to_path_buf(),
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.pids.is_empty() && self.comms.is_empty()
+    }
+
+    /// Is this process in scope?  A process matches when its tgid is one of
+    /// `pids` or its (main thread's) comm is one of `comms`; with neither set,
+    /// every process is.
+    pub fn includes(&mut self, tgid: u32) -> bool {
+        if self.is_everything() || self.pids.contains(&tgid) {
+            return true;
+        }
+        if self.comms.is_empty() {
+            return false;
+        }
+        if let Some(&d) = self.cache.get(&tgid) {
+            return d;
+        }
+        // A process that is already gone cannot be checked: leave it out.
+        let decision = super::procfs::read_comm(&self.proc_root, tgid)
+            .is_some_and(|c| self.comms.contains(&c));
+        if self.cache.len() >= MAX_SCOPE_CACHE {
+            self.cache.clear();
+        }
+        self.cache.insert(tgid, decision);
+        decision
+    }
+
+    /// Forget a process (it exited; its tgid may be reused).
+    pub fn forget(&mut self, tgid: u32) {
+        self.cache.remove(&tgid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_rules() {
+        let proc_root = Path::new("/proc");
+        let me = std::process::id();
+        let mut all = Scope::new(vec![], vec![], proc_root);
+        assert!(all.includes(me) && all.includes(1));
+
+        let mut by_pid = Scope::new(vec![42], vec![], proc_root);
+        assert!(by_pid.includes(42));
+        assert!(!by_pid.includes(me));
+
+        let my_comm = super::super::procfs::read_comm(proc_root, me).unwrap();
+        let mut by_comm = Scope::new(vec![], vec![my_comm], proc_root);
+        assert!(by_comm.includes(me));
+        assert!(!by_comm.includes(u32::MAX)); // no such process
+        by_comm.forget(me);
+        assert!(by_comm.includes(me));
+
+        let mut other = Scope::new(vec![], vec!["no-such-comm".into()], proc_root);
+        assert!(!other.includes(me));
+    }
+}

@@ -1,0 +1,155 @@
+//! Recognising OpenSSL's thin `_ex` wrappers in x86-64 machine code.
+//!
+//! In Debian's libssl.so.3, `SSL_write_ex` is `sub $8,%rsp; call ssl_write_internal; …`
+//! with the four arguments passed through untouched, and `SSL_read_ex` likewise
+//! calls `ssl_read_internal`.  Probing those internal functions covers all four
+//! exported functions and is ~10× cheaper: they begin with `push`, which the kernel
+//! emulates, while the exported entries begin with `sub`, which must be
+//! single-stepped.  Anything that does not match the pattern exactly is rejected,
+//! and the caller falls back to the exported entry points.
+
+use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+
+/// Instructions looked at before the call (an optional `endbr64`, then `sub rsp`).
+const MAX_PROLOGUE_INSTRUCTIONS: usize = 2;
+
+/// Why a wrapper was not recognised (logged, and the library gets exported probes).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WrapperError {
+    #[error("could not decode the first instructions")]
+    Undecodable,
+    #[error("unexpected instruction `{0}` before the call")]
+    UnexpectedPrologue(String),
+    #[error("no direct call in the first instructions")]
+    NoCall,
+    #[error("call target starts with `{0}`, not `push`")]
+    TargetNotPush(String),
+}
+
+/// Decodes the wrapper's code at virtual address `addr` and returns the virtual
+/// address of the function it tail-forwards its arguments to.
+///
+/// Accepted: `[endbr64] sub rsp, imm; call rel32` — the stack adjustment does not
+/// touch the argument registers, so the callee sees exactly the wrapper's arguments.
+pub fn wrapper_call_target(code: &[u8], addr: u64) -> Result<u64, WrapperError> {
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut insn = Instruction::default();
+    for _ in 0..=MAX_PROLOGUE_INSTRUCTIONS {
+        if !decoder.can_decode() {
+            return Err(WrapperError::Undecodable);
+        }
+        decoder.decode_out(&mut insn);
+        if insn.is_invalid() {
+            return Err(WrapperError::Undecodable);
+        }
+        match insn.code() {
+            Code::Endbr64 => continue,
+            Code::Sub_rm64_imm8 | Code::Sub_rm64_imm32
+                if insn.op0_kind() == OpKind::Register && insn.op0_register() == Register::RSP =>
+            {
+                continue
+            }
+            Code::Call_rel32_64 => return Ok(insn.near_branch_target()),
+            _ => {
+                return Err(WrapperError::UnexpectedPrologue(
+                    format!("{:?}", insn.mnemonic()).to_lowercase(),
+                ))
+            }
+        }
+    }
+    Err(WrapperError::NoCall)
+}
+
+/// Checks that the code at a probe site begins with `push` (emulated by the
+/// kernel's uprobe code, hence cheap) and is decodable.
+pub fn starts_with_push(code: &[u8], addr: u64) -> Result<(), WrapperError> {
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    if !decoder.can_decode() {
+        return Err(WrapperError::Undecodable);
+    }
+    let insn = decoder.decode();
+    if insn.is_invalid() {
+        return Err(WrapperError::Undecodable);
+    }
+    if insn.mnemonic() == Mnemonic::Push {
+        Ok(())
+    } else {
+        Err(WrapperError::TargetNotPush(
+            format!("{:?}", insn.mnemonic()).to_lowercase(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debian_wrapper_pattern() {
+        // sub $0x8,%rsp; call rel32 (-0x479); xor %edx,%edx
+        let code = [
+            0x48, 0x83, 0xec, 0x08, 0xe8, 0x87, 0xfb, 0xff, 0xff, 0x31, 0xd2,
+        ];
+        assert_eq!(wrapper_call_target(&code, 0x35a10), Ok(0x355a0));
+    }
+
+    #[test]
+    fn endbr_and_imm32_sub_accepted() {
+        // endbr64; sub $0x108,%rsp; call +0x100
+        let code = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x81, 0xec, 0x08, 0x01, 0x00, 0x00, 0xe8, 0x00, 0x01,
+            0x00, 0x00,
+        ];
+        assert_eq!(wrapper_call_target(&code, 0x1000), Ok(0x1000 + 16 + 0x100));
+    }
+
+    #[test]
+    fn direct_call_accepted() {
+        let code = [0xe8, 0x10, 0x00, 0x00, 0x00];
+        assert_eq!(wrapper_call_target(&code, 0x2000), Ok(0x2015));
+    }
+
+    #[test]
+    fn argument_shuffling_rejected() {
+        // mov %rsp,%rcx; call …  — the wrapper changes an argument register.
+        let code = [0x48, 0x89, 0xe1, 0xe8, 0x00, 0x00, 0x00, 0x00];
+        assert!(matches!(
+            wrapper_call_target(&code, 0),
+            Err(WrapperError::UnexpectedPrologue(_))
+        ));
+        // push %rbx; sub $8,%rsp; call — a real function, not a wrapper.
+        let code = [0x53, 0x48, 0x83, 0xec, 0x08, 0xe8, 0, 0, 0, 0];
+        assert!(wrapper_call_target(&code, 0).is_err());
+        // sub $8,%rdi (not rsp)
+        let code = [0x48, 0x83, 0xef, 0x08, 0xe8, 0, 0, 0, 0];
+        assert!(wrapper_call_target(&code, 0).is_err());
+    }
+
+    #[test]
+    fn too_long_prologue_and_garbage_rejected() {
+        // endbr64; sub; sub; call — more than the allowed prologue.
+        let code = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x83, 0xec, 0x08, 0x48, 0x83, 0xec, 0x08, 0xe8, 0, 0, 0,
+            0,
+        ];
+        assert_eq!(wrapper_call_target(&code, 0), Err(WrapperError::NoCall));
+        assert_eq!(wrapper_call_target(&[], 0), Err(WrapperError::Undecodable));
+        assert_eq!(
+            wrapper_call_target(&[0x48, 0x83], 0),
+            Err(WrapperError::Undecodable)
+        );
+        // Indirect call through a register.
+        assert!(wrapper_call_target(&[0xff, 0xd0], 0).is_err());
+    }
+
+    #[test]
+    fn push_detection() {
+        assert_eq!(starts_with_push(&[0x41, 0x57], 0), Ok(())); // push %r15
+        assert_eq!(starts_with_push(&[0x55], 0), Ok(())); // push %rbp
+        assert!(matches!(
+            starts_with_push(&[0x48, 0x83, 0xec, 0x08], 0),
+            Err(WrapperError::TargetNotPush(_))
+        ));
+        assert_eq!(starts_with_push(&[], 0), Err(WrapperError::Undecodable));
+    }
+}
