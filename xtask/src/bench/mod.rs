@@ -218,7 +218,11 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         }
         Some(match &o.sensor {
             Some(p) => p.clone(),
-            None => crate::build::run(&Default::default())?,
+            // Numbers come from the release build; the smoke run (from
+            // `cargo xtask test`) reuses the debug build the tests just made.
+            None => crate::build::run(&crate::build::Options {
+                release: !o.quick,
+            })?,
         })
     };
     if let Some(s) = &sensor {
