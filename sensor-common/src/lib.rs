@@ -92,7 +92,8 @@ pub struct EventHeader {
     pub offset: u32,
     /// Plaintext bytes following this header.
     pub data_len: u32,
-    /// Bytes lost on this connection just before this event (when `FLAG_LOST_BEFORE`).
+    /// Bytes of this event's direction lost on this connection just before this
+    /// event (when `FLAG_LOST_BEFORE`): ring buffer full, or past the per-call cap.
     pub lost_before: u32,
     /// `KIND_*`.
     pub kind: u8,
@@ -147,8 +148,12 @@ pub struct ConnKey {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnState {
     pub call_seq: u32,
-    /// Bytes lost since the last event that got through.
-    pub lost_pending: u32,
+    /// Bytes the process read that were not delivered since the last read event
+    /// that got through.  Kept per direction: a hole belongs to one byte stream,
+    /// and the next event of *that* stream announces it (`lost_before`).
+    pub lost_read: u32,
+    /// Likewise for bytes the process wrote.
+    pub lost_write: u32,
 }
 
 /// Process lifecycle notifications (separate small ring buffer `PROC_EVENTS`):

@@ -255,6 +255,14 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
     // SAFETY: map values stay valid for the whole program run.
     let (scratch, state) = unsafe { (&mut *scratch, &mut *state) };
     state.call_seq = state.call_seq.wrapping_add(1);
+    let call_seq = state.call_seq;
+    // Holes are tracked per direction: a hole in the responses must not be
+    // announced on the next request (that stream is intact).
+    let pending = if call.direction == DIR_WRITE {
+        &mut state.lost_write
+    } else {
+        &mut state.lost_read
+    };
 
     let mut flags = 0u8;
     let copied_total = if total > MAX_BYTES_PER_CALL as u64 {
@@ -270,7 +278,7 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
     h.ssl = call.ssl;
     h.pid_tgid = pid_tgid;
     h.ts_ns = unsafe { bpf_ktime_get_ns() };
-    h.call_seq = state.call_seq;
+    h.call_seq = call_seq;
     h.call_len = if total > u32::MAX as u64 {
         u32::MAX
     } else {
@@ -290,7 +298,7 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         }
         emit_chunk(
             scratch,
-            state,
+            pending,
             &ctr,
             call.buf,
             offset,
@@ -303,7 +311,7 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
     if tail != 0 {
         // Bounded for the verifier: 1..=CHUNK_SIZE (black_box keeps the mask).
         let len = ((black_box(tail) - 1) & CHUNK_MASK) + 1;
-        emit_chunk(scratch, state, &ctr, call.buf, offset, len, flags);
+        emit_chunk(scratch, pending, &ctr, call.buf, offset, len, flags);
     }
     if copied_total < total {
         // Bytes past the cap are a hole before the connection's next event.
@@ -313,7 +321,7 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         } else {
             over as u32
         };
-        state.lost_pending = state.lost_pending.saturating_add(over);
+        *pending = pending.saturating_add(over);
     }
 }
 
@@ -321,7 +329,7 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
 #[inline(always)]
 fn emit_chunk(
     scratch: &mut Scratch,
-    state: &mut ConnState,
+    lost_pending: &mut u32,
     ctr: &Ctrs,
     buf: u64,
     offset: u64,
@@ -338,7 +346,7 @@ fn emit_chunk(
     let read_failed = is_negative(rc);
     // A failed read carries no data (data_len 0) and FLAG_READ_FAILED.
     let data_len = len & read_failed.wrapping_sub(1);
-    let pending = state.lost_pending as u64;
+    let pending = *lost_pending as u64;
     // 1 when pending > 0 (pending < 2^32).
     let has_pending = (pending + 0xffff_ffff) >> 32;
     let h = &mut scratch.hdr;
@@ -364,7 +372,7 @@ fn emit_chunk(
         *ctr.read_failures += read_failed;
     }
     // Delivered: nothing pending any more.  Lost: the hole grows by `len`.
-    state.lost_pending = (lost * (pending + len)) as u32;
+    *lost_pending = (lost * (pending + len)) as u32;
 }
 
 /// Puts the header alone (a close event) into the ring buffer.
@@ -398,7 +406,7 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
         return 0;
     };
     let (scratch, state) = unsafe { (&mut *scratch, &*state) };
-    let pending = state.lost_pending;
+    let pending = state.lost_read.saturating_add(state.lost_write);
     let h = &mut scratch.hdr;
     h.ssl = ssl;
     h.pid_tgid = pid_tgid;

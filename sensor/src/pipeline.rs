@@ -41,6 +41,10 @@ pub struct PipelineConfig {
     pub role: RoleFilter,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC in ns: turns event timestamps into wall time.
     pub clock_offset_ns: i64,
+    /// Count events and announced losses into the capture metrics here.  Live,
+    /// `capture` counts them from the kernel's own counters (which also see what
+    /// never reached userspace); replay has only the events, so it counts them.
+    pub count_capture_metrics: bool,
 }
 
 impl Default for PipelineConfig {
@@ -51,6 +55,7 @@ impl Default for PipelineConfig {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             role: RoleFilter::Any,
             clock_offset_ns: clock_offset_ns(),
+            count_capture_metrics: false,
         }
     }
 }
@@ -227,13 +232,8 @@ impl Pipeline {
             if !data.is_empty() {
                 conn.parser.feed(ev.direction, data, ev.ts_ns, &mut out);
             }
-            // Bytes of this call past the per-call cap were never copied: a hole
-            // right after the last copied chunk.
-            let copied_end = ev.offset as u64 + data.len() as u64;
-            if ev.call_truncated && copied_end >= sensor_common::MAX_BYTES_PER_CALL as u64 {
-                let lost = (ev.call_len as u64).saturating_sub(copied_end);
-                conn.parser.gap(ev.direction, lost, ev.ts_ns, &mut out);
-            }
+            // Bytes past the per-call cap are announced by the kernel as
+            // `lost_before` on the next event of this direction: nothing to do here.
             let now_buffered = if conn.parser.is_ignored() {
                 // Its buffers are gone; the entry stays so later events are dropped cheaply.
                 conn.ignored = true;

@@ -534,7 +534,7 @@ async fn per_call_cap_is_counted_and_flagged() {
 
 /// One benchmark run: a sink server, a client doing `count` 64-byte writes;
 /// returns the client's ns per write.
-fn write_loop_ns(port: u16, count: u32) -> f64 {
+fn write_loop_ns(port: u16, count: u32, size: usize) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = make_cert(dir.path());
     let mut server = Command::new(PYTHON)
@@ -553,7 +553,12 @@ fn write_loop_ns(port: u16, count: u32) -> f64 {
     let _server = KillOnDrop(server);
     let out = Command::new(PYTHON)
         .arg(fixture())
-        .args(["writer", &port.to_string(), &count.to_string(), "64"])
+        .args([
+            "writer",
+            &port.to_string(),
+            &count.to_string(),
+            &size.to_string(),
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -575,6 +580,11 @@ async fn bench_ssl_write_cost() {
         return;
     }
     let _g = SERIAL.lock().await;
+    // BENCH_WRITE_SIZE changes the write size (default 64 bytes).
+    let size: usize = std::env::var("BENCH_WRITE_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
     const COUNT: u32 = 20_000;
     const RUNS: usize = 5;
     let port = PORT_BASE + 10;
@@ -611,7 +621,7 @@ async fn bench_ssl_write_cost() {
                 c.rescan_now().await;
             }
             samples.push(
-                tokio::task::spawn_blocking(move || write_loop_ns(port, COUNT))
+                tokio::task::spawn_blocking(move || write_loop_ns(port, COUNT, size))
                     .await
                     .unwrap(),
             );
@@ -628,7 +638,7 @@ async fn bench_ssl_write_cost() {
         results.push((name, median(samples), attached));
     }
     let base = results[0].1;
-    eprintln!("64-byte SSL_write_ex, {COUNT} calls, median of {RUNS} runs:");
+    eprintln!("{size}-byte SSL_write_ex, {COUNT} calls, median of {RUNS} runs:");
     for (name, ns, attached) in &results {
         eprintln!(
             "  {name:<22} {:>8.2} µs/call  (+{:.2} µs)  {:?}",
@@ -869,4 +879,47 @@ async fn collect_all(
             _ => break,
         }
     }
+}
+
+/// A "libssl.so.3" that is not a usable library (here: text mapped by a
+/// process) is skipped and counted once; the capture keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_library_is_skipped_and_counted_once() {
+    if !root_or_skip() {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("libssl.so.3");
+    std::fs::write(&fake, vec![b'x'; 8192]).unwrap();
+    let mut holder = Command::new(PYTHON)
+        .arg("-c")
+        .arg(
+            "import mmap,sys,time\n\
+             f=open(sys.argv[1],'rb'); m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ)\n\
+             print('READY',flush=True); time.sleep(20)",
+        )
+        .arg(&fake)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY");
+    let _holder = KillOnDrop(holder);
+
+    let metrics = Metrics::new();
+    let (capture, _rx) = Capture::start(config(ProbeMode::Auto), metrics.clone())
+        .await
+        .expect("one bad library does not stop the capture");
+    let bad_elf = || metrics.attach_errors.with_label_values(&["bad_elf"]).get();
+    assert_eq!(bad_elf(), 1);
+    let fake_str = fake.to_string_lossy().into_owned();
+    assert!(!capture.attached().iter().any(|a| a.path == fake_str));
+    capture.rescan_now().await;
+    capture.rescan_now().await;
+    assert_eq!(bad_elf(), 1, "counted once, not per rescan");
+    capture.shutdown().await;
 }

@@ -38,8 +38,19 @@ enum Cmd {
     Bench(bench::Options),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+fn main() -> std::process::ExitCode {
+    // One line per failure, no backtrace: the messages say what to do.
+    match dispatch(Cli::parse().cmd) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
         Cmd::Setup(o) => setup::run(&o),
         Cmd::Build(o) => build::run(&o).map(|_| ()),
         Cmd::Run(o) => run::run(&o),

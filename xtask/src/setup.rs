@@ -21,6 +21,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "curl",
     "openssl",
     "ca-certificates",
+    "python3",
     "python3-venv",
     "wrk",
     "prometheus",
@@ -31,7 +32,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "linux-perf",
 ];
 
-/// Python packages in `<workspace>/.tools/venv` (test and demo servers).
+/// Python packages in `<workspace>/.tools/venv`: the test servers' pinned
+/// versions come from `tests/apps/requirements.txt` (the versions the apps were
+/// verified with); these names are what `pip show` checks for.
 pub const PIP_PACKAGES: &[&str] = &[
     "fastapi",
     "uvicorn",
@@ -40,6 +43,8 @@ pub const PIP_PACKAGES: &[&str] = &[
     "httpx",
     "kubernetes-validate",
 ];
+/// Installed next to the requirements file (manifest validation in the deploy checks).
+const PIP_EXTRA: &[&str] = &["kubernetes-validate"];
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -261,10 +266,23 @@ fn python_venv() -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    step(&format!("pip install {}", PIP_PACKAGES.join(" ")));
+    let requirements = root().join("tests/apps/requirements.txt");
+    step(&format!(
+        "pip install -r {} {}",
+        requirements.display(),
+        PIP_EXTRA.join(" ")
+    ));
     run_cmd(
         Command::new(&python)
-            .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-            .args(PIP_PACKAGES),
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                "-r",
+            ])
+            .arg(&requirements)
+            .args(PIP_EXTRA),
     )
 }

@@ -196,6 +196,11 @@ impl State {
                     },
                 );
             }
+            Err(loader::AttachError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The process went away between the scan and the open: not an
+                // error; another process mapping the file gets it next scan.
+                tracing::debug!("{} vanished before attach", lib.open_path.display());
+            }
             Err(e) => {
                 tracing::warn!("skipping TLS library {}: {e}", lib.open_path.display());
                 self.metrics

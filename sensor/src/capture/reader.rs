@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use sensor_common::{
     EventHeader, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN, FLAG_LOST_BEFORE, KIND_CLOSE,
     MAX_TRACKED_CONNECTIONS,
@@ -26,6 +26,8 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 pub const MAX_BATCH_EVENTS: usize = 1024;
 /// How long a full channel may hold up the reader before a batch is dropped.
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
+/// Allocation unit for the events of a batch.
+const ARENA_BYTES: usize = 256 * 1024;
 /// tgids remembered for exit reporting at most.
 pub const MAX_SEEN_TGIDS: usize = 65_536;
 
@@ -36,15 +38,15 @@ pub type SeenTgids = Arc<Mutex<std::collections::HashSet<u32>>>;
 /// that connection's next event so the pipeline knows about the hole.
 #[derive(Default)]
 struct PendingLoss {
-    by_conn: HashMap<(u32, u64), u32>,
+    by_conn: HashMap<(u32, u64, u8), u32>,
 }
 
 impl PendingLoss {
     fn note(&mut self, raw: &[u8]) {
         let Ok(h) = parse_header(raw) else { return };
-        let key = ((h.pid_tgid >> 32) as u32, h.ssl);
+        let key = ((h.pid_tgid >> 32) as u32, h.ssl, h.direction);
         if h.kind == KIND_CLOSE {
-            self.by_conn.remove(&key);
+            self.by_conn.retain(|k, _| (k.0, k.1) != (key.0, key.1));
             return;
         }
         if self.by_conn.len() >= MAX_TRACKED_CONNECTIONS as usize
@@ -64,7 +66,7 @@ impl PendingLoss {
         let Ok(mut h) = parse_header(&raw) else {
             return raw;
         };
-        let key = ((h.pid_tgid >> 32) as u32, h.ssl);
+        let key = ((h.pid_tgid >> 32) as u32, h.ssl, h.direction);
         let Some(lost) = self.by_conn.remove(&key) else {
             return raw;
         };
@@ -172,6 +174,9 @@ fn drain(
     loss: &mut PendingLoss,
 ) -> Vec<Bytes> {
     let mut batch = Vec::new();
+    // Events of a batch share allocations: copied into one arena, split off as
+    // `Bytes` (one allocation per ARENA_BYTES instead of one per event).
+    let mut arena = BytesMut::new();
     let mut scope = scope.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     while batch.len() < MAX_BATCH_EVENTS {
@@ -204,7 +209,11 @@ fn drain(
             "unknown"
         };
         metrics.capture_events.with_label_values(&[label]).inc();
-        batch.push(loss.apply(Bytes::copy_from_slice(raw)));
+        if arena.capacity() < raw.len() {
+            arena.reserve(ARENA_BYTES.max(raw.len()));
+        }
+        arena.extend_from_slice(raw);
+        batch.push(loss.apply(arena.split().freeze()));
     }
     batch
 }
@@ -215,7 +224,7 @@ mod tests {
     use crate::capture::event::{CaptureEvent, ConnId, Direction};
 
     #[test]
-    fn userspace_drop_is_flagged_on_next_event_of_that_connection() {
+    fn userspace_drop_is_flagged_on_next_event_of_that_connection_and_direction() {
         let a = ConnId { tgid: 7, ssl: 0x10 };
         let b = ConnId { tgid: 7, ssl: 0x20 };
         let mut loss = PendingLoss::default();
@@ -224,15 +233,18 @@ mod tests {
         // Other connection: untouched.
         let other = Bytes::from(CaptureEvent::data(b, Direction::Read, 1, 3, b"x").encode());
         assert_eq!(loss.apply(other.clone()), other);
+        // The other direction of the same connection: its stream is intact.
+        let write = Bytes::from(CaptureEvent::data(a, Direction::Write, 3, 4, b"ok").encode());
+        assert_eq!(loss.apply(write.clone()), write);
         let next = loss.apply(Bytes::from(
-            CaptureEvent::data(a, Direction::Write, 3, 4, b"ok").encode(),
+            CaptureEvent::data(a, Direction::Read, 4, 5, b"ok").encode(),
         ));
         let ev = CaptureEvent::parse(&next).unwrap();
         assert!(ev.gap_before);
         assert_eq!(ev.lost_before, 8);
         // Only once.
         let again = loss.apply(Bytes::from(
-            CaptureEvent::data(a, Direction::Write, 4, 5, b"ok").encode(),
+            CaptureEvent::data(a, Direction::Read, 5, 6, b"ok").encode(),
         ));
         assert!(!CaptureEvent::parse(&again).unwrap().gap_before);
         // Garbage passes through untouched and does not panic.

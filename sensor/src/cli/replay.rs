@@ -6,12 +6,13 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::capture::record::{Record, RecordingReader};
+use crate::config::RoleFilter;
 use crate::http::limits::HttpLimits;
 use crate::http::types::ProcessInfo;
 use crate::leak::{load_or_create_key, Detector, Fingerprinter, LeakConfig};
 use crate::outputs::jsonl::JsonLinesWriter;
 use crate::outputs::metrics::Metrics;
-use crate::pipeline::{Outputs, Pipeline, PipelineConfig, RoleFilter};
+use crate::pipeline::{Outputs, Pipeline, PipelineConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
@@ -72,6 +73,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         },
         role: a.role,
         clock_offset_ns: reader.clock_offset_ns(),
+        count_capture_metrics: true,
         ..PipelineConfig::default()
     };
     let resolver = Box::new(|pid: u32, comm: &str| ProcessInfo {

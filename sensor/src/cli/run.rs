@@ -44,7 +44,10 @@ fn detector_for(cfg: &RunConfig) -> anyhow::Result<Arc<Detector>> {
             cfg.fingerprint_key_file.display()
         )
     })?;
-    Ok(Arc::new(Detector::new(cfg.leak.clone(), Fingerprinter::new(key))))
+    Ok(Arc::new(Detector::new(
+        cfg.leak.clone(),
+        Fingerprinter::new(key),
+    )))
 }
 
 fn open_output(o: &Output, what: &'static str, flag: &str) -> anyhow::Result<JsonLinesWriter> {
@@ -62,7 +65,8 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let hub = LiveHub::with_metrics(cfg.findings_ring, &metrics);
 
     // Listeners first: a port in use is reported before anything is attached.
-    let metrics_server = MetricsServer::bind(cfg.metrics_addr, metrics.clone(), hub.clone()).await?;
+    let metrics_server =
+        MetricsServer::bind(cfg.metrics_addr, metrics.clone(), hub.clone()).await?;
     let api_server = ApiServer::bind(cfg.api_config(), hub.clone()).await?;
     let findings = open_output(&cfg.findings, "findings", "--findings")?;
     let pairs = match &cfg.pairs {

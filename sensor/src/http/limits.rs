@@ -27,3 +27,16 @@ impl Default for HttpLimits {
         }
     }
 }
+
+impl HttpLimits {
+    /// Most bytes one `ConnectionParser` can hold under these limits, whatever it is
+    /// fed: a head in progress per direction, every pending request (head and kept
+    /// body), plus one response waiting for its request's body and one being read.
+    pub fn max_buffered_bytes(&self) -> usize {
+        let message = self.max_head_bytes.saturating_add(self.max_body_bytes);
+        2usize
+            .saturating_mul(self.max_head_bytes + super::head::SNIFF_LEN)
+            .saturating_add(self.max_pending_requests.saturating_mul(message))
+            .saturating_add(2usize.saturating_mul(message))
+    }
+}

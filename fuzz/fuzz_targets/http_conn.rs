@@ -1,0 +1,57 @@
+//! Both directions interleaved, with capture holes and close, driven by the input:
+//! a sequence of `[op, len, data...]` records.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use sensor::capture::event::Direction;
+use sensor::http::limits::HttpLimits;
+use sensor::http::{ConnectionParser, ParserOutput};
+
+fuzz_target!(|data: &[u8]| {
+    let limits = HttpLimits {
+        max_body_bytes: 64,
+        max_head_bytes: 512,
+        max_headers: 16,
+        max_pending_requests: 4,
+    };
+    let mut p = ConnectionParser::new(limits.clone());
+    let mut out = ParserOutput::default();
+    let input = Bytes::copy_from_slice(data);
+    let mut at = 0;
+    let mut ts = 0u64;
+    while at + 2 <= input.len() {
+        let (op, len) = (input[at], input[at + 1] as usize);
+        at += 2;
+        ts += 1;
+        let dir = if op & 1 == 0 {
+            Direction::Read
+        } else {
+            Direction::Write
+        };
+        match op >> 1 {
+            0..=99 => {
+                let end = (at + len).min(input.len());
+                p.feed(dir, &input.slice(at..end), ts, &mut out);
+                at = end;
+            }
+            100..=120 => p.gap(dir, len as u64, ts, &mut out),
+            121 => p.close(ts, &mut out),
+            _ => {
+                let _ = (p.is_ignored(), p.role());
+            }
+        }
+        assert!(p.buffered_bytes() <= limits.max_buffered_bytes());
+    }
+    p.close(ts + 1, &mut out);
+    assert_eq!(p.buffered_bytes(), 0);
+    for e in &out.exchanges {
+        for b in [&e.request.body, &e.response.body] {
+            assert!(b.kept_len() <= limits.max_body_bytes);
+            assert!(b.len >= b.kept_len() as u64);
+            assert!(b.truncated || b.len == b.kept_len() as u64);
+        }
+        assert!(e.timing.request_start_ns <= e.timing.request_end_ns);
+        assert!(e.timing.response_start_ns <= e.timing.response_end_ns);
+    }
+});

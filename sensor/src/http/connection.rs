@@ -1,0 +1,750 @@
+//! One connection's two plaintext streams → request/response exchanges.
+//!
+//! Each direction is a small state machine (head → body → head ...; or resync
+//! after a capture hole).  Requests wait in a bounded queue for their responses,
+//! which arrive in the same order (HTTP/1.x has no ids), so pipelining works.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::decode::{BodyAcc, Decoder, GapOutcome};
+use super::error::ParseErrorReason;
+use super::head::{self, Sniff, SNIFF_LEN};
+use super::limits::HttpLimits;
+use super::types::{Exchange, Request, Response, Role, Timing};
+use crate::capture::event::Direction;
+
+/// What one call to the parser produced.
+#[derive(Debug, Default)]
+pub struct ParserOutput {
+    /// Complete request/response pairs, in order.
+    pub exchanges: Vec<Exchange>,
+    /// Each one counted by the caller in `sensor_http_parse_errors_total{reason}`.
+    pub errors: Vec<ParseErrorReason>,
+    /// Body bytes seen but not kept (past `max_body_bytes`).
+    pub body_bytes_over_cap: u64,
+}
+
+impl ParserOutput {
+    pub fn clear(&mut self) {
+        self.exchanges.clear();
+        self.errors.clear();
+        self.body_bytes_over_cap = 0;
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Request,
+    Response,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+enum State {
+    #[default]
+    Head,
+    Body,
+    /// Looking for the next message start after a hole.
+    Resync,
+}
+
+enum InKind {
+    Request {
+        id: u64,
+    },
+    Response {
+        response: Response,
+        head_len: usize,
+        /// The pending request it answers; None: nobody asked, dropped at the end.
+        answers: Option<u64>,
+        /// A successful CONNECT: after this response the connection is a tunnel.
+        tunnel: bool,
+    },
+}
+
+/// The message whose body is being read.
+struct InMsg {
+    decoder: Decoder,
+    acc: BodyAcc,
+    start_ns: u64,
+    kind: InKind,
+}
+
+#[derive(Default)]
+struct Side {
+    state: State,
+    head_buf: BytesMut,
+    head_start_ns: u64,
+    /// The head being read began at a resync candidate: if it does not parse it
+    /// was body text after all, and the scan goes on.
+    from_resync: bool,
+    /// What that candidate looked like (the role is only settled once it parses).
+    resync_kind: Option<Kind>,
+    /// The start line of the head being read was checked (garbage is caught at
+    /// its first line, not after buffering a whole head's worth of it).
+    start_line_ok: bool,
+    /// Start of the current line while resynchronising (≤ SNIFF_LEN bytes).
+    resync_carry: Vec<u8>,
+    resync_line_start: bool,
+    msg: Option<InMsg>,
+}
+
+impl Side {
+    fn buffered(&self) -> usize {
+        self.head_buf.len()
+            + self.resync_carry.len()
+            + self.msg.as_ref().map_or(0, |m| {
+                m.acc.kept()
+                    + match &m.kind {
+                        InKind::Response { head_len, .. } => *head_len,
+                        InKind::Request { .. } => 0,
+                    }
+            })
+    }
+}
+
+struct Pending {
+    id: u64,
+    request: Request,
+    head_len: usize,
+    start_ns: u64,
+    end_ns: u64,
+    complete: bool,
+    response: Option<(Response, usize, u64, u64)>,
+}
+
+impl Pending {
+    fn buffered(&self) -> usize {
+        self.head_len
+            + self.request.body.kept_len()
+            + self
+                .response
+                .as_ref()
+                .map_or(0, |(r, head_len, _, _)| head_len + r.body.kept_len())
+    }
+}
+
+/// Per-connection HTTP/1.x reassembly.
+pub struct ConnectionParser {
+    limits: HttpLimits,
+    role: Option<Role>,
+    ignored: bool,
+    closed: bool,
+    sides: [Side; 2],
+    pending: VecDeque<Pending>,
+    next_id: u64,
+    /// The response stream lost bytes: its next response answers the newest request.
+    resp_resynced: bool,
+    /// A response head was parsed (with `next_id`, tells a stream that never was
+    /// HTTP from one that went bad).
+    any_response: bool,
+}
+
+fn idx(dir: Direction) -> usize {
+    match dir {
+        Direction::Read => 0,
+        Direction::Write => 1,
+    }
+}
+
+fn role_for(dir: Direction, kind: Kind) -> Role {
+    match (dir, kind) {
+        (Direction::Read, Kind::Request) | (Direction::Write, Kind::Response) => Role::Server,
+        (Direction::Write, Kind::Request) | (Direction::Read, Kind::Response) => Role::Client,
+    }
+}
+
+impl ConnectionParser {
+    pub fn new(limits: HttpLimits) -> Self {
+        ConnectionParser {
+            limits,
+            role: None,
+            ignored: false,
+            closed: false,
+            sides: Default::default(),
+            pending: VecDeque::new(),
+            next_id: 0,
+            resp_resynced: false,
+            any_response: false,
+        }
+    }
+
+    /// True once the connection was judged not HTTP/1.x: further feeds are ignored.
+    pub fn is_ignored(&self) -> bool {
+        self.ignored
+    }
+
+    /// The role, once known.
+    pub fn role(&self) -> Option<Role> {
+        self.role
+    }
+
+    /// Bytes currently held: heads in progress, heads and kept bodies of open messages.
+    pub fn buffered_bytes(&self) -> usize {
+        self.sides.iter().map(Side::buffered).sum::<usize>()
+            + self.pending.iter().map(Pending::buffered).sum::<usize>()
+    }
+
+    fn kind_of(&self, dir: Direction) -> Option<Kind> {
+        self.role.map(|role| match (role, dir) {
+            (Role::Server, Direction::Read) | (Role::Client, Direction::Write) => Kind::Request,
+            _ => Kind::Response,
+        })
+    }
+
+    fn fail(&mut self, reason: ParseErrorReason, out: &mut ParserOutput) {
+        out.errors.push(reason);
+        tracing::debug!(
+            reason = reason.as_str(),
+            role = self.role.map(Role::as_str),
+            "http: connection no longer parsed"
+        );
+        self.ignored = true;
+        self.drop_state();
+    }
+
+    fn drop_state(&mut self) {
+        self.sides = Default::default();
+        self.pending = VecDeque::new();
+    }
+
+    /// Bytes the process read or wrote on this connection, in order.
+    pub fn feed(&mut self, dir: Direction, data: &Bytes, ts_ns: u64, out: &mut ParserOutput) {
+        let side = &mut self.sides[idx(dir)];
+        if side.state == State::Resync && side.resync_carry.is_empty() {
+            // One SSL call usually carries one message or its start: a feed
+            // start is as good a candidate as a line start.
+            side.resync_line_start = true;
+        }
+        let mut pos = 0;
+        while pos < data.len() && !self.ignored && !self.closed {
+            match self.sides[idx(dir)].state {
+                State::Resync => self.resync_scan(dir, data, &mut pos, ts_ns),
+                State::Head => self.read_head(dir, data, &mut pos, ts_ns, out),
+                State::Body => self.read_body(dir, data, &mut pos, ts_ns, out),
+            }
+        }
+    }
+
+    /// `lost` bytes of `dir` are missing before the next feed (0 = unknown amount).
+    pub fn gap(&mut self, dir: Direction, lost: u64, ts_ns: u64, out: &mut ParserOutput) {
+        if self.ignored || self.closed {
+            return;
+        }
+        let i = idx(dir);
+        match self.sides[i].state {
+            State::Resync => {
+                let side = &mut self.sides[i];
+                side.resync_carry.clear();
+                side.resync_line_start = true;
+            }
+            State::Head => {
+                out.errors.push(ParseErrorReason::GapInHead);
+                self.enter_resync(dir);
+            }
+            State::Body => {
+                let Some(msg) = self.sides[i].msg.as_mut() else {
+                    self.enter_resync(dir);
+                    return;
+                };
+                let body_lost = match msg.decoder {
+                    Decoder::Length(r) if lost == 0 || lost > r => r,
+                    _ => lost,
+                };
+                match msg.decoder.skip(lost) {
+                    GapOutcome::Skipped => msg.acc.lost(body_lost),
+                    GapOutcome::SkippedToEnd => {
+                        msg.acc.lost(body_lost);
+                        self.finish_msg(dir, ts_ns, out);
+                    }
+                    GapOutcome::Lost => {
+                        msg.acc.lost(body_lost);
+                        out.errors.push(ParseErrorReason::GapInBody);
+                        self.finish_msg(dir, ts_ns, out);
+                        if !self.ignored {
+                            self.enter_resync(dir);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection ended: finish close-delimited bodies, drop the rest.
+    pub fn close(&mut self, ts_ns: u64, out: &mut ParserOutput) {
+        if self.ignored || self.closed {
+            return;
+        }
+        for dir in [Direction::Read, Direction::Write] {
+            let side = &self.sides[idx(dir)];
+            if side.state == State::Body
+                && side
+                    .msg
+                    .as_ref()
+                    .is_some_and(|m| matches!(m.decoder, Decoder::Eof))
+            {
+                self.finish_msg(dir, ts_ns, out);
+            }
+        }
+        self.closed = true;
+        self.drop_state();
+    }
+
+    fn enter_resync(&mut self, dir: Direction) {
+        let side = &mut self.sides[idx(dir)];
+        side.state = State::Resync;
+        side.head_buf = BytesMut::new();
+        side.start_line_ok = false;
+        side.msg = None;
+        side.from_resync = false;
+        side.resync_carry.clear();
+        side.resync_line_start = true;
+        if self.kind_of(dir) != Some(Kind::Request) {
+            self.resp_resynced = true;
+        }
+    }
+
+    /// A resync candidate turned out not to be a message: keep scanning after it.
+    fn resume_resync(&mut self, dir: Direction, at_line_start: bool) {
+        let side = &mut self.sides[idx(dir)];
+        side.state = State::Resync;
+        side.head_buf = BytesMut::new();
+        side.start_line_ok = false;
+        side.from_resync = false;
+        side.resync_kind = None;
+        side.resync_carry.clear();
+        side.resync_line_start = at_line_start;
+    }
+
+    fn resync_scan(&mut self, dir: Direction, data: &Bytes, pos: &mut usize, ts_ns: u64) {
+        let (want_req, want_resp) = match self.kind_of(dir) {
+            Some(Kind::Request) => (true, false),
+            Some(Kind::Response) => (false, true),
+            None => (true, true),
+        };
+        loop {
+            let side = &mut self.sides[idx(dir)];
+            if side.resync_line_start {
+                let have = side.resync_carry.len();
+                let take = (SNIFF_LEN - have).min(data.len() - *pos);
+                let mut probe = [0u8; SNIFF_LEN];
+                probe[..have].copy_from_slice(&side.resync_carry);
+                probe[have..have + take].copy_from_slice(&data[*pos..*pos + take]);
+                let probe = &probe[..have + take];
+                match head::resync_candidate(probe, want_req, want_resp) {
+                    found @ (Sniff::Request | Sniff::Response) => {
+                        let kind = if found == Sniff::Request {
+                            Kind::Request
+                        } else {
+                            Kind::Response
+                        };
+                        side.head_buf = BytesMut::from(&side.resync_carry[..]);
+                        side.resync_carry.clear();
+                        side.resync_line_start = false;
+                        side.start_line_ok = false;
+                        side.from_resync = true;
+                        side.resync_kind = Some(kind);
+                        side.head_start_ns = ts_ns;
+                        side.state = State::Head;
+                        return;
+                    }
+                    Sniff::NeedMore if take > 0 => {
+                        side.resync_carry.clear();
+                        side.resync_carry.extend_from_slice(probe);
+                        *pos += take;
+                        if *pos == data.len() {
+                            return;
+                        }
+                        continue;
+                    }
+                    _ => {
+                        side.resync_carry.clear();
+                        side.resync_line_start = false;
+                    }
+                }
+            }
+            match memchr::memchr(b'\n', &data[*pos..]) {
+                Some(i) => {
+                    *pos += i + 1;
+                    side.resync_line_start = true;
+                    if *pos == data.len() {
+                        return;
+                    }
+                }
+                None => {
+                    *pos = data.len();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Decides what a direction carries from the first bytes of its first head.
+    fn check_kind(&mut self, dir: Direction, probe: &[u8]) -> Result<bool, ParseErrorReason> {
+        let expected = self.kind_of(dir);
+        let bad_for_expected = match expected {
+            Some(Kind::Request) => ParseErrorReason::InvalidRequest,
+            Some(Kind::Response) => ParseErrorReason::InvalidResponse,
+            None => ParseErrorReason::NotHttp,
+        };
+        let kind = match head::sniff(probe) {
+            Sniff::NeedMore => return Ok(false),
+            Sniff::Http2 => return Err(ParseErrorReason::Http2),
+            Sniff::NotHttp => return Err(bad_for_expected),
+            Sniff::Request => Kind::Request,
+            Sniff::Response => Kind::Response,
+        };
+        match expected {
+            None => {
+                self.role = Some(role_for(dir, kind));
+                Ok(true)
+            }
+            Some(k) if k == kind => Ok(true),
+            Some(_) => Err(bad_for_expected),
+        }
+    }
+
+    /// `at_line_start`: the bytes consumed so far end a line (a whole head was read).
+    fn head_error(
+        &mut self,
+        dir: Direction,
+        reason: ParseErrorReason,
+        at_line_start: bool,
+        out: &mut ParserOutput,
+    ) {
+        if self.sides[idx(dir)].from_resync {
+            self.resume_resync(dir, at_line_start);
+        } else {
+            self.fail(reason, out);
+        }
+    }
+
+    fn read_head(
+        &mut self,
+        dir: Direction,
+        data: &Bytes,
+        pos: &mut usize,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+    ) {
+        let max_head = self.limits.max_head_bytes;
+        let i = idx(dir);
+        let side = &mut self.sides[i];
+        if side.head_buf.is_empty() && !side.from_resync {
+            // Empty lines between messages are allowed (RFC 9112 §2.2).
+            while *pos < data.len() && matches!(data[*pos], b'\r' | b'\n') {
+                *pos += 1;
+            }
+            if *pos == data.len() {
+                return;
+            }
+            side.head_start_ns = ts_ns;
+        }
+        // Judge the stream from its first bytes, before buffering a whole head of garbage.
+        if side.head_buf.len() < SNIFF_LEN && !side.from_resync {
+            let have = side.head_buf.len();
+            let take = (SNIFF_LEN - have).min(data.len() - *pos);
+            let mut probe = [0u8; SNIFF_LEN];
+            probe[..have].copy_from_slice(&side.head_buf);
+            probe[have..have + take].copy_from_slice(&data[*pos..*pos + take]);
+            if let Err(reason) = self.check_kind(dir, &probe[..have + take]) {
+                self.fail(reason, out);
+                return;
+            }
+        }
+        if !self.sides[i].start_line_ok && !self.check_start_line(dir, data, *pos, out) {
+            return;
+        }
+        let side = &mut self.sides[i];
+        match head::find_head_end(&side.head_buf, &data[*pos..]) {
+            Some(end) => {
+                side.start_line_ok = false;
+                if side.head_buf.len() + end > max_head {
+                    self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
+                    return;
+                }
+                let head = if side.head_buf.is_empty() {
+                    data.slice(*pos..*pos + end)
+                } else {
+                    side.head_buf.extend_from_slice(&data[*pos..*pos + end]);
+                    std::mem::take(&mut side.head_buf).freeze()
+                };
+                *pos += end;
+                self.on_head(dir, head, ts_ns, out);
+            }
+            None => {
+                let rest = data.len() - *pos;
+                // Not complete yet, so the head is at least one byte longer than this.
+                if side.head_buf.len() + rest >= max_head {
+                    self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
+                    return;
+                }
+                side.head_buf.extend_from_slice(&data[*pos..]);
+                *pos = data.len();
+            }
+        }
+    }
+
+    /// Validates the start line once it is complete; false when the head failed.
+    fn check_start_line(
+        &mut self,
+        dir: Direction,
+        data: &Bytes,
+        pos: usize,
+        out: &mut ParserOutput,
+    ) -> bool {
+        let Some(nl) = memchr::memchr(b'\n', &data[pos..]) else {
+            return true;
+        };
+        let Some(kind) = self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) else {
+            return true;
+        };
+        let side = &mut self.sides[idx(dir)];
+        let fresh = &data[pos..pos + nl + 1];
+        let ok = if side.head_buf.is_empty() {
+            head::start_line_valid(fresh, kind == Kind::Request)
+        } else {
+            let mut line = Vec::with_capacity(side.head_buf.len() + fresh.len());
+            line.extend_from_slice(&side.head_buf);
+            line.extend_from_slice(fresh);
+            head::start_line_valid(&line, kind == Kind::Request)
+        };
+        if ok {
+            side.start_line_ok = true;
+            return true;
+        }
+        let reason = if self.next_id == 0 && !self.any_response {
+            ParseErrorReason::NotHttp
+        } else if kind == Kind::Request {
+            ParseErrorReason::InvalidRequest
+        } else {
+            ParseErrorReason::InvalidResponse
+        };
+        self.head_error(dir, reason, false, out);
+        false
+    }
+
+    fn on_head(&mut self, dir: Direction, head: Bytes, ts_ns: u64, out: &mut ParserOutput) {
+        let kind = match self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) {
+            Some(k) => k,
+            None => match self.check_kind(dir, &head[..head.len().min(SNIFF_LEN)]) {
+                Ok(true) => self.kind_of(dir).unwrap_or(Kind::Request),
+                Ok(false) | Err(_) => {
+                    self.fail(ParseErrorReason::NotHttp, out);
+                    return;
+                }
+            },
+        };
+        let i = idx(dir);
+        let start_ns = self.sides[i].head_start_ns;
+        match kind {
+            Kind::Request => {
+                let (request, framing) = match head::parse_request(&head, self.limits.max_headers) {
+                    Ok(r) => r,
+                    Err(reason) => return self.head_error(dir, reason, true, out),
+                };
+                self.head_parsed(dir, Kind::Request);
+                if self.pending.len() >= self.limits.max_pending_requests {
+                    return self.fail(ParseErrorReason::TooManyPending, out);
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                self.pending.push_back(Pending {
+                    id,
+                    request,
+                    head_len: head.len(),
+                    start_ns,
+                    end_ns: ts_ns,
+                    complete: false,
+                    response: None,
+                });
+                self.start_body(
+                    dir,
+                    framing.decoder,
+                    false,
+                    start_ns,
+                    InKind::Request { id },
+                    ts_ns,
+                    out,
+                );
+            }
+            Kind::Response => {
+                if self.resp_resynced {
+                    // Responses to requests before the newest were in the hole (the
+                    // usual, non-pipelined case): drop those requests.
+                    self.resp_resynced = false;
+                    let waiting = self.pending.iter().filter(|p| p.response.is_none()).count();
+                    let mut drop = waiting.saturating_sub(1);
+                    self.pending.retain(|p| {
+                        if drop > 0 && p.response.is_none() {
+                            drop -= 1;
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                }
+                let answers = self.pending.iter().find(|p| p.response.is_none());
+                let method = answers.map(|p| p.request.method.as_str());
+                let answers_id = answers.map(|p| p.id);
+                let connect = method == Some("CONNECT");
+                let (response, framing) =
+                    match head::parse_response(&head, self.limits.max_headers, method) {
+                        Ok(r) => r,
+                        Err(reason) => return self.head_error(dir, reason, true, out),
+                    };
+                self.head_parsed(dir, Kind::Response);
+                if response.status == 101 {
+                    return self.fail(ParseErrorReason::Upgrade, out);
+                }
+                if (100..200).contains(&response.status) {
+                    // Interim (100 Continue, 103 Early Hints...): not the answer.
+                    return;
+                }
+                let tunnel = connect && (200..300).contains(&response.status);
+                if answers_id.is_none() {
+                    out.errors.push(ParseErrorReason::ResponseWithoutRequest);
+                }
+                let kind = InKind::Response {
+                    response,
+                    head_len: head.len(),
+                    answers: answers_id,
+                    tunnel,
+                };
+                self.start_body(
+                    dir,
+                    framing.decoder,
+                    answers_id.is_none(),
+                    start_ns,
+                    kind,
+                    ts_ns,
+                    out,
+                );
+            }
+        }
+    }
+
+    fn head_parsed(&mut self, dir: Direction, kind: Kind) {
+        let side = &mut self.sides[idx(dir)];
+        side.from_resync = false;
+        side.resync_kind = None;
+        if kind == Kind::Response {
+            self.any_response = true;
+        }
+        if self.role.is_none() {
+            self.role = Some(role_for(dir, kind));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_body(
+        &mut self,
+        dir: Direction,
+        decoder: Decoder,
+        discard: bool,
+        start_ns: u64,
+        kind: InKind,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+    ) {
+        let empty = decoder == Decoder::Length(0);
+        let side = &mut self.sides[idx(dir)];
+        side.msg = Some(InMsg {
+            decoder,
+            acc: BodyAcc {
+                discard,
+                ..Default::default()
+            },
+            start_ns,
+            kind,
+        });
+        side.state = State::Body;
+        if empty {
+            self.finish_msg(dir, ts_ns, out);
+        }
+    }
+
+    fn read_body(
+        &mut self,
+        dir: Direction,
+        data: &Bytes,
+        pos: &mut usize,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+    ) {
+        let cap = self.limits.max_body_bytes;
+        let Some(msg) = self.sides[idx(dir)].msg.as_mut() else {
+            self.sides[idx(dir)].state = State::Head;
+            return;
+        };
+        match msg
+            .decoder
+            .decode(data, pos, &mut msg.acc, cap, &mut out.body_bytes_over_cap)
+        {
+            Ok(true) => self.finish_msg(dir, ts_ns, out),
+            Ok(false) => {}
+            Err(reason) => self.fail(reason, out),
+        }
+    }
+
+    fn finish_msg(&mut self, dir: Direction, ts_ns: u64, out: &mut ParserOutput) {
+        let side = &mut self.sides[idx(dir)];
+        side.state = State::Head;
+        let Some(msg) = side.msg.take() else { return };
+        match msg.kind {
+            InKind::Request { id } => {
+                if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                    p.request.body = msg.acc.body;
+                    p.end_ns = ts_ns;
+                    p.complete = true;
+                }
+            }
+            InKind::Response {
+                mut response,
+                head_len,
+                answers,
+                tunnel,
+            } => {
+                let Some(id) = answers else { return };
+                if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                    response.body = msg.acc.body;
+                    p.response = Some((response, head_len, msg.start_ns, ts_ns));
+                }
+                if tunnel {
+                    self.flush(out);
+                    return self.fail(ParseErrorReason::Upgrade, out);
+                }
+            }
+        }
+        self.flush(out);
+    }
+
+    /// Emits, in order, every exchange whose request and response are both complete.
+    fn flush(&mut self, out: &mut ParserOutput) {
+        let Some(role) = self.role else { return };
+        while self
+            .pending
+            .front()
+            .is_some_and(|p| p.complete && p.response.is_some())
+        {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            let Some((response, _, rs, re)) = p.response else {
+                break;
+            };
+            out.exchanges.push(Exchange {
+                request: p.request,
+                response,
+                timing: Timing {
+                    request_start_ns: p.start_ns,
+                    request_end_ns: p.end_ns,
+                    response_start_ns: rs,
+                    response_end_ns: re,
+                },
+                role,
+            });
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! Why the HTTP stage gave up on a message or a connection.
+
+/// One label value of `sensor_http_parse_errors_total{reason}`: a small fixed set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParseErrorReason {
+    /// The first bytes of a stream are not an HTTP/1.x message (TLS-in-TLS, binary protocol...).
+    NotHttp,
+    /// The client sent the HTTP/2 connection preface (`PRI * HTTP/2.0`).
+    Http2,
+    /// A request head httparse rejects, or a request with impossible framing.
+    InvalidRequest,
+    /// A response head httparse rejects, or a request where a response was expected.
+    InvalidResponse,
+    /// A head longer than `max_head_bytes`.
+    HeadTooLarge,
+    /// A head with more than `max_headers` headers.
+    TooManyHeaders,
+    /// Chunked framing that does not parse (bad size line, missing CRLF, huge trailer).
+    InvalidChunk,
+    /// A Content-Length that is not a number, or several that disagree.
+    InvalidContentLength,
+    /// A response with no request waiting for it (dropped, parsing goes on).
+    ResponseWithoutRequest,
+    /// More than `max_pending_requests` requests waiting for responses.
+    TooManyPending,
+    /// Bytes of a head were lost (capture hole): resynchronised at the next message start.
+    GapInHead,
+    /// Bytes of a body were lost where the framing cannot say where it ends.
+    GapInBody,
+    /// 101 Switching Protocols or a successful CONNECT: the connection stops being HTTP/1.x.
+    Upgrade,
+}
+
+impl ParseErrorReason {
+    pub const ALL: [ParseErrorReason; 13] = [
+        ParseErrorReason::NotHttp,
+        ParseErrorReason::Http2,
+        ParseErrorReason::InvalidRequest,
+        ParseErrorReason::InvalidResponse,
+        ParseErrorReason::HeadTooLarge,
+        ParseErrorReason::TooManyHeaders,
+        ParseErrorReason::InvalidChunk,
+        ParseErrorReason::InvalidContentLength,
+        ParseErrorReason::ResponseWithoutRequest,
+        ParseErrorReason::TooManyPending,
+        ParseErrorReason::GapInHead,
+        ParseErrorReason::GapInBody,
+        ParseErrorReason::Upgrade,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ParseErrorReason::NotHttp => "not_http",
+            ParseErrorReason::Http2 => "http2",
+            ParseErrorReason::InvalidRequest => "invalid_request",
+            ParseErrorReason::InvalidResponse => "invalid_response",
+            ParseErrorReason::HeadTooLarge => "head_too_large",
+            ParseErrorReason::TooManyHeaders => "too_many_headers",
+            ParseErrorReason::InvalidChunk => "invalid_chunk",
+            ParseErrorReason::InvalidContentLength => "invalid_content_length",
+            ParseErrorReason::ResponseWithoutRequest => "response_without_request",
+            ParseErrorReason::TooManyPending => "too_many_pending",
+            ParseErrorReason::GapInHead => "gap_in_head",
+            ParseErrorReason::GapInBody => "gap_in_body",
+            ParseErrorReason::Upgrade => "upgrade",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseErrorReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

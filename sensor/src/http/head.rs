@@ -1,0 +1,433 @@
+//! Heads: finding where one ends, parsing it with httparse, and what it says
+//! about the body that follows (RFC 9112 §6.3).
+
+use bytes::Bytes;
+
+use super::decode::{Chunked, Decoder};
+use super::error::ParseErrorReason;
+use super::types::{Header, Request, Response};
+
+/// httparse needs its header slots up front; `max_headers` is clamped to this.
+pub const HARD_MAX_HEADERS: usize = 512;
+
+/// What the first bytes of a stream (or of a line, when resynchronising) look like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sniff {
+    Request,
+    Response,
+    Http2,
+    NotHttp,
+    NeedMore,
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2";
+/// Bytes of a stream's start enough to tell what it is.
+pub(crate) const SNIFF_LEN: usize = 16;
+
+fn is_tchar(b: u8) -> bool {
+    matches!(b, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^'..=b'`' | b'|' | b'~')
+        || b.is_ascii_alphanumeric()
+}
+
+fn prefix_of(have: &[u8], of: &[u8]) -> bool {
+    let n = have.len().min(of.len());
+    have[..n] == of[..n]
+}
+
+/// Loose look at the start of a message: a token then a space (request) or `HTTP/`.
+pub(crate) fn sniff(p: &[u8]) -> Sniff {
+    if p.is_empty() {
+        return Sniff::NeedMore;
+    }
+    if prefix_of(p, PREFACE) {
+        return if p.len() >= PREFACE.len() {
+            Sniff::Http2
+        } else {
+            Sniff::NeedMore
+        };
+    }
+    if prefix_of(p, b"HTTP/") {
+        return if p.len() >= 5 {
+            Sniff::Response
+        } else {
+            Sniff::NeedMore
+        };
+    }
+    for (i, &b) in p.iter().enumerate() {
+        if b == b' ' {
+            return if i > 0 {
+                Sniff::Request
+            } else {
+                Sniff::NotHttp
+            };
+        }
+        if !is_tchar(b) {
+            return Sniff::NotHttp;
+        }
+    }
+    if p.len() >= SNIFF_LEN {
+        Sniff::NotHttp
+    } else {
+        Sniff::NeedMore
+    }
+}
+
+const RESYNC_METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"PATCH ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"TRACE ",
+];
+
+/// Strict look at a line start after a capture hole: only well-known methods
+/// followed by a plausible target, or `HTTP/1.x NNN`.  Being strict keeps body
+/// text from being taken for a message start.
+pub(crate) fn resync_candidate(p: &[u8], want_request: bool, want_response: bool) -> Sniff {
+    let mut need_more = false;
+    if want_request {
+        for m in RESYNC_METHODS {
+            if p.len() > m.len() {
+                if p.starts_with(m) {
+                    let t = p[m.len()];
+                    let ok = t == b'/' || t == b'*' || t.is_ascii_alphanumeric();
+                    if ok {
+                        return Sniff::Request;
+                    }
+                }
+            } else if prefix_of(p, m) {
+                need_more = true;
+            }
+        }
+    }
+    if want_response {
+        const PAT_LEN: usize = 12; // "HTTP/1.1 200"
+        let shape = |i: usize, b: u8| match i {
+            0..=6 => b == b"HTTP/1."[i],
+            7 => b == b'0' || b == b'1',
+            8 => b == b' ',
+            _ => b.is_ascii_digit(),
+        };
+        let n = p.len().min(PAT_LEN);
+        if p[..n].iter().enumerate().all(|(i, &b)| shape(i, b)) {
+            if n == PAT_LEN {
+                return Sniff::Response;
+            }
+            need_more = true;
+        }
+    }
+    if need_more {
+        Sniff::NeedMore
+    } else {
+        Sniff::NotHttp
+    }
+}
+
+/// Where the head ends: the index in `data` just past the empty line, if it is
+/// there.  `tail` is the head buffered so far (its last bytes may begin the
+/// empty line).  The head's first line is never empty (leading CR/LF are skipped).
+pub(crate) fn find_head_end(tail: &[u8], data: &[u8]) -> Option<usize> {
+    let before = |i: usize, k: usize| -> Option<u8> {
+        // byte k positions before data[i], looking into `tail` if needed
+        if i >= k {
+            Some(data[i - k])
+        } else {
+            let back = k - i;
+            tail.len().checked_sub(back).map(|j| tail[j])
+        }
+    };
+    for i in memchr::memchr_iter(b'\n', data) {
+        match before(i, 1) {
+            Some(b'\n') => return Some(i + 1),
+            Some(b'\r') if before(i, 2) == Some(b'\n') => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether a complete start line (ending in `\n`, no headers yet) parses.
+pub(crate) fn start_line_valid(line: &[u8], request: bool) -> bool {
+    let mut none: [httparse::Header<'_>; 0] = [];
+    if request {
+        let mut req = httparse::Request::new(&mut none);
+        httparse::ParserConfig::default()
+            .allow_multiple_spaces_in_request_line_delimiters(true)
+            .parse_request(&mut req, line)
+            .is_ok()
+    } else {
+        let mut resp = httparse::Response::new(&mut none);
+        httparse::ParserConfig::default()
+            .allow_multiple_spaces_in_response_status_delimiters(true)
+            .parse_response(&mut resp, line)
+            .is_ok()
+    }
+}
+
+/// Body framing a head announces.
+#[derive(Debug)]
+pub(crate) struct Framing {
+    pub decoder: Decoder,
+}
+
+fn version_str(v: Option<u8>) -> &'static str {
+    match v {
+        Some(0) => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn map_err(e: httparse::Error, too_many: bool, kind: ParseErrorReason) -> ParseErrorReason {
+    match e {
+        httparse::Error::TooManyHeaders if too_many => ParseErrorReason::TooManyHeaders,
+        _ => kind,
+    }
+}
+
+fn headers_of(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Vec<Header> {
+    parsed
+        .iter()
+        .map(|h| Header {
+            name: h.name.to_ascii_lowercase(),
+            value: head.slice_ref(h.value),
+        })
+        .collect()
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let s = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(v.len());
+    let e = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(s, |e| e + 1);
+    &v[s..e.max(s)]
+}
+
+/// All Content-Length values (headers and comma lists) must be the same number.
+fn content_length(headers: &[Header]) -> Result<Option<u64>, ParseErrorReason> {
+    let mut found: Option<u64> = None;
+    for h in headers.iter().filter(|h| h.name == "content-length") {
+        for part in h.value.split(|&b| b == b',') {
+            let part = trim(part);
+            if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+                return Err(ParseErrorReason::InvalidContentLength);
+            }
+            let n = part.iter().fold(0u64, |n, &d| n * 10 + (d - b'0') as u64);
+            if found.is_some_and(|f| f != n) {
+                return Err(ParseErrorReason::InvalidContentLength);
+            }
+            found = Some(n);
+        }
+    }
+    Ok(found)
+}
+
+/// Some(is the last coding chunked) when Transfer-Encoding is present.
+fn transfer_chunked(headers: &[Header]) -> Option<bool> {
+    let mut last: Option<&[u8]> = None;
+    for h in headers.iter().filter(|h| h.name == "transfer-encoding") {
+        for part in h.value.split(|&b| b == b',') {
+            let part = trim(part);
+            if !part.is_empty() {
+                last = Some(part);
+            }
+        }
+        last.get_or_insert(b"");
+    }
+    last.map(|l| l.eq_ignore_ascii_case(b"chunked"))
+}
+
+/// Parses a complete request head (`head` ends with its empty line).
+pub(crate) fn parse_request(
+    head: &Bytes,
+    max_headers: usize,
+) -> Result<(Request, Framing), ParseErrorReason> {
+    let mut slots = [httparse::EMPTY_HEADER; HARD_MAX_HEADERS];
+    let n = max_headers.min(HARD_MAX_HEADERS);
+    let mut req = httparse::Request::new(&mut slots[..n]);
+    let bad = ParseErrorReason::InvalidRequest;
+    match httparse::ParserConfig::default()
+        .allow_multiple_spaces_in_request_line_delimiters(true)
+        .parse_request(&mut req, head)
+    {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        Ok(_) => return Err(bad),
+        Err(e) => return Err(map_err(e, true, bad)),
+    }
+    let headers = headers_of(head, req.headers);
+    let decoder = match transfer_chunked(&headers) {
+        Some(true) => Decoder::Chunked(Chunked::new()),
+        // A request body cannot be delimited by close (RFC 9112 §6.3 rule 4).
+        Some(false) => return Err(bad),
+        None => Decoder::Length(content_length(&headers)?.unwrap_or(0)),
+    };
+    let request = Request {
+        method: req.method.unwrap_or_default().to_owned(),
+        target: req.path.unwrap_or_default().to_owned(),
+        version: version_str(req.version),
+        headers,
+        body: Default::default(),
+    };
+    Ok((request, Framing { decoder }))
+}
+
+/// Parses a complete response head; `request_method` is the method of the
+/// request it answers (None when there is none).
+pub(crate) fn parse_response(
+    head: &Bytes,
+    max_headers: usize,
+    request_method: Option<&str>,
+) -> Result<(Response, Framing), ParseErrorReason> {
+    let mut slots = [httparse::EMPTY_HEADER; HARD_MAX_HEADERS];
+    let n = max_headers.min(HARD_MAX_HEADERS);
+    let mut resp = httparse::Response::new(&mut slots[..n]);
+    let bad = ParseErrorReason::InvalidResponse;
+    match httparse::ParserConfig::default()
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true)
+        .allow_multiple_spaces_in_response_status_delimiters(true)
+        .parse_response(&mut resp, head)
+    {
+        Ok(httparse::Status::Complete(len)) if len == head.len() => {}
+        Ok(_) => return Err(bad),
+        Err(e) => return Err(map_err(e, true, bad)),
+    }
+    let status = resp.code.unwrap_or(0);
+    let headers = headers_of(head, resp.headers);
+    let no_body = (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || request_method == Some("HEAD")
+        || (request_method == Some("CONNECT") && (200..300).contains(&status));
+    let decoder = if no_body {
+        Decoder::Length(0)
+    } else {
+        match transfer_chunked(&headers) {
+            Some(true) => Decoder::Chunked(Chunked::new()),
+            Some(false) => Decoder::Eof,
+            None => match content_length(&headers)? {
+                Some(n) => Decoder::Length(n),
+                None => Decoder::Eof,
+            },
+        }
+    };
+    let response = Response {
+        status,
+        version: version_str(resp.version),
+        headers,
+        body: Default::default(),
+    };
+    Ok((response, Framing { decoder }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniff_table() {
+        let cases: &[(&[u8], Sniff)] = &[
+            (b"GET / HTTP/1.1", Sniff::Request),
+            (b"G", Sniff::NeedMore),
+            (b"HTTP/1.1 200 OK", Sniff::Response),
+            (b"HTT", Sniff::NeedMore),
+            (b"PRI * HTTP/2.0\r\n", Sniff::Http2),
+            (b"PRI * HT", Sniff::NeedMore),
+            (b"PRI /x HTTP/1.1", Sniff::Request),
+            (b"\x16\x03\x01\x02", Sniff::NotHttp),
+            (b" GET", Sniff::NotHttp),
+            (b"ABCDEFGHIJKLMNOP", Sniff::NotHttp),
+            (b"ABCDEFGHIJKLMNO", Sniff::NeedMore),
+        ];
+        for (p, want) in cases {
+            assert_eq!(sniff(p), *want, "{:?}", String::from_utf8_lossy(p));
+        }
+    }
+
+    #[test]
+    fn resync_table() {
+        let cases: &[(&[u8], bool, bool, Sniff)] = &[
+            (b"GET /x HTTP/1.1", true, false, Sniff::Request),
+            (b"GET /x HTTP/1.1", false, true, Sniff::NotHttp),
+            (b"GE", true, false, Sniff::NeedMore),
+            (b"GET", true, false, Sniff::NeedMore),
+            (b"GET ", true, false, Sniff::NeedMore),
+            (b"GET  ", true, false, Sniff::NotHttp),
+            (b"FOO / HTTP/1.1", true, true, Sniff::NotHttp),
+            (b"HTTP/1.1 200 OK", false, true, Sniff::Response),
+            (b"HTTP/1.1 20", false, true, Sniff::NeedMore),
+            (b"HTTP/2 200 OK", false, true, Sniff::NotHttp),
+            (b"HTTP/1.1 2x0", false, true, Sniff::NotHttp),
+        ];
+        for (p, rq, rs, want) in cases {
+            assert_eq!(
+                resync_candidate(p, *rq, *rs),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(p)
+            );
+        }
+    }
+
+    #[test]
+    fn start_lines() {
+        assert!(start_line_valid(b"GET /x HTTP/1.1\r\n", true));
+        assert!(start_line_valid(b"GET /x HTTP/1.0\n", true));
+        assert!(!start_line_valid(b"220 smtp.example ESMTP\r\n", true));
+        assert!(!start_line_valid(b"GET /x HTTP/2.0\r\n", true));
+        assert!(start_line_valid(b"HTTP/1.1 200 OK\r\n", false));
+        assert!(start_line_valid(b"HTTP/1.1 200\r\n", false));
+        assert!(!start_line_valid(b"HTTP/1.1 2000 OK\r\n", false));
+    }
+
+    #[test]
+    fn head_end() {
+        assert_eq!(find_head_end(b"", b"GET / HTTP/1.1\r\n\r\nrest"), Some(18));
+        assert_eq!(find_head_end(b"", b"GET / HTTP/1.1\n\nrest"), Some(16));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n", b"\r\nx"), Some(2));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r\n\r", b"\nx"), Some(1));
+        assert_eq!(find_head_end(b"GET / HTTP/1.1\r", b"\n\r\n"), Some(3));
+        assert_eq!(
+            find_head_end(b"GET / HTTP/1.1\r\nA: b\r\n", b"B: c\r\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let h = |vals: &[&str]| -> Vec<Header> {
+            vals.iter()
+                .map(|v| Header {
+                    name: "content-length".into(),
+                    value: Bytes::copy_from_slice(v.as_bytes()),
+                })
+                .collect()
+        };
+        assert_eq!(content_length(&h(&["5"])), Ok(Some(5)));
+        assert_eq!(content_length(&h(&[" 5 , 5"])), Ok(Some(5)));
+        assert_eq!(content_length(&h(&["5", "5"])), Ok(Some(5)));
+        assert_eq!(content_length(&h(&[])), Ok(None));
+        assert_eq!(
+            content_length(&h(&["18446744073709551615"])),
+            Err(ParseErrorReason::InvalidContentLength)
+        );
+        assert_eq!(
+            content_length(&h(&["9999999999999999999"])),
+            Ok(Some(9_999_999_999_999_999_999))
+        );
+        for bad in [&["5", "6"][..], &["-1"], &["5,6"], &[""], &["0x5"], &["+5"]] {
+            assert_eq!(
+                content_length(&h(bad)),
+                Err(ParseErrorReason::InvalidContentLength),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! Behaviour of the HTTP stage, table-driven; property tests in `proptests`.
+
+use bytes::Bytes;
+
+use super::limits::HttpLimits;
+use super::types::{Exchange, Role};
+use super::{ConnectionParser, ParseErrorReason as E, ParserOutput};
+use crate::capture::event::Direction::{self, Read, Write};
+
+mod proptests;
+
+#[derive(Clone, Debug)]
+pub(super) enum Ev {
+    R(Vec<u8>),
+    W(Vec<u8>),
+    Gap(Direction, u64),
+    Close,
+}
+
+pub(super) fn r(s: impl AsRef<[u8]>) -> Ev {
+    Ev::R(s.as_ref().to_vec())
+}
+pub(super) fn w(s: impl AsRef<[u8]>) -> Ev {
+    Ev::W(s.as_ref().to_vec())
+}
+
+pub(super) struct Run {
+    pub ex: Vec<Exchange>,
+    pub errors: Vec<E>,
+    pub over_cap: u64,
+    pub p: ConnectionParser,
+}
+
+pub(super) fn run_with(limits: HttpLimits, evs: &[Ev]) -> Run {
+    let mut p = ConnectionParser::new(limits.clone());
+    let mut out = ParserOutput::default();
+    let mut ex = Vec::new();
+    let mut errors = Vec::new();
+    let mut over_cap = 0;
+    for (i, ev) in evs.iter().enumerate() {
+        let ts = (i as u64 + 1) * 1000;
+        match ev {
+            Ev::R(d) => p.feed(Read, &Bytes::copy_from_slice(d), ts, &mut out),
+            Ev::W(d) => p.feed(Write, &Bytes::copy_from_slice(d), ts, &mut out),
+            Ev::Gap(dir, n) => p.gap(*dir, *n, ts, &mut out),
+            Ev::Close => p.close(ts, &mut out),
+        }
+        assert!(p.buffered_bytes() <= limits.max_buffered_bytes());
+        ex.append(&mut out.exchanges);
+        errors.append(&mut out.errors);
+        over_cap += out.body_bytes_over_cap;
+        out.clear();
+    }
+    Run {
+        ex,
+        errors,
+        over_cap,
+        p,
+    }
+}
+
+pub(super) fn run(evs: &[Ev]) -> Run {
+    run_with(HttpLimits::default(), evs)
+}
+
+/// (method, target, request body, status, response body, truncated flags)
+fn summary(ex: &[Exchange]) -> Vec<(String, String, Vec<u8>, u16, Vec<u8>)> {
+    ex.iter()
+        .map(|e| {
+            (
+                e.request.method.clone(),
+                e.request.target.clone(),
+                e.request.body.to_vec(),
+                e.response.status,
+                e.response.body.to_vec(),
+            )
+        })
+        .collect()
+}
+
+fn s(m: &str, t: &str, rb: &[u8], st: u16, sb: &[u8]) -> (String, String, Vec<u8>, u16, Vec<u8>) {
+    (m.into(), t.into(), rb.to_vec(), st, sb.to_vec())
+}
+
+const GET: &str = "GET /a?token=x HTTP/1.1\r\nHost: h\r\n\r\n";
+const OK5: &str = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn server_and_client_roles() {
+    let srv = run(&[r(GET), w(OK5)]);
+    assert_eq!(srv.p.role(), Some(Role::Server));
+    assert_eq!(srv.ex.len(), 1);
+    assert_eq!(srv.ex[0].role, Role::Server);
+    assert_eq!(
+        summary(&srv.ex),
+        [s("GET", "/a?token=x", b"", 200, b"hello")]
+    );
+    assert_eq!(srv.ex[0].request.header("host").unwrap().as_ref(), b"h");
+    let cli = run(&[w(GET), r(OK5)]);
+    assert_eq!(cli.p.role(), Some(Role::Client));
+    assert_eq!(cli.ex[0].role, Role::Client);
+    assert!(srv.errors.is_empty() && cli.errors.is_empty());
+    // Role is known from the first bytes, before the head is complete.
+    let early = run(&[r("GET /x HT")]);
+    assert_eq!(early.p.role(), Some(Role::Server));
+    assert!(early.ex.is_empty());
+}
+
+#[test]
+fn behaviour_table() {
+    type Case = (
+        &'static str,
+        Vec<Ev>,
+        Vec<(String, String, Vec<u8>, u16, Vec<u8>)>,
+        Vec<E>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "keep-alive, several requests, split heads",
+            vec![r("GET /1 HTTP/1.1\r\nHo"), r("st: h\r\n\r"), r("\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"),
+                 r("POST /2 HTTP/1.1\r\nContent-Length: 3\r\n\r\nxyz"), w("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
+                 r("GET /3 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno")],
+            vec![s("GET", "/1", b"", 200, b"a"), s("POST", "/2", b"xyz", 201, b""), s("GET", "/3", b"", 404, b"no")],
+            vec![],
+        ),
+        (
+            "many requests in one feed (pipelining), responses in one feed",
+            vec![r("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nPUT /3 HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"),
+                 w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n3")],
+            vec![s("GET", "/1", b"", 200, b"1"), s("GET", "/2", b"", 200, b"2"), s("PUT", "/3", b"ab", 200, b"3")],
+            vec![],
+        ),
+        (
+            "chunked both ways, extensions and trailers",
+            vec![r("POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n"),
+                 w("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n")],
+            vec![s("POST", "/c", b"abcde", 200, b"z")],
+            vec![],
+        ),
+        (
+            "transfer-encoding wins over content-length",
+            vec![r("POST /c HTTP/1.1\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n"), w(OK5)],
+            vec![s("POST", "/c", b"a", 200, b"hello")],
+            vec![],
+        ),
+        (
+            "close-delimited response ends at close",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\n\r\npart1"), w("part2"), Ev::Close],
+            vec![s("GET", "/a?token=x", b"", 200, b"part1part2")],
+            vec![],
+        ),
+        (
+            "close-delimited response never emitted without close",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\n\r\npart1")],
+            vec![],
+            vec![],
+        ),
+        (
+            "response with unknown transfer-coding is close-delimited",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz"), Ev::Close],
+            vec![s("GET", "/a?token=x", b"", 200, b"zz")],
+            vec![],
+        ),
+        (
+            "HTTP/1.0 response without length reads to close",
+            vec![r("GET / HTTP/1.0\r\n\r\n"), w("HTTP/1.0 200 OK\r\n\r\nold"), Ev::Close],
+            vec![s("GET", "/", b"", 200, b"old")],
+            vec![],
+        ),
+        (
+            "expect 100-continue",
+            vec![r("PUT /u HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n"), w("HTTP/1.1 100 Continue\r\n\r\n"),
+                 r("data"), w("HTTP/1.1 204 No Content\r\n\r\n")],
+            vec![s("PUT", "/u", b"data", 204, b"")],
+            vec![],
+        ),
+        (
+            "103 early hints skipped",
+            vec![r(GET), w("HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx")],
+            vec![s("GET", "/a?token=x", b"", 200, b"x")],
+            vec![],
+        ),
+        (
+            "HEAD response has no body despite content-length",
+            vec![r("HEAD /h HTTP/1.1\r\n\r\nGET /g HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"), w(OK5)],
+            vec![s("HEAD", "/h", b"", 200, b""), s("GET", "/g", b"", 200, b"hello")],
+            vec![],
+        ),
+        (
+            "204 and 304 have no body",
+            vec![r("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n"),
+                 w("HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\nHTTP/1.1 304 Not Modified\r\nContent-Length: 7\r\n\r\n"), w(OK5)],
+            vec![s("GET", "/1", b"", 204, b""), s("GET", "/2", b"", 304, b""), s("GET", "/3", b"", 200, b"hello")],
+            vec![],
+        ),
+        (
+            "early response before the request body is complete",
+            vec![r("POST /big HTTP/1.1\r\nContent-Length: 6\r\n\r\nabc"), w("HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n"), r("def")],
+            vec![s("POST", "/big", b"abcdef", 413, b"")],
+            vec![],
+        ),
+        (
+            "stray CRLF between messages",
+            vec![r("POST /p HTTP/1.1\r\nContent-Length: 1\r\n\r\nx\r\n"), w(OK5), r("\r\nGET /q HTTP/1.1\r\n\r\n"), w(OK5)],
+            vec![s("POST", "/p", b"x", 200, b"hello"), s("GET", "/q", b"", 200, b"hello")],
+            vec![],
+        ),
+        (
+            "response without request is dropped, parsing goes on",
+            vec![r(GET), w(OK5), w(OK5), r("GET /n HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nn")],
+            vec![s("GET", "/a?token=x", b"", 200, b"hello"), s("GET", "/n", b"", 200, b"n")],
+            vec![E::ResponseWithoutRequest],
+        ),
+        (
+            "101 switching protocols ends parsing",
+            vec![r("GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+                 w(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x05hello"), r(b"\x81\x85garbage"), Ev::Close],
+            vec![],
+            vec![E::Upgrade],
+        ),
+        (
+            "CONNECT tunnel: exchange emitted, then parsing ends",
+            vec![w("CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n"), r("HTTP/1.1 200 Connection established\r\n\r\n\x16\x03\x01"), w("\x16\x03\x01\x00")],
+            vec![s("CONNECT", "h:443", b"", 200, b"")],
+            vec![E::Upgrade],
+        ),
+        ("garbage", vec![r("\x16\x03\x01\x02\x00"), r(GET)], vec![], vec![E::NotHttp]),
+        ("server-first protocol (SMTP banner)", vec![w("220 mail.example ESMTP ready\r\n"), r("EHLO x\r\n")], vec![], vec![E::NotHttp]),
+        ("bad request line later on", vec![r(GET), w(OK5), r("GET /x HTTP/9.9\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
+        ("binary in a head", vec![r("GET / HTTP/1.1\r\nX: \x01\r\n\r\n")], vec![], vec![E::InvalidRequest]),
+        ("http2 preface", vec![w("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), r("\0\0\0\x04")], vec![], vec![E::Http2]),
+        ("http2 preface split", vec![w("PRI * H"), w("TTP/2.0\r\n\r\nSM\r\n\r\n")], vec![], vec![E::Http2]),
+        ("request where a response belongs", vec![r(GET), w(GET)], vec![], vec![E::InvalidResponse]),
+        ("response where a request belongs", vec![r(GET), w(OK5), r(OK5)], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
+        ("bad content-length", vec![r("POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n")], vec![], vec![E::InvalidContentLength]),
+        ("conflicting content-length", vec![r("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")], vec![], vec![E::InvalidContentLength]),
+        ("request with non-chunked transfer-encoding", vec![r("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")], vec![], vec![E::InvalidRequest]),
+        ("bad chunk", vec![r("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")], vec![], vec![E::InvalidChunk]),
+        ("HTTP/2 status line", vec![r(GET), w("HTTP/2 200\r\n\r\n")], vec![], vec![E::InvalidResponse]),
+        // Gaps.
+        (
+            "gap inside a content-length body: truncated, next message fine",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), Ev::Gap(Write, 4), w("hij"),
+                 r(GET), w(OK5)],
+            vec![s("GET", "/a?token=x", b"", 200, b"abchij"), s("GET", "/a?token=x", b"", 200, b"hello")],
+            vec![],
+        ),
+        (
+            "gap ending exactly at the body end",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"), Ev::Gap(Write, 7), r(GET), w(OK5)],
+            vec![s("GET", "/a?token=x", b"", 200, b"abc"), s("GET", "/a?token=x", b"", 200, b"hello")],
+            vec![],
+        ),
+        (
+            "gap inside a chunk is skipped",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nab"), Ev::Gap(Write, 4), w("gh\r\n0\r\n\r\n")],
+            vec![s("GET", "/a?token=x", b"", 200, b"abgh")],
+            vec![],
+        ),
+        (
+            "unresolvable chunked gap: message ends truncated, resync at next response",
+            vec![r(GET), w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nab"), Ev::Gap(Write, 0),
+                 w("garbage\r\n0\r\n\r\n"), r("GET /n HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nn")],
+            vec![s("GET", "/a?token=x", b"", 200, b"ab"), s("GET", "/n", b"", 200, b"n")],
+            vec![E::GapInBody],
+        ),
+        (
+            "gap in a request head: resync at the next request line",
+            vec![r("GET /1 HTTP/1.1\r\nX-Lo"), Ev::Gap(Read, 100), r("ng: x\r\n\r\n"), w(OK5),
+                 r("GET /2 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")],
+            vec![s("GET", "/2", b"", 200, b"2")],
+            vec![E::GapInHead, E::ResponseWithoutRequest],
+        ),
+        (
+            "gap in a response head: the next response answers the newest request",
+            vec![r("GET /1 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nConte"), Ev::Gap(Write, 50), w("nt\r\n\r\nbody"),
+                 r("GET /2 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")],
+            vec![s("GET", "/2", b"", 200, b"2")],
+            vec![E::GapInHead],
+        ),
+        (
+            "resync split across feeds, candidate that is not a head",
+            vec![Ev::Gap(Read, 0), r("xx\nGE"), r("T /1 HTTP/1.1\r\n\r\n"), w(OK5)],
+            vec![s("GET", "/1", b"", 200, b"hello")],
+            vec![E::GapInHead],
+        ),
+        (
+            "attach mid-stream: gap first, then resync",
+            vec![Ev::Gap(Read, 0), r("rest of a body\r\nGET body\r\n\nPOST /1 HTTP/1.1\r\nContent-Length: 1\r\n\r\nz"), w(OK5)],
+            vec![s("POST", "/1", b"z", 200, b"hello")],
+            vec![E::GapInHead],
+        ),
+    ];
+    for (name, evs, want, want_err) in cases {
+        let got = run(&evs);
+        assert_eq!(summary(&got.ex), want, "{name}");
+        assert_eq!(got.errors, want_err, "{name}");
+        if want_err
+            .iter()
+            .any(|e| !matches!(e, E::GapInHead | E::GapInBody | E::ResponseWithoutRequest))
+        {
+            assert!(got.p.is_ignored(), "{name}: ignored");
+            assert_eq!(got.p.buffered_bytes(), 0, "{name}: buffers freed");
+        }
+    }
+}
+
+#[test]
+fn ignored_connection_counts_once_and_stays_ignored() {
+    let mut evs = vec![r("\x16\x03\x01garbage")];
+    for _ in 0..10 {
+        evs.push(r("more garbage \x00\x01\x02"));
+        evs.push(w(OK5));
+        evs.push(Ev::Gap(Read, 3));
+    }
+    evs.push(Ev::Close);
+    let got = run(&evs);
+    assert_eq!(got.errors, [E::NotHttp]);
+    assert!(got.p.is_ignored());
+    assert_eq!(got.p.buffered_bytes(), 0);
+}
+
+#[test]
+fn truncation_flags_and_lengths() {
+    let got = run(&[
+        r("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc"),
+        Ev::Gap(Read, 4),
+        r("hij"),
+        w(OK5),
+    ]);
+    let b = &got.ex[0].request.body;
+    assert_eq!(
+        (b.len, b.truncated, b.to_vec()),
+        (10, true, b"abchij".to_vec())
+    );
+    assert!(!got.ex[0].response.body.truncated);
+    // Close-delimited: a hole of known size counts into the length.
+    let got = run(&[
+        r(GET),
+        w("HTTP/1.1 200 OK\r\n\r\nab"),
+        Ev::Gap(Write, 5),
+        w("cd"),
+        Ev::Close,
+    ]);
+    let b = &got.ex[0].response.body;
+    assert_eq!(
+        (b.len, b.truncated, b.to_vec()),
+        (9, true, b"abcd".to_vec())
+    );
+    // A hole past the end of a content-length body: the length is the declared one.
+    let got = run(&[
+        r(GET),
+        w("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab"),
+        Ev::Gap(Write, 50),
+    ]);
+    let b = &got.ex[0].response.body;
+    assert_eq!((b.len, b.truncated, b.to_vec()), (4, true, b"ab".to_vec()));
+    assert_eq!(got.errors, [E::GapInBody]);
+}
+
+#[test]
+fn timing_from_first_and_last_bytes() {
+    // ts of event i is (i+1)*1000.
+    let got = run(&[
+        r("POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n"),
+        r("a"),
+        r("b"),
+        w("HTTP/1.1 200 OK\r\nContent-"),
+        w("Length: 1\r\n\r\n"),
+        w("z"),
+    ]);
+    let t = got.ex[0].timing;
+    assert_eq!(
+        (
+            t.request_start_ns,
+            t.request_end_ns,
+            t.response_start_ns,
+            t.response_end_ns
+        ),
+        (1000, 3000, 4000, 6000)
+    );
+    assert_eq!(t.latency_us(), 5);
+}
+
+#[test]
+fn bodies_are_zero_copy_slices_of_the_fed_bytes() {
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    p.feed(Read, &Bytes::from_static(GET.as_bytes()), 1, &mut out);
+    let resp = Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-K: v\r\n\r\nhello");
+    p.feed(Write, &resp, 2, &mut out);
+    let e = &out.exchanges[0];
+    let range = resp.as_ptr() as usize..resp.as_ptr() as usize + resp.len();
+    assert!(range.contains(&(e.response.body.chunks[0].as_ptr() as usize)));
+    assert!(range.contains(&(e.response.header("x-k").unwrap().as_ptr() as usize)));
+}
+
+#[test]
+fn header_values_raw_and_names_lower_case() {
+    let got = run(&[
+        r(b"GET / HTTP/1.1\r\nX-API-Key: AbC\xff\r\nAuthorization:  Bearer t \r\n\r\n"),
+        w(OK5),
+    ]);
+    let h = &got.ex[0].request.headers;
+    assert_eq!(h[0].name, "x-api-key");
+    assert_eq!(h[0].value.as_ref(), b"AbC\xff");
+    assert_eq!(h[1].name, "authorization");
+    assert_eq!(h[1].value.as_ref(), b"Bearer t");
+    assert_eq!(got.ex[0].request.version, "HTTP/1.1");
+}
+
+// ---- limits, exactly at and one past each ----
+
+fn small_limits() -> HttpLimits {
+    HttpLimits {
+        max_body_bytes: 8,
+        max_head_bytes: 64,
+        max_headers: 4,
+        max_pending_requests: 3,
+    }
+}
+
+#[test]
+fn body_cap_at_and_past_limit() {
+    for (n, truncated, over) in [(8usize, false, 0u64), (9, true, 1)] {
+        let body = "b".repeat(n);
+        let got = run_with(
+            small_limits(),
+            &[
+                r("GET / HTTP/1.1\r\n\r\n"),
+                w(format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n{body}"
+                )),
+            ],
+        );
+        let b = &got.ex[0].response.body;
+        assert_eq!(
+            (b.len, b.kept_len(), b.truncated, got.over_cap),
+            (n as u64, 8, truncated, over),
+            "{n}"
+        );
+    }
+}
+
+fn head_of_len(n: usize) -> String {
+    // "GET / HTTP/1.1\r\nX: " + value + "\r\n\r\n"
+    let fixed = "GET / HTTP/1.1\r\nX: \r\n\r\n".len();
+    format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(n - fixed))
+}
+
+#[test]
+fn head_size_at_and_past_limit() {
+    let lim = small_limits();
+    for split in [false, true] {
+        for (n, ok) in [(64usize, true), (65, false)] {
+            let h = head_of_len(n);
+            assert_eq!(h.len(), n);
+            let evs = if split {
+                vec![r(&h[..20]), r(&h[20..])]
+            } else {
+                vec![r(&h)]
+            };
+            let got = run_with(lim.clone(), &evs);
+            if ok {
+                assert!(got.errors.is_empty(), "{n}");
+                assert_eq!(
+                    got.p.buffered_bytes(),
+                    n,
+                    "the parsed head is held until answered"
+                );
+            } else {
+                assert_eq!(got.errors, [E::HeadTooLarge], "{n} split={split}");
+            }
+        }
+    }
+    // Without its end in sight: exactly max_head_bytes - 1 is still waiting, max_head_bytes fails.
+    let got = run_with(lim.clone(), &[r(&head_of_len(200)[..63])]);
+    assert!(got.errors.is_empty());
+    assert_eq!(got.p.buffered_bytes(), 63);
+    let got = run_with(lim, &[r(&head_of_len(200)[..64])]);
+    assert_eq!(got.errors, [E::HeadTooLarge]);
+}
+
+#[test]
+fn header_count_at_and_past_limit() {
+    for (n, ok) in [(4usize, true), (5, false)] {
+        let hs: String = (0..n).map(|i| format!("H{i}: v\r\n")).collect();
+        let got = run_with(
+            small_limits(),
+            &[
+                r(format!("GET / HTTP/1.1\r\n{hs}\r\n")),
+                w("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            ],
+        );
+        if ok {
+            assert_eq!(got.ex[0].request.headers.len(), n);
+        } else {
+            assert_eq!(got.errors, [E::TooManyHeaders]);
+        }
+        let got = run_with(
+            small_limits(),
+            &[
+                r("GET / HTTP/1.1\r\n\r\n"),
+                w(format!("HTTP/1.1 200 OK\r\n{hs}\r\n")),
+            ],
+        );
+        if ok {
+            assert!(got.errors.is_empty());
+        } else {
+            assert_eq!(got.errors, [E::TooManyHeaders]);
+        }
+    }
+}
+
+#[test]
+fn pending_requests_at_and_past_limit() {
+    for (n, ok) in [(3usize, true), (4, false)] {
+        let reqs = "GET / HTTP/1.1\r\n\r\n".repeat(n);
+        let resps = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".repeat(n);
+        let got = run_with(small_limits(), &[r(reqs), w(resps)]);
+        if ok {
+            assert_eq!(got.ex.len(), n);
+            assert!(got.errors.is_empty());
+        } else {
+            assert_eq!(got.errors, [E::TooManyPending]);
+            assert!(got.p.is_ignored());
+        }
+    }
+}
+
+#[test]
+fn error_reasons_are_fixed_labels() {
+    let labels: std::collections::HashSet<_> = E::ALL.iter().map(|e| e.as_str()).collect();
+    assert_eq!(labels.len(), E::ALL.len());
+    assert!(labels.iter().all(|l| l
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())));
+}
+
+/// A long body streamed in 16 KiB feeds: memory stays at the cap, the length is right.
+#[test]
+fn hundred_mib_body_bounded() {
+    const TOTAL: u64 = 100 * 1024 * 1024;
+    const FEED: usize = 16 * 1024;
+    for chunked in [false, true] {
+        let limits = HttpLimits::default();
+        let mut p = ConnectionParser::new(limits.clone());
+        let mut out = ParserOutput::default();
+        p.feed(
+            Read,
+            &Bytes::from_static(b"POST /up HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"),
+            1,
+            &mut out,
+        );
+        let head = if chunked {
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string()
+        } else {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {TOTAL}\r\n\r\n")
+        };
+        p.feed(Write, &Bytes::from(head), 2, &mut out);
+        let payload = Bytes::from(vec![b'x'; FEED]);
+        let framed = {
+            let mut v = format!("{FEED:x}\r\n").into_bytes();
+            v.extend_from_slice(&payload);
+            v.extend_from_slice(b"\r\n");
+            Bytes::from(v)
+        };
+        let mut max_buffered = 0;
+        for i in 0..TOTAL / FEED as u64 {
+            p.feed(
+                Write,
+                if chunked { &framed } else { &payload },
+                3 + i,
+                &mut out,
+            );
+            max_buffered = max_buffered.max(p.buffered_bytes());
+        }
+        if chunked {
+            p.feed(Write, &Bytes::from_static(b"0\r\n\r\n"), u64::MAX, &mut out);
+        }
+        assert!(
+            max_buffered <= limits.max_body_bytes + 2 * limits.max_head_bytes,
+            "{max_buffered}"
+        );
+        assert_eq!(out.exchanges.len(), 1);
+        let b = &out.exchanges[0].response.body;
+        assert_eq!(b.len, TOTAL);
+        assert_eq!(b.kept_len(), limits.max_body_bytes);
+        assert!(b.truncated);
+        assert_eq!(
+            out.body_bytes_over_cap,
+            TOTAL - limits.max_body_bytes as u64
+        );
+        assert_eq!(p.buffered_bytes(), 0);
+    }
+}
+
+/// Baseline throughput for the benchmark work:
+/// `cargo test --release -p sensor --lib http::tests::throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn throughput() {
+    use std::time::Instant;
+    let req = Bytes::from_static(
+        b"GET /v1/items?page=2 HTTP/1.1\r\nHost: api.example\r\nUser-Agent: bench/1\r\nAccept: */*\r\nAuthorization: Bearer abcdefghijklmnopqrstuvwxyz012345\r\n\r\n",
+    );
+    let resp = Bytes::from(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\nDate: Mon, 23 Nov 2026 08:00:00 GMT\r\n\r\n{}",
+        "x".repeat(200)
+    ));
+    let n = 200_000u64;
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    let mut pairs = 0;
+    let t = Instant::now();
+    for i in 0..n {
+        p.feed(Read, &req, i, &mut out);
+        p.feed(Write, &resp, i, &mut out);
+        pairs += out.exchanges.len();
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let bytes = n as f64 * (req.len() + resp.len()) as f64;
+    assert_eq!(pairs as u64, n);
+    println!(
+        "small keep-alive pairs: {:.0} exchanges/s, {:.1} MB/s",
+        n as f64 / secs,
+        bytes / secs / 1e6
+    );
+
+    const BODY: usize = 1024 * 1024;
+    const FEED: usize = 16 * 1024;
+    let head = Bytes::from(format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n"));
+    let piece = Bytes::from(vec![b'y'; FEED]);
+    let m = 1000u64;
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let t = Instant::now();
+    for i in 0..m {
+        p.feed(Read, &req, i, &mut out);
+        p.feed(Write, &head, i, &mut out);
+        for _ in 0..BODY / FEED {
+            p.feed(Write, &piece, i, &mut out);
+        }
+        assert_eq!(out.exchanges.len(), 1);
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "1 MiB response bodies (16 KiB feeds): {:.0} exchanges/s, {:.0} MB/s",
+        m as f64 / secs,
+        m as f64 * BODY as f64 / secs / 1e6
+    );
+    let chunked_head = Bytes::from_static(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    let chunk = {
+        let mut v = format!("{FEED:x}\r\n").into_bytes();
+        v.extend_from_slice(&piece);
+        v.extend_from_slice(b"\r\n");
+        Bytes::from(v)
+    };
+    let end = Bytes::from_static(b"0\r\n\r\n");
+    let t = Instant::now();
+    for i in 0..m {
+        p.feed(Read, &req, i, &mut out);
+        p.feed(Write, &chunked_head, i, &mut out);
+        for _ in 0..BODY / FEED {
+            p.feed(Write, &chunk, i, &mut out);
+        }
+        p.feed(Write, &end, i, &mut out);
+        assert_eq!(out.exchanges.len(), 1);
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "1 MiB chunked response bodies (16 KiB chunks): {:.0} exchanges/s, {:.0} MB/s",
+        m as f64 / secs,
+        m as f64 * BODY as f64 / secs / 1e6
+    );
+}
