@@ -201,6 +201,14 @@ impl State {
                 // error; another process mapping the file gets it next scan.
                 tracing::debug!("{} vanished before attach", lib.open_path.display());
             }
+            Err(e) if !lib.open_path.exists() => {
+                // The process (and with it /proc/PID/root) went away while the
+                // probes were being attached: transient, like the case above.
+                tracing::debug!(
+                    "{} vanished during attach ({e}); retried through another process",
+                    lib.open_path.display()
+                );
+            }
             Err(e) => {
                 tracing::warn!("skipping TLS library {}: {e}", lib.open_path.display());
                 self.metrics

@@ -10,6 +10,9 @@ pub const MAX_MAPS_LINES: usize = 100_000;
 /// One file-backed mapping line of `/proc/PID/maps`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mapping {
+    /// The address range field as written (`7f12…-7f13…`): names the mapping
+    /// under `/proc/PID/map_files/`.
+    pub range: String,
     /// `makedev(major, minor)` of the device field.
     pub dev: u64,
     pub ino: u64,
@@ -29,7 +32,7 @@ pub fn parse_maps_line(line: &str) -> Option<Mapping> {
         rest = r;
         f
     };
-    let _range = field();
+    let range = field();
     let _perms = field();
     let _offset = field();
     let dev = field();
@@ -46,6 +49,7 @@ pub fn parse_maps_line(line: &str) -> Option<Mapping> {
         None => (path, false),
     };
     Some(Mapping {
+        range: range.to_string(),
         dev: libc::makedev(major, minor),
         ino,
         path: path.to_string(),
@@ -66,8 +70,8 @@ pub struct LibraryInstance {
     pub ino: u64,
     /// Path as seen inside the first process found mapping it.
     pub path: String,
-    /// `/proc/PID/root/<path>` for that process: opens the right file even in
-    /// another mount namespace (container, chroot).
+    /// A path that opens exactly this file from the sensor's mount namespace
+    /// (see [`open_path_for`]).
     pub open_path: PathBuf,
     pub pids: BTreeSet<u32>,
 }
@@ -91,15 +95,34 @@ impl LibraryIndex {
                     dev: m.dev,
                     ino: m.ino,
                     path: m.path.clone(),
-                    open_path: proc_root
-                        .join(pid.to_string())
-                        .join("root")
-                        .join(m.path.trim_start_matches('/')),
+                    open_path: open_path_for(proc_root, pid, m),
                     pids: BTreeSet::new(),
                 });
             lib.pids.insert(pid);
         }
     }
+}
+
+/// A path to the mapped file that works from here.  `maps` shows paths relative
+/// to the *reader's* root where it can: a container's library (another mount
+/// namespace) shows as `/usr/lib/…`, reached through `/proc/PID/root/`, while a
+/// chrooted process' library shows with its host path, which `/proc/PID/root/`
+/// would wrongly prefix.  So: `/proc/PID/root/<path>` if it is the same file
+/// (device and inode), else `/proc/PID/map_files/<range>` (the mapping itself,
+/// whatever the namespaces), else the first (for a vanished process).
+pub fn open_path_for(proc_root: &Path, pid: u32, m: &Mapping) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let pid_dir = proc_root.join(pid.to_string());
+    let via_root = pid_dir.join("root").join(m.path.trim_start_matches('/'));
+    let candidates = [via_root.clone(), pid_dir.join("map_files").join(&m.range)];
+    candidates
+        .into_iter()
+        .find(|p| {
+            std::fs::metadata(p)
+                .map(|md| md.dev() == m.dev && md.ino() == m.ino)
+                .unwrap_or(false)
+        })
+        .unwrap_or(via_root)
 }
 
 /// Reads `/proc/PID/maps` (bounded).
@@ -187,9 +210,37 @@ mod tests {
     }
 
     #[test]
+    fn open_path_is_the_mapped_file_even_when_maps_shows_a_foreign_path() {
+        // A file mapping of this very process (its own executable or libc).
+        let me = std::process::id();
+        let maps = read_maps(Path::new("/proc"), me).unwrap();
+        let m = maps.iter().find(|m| !m.deleted).expect("a file mapping");
+        // As maps shows it: /proc/PID/root/<path> is that file.
+        assert_eq!(
+            open_path_for(Path::new("/proc"), me, m),
+            PathBuf::from(format!("/proc/{me}/root{}", m.path))
+        );
+        // A chrooted process' maps line shows a path that does not exist under
+        // its root: the mapping itself (map_files) is used, verified by inode.
+        let foreign = Mapping {
+            path: "/no/such/dir/libssl.so.3".into(),
+            ..m.clone()
+        };
+        let p = open_path_for(Path::new("/proc"), me, &foreign);
+        assert_eq!(
+            p,
+            PathBuf::from(format!("/proc/{me}/map_files/{}", m.range))
+        );
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!((md.dev(), md.ino()), (m.dev, m.ino));
+    }
+
+    #[test]
     fn dedupes_by_inode_across_processes_and_namespaces() {
         let root = Path::new("/proc");
         let host = Mapping {
+            range: "1000-2000".into(),
             dev: 1,
             ino: 10,
             path: "/usr/lib/libssl.so.3".into(),
@@ -202,12 +253,14 @@ mod tests {
         };
         // A container's own copy: different device and inode.
         let container = Mapping {
+            range: "1000-2000".into(),
             dev: 2,
             ino: 10,
             path: "/usr/lib/libssl.so.3".into(),
             deleted: false,
         };
         let crypto = Mapping {
+            range: "3000-4000".into(),
             dev: 1,
             ino: 11,
             path: "/usr/lib/libcrypto.so.3".into(),

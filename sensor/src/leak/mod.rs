@@ -1,5 +1,15 @@
 //! Leak detection: credentials a request carried, searched for in its response.
 pub mod config;
-mod interim;
 pub use config::LeakConfig;
-pub use interim::*;
+pub mod decode;
+pub mod detector;
+pub mod extract;
+pub mod fingerprint;
+pub mod forms;
+pub mod matcher;
+
+pub use detector::{redact_target, Detector, Inspection};
+pub use fingerprint::{load_or_create_key, Fingerprinter};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,405 @@
+//! The detector: a pair in, findings out.  Credentials come from the request
+//! (`extract`), their forms (`forms`) become the needles of one matcher
+//! (`matcher`), which runs over every response header and the decoded body.
+
+use std::collections::HashMap;
+
+use zeroize::Zeroizing;
+
+use super::config::LeakConfig;
+use super::decode::{decode_stream, parse_content_encoding};
+use super::extract::{self, entropy, url_decode, Credential};
+use super::fingerprint::Fingerprinter;
+use super::matcher::{Matcher, StreamState};
+use crate::finding::{
+    ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding, RequestSummary,
+    ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
+};
+use crate::http::types::HttpPair;
+
+/// Longest content-type / host kept in a finding (they are request/response data).
+pub const MAX_SUMMARY_FIELD: usize = 256;
+/// High-entropy characters a partial run must hold beyond a vendor prefix.
+pub const PARTIAL_MIN_SECRET_CHARS: usize = 8;
+/// Entropy (bits/byte) the secret part of a partial run must have.
+pub const PARTIAL_MIN_ENTROPY: f64 = 2.5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NeedleKind {
+    Full(Encoding),
+    Partial,
+    Masked,
+}
+
+struct Needle {
+    cred: usize,
+    kind: NeedleKind,
+}
+
+#[derive(Debug, Default)]
+pub struct Inspection {
+    pub findings: Vec<Finding>,
+    pub masked_echoes: Vec<SinkLocation>,
+    pub decompress_cap_hit: Option<ContentEncoding>,
+    pub decode_errors: Vec<&'static str>,
+}
+
+pub struct Detector {
+    config: LeakConfig,
+    fingerprinter: Fingerprinter,
+}
+
+/// What matched in one sink, per credential: earliest full, partial, masked hit.
+#[derive(Default, Clone, Copy)]
+struct SinkHits {
+    full: Option<(u64, Encoding)>,
+    partial: Option<u64>,
+    masked: bool,
+}
+
+type SinkKey = (SinkLocation, Option<String>);
+
+impl Detector {
+    pub fn new(config: LeakConfig, fingerprinter: Fingerprinter) -> Self {
+        Detector {
+            config,
+            fingerprinter,
+        }
+    }
+
+    pub fn config(&self) -> &LeakConfig {
+        &self.config
+    }
+
+    pub fn is_credential_header(&self, lower_name: &str) -> bool {
+        matches!(lower_name, "authorization" | "proxy-authorization" | "cookie")
+            || extract::is_credential_header_name(&self.config, lower_name)
+    }
+
+    pub fn inspect(&self, pair: &HttpPair) -> Inspection {
+        let mut insp = Inspection::default();
+        let creds = extract::extract(&pair.exchange.request, &self.config);
+        if creds.is_empty() {
+            return insp;
+        }
+        let (needle_bytes, needles) = self.needles(&creds);
+        let matcher = Matcher::new(&needle_bytes[..]);
+        drop(needle_bytes);
+
+        let resp = &pair.exchange.response;
+        // Sinks in order of first appearance, and what matched in each.
+        let mut order: Vec<SinkKey> = Vec::new();
+        let mut hits: HashMap<SinkKey, Vec<SinkHits>> = HashMap::new();
+        let mut record = |key: &SinkKey, per: Vec<SinkHits>| {
+            let slot = hits.entry(key.clone()).or_insert_with(|| {
+                order.push(key.clone());
+                vec![SinkHits::default(); creds.len()]
+            });
+            for (s, p) in slot.iter_mut().zip(per) {
+                if s.full.is_none() {
+                    s.full = p.full;
+                }
+                if s.partial.is_none() {
+                    s.partial = p.partial;
+                }
+                s.masked |= p.masked;
+            }
+        };
+
+        for h in &resp.headers {
+            let mut per = vec![SinkHits::default(); creds.len()];
+            scan(&matcher, &needles, &[&h.value[..]], &mut per, false);
+            if h.name == "location" {
+                // Credentials percent-encoded in any style: search the decoded URL too.
+                let dec = Zeroizing::new(url_decode(&h.value, false));
+                if dec[..] != h.value[..] {
+                    scan(&matcher, &needles, &[&dec[..]], &mut per, true);
+                }
+            }
+            if h.name == "set-cookie" {
+                same_cookie_refresh(&creds, &h.value, &mut per);
+            }
+            record(&(SinkLocation::Header, Some(h.name.clone())), per);
+        }
+
+        let ce = match parse_content_encoding(resp.header("content-encoding").map(|v| &v[..])) {
+            Ok(ce) => ce,
+            Err(e) => {
+                insp.decode_errors.push(e);
+                ContentEncoding::Identity
+            }
+        };
+        let mut per = vec![SinkHits::default(); creds.len()];
+        let mut st = StreamState::new();
+        let outcome = decode_stream(
+            ce,
+            &resp.body.chunks,
+            self.config.max_decompressed_bytes,
+            &mut |block| {
+                matcher.feed(&mut st, block, &mut |i, off| {
+                    hit(&needles[i], off, &mut per, false)
+                })
+            },
+        );
+        if outcome.cap_hit {
+            insp.decompress_cap_hit = Some(ce);
+        }
+        if let Some(e) = outcome.error {
+            insp.decode_errors.push(if resp.body.truncated {
+                "truncated_compressed_body"
+            } else {
+                e
+            });
+        }
+        record(&(SinkLocation::Body, None), per);
+
+        for key in &order {
+            let per = &hits[key];
+            for (ci, h) in per.iter().enumerate() {
+                let (exposure, offset, encoding) = match (h.full, h.partial) {
+                    (Some((off, enc)), _) => (Exposure::Full, off, enc),
+                    (None, Some(off)) => (Exposure::Partial, off, Encoding::Plain),
+                    (None, None) => {
+                        if h.masked {
+                            insp.masked_echoes.push(key.0);
+                        }
+                        continue;
+                    }
+                };
+                let content_encoding = match key.0 {
+                    SinkLocation::Body => ce,
+                    SinkLocation::Header => ContentEncoding::Identity,
+                };
+                insp.findings.push(self.finding(
+                    pair,
+                    &creds[ci],
+                    exposure,
+                    Sink {
+                        location: key.0,
+                        name: key.1.clone(),
+                        encoding,
+                        content_encoding,
+                        offset,
+                    },
+                ));
+            }
+        }
+        insp
+    }
+
+    /// Needle bytes (zeroized on drop) and what each one means.  Identical
+    /// byte strings are kept once, the first (most specific) meaning winning:
+    /// full forms of every credential, then partial runs, then masked echoes.
+    fn needles(&self, creds: &[Credential]) -> (Vec<Zeroizing<Vec<u8>>>, Vec<Needle>) {
+        let mut bytes: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        let mut meta: Vec<Needle> = Vec::new();
+        let mut push = |b: Vec<u8>, cred: usize, kind: NeedleKind| {
+            let b = Zeroizing::new(b);
+            if b.is_empty() || bytes.iter().any(|x| x[..] == b[..]) {
+                return;
+            }
+            bytes.push(b);
+            meta.push(Needle { cred, kind });
+        };
+        for (ci, c) in creds.iter().enumerate() {
+            for (enc, f) in super::forms::all_forms(&c.value) {
+                push(f, ci, NeedleKind::Full(enc));
+            }
+        }
+        for (ci, c) in creds.iter().enumerate() {
+            for run in partial_runs(c, &self.config) {
+                push(run, ci, NeedleKind::Partial);
+            }
+        }
+        for (ci, c) in creds.iter().enumerate() {
+            for m in masked_forms(c) {
+                push(m, ci, NeedleKind::Masked);
+            }
+        }
+        (bytes, meta)
+    }
+
+    fn finding(&self, pair: &HttpPair, c: &Credential, exposure: Exposure, sink: Sink) -> Finding {
+        let req = &pair.exchange.request;
+        let resp = &pair.exchange.response;
+        let live = extract::vendor_prefix(&c.value).is_some_and(|(_, _, live)| live);
+        let severity = match exposure {
+            Exposure::Full if live => Severity::Critical,
+            Exposure::Full => Severity::High,
+            Exposure::Partial => Severity::Medium,
+        };
+        let text = |v: &[u8]| {
+            let mut s = String::from_utf8_lossy(v).into_owned();
+            if s.len() > MAX_SUMMARY_FIELD {
+                let mut cut = MAX_SUMMARY_FIELD;
+                while !s.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                s.truncate(cut);
+            }
+            s
+        };
+        Finding {
+            schema: FINDING_SCHEMA.to_string(),
+            ts: pair
+                .ts
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            kind: "credential_leak".to_string(),
+            severity,
+            exposure,
+            credential: CredentialRef {
+                source: c.source,
+                name: c.name.clone(),
+                kind: c.kind,
+                fingerprint: self.fingerprinter.fingerprint(&c.value),
+                length: c.value.len(),
+            },
+            sink,
+            request: RequestSummary {
+                method: text(req.method.as_bytes()),
+                path: redact_target(&req.target),
+                host: req.header("host").map(|h| text(h)),
+            },
+            response: ResponseSummary {
+                status: resp.status,
+                content_type: resp.header("content-type").map(|h| text(h)),
+            },
+            role: pair.exchange.role,
+            process: pair.process.clone(),
+            connection: pair.conn.clone(),
+        }
+    }
+}
+
+fn hit(n: &Needle, off: u64, per: &mut [SinkHits], decoded_view: bool) {
+    let h = &mut per[n.cred];
+    match n.kind {
+        NeedleKind::Full(enc) => {
+            let enc = if decoded_view && enc == Encoding::Plain {
+                Encoding::Percent
+            } else {
+                enc
+            };
+            if h.full.is_none_or(|(o, _)| off < o) {
+                h.full = Some((off, enc));
+            }
+        }
+        NeedleKind::Partial => {
+            if h.partial.is_none_or(|o| off < o) {
+                h.partial = Some(off);
+            }
+        }
+        NeedleKind::Masked => h.masked = true,
+    }
+}
+
+fn scan(m: &Matcher, needles: &[Needle], chunks: &[&[u8]], per: &mut [SinkHits], decoded: bool) {
+    m.find_in_chunks(chunks.iter().copied(), |i, off| {
+        hit(&needles[i], off, per, decoded)
+    });
+}
+
+/// `Set-Cookie` re-setting the same cookie with the same value is a refresh,
+/// not a leak.
+fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkHits]) {
+    let first = set_cookie.split(|&b| b == b';').next().unwrap_or(b"");
+    let Some(eq) = first.iter().position(|&b| b == b'=') else {
+        return;
+    };
+    let name = String::from_utf8_lossy(&first[..eq]).trim().to_string();
+    let mut value = first[eq + 1..].trim_ascii();
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        value = &value[1..value.len() - 1];
+    }
+    for (ci, c) in creds.iter().enumerate() {
+        if c.source == CredentialSource::Cookie
+            && c.name.eq_ignore_ascii_case(&name)
+            && c.value[..] == value[..]
+        {
+            per[ci] = SinkHits::default();
+        }
+    }
+}
+
+/// Unmasked runs that make a partial exposure: the leading and trailing run of
+/// max(`partial_min_chars`, vendor prefix + 8) chars — or 50 % of the value when
+/// that is shorter — but never the whole value, and only when the part beyond
+/// a vendor prefix is random enough; plus a JWT's signature alone.
+fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
+    let v = &c.value[..];
+    let mut out = Vec::new();
+    if c.kind == CredentialType::BasicCredentials {
+        // Its secret part is the `basic_password` credential; runs of the pair
+        // would only repeat that finding or point at the (public) username.
+        return out;
+    }
+    let half = v.len().div_ceil(2);
+    let base = cfg.partial_min_chars.min(half).max(1);
+    let len = base.max(c.vendor_prefix_len + PARTIAL_MIN_SECRET_CHARS);
+    if len < v.len() {
+        let head = &v[..len];
+        if entropy(&head[c.vendor_prefix_len..]) >= PARTIAL_MIN_ENTROPY {
+            out.push(head.to_vec());
+        }
+        let tail = &v[v.len() - len..];
+        if entropy(tail) >= PARTIAL_MIN_ENTROPY {
+            out.push(tail.to_vec());
+        }
+    }
+    if let Some((s, e)) = c.jwt_signature {
+        if e - s >= cfg.min_length {
+            out.push(v[s..e].to_vec());
+        }
+    }
+    out
+}
+
+/// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`.
+fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
+    let v = &c.value[..];
+    if v.len() < 12 {
+        return Vec::new(); // first/last 4 of a short value say too much to call it masked
+    }
+    let last4 = &v[v.len() - 4..];
+    let first4 = &v[..4];
+    let mut out = Vec::new();
+    for mask in [&b"***"[..], "\u{2022}\u{2022}\u{2022}".as_bytes(), b"xxxx", "\u{2026}".as_bytes(), b"..."] {
+        let mut m = mask.to_vec();
+        m.extend_from_slice(last4);
+        out.push(m);
+        let mut m = first4.to_vec();
+        m.extend_from_slice(mask);
+        out.push(m);
+    }
+    out
+}
+
+/// Path with every query value redacted; keys kept, values (and bare entries,
+/// which may themselves be secrets) never.
+pub fn redact_target(target: &str) -> String {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let path = path.split('#').next().unwrap_or("");
+    let mut out = String::with_capacity(target.len().min(2048));
+    out.push_str(path);
+    if let Some(q) = query {
+        out.push('?');
+        let q = q.split('#').next().unwrap_or("");
+        for (i, part) in q.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match part.split_once('=') {
+                Some((k, _)) => {
+                    out.push_str(k);
+                    out.push_str("=<redacted>");
+                }
+                None if part.is_empty() => {}
+                None => out.push_str("<redacted>"),
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,182 @@
+//! The forms a credential can take in a response (contract: `sink.encoding`):
+//! each function returns the byte strings to search for, deduplicated by the
+//! caller.  A form identical to the plain value is not produced.
+
+use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+
+use crate::finding::Encoding;
+
+/// Shortest base64 inner run worth searching (shorter runs match random blobs).
+pub const MIN_BASE64_NEEDLE: usize = 8;
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Percent-encodings: upper- and lower-case hex, and `+` for space.
+pub fn percent(v: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for (upper, plus) in [(true, false), (false, false), (true, true), (false, true)] {
+        let mut s = Vec::with_capacity(v.len() * 3);
+        for &b in v {
+            if is_unreserved(b) {
+                s.push(b);
+            } else if plus && b == b' ' {
+                s.push(b'+');
+            } else {
+                let h = if upper {
+                    format!("%{b:02X}")
+                } else {
+                    format!("%{b:02x}")
+                };
+                s.extend_from_slice(h.as_bytes());
+            }
+        }
+        push_distinct(&mut out, v, s);
+    }
+    out
+}
+
+/// JSON string escapes: the minimal escaping (`\"`, `\\`), with `\/`, and the
+/// `\u00XX` style some encoders use for every non-alphanumeric ASCII byte
+/// (Go's HTML-safe `<>&`, `+`, `=` …), lower- and upper-case hex.
+pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for variant in 0..4 {
+        let mut s = Vec::with_capacity(v.len() * 2);
+        for &b in v {
+            let u = |s: &mut Vec<u8>, upper: bool| {
+                let h = if upper {
+                    format!("\\u{:04X}", b)
+                } else {
+                    format!("\\u{:04x}", b)
+                };
+                s.extend_from_slice(h.as_bytes());
+            };
+            match b {
+                b'"' if variant < 2 => s.extend_from_slice(b"\\\""),
+                b'\\' if variant < 2 => s.extend_from_slice(b"\\\\"),
+                b'/' if variant == 1 => s.extend_from_slice(b"\\/"),
+                0..=0x1f => u(&mut s, variant == 3),
+                _ if variant >= 2 && b.is_ascii_punctuation() => u(&mut s, variant == 3),
+                _ => s.push(b),
+            }
+        }
+        push_distinct(&mut out, v, s);
+    }
+    out
+}
+
+/// HTML entity escapes of the special characters: named, decimal and hex.
+pub fn html_entity(v: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for variant in 0..5 {
+        let mut s = Vec::with_capacity(v.len() * 2);
+        for &b in v {
+            let named: Option<&[u8]> = match b {
+                b'&' => Some(b"&amp;"),
+                b'<' => Some(b"&lt;"),
+                b'>' => Some(b"&gt;"),
+                b'"' => Some(b"&quot;"),
+                b'\'' => Some(b"&#39;"),
+                _ => None,
+            };
+            let special = named.is_some() || matches!(b, b'=' | b'/' | b'+' | b'`');
+            match variant {
+                // Named for the five (Python html.escape, Jinja), others raw.
+                0 => s.extend_from_slice(named.unwrap_or(std::slice::from_ref(&b))),
+                // Python's html.escape writes the apostrophe as &#x27;.
+                4 if b == b'\'' => s.extend_from_slice(b"&#x27;"),
+                4 => s.extend_from_slice(named.unwrap_or(std::slice::from_ref(&b))),
+                1 if special => s.extend_from_slice(format!("&#{b};").as_bytes()),
+                2 if special => s.extend_from_slice(format!("&#x{b:X};").as_bytes()),
+                3 if special => s.extend_from_slice(format!("&#x{b:x};").as_bytes()),
+                _ => s.push(b),
+            }
+        }
+        push_distinct(&mut out, v, s);
+    }
+    out
+}
+
+/// The stable inner part of the base64 (or base64url) encoding of `v` at each
+/// of the three byte alignments it can have inside a larger encoded blob: the
+/// characters whose six bits all come from `v`.
+pub fn base64_inner(v: &[u8], url: bool) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for align in 0..3usize {
+        let mut x = vec![0u8; align];
+        x.extend_from_slice(v);
+        let enc = if url {
+            URL_SAFE_NO_PAD.encode(&x)
+        } else {
+            STANDARD_NO_PAD.encode(&x)
+        };
+        zeroize::Zeroize::zeroize(&mut x);
+        let first = (8 * align).div_ceil(6);
+        let last = (8 * (align + v.len())) / 6; // exclusive: chars fully inside v
+        if last > first && last - first >= MIN_BASE64_NEEDLE {
+            let inner = enc.as_bytes()[first..last].to_vec();
+            if !out.contains(&inner) {
+                out.push(inner);
+            }
+        }
+        let mut enc = enc;
+        zeroize::Zeroize::zeroize(&mut enc);
+    }
+    out
+}
+
+fn push_distinct(out: &mut Vec<Vec<u8>>, plain: &[u8], s: Vec<u8>) {
+    if s != plain && !out.contains(&s) {
+        out.push(s);
+    }
+}
+
+/// Every full-value form, in the order of preference when two forms coincide.
+pub fn all_forms(v: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
+    let mut out = vec![(Encoding::Plain, v.to_vec())];
+    out.extend(percent(v).into_iter().map(|s| (Encoding::Percent, s)));
+    out.extend(json_escaped(v).into_iter().map(|s| (Encoding::JsonEscaped, s)));
+    out.extend(html_entity(v).into_iter().map(|s| (Encoding::HtmlEntity, s)));
+    out.extend(base64_inner(v, false).into_iter().map(|s| (Encoding::Base64, s)));
+    out.extend(base64_inner(v, true).into_iter().map(|s| (Encoding::Base64url, s)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_of_special_value() {
+        let v = b"a/b+c=d\"e<f";
+        assert!(percent(v).contains(&b"a%2Fb%2Bc%3Dd%22e%3Cf".to_vec()));
+        assert!(percent(v).contains(&b"a%2fb%2bc%3dd%22e%3cf".to_vec()));
+        assert!(json_escaped(v).contains(&b"a\\/b+c=d\\\"e<f".to_vec()));
+        assert!(json_escaped(v).contains(&b"a\\u002fb\\u002bc\\u003dd\\u0022e\\u003cf".to_vec()));
+        assert!(html_entity(v).contains(&b"a/b+c=d&quot;e&lt;f".to_vec()));
+        assert!(html_entity(v).contains(&b"a&#47;b&#43;c&#61;d&#34;e&#60;f".to_vec()));
+    }
+
+    #[test]
+    fn base64_inner_found_at_every_alignment() {
+        let v = b"sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+        let needles = base64_inner(v, false);
+        assert_eq!(needles.len(), 3);
+        for pre in 0..6 {
+            let mut blob = b"{\"debug\":\"".to_vec();
+            blob.truncate(blob.len() - pre % 3);
+            blob.extend_from_slice(v);
+            blob.extend_from_slice(b"\"} trailing");
+            let enc = STANDARD_NO_PAD.encode(&blob);
+            assert!(
+                needles
+                    .iter()
+                    .any(|n| memchr::memmem::find(enc.as_bytes(), n).is_some()),
+                "prefix {pre}"
+            );
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Table-driven tests of the detector: sources × sinks × encodings, benign
+//! look-alikes, compression, and a check that no raw secret leaves in a finding.
+
+use std::io::Write;
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::config::LeakConfig;
+use super::*;
+use crate::finding::*;
+use crate::http::types::*;
+
+const STRIPE: &str = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+const SPECIAL: &str = "Zx9/kQ+v3L=mP7&wR2<tY8\"nB5'q";
+const JWT: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
+const OPAQUE: &str = "tok_9fK2mQ7xLp4Rz8Wv1Nb6";
+const PASSWORD: &str = "Tr0ub4dor&3-horse";
+const COOKIE: &str = "s%3A7hQk2Lx9PmV4nR8tZ1wY6bC3dF5";
+const GHP: &str = "ghp_R4nd0mT0k3nV4lu3Xy9Zq2Wm7Kp5Lj8Hn1";
+/// Every raw secret used in these tests: none may appear in any finding.
+const ALL_SECRETS: &[&str] = &[STRIPE, SPECIAL, JWT, OPAQUE, PASSWORD, COOKIE, GHP, "Tr0ub4dor"];
+
+fn detector() -> Detector {
+    Detector::new(LeakConfig::default(), Fingerprinter::new([7; 32]))
+}
+
+fn pair(req_headers: &[(&str, &[u8])], target: &str, resp_headers: &[(&str, &[u8])], body: &[u8]) -> HttpPair {
+    pair_full(req_headers, target, Body::default(), resp_headers, vec![Bytes::copy_from_slice(body)])
+}
+
+fn hdrs(h: &[(&str, &[u8])]) -> Vec<Header> {
+    h.iter()
+        .map(|(n, v)| Header {
+            name: n.to_string(),
+            value: Bytes::copy_from_slice(v),
+        })
+        .collect()
+}
+
+fn pair_full(
+    req_headers: &[(&str, &[u8])],
+    target: &str,
+    req_body: Body,
+    resp_headers: &[(&str, &[u8])],
+    chunks: Vec<Bytes>,
+) -> HttpPair {
+    let len = chunks.iter().map(|c| c.len() as u64).sum();
+    HttpPair {
+        exchange: Exchange {
+            request: Request {
+                method: "GET".into(),
+                target: target.into(),
+                version: "HTTP/1.1",
+                headers: hdrs(req_headers),
+                body: req_body,
+            },
+            response: Response {
+                status: 400,
+                version: "HTTP/1.1",
+                headers: hdrs(resp_headers),
+                body: Body {
+                    chunks,
+                    len,
+                    truncated: false,
+                },
+            },
+            timing: Timing::default(),
+            role: Role::Server,
+        },
+        process: ProcessInfo {
+            pid: 4242,
+            comm: "uvicorn".into(),
+            ..Default::default()
+        },
+        conn: ConnInfo {
+            id: "4242:7:1".into(),
+            peer: None,
+        },
+        seq: 1,
+        ts: chrono::DateTime::from_timestamp(1_795_000_000, 123_456_789).unwrap(),
+    }
+}
+
+/// Inspects and checks that nothing emitted carries a raw secret.
+fn inspect(p: &HttpPair) -> Inspection {
+    let insp = detector().inspect(p);
+    for f in &insp.findings {
+        let json = serde_json::to_string(f).unwrap();
+        let dbg = format!("{f:?}");
+        for s in ALL_SECRETS {
+            assert!(!json.contains(s), "secret in finding JSON: {json}");
+            assert!(!dbg.contains(s), "secret in finding Debug");
+        }
+        assert_eq!(f.schema, "sensor.finding.v1");
+        assert_eq!(f.ts, "2026-11-18T11:06:40.123456Z");
+        assert_eq!(f.credential.fingerprint.len(), 16);
+    }
+    insp
+}
+
+fn one(p: &HttpPair) -> Finding {
+    let insp = inspect(p);
+    assert_eq!(insp.findings.len(), 1, "findings: {:#?}", insp.findings);
+    insp.findings.into_iter().next().unwrap()
+}
+
+fn none(p: &HttpPair) -> Inspection {
+    let insp = inspect(p);
+    assert!(insp.findings.is_empty(), "unexpected findings: {:#?}", insp.findings);
+    insp
+}
+
+fn bearer(v: &str) -> Vec<u8> {
+    format!("Bearer {v}").into_bytes()
+}
+
+// ---------- sources ----------
+
+#[test]
+fn sources_each_found_in_body() {
+    let basic = format!("Basic {}", STANDARD.encode(format!("alice:{PASSWORD}")));
+    let cases: Vec<(Vec<(&str, Vec<u8>)>, &str, &str, CredentialSource, &str, CredentialType)> = vec![
+        (vec![("authorization", bearer(OPAQUE))], "/", OPAQUE, CredentialSource::Authorization, "bearer", CredentialType::BearerToken),
+        (vec![("authorization", bearer(JWT))], "/", JWT, CredentialSource::Authorization, "bearer", CredentialType::Jwt),
+        (vec![("authorization", bearer(STRIPE))], "/", STRIPE, CredentialSource::Authorization, "bearer", CredentialType::ApiKey),
+        (vec![("authorization", basic.clone().into_bytes())], "/", PASSWORD, CredentialSource::Authorization, "basic_password", CredentialType::Password),
+        (vec![("authorization", format!("Token {OPAQUE}").into_bytes())], "/", OPAQUE, CredentialSource::Authorization, "token", CredentialType::Secret),
+        (vec![("authorization", format!("token {GHP}").into_bytes())], "/", GHP, CredentialSource::Authorization, "token", CredentialType::ApiKey),
+        (vec![("x-api-key", OPAQUE.into())], "/", OPAQUE, CredentialSource::Header, "x-api-key", CredentialType::ApiKey),
+        (vec![("x-custom-token", OPAQUE.into())], "/", OPAQUE, CredentialSource::Header, "x-custom-token", CredentialType::AccessToken),
+        (vec![("x-client-secret", OPAQUE.into())], "/", OPAQUE, CredentialSource::Header, "x-client-secret", CredentialType::ClientSecret),
+        (vec![], "/v1?api_key=tok_9fK2mQ7xLp4Rz8Wv1Nb6&page=2", OPAQUE, CredentialSource::Query, "api_key", CredentialType::ApiKey),
+        (vec![], "/cb?access_token=Zx9%2FkQ%2Bv3L%3DmP7%26wR2%3CtY8%22nB5%27q", SPECIAL, CredentialSource::Query, "access_token", CredentialType::AccessToken),
+        (vec![("cookie", format!("theme=dark; sessionid={COOKIE}").into_bytes())], "/", COOKIE, CredentialSource::Cookie, "sessionid", CredentialType::SessionCookie),
+        (vec![("cookie", format!("theme=dark; xyz={OPAQUE}").into_bytes())], "/", OPAQUE, CredentialSource::Cookie, "xyz", CredentialType::SessionCookie),
+        (vec![("x-api-key", STRIPE.into()), ("cookie", format!("sid={STRIPE}").into_bytes())], "/", STRIPE, CredentialSource::Header, "x-api-key", CredentialType::ApiKey),
+    ];
+    for (i, (req, target, secret, source, name, kind)) in cases.into_iter().enumerate() {
+        let req: Vec<(&str, &[u8])> = req.iter().map(|(n, v)| (*n, &v[..])).collect();
+        let body = format!("{{\"error\":\"bad request\",\"echo\":\"{}\"}}", secret.replace('"', "\\\""));
+        let p = pair(&req, target, &[("content-type", b"application/json")], body.as_bytes());
+        let insp = inspect(&p);
+        let f = insp
+            .findings
+            .iter()
+            .find(|f| f.credential.name == name)
+            .unwrap_or_else(|| panic!("case {i}: no finding named {name}: {:#?}", insp.findings));
+        assert_eq!(f.credential.source, source, "case {i}");
+        assert_eq!(f.credential.kind, kind, "case {i}");
+        assert_eq!(f.credential.length, secret.len(), "case {i}");
+        assert_eq!(f.exposure, Exposure::Full, "case {i}");
+        assert_eq!(f.sink.location, SinkLocation::Body, "case {i}");
+        assert_eq!(f.request.path, redact_target(target));
+        assert!(!f.request.path.contains("tok_"), "case {i}");
+    }
+}
+
+#[test]
+fn basic_pair_and_password_are_separate_credentials() {
+    let pair_s = format!("alice:{PASSWORD}");
+    let auth = format!("Basic {}", STANDARD.encode(&pair_s));
+    let body = format!("{{\"creds\":\"{pair_s}\"}}");
+    let insp = inspect(&pair(&[("authorization", auth.as_bytes())], "/", &[], body.as_bytes()));
+    let names: Vec<_> = insp.findings.iter().map(|f| f.credential.name.as_str()).collect();
+    assert!(names.contains(&"basic"), "{names:?}");
+    // The password inside the echoed pair is the same sink: reported too.
+    assert!(names.contains(&"basic_password"), "{names:?}");
+    // Password alone echoed.
+    let f = one(&pair(&[("authorization", auth.as_bytes())], "/", &[], format!("pw={PASSWORD}").as_bytes()));
+    assert_eq!(f.credential.name, "basic_password");
+    assert_eq!(f.credential.kind, CredentialType::Password);
+    // The whole base64 header echoed: found as the base64 form of the pair.
+    let insp = inspect(&pair(&[("authorization", auth.as_bytes())], "/", &[], format!("you sent {auth}").as_bytes()));
+    let f = insp.findings.iter().find(|f| f.credential.name == "basic").unwrap();
+    assert_eq!(f.sink.encoding, Encoding::Base64);
+}
+
+#[test]
+fn body_sources_form_json_multipart() {
+    let form = format!("grant_type=client_credentials&client_secret={}&scope=a", "Zx9%2FkQ%2Bv3L%3DmP7%26wR2%3CtY8%22nB5%27q");
+    let json = format!("{{\"outer\":{{\"list\":[{{\"refresh_token\":\"{OPAQUE}\"}}]}},\"password\":\"short\"}}");
+    let mp = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nalice\r\n--XyZ\r\nContent-Disposition: form-data; name=\"password\"\r\n\r\n{PASSWORD}\r\n--XyZ--\r\n"
+    );
+    let cases: Vec<(&str, String, &str, CredentialSource, &str, CredentialType)> = vec![
+        ("application/x-www-form-urlencoded", form, SPECIAL, CredentialSource::Form, "client_secret", CredentialType::ClientSecret),
+        ("application/json; charset=utf-8", json, OPAQUE, CredentialSource::Json, "refresh_token", CredentialType::RefreshToken),
+        ("multipart/form-data; boundary=XyZ", mp, PASSWORD, CredentialSource::Form, "password", CredentialType::Password),
+    ];
+    for (ct, body, secret, source, name, kind) in cases {
+        let req_body = Body {
+            len: body.len() as u64,
+            chunks: vec![Bytes::from(body.clone().into_bytes())],
+            truncated: false,
+        };
+        let p = pair_full(&[("content-type", ct.as_bytes())], "/token", req_body, &[], vec![Bytes::from(format!("echo: {secret}"))]);
+        let f = one(&p);
+        assert_eq!((f.credential.source, f.credential.name.as_str(), f.credential.kind), (source, name, kind), "{ct}");
+    }
+}
+
+#[test]
+fn truncated_request_bodies_do_not_yield_cut_values() {
+    // The form value is cut by the body cap: it is not taken (it would be a
+    // shorter, different value).
+    let body = format!("a=b&client_secret={}", &OPAQUE[..15]);
+    let req_body = Body { len: 10_000, chunks: vec![Bytes::from(body)], truncated: true };
+    let p = pair_full(&[("content-type", b"application/x-www-form-urlencoded")], "/", req_body, &[], vec![Bytes::from(&OPAQUE[..15])]);
+    none(&p);
+    let body = format!("{{\"client_secret\":\"{}", &OPAQUE[..15]);
+    let req_body = Body { len: 10_000, chunks: vec![Bytes::from(body)], truncated: true };
+    let p = pair_full(&[("content-type", b"application/json")], "/", req_body, &[], vec![Bytes::from(&OPAQUE[..15])]);
+    none(&p);
+}
+
+// ---------- sinks ----------
+
+#[test]
+fn header_sinks() {
+    let req: &[(&str, &[u8])] = &[("x-api-key", OPAQUE.as_bytes())];
+    let cases: Vec<(&str, String, Encoding)> = vec![
+        ("x-debug-api-key", OPAQUE.to_string(), Encoding::Plain),
+        ("www-authenticate", format!("Bearer error=\"invalid_token\", key=\"{OPAQUE}\""), Encoding::Plain),
+        ("location", format!("https://app.example/cb?next=1&api_key={OPAQUE}"), Encoding::Plain),
+        ("location", format!("https://app.example/cb#access_token={OPAQUE}&state=x"), Encoding::Plain),
+        ("set-cookie", format!("other={OPAQUE}; Path=/"), Encoding::Plain),
+        ("x-echo", STANDARD_NO_PAD.encode(OPAQUE), Encoding::Base64),
+    ];
+    for (name, value, enc) in cases {
+        let p = pair(req, "/", &[(name, value.as_bytes())], b"");
+        let f = one(&p);
+        assert_eq!(f.sink.location, SinkLocation::Header);
+        assert_eq!(f.sink.name.as_deref(), Some(name));
+        assert_eq!(f.sink.encoding, enc, "{name}");
+        assert_eq!(f.sink.content_encoding, ContentEncoding::Identity);
+    }
+}
+
+#[test]
+fn location_percent_decoded_any_style() {
+    // Mixed-case and partial percent-encoding that no single needle form matches.
+    let req: &[(&str, &[u8])] = &[("x-api-key", SPECIAL.as_bytes())];
+    let loc = "https://a.example/cb#k=Zx9%2fkQ%2Bv3L%3dmP7%26wR2%3CtY8%22nB5'q";
+    let f = one(&pair(req, "/", &[("location", loc.as_bytes())], b""));
+    assert_eq!(f.sink.name.as_deref(), Some("location"));
+    assert_eq!(f.sink.encoding, Encoding::Percent);
+}
+
+#[test]
+fn one_finding_per_credential_and_sink_first_offset() {
+    let body = format!("aa{OPAQUE}bb{OPAQUE}cc");
+    let p = pair(&[("x-api-key", OPAQUE.as_bytes())], "/", &[("x-a", OPAQUE.as_bytes()), ("x-b", OPAQUE.as_bytes())], body.as_bytes());
+    let insp = inspect(&p);
+    assert_eq!(insp.findings.len(), 3);
+    let b = insp.findings.iter().find(|f| f.sink.location == SinkLocation::Body).unwrap();
+    assert_eq!(b.sink.offset, 2);
+    assert_eq!(b.severity, Severity::High);
+    assert_eq!(b.role, Role::Server);
+    assert_eq!(b.process.pid, 4242);
+    assert_eq!(b.connection.id, "4242:7:1");
+    assert_eq!(b.response.status, 400);
+}
+
+// ---------- encodings ----------
+
+#[test]
+fn every_encoding_in_body() {
+    let v = SPECIAL.as_bytes();
+    let mut cases: Vec<(Vec<u8>, Encoding)> = vec![(v.to_vec(), Encoding::Plain)];
+    for f in forms::percent(v) {
+        cases.push((f, Encoding::Percent));
+    }
+    for f in forms::json_escaped(v) {
+        cases.push((f, Encoding::JsonEscaped));
+    }
+    cases.push((serde_json::to_string(SPECIAL).unwrap().into_bytes(), Encoding::JsonEscaped));
+    for f in forms::html_entity(v) {
+        cases.push((f, Encoding::HtmlEntity));
+    }
+    for pre in ["", "x", "xy"] {
+        let mut blob = pre.as_bytes().to_vec();
+        blob.extend_from_slice(v);
+        blob.extend_from_slice(b"\",\"more\":1}");
+        cases.push((STANDARD.encode(&blob).into_bytes(), Encoding::Base64));
+        cases.push((URL_SAFE_NO_PAD.encode(&blob).into_bytes(), Encoding::Base64url));
+    }
+    for (text, enc) in cases {
+        let mut body = b"<html><body>debug: ".to_vec();
+        let at = body.len() as u64;
+        body.extend_from_slice(&text);
+        body.extend_from_slice(b"</body></html>");
+        let f = one(&pair(&[("x-api-key", v)], "/", &[], &body));
+        // A base64url text whose inner part has no `-`/`_` is the base64 text too.
+        let std_hit = forms::base64_inner(v, false).iter().any(|n| memchr::memmem::find(&text, n).is_some());
+        let enc = if enc == Encoding::Base64url && std_hit { Encoding::Base64 } else { enc };
+        assert_eq!(f.sink.encoding, enc, "{}", String::from_utf8_lossy(&text));
+        if enc != Encoding::Base64 && enc != Encoding::Base64url {
+            assert_eq!(f.sink.offset, at + u64::from(text[0] == b'"'));
+        }
+    }
+}
+
+#[test]
+fn html_named_entities_of_python_escape() {
+    let v = "a<b&c>d\"e'fGh7Kq2Z";
+    let esc = "a&lt;b&amp;c&gt;d&quot;e&#x27;fGh7Kq2Z"; // python html.escape
+    let f = one(&pair(&[("x-api-key", v.as_bytes())], "/", &[], esc.as_bytes()));
+    assert_eq!(f.sink.encoding, Encoding::HtmlEntity);
+}
+
+// ---------- content encodings ----------
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+#[test]
+fn compressed_bodies() {
+    let plain = format!("{{\"debug\":{{\"headers\":{{\"x-api-key\":\"{OPAQUE}\"}}}}}}").repeat(3);
+    let plain = plain.as_bytes();
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    zlib.write_all(plain).unwrap();
+    let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    raw.write_all(plain).unwrap();
+    let mut br = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(plain).unwrap();
+    }
+    let zst = zstd::encode_all(plain, 3).unwrap();
+    let cases = [
+        ("gzip", gzip(plain), ContentEncoding::Gzip),
+        ("deflate", zlib.finish().unwrap(), ContentEncoding::Deflate),
+        ("deflate", raw.finish().unwrap(), ContentEncoding::Deflate),
+        ("br", br, ContentEncoding::Br),
+        ("zstd", zst, ContentEncoding::Zstd),
+    ];
+    let at = memchr::memmem::find(plain, OPAQUE.as_bytes()).unwrap() as u64;
+    for (name, data, ce) in cases {
+        // Split the compressed body into small chunks, as reassembly delivers it.
+        let chunks: Vec<Bytes> = data.chunks(7).map(Bytes::copy_from_slice).collect();
+        let p = pair_full(&[("x-api-key", OPAQUE.as_bytes())], "/", Body::default(), &[("content-encoding", name.as_bytes())], chunks);
+        let insp = inspect(&p);
+        assert!(insp.decode_errors.is_empty(), "{name}: {:?}", insp.decode_errors);
+        assert_eq!(insp.findings.len(), 1, "{name}");
+        let f = &insp.findings[0];
+        assert_eq!(f.sink.content_encoding, ce);
+        assert_eq!(f.sink.offset, at);
+    }
+}
+
+#[test]
+fn bad_gzip_counts_error_and_searches_what_decoded() {
+    let plain = format!("{OPAQUE}{}", "z".repeat(200_000));
+    let mut data = gzip(plain.as_bytes());
+    let n = data.len();
+    data[n / 2..].iter_mut().for_each(|b| *b ^= 0x5a);
+    let p = pair_full(&[("x-api-key", OPAQUE.as_bytes())], "/", Body::default(), &[("content-encoding", b"gzip")], vec![Bytes::from(data)]);
+    let insp = inspect(&p);
+    assert_eq!(insp.decode_errors, vec!["bad_gzip"]);
+    assert_eq!(insp.findings.len(), 1);
+    // Not gzip at all.
+    let p = pair_full(&[("x-api-key", OPAQUE.as_bytes())], "/", Body::default(), &[("content-encoding", b"gzip")], vec![Bytes::from_static(b"not gzip")]);
+    assert_eq!(none(&p).decode_errors, vec!["bad_gzip"]);
+}
+
+#[test]
+fn gzip_bomb_stops_at_cap_quickly() {
+    // 1 GiB of zeros: 1024 gzip members of 1 MiB each (a valid multi-member stream).
+    let member = gzip(&vec![0u8; 1 << 20]);
+    let chunks: Vec<Bytes> = (0..1024).map(|_| Bytes::from(member.clone())).collect();
+    let p = pair_full(&[("x-api-key", OPAQUE.as_bytes())], "/", Body::default(), &[("content-encoding", b"gzip")], chunks);
+    let t = std::time::Instant::now();
+    let insp = inspect(&p);
+    assert_eq!(insp.decompress_cap_hit, Some(ContentEncoding::Gzip));
+    assert!(insp.findings.is_empty());
+    // 16 MiB decoded at debug-build speed; 1 GiB would take minutes.
+    assert!(t.elapsed() < std::time::Duration::from_secs(20), "{:?}", t.elapsed());
+}
+
+#[test]
+fn decode_cap_is_exact() {
+    let data = gzip(&vec![b'a'; 1000]);
+    for cap in [0usize, 1, 999, 1000, 1001] {
+        let mut got = 0usize;
+        let o = decode::decode_stream(ContentEncoding::Gzip, &[Bytes::from(data.clone())], cap, &mut |b| got += b.len());
+        assert_eq!(got, cap.min(1000), "cap {cap}");
+        assert_eq!(o.cap_hit, cap < 1000, "cap {cap}");
+    }
+}
+
+// ---------- benign look-alikes: no finding ----------
+
+#[test]
+fn benign_look_alikes() {
+    let key: &[(&str, &[u8])] = &[("x-api-key", STRIPE.as_bytes())];
+    // Masked echoes are counted, not reported.
+    for masked in [format!("sk_live_****{}", &STRIPE[STRIPE.len() - 4..]), format!("key ****{}", &STRIPE[STRIPE.len() - 4..]), format!("{}… ok", &STRIPE[..4]), format!("{}...", &STRIPE[..4])] {
+        let insp = none(&pair(key, "/", &[], masked.as_bytes()));
+        assert_eq!(insp.masked_echoes, vec![SinkLocation::Body], "{masked}");
+    }
+    let masked = format!("sk_live_****{}", &STRIPE[STRIPE.len() - 4..]);
+    assert_eq!(none(&pair(key, "/", &[("x-key-hint", masked.as_bytes())], b"")).masked_echoes, vec![SinkLocation::Header]);
+    // A different key of the same vendor.
+    none(&pair(key, "/", &[], b"{\"key\":\"sk_live_51Mz8QpR2vKx7LwN4tYb9cJd\"}"));
+    // The vendor prefix alone, or with too little after it.
+    none(&pair(key, "/", &[], b"keys look like sk_live_4eC3 and sk_live_"));
+    // Same session cookie re-set with the same value: a refresh.
+    let ck = format!("sessionid={COOKIE}");
+    let sc = format!("sessionid={COOKIE}; Path=/; HttpOnly; Secure");
+    none(&pair(&[("cookie", ck.as_bytes())], "/", &[("set-cookie", sc.as_bytes())], b""));
+    // …but the same value under another cookie name is a leak.
+    let sc2 = format!("tracking={COOKIE}; Path=/");
+    assert_eq!(one(&pair(&[("cookie", ck.as_bytes())], "/", &[("set-cookie", sc2.as_bytes())], b"")).sink.name.as_deref(), Some("set-cookie"));
+    // Username alone from Basic.
+    let auth = format!("Basic {}", STANDARD.encode(format!("alice.longname:{PASSWORD}")));
+    none(&pair(&[("authorization", auth.as_bytes())], "/", &[], b"hello alice.longname"));
+    // Short and low-entropy values never become credentials.
+    for v in ["1", "true", "abc12", "application/json", "password", "aaaaaaaaaaaaaaaa", "12345678", "keep-alive"] {
+        let p = pair(&[("x-api-key", v.as_bytes()), ("x-auth-token", v.as_bytes())], &format!("/?token={v}"), &[], format!("echo {v} {v}").as_bytes());
+        none(&p);
+    }
+    // Non-credential headers are not sources.
+    none(&pair(&[("user-agent", OPAQUE.as_bytes()), ("x-request-id", OPAQUE.as_bytes())], "/", &[], OPAQUE.as_bytes()));
+    // No credentials, no work.
+    none(&pair(&[], "/", &[], b"anything"));
+}
+
+#[test]
+fn partial_exposure() {
+    let key: &[(&str, &[u8])] = &[("x-api-key", STRIPE.as_bytes())];
+    // First 16 characters, with a mask after them.
+    let f = one(&pair(key, "/", &[], format!("key={}****", &STRIPE[..16]).as_bytes()));
+    assert_eq!(f.exposure, Exposure::Partial);
+    assert_eq!(f.severity, Severity::Medium);
+    assert_eq!(f.sink.offset, 4);
+    // Trailing run.
+    let f = one(&pair(key, "/", &[], format!("…{}", &STRIPE[STRIPE.len() - 16..]).as_bytes()));
+    assert_eq!(f.exposure, Exposure::Partial);
+    // The full key is full (and critical: a live Stripe key), never also partial.
+    let f = one(&pair(key, "/", &[], STRIPE.as_bytes()));
+    assert_eq!((f.exposure, f.severity), (Exposure::Full, Severity::Critical));
+    // JWT signature alone.
+    let sig = JWT.rsplit('.').next().unwrap();
+    let f = one(&pair(&[("authorization", &bearer(JWT))], "/", &[], format!("sig={sig}").as_bytes()));
+    assert_eq!((f.exposure, f.credential.kind, f.credential.length), (Exposure::Partial, CredentialType::Jwt, JWT.len()));
+}
+
+// ---------- interface helpers ----------
+
+#[test]
+fn redact_target_keeps_keys_only() {
+    assert_eq!(redact_target("/v1/items?api_key=sk_live_x&page=2"), "/v1/items?api_key=<redacted>&page=<redacted>");
+    assert_eq!(redact_target("/plain"), "/plain");
+    assert_eq!(redact_target("/a?tok_secret"), "/a?<redacted>");
+    assert_eq!(redact_target("/a?"), "/a?");
+    assert_eq!(redact_target("/a?x=1&&y="), "/a?x=<redacted>&&y=<redacted>");
+}
+
+#[test]
+fn credential_header_names() {
+    let d = detector();
+    for h in ["authorization", "cookie", "x-api-key", "apikey", "x-amz-security-token", "x-client-secret", "stripe-key"] {
+        assert!(d.is_credential_header(h), "{h}");
+    }
+    for h in ["host", "content-type", "user-agent", "x-request-id", "-key"] {
+        assert!(!d.is_credential_header(h), "{h}");
+    }
+}
+
+// ---------- properties ----------
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ENCODINGS: [Encoding; 6] = [
+        Encoding::Plain,
+        Encoding::Percent,
+        Encoding::JsonEscaped,
+        Encoding::HtmlEntity,
+        Encoding::Base64,
+        Encoding::Base64url,
+    ];
+
+    fn encode(v: &[u8], enc: Encoding) -> Vec<u8> {
+        match enc {
+            Encoding::Plain => v.to_vec(),
+            Encoding::Percent => forms::percent(v).remove(0),
+            Encoding::JsonEscaped => serde_json::to_string(std::str::from_utf8(v).unwrap()).unwrap().into_bytes(),
+            Encoding::HtmlEntity => forms::html_entity(v).remove(0),
+            Encoding::Base64 => STANDARD.encode(v).into_bytes(),
+            Encoding::Base64url => URL_SAFE_NO_PAD.encode(v).into_bytes(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn inserted_credential_found_once(
+            filler in proptest::collection::vec(proptest::sample::select(&b" abcdefghij{}\":,"[..]), 0..600),
+            at in 0usize..600,
+            split in 0usize..2000,
+            split2 in 0usize..2000,
+            enc_i in 0usize..6,
+            body_secret in "[A-Za-z0-9]{6}",
+        ) {
+            // Contains '/', '+', '"', '<' so that every form differs from the plain one;
+            // base64 at offset 0 of its own blob (the encodings stay distinguishable).
+            let secret = format!("Q7/{body_secret}+w9\"Lm<3Xz>");
+            let enc = ENCODINGS[enc_i];
+            let text = encode(secret.as_bytes(), enc);
+            let std_hit = forms::base64_inner(secret.as_bytes(), false).iter().any(|n| memchr::memmem::find(&text, n).is_some());
+            let enc = if enc == Encoding::Base64url && std_hit { Encoding::Base64 } else { enc };
+            let at = at.min(filler.len());
+            let mut body = filler[..at].to_vec();
+            // Separate base64 text from filler letters, as a real blob would be.
+            body.push(b' ');
+            let start = body.len();
+            body.extend_from_slice(&text);
+            body.push(b' ');
+            body.extend_from_slice(&filler[at..]);
+            let s1 = split.min(body.len());
+            let s2 = split2.min(body.len()).max(s1);
+            let chunks = vec![
+                Bytes::copy_from_slice(&body[..s1]),
+                Bytes::copy_from_slice(&body[s1..s2]),
+                Bytes::copy_from_slice(&body[s2..]),
+            ];
+            let p = pair_full(&[("x-api-key", secret.as_bytes())], "/", Body::default(), &[], chunks);
+            let insp = detector().inspect(&p);
+            prop_assert_eq!(insp.findings.len(), 1);
+            let f = &insp.findings[0];
+            prop_assert_eq!(f.sink.encoding, enc);
+            prop_assert_eq!(f.exposure, Exposure::Full);
+            let json = serde_json::to_string(f).unwrap();
+            prop_assert!(!json.contains(&secret));
+            match enc {
+                // The stable inner part starts at the first char fully from the value.
+                Encoding::Base64 | Encoding::Base64url => prop_assert_eq!(f.sink.offset, start as u64),
+                Encoding::JsonEscaped => prop_assert_eq!(f.sink.offset, start as u64 + 1),
+                _ => prop_assert_eq!(f.sink.offset, start as u64),
+            }
+        }
+
+        #[test]
+        fn random_bodies_without_it_give_nothing(
+            body in proptest::collection::vec(any::<u8>(), 0..4000),
+            split in 0usize..4000,
+        ) {
+            let s = split.min(body.len());
+            let chunks = vec![Bytes::copy_from_slice(&body[..s]), Bytes::copy_from_slice(&body[s..])];
+            let p = pair_full(&[("x-api-key", STRIPE.as_bytes()), ("authorization", &bearer(JWT))], "/", Body::default(), &[], chunks);
+            let insp = detector().inspect(&p);
+            prop_assert!(insp.findings.is_empty());
+        }
+
+        #[test]
+        fn matcher_equals_naive(
+            hay in proptest::collection::vec(proptest::sample::select(&b"abc"[..]), 0..300),
+            needles in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(&b"abc"[..]), 1..6), 1..8),
+            cuts in proptest::collection::vec(0usize..300, 0..5),
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(hay.len())).collect();
+            cuts.sort();
+            let mut chunks: Vec<&[u8]> = vec![];
+            let mut last = 0;
+            for c in cuts.into_iter().chain(std::iter::once(hay.len())) {
+                chunks.push(&hay[last..c]);
+                last = c;
+            }
+            let m = matcher::Matcher::new(&needles);
+            let mut got = vec![];
+            m.find_in_chunks(chunks.iter().copied(), |i, o| got.push((i, o)));
+            got.sort();
+            let mut want = vec![];
+            for (i, n) in needles.iter().enumerate() {
+                for o in 0..hay.len() {
+                    if hay[o..].starts_with(n) { want.push((i, o as u64)); }
+                }
+            }
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
+    }
+}
