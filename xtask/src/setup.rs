@@ -30,6 +30,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "yamllint",
     "iproute2",
     "linux-perf",
+    // `cargo xtask bench` (event_cost) compiles a C program against libssl.
+    "gcc",
+    "libssl-dev",
 ];
 
 /// Python packages in `<workspace>/.tools/venv`: the test servers' pinned
