@@ -22,6 +22,8 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once per process; boxing `RunArgs` would only make the code noisier.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Attach to the TLS libraries of every process (and those started later), reassemble HTTP,
     /// detect leaks, serve metrics and the live API. Needs root (or CAP_BPF + CAP_PERFMON).

@@ -8,7 +8,7 @@ use memchr::memmem;
 
 enum Engine {
     None,
-    Single(memmem::Finder<'static>),
+    Single(Box<memmem::Finder<'static>>),
     Multi(AhoCorasick),
 }
 
@@ -53,7 +53,9 @@ impl Matcher {
         let max_len = needles.iter().map(|n| n.as_ref().len()).max().unwrap_or(0);
         let engine = match ids.len() {
             0 => Engine::None,
-            1 => Engine::Single(memmem::Finder::new(needles[ids[0]].as_ref()).into_owned()),
+            1 => Engine::Single(Box::new(
+                memmem::Finder::new(needles[ids[0]].as_ref()).into_owned(),
+            )),
             _ => Engine::Multi(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::Standard)
@@ -161,7 +163,7 @@ pub fn naive_find_in_chunks<P: AsRef<[u8]>>(
             continue;
         }
         let m = Matcher {
-            engine: Engine::Single(memmem::Finder::new(n.as_ref()).into_owned()),
+            engine: Engine::Single(Box::new(memmem::Finder::new(n.as_ref()).into_owned())),
             max_len: n.as_ref().len(),
             ids: vec![0],
         };

@@ -146,14 +146,16 @@ fn bearer(v: &str) -> Vec<u8> {
 #[test]
 fn sources_each_found_in_body() {
     let basic = format!("Basic {}", STANDARD.encode(format!("alice:{PASSWORD}")));
-    let cases: Vec<(
-        Vec<(&str, Vec<u8>)>,
-        &str,
-        &str,
+    // (request headers, target, secret, expected source, expected name, expected type)
+    type Case<'a> = (
+        Vec<(&'a str, Vec<u8>)>,
+        &'a str,
+        &'a str,
         CredentialSource,
-        &str,
+        &'a str,
         CredentialType,
-    )> = vec![
+    );
+    let cases: Vec<Case> = vec![
         (
             vec![("authorization", bearer(OPAQUE))],
             "/",

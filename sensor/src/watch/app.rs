@@ -330,7 +330,7 @@ impl App {
         let filter = Filter::parse(&self.filter);
         let mut rows: Vec<&Group> = self.groups.iter().filter(|g| filter.matches(g)).collect();
         match self.sort {
-            SortKey::Time => rows.sort_by(|a, b| b.last_seq.cmp(&a.last_seq)),
+            SortKey::Time => rows.sort_by_key(|g| std::cmp::Reverse(g.last_seq)),
             SortKey::Count => {
                 rows.sort_by(|a, b| b.count.cmp(&a.count).then(b.last_seq.cmp(&a.last_seq)))
             }

@@ -220,9 +220,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             Some(p) => p.clone(),
             // Numbers come from the release build; the smoke run (from
             // `cargo xtask test`) reuses the debug build the tests just made.
-            None => crate::build::run(&crate::build::Options {
-                release: !o.quick,
-            })?,
+            None => crate::build::run(&crate::build::Options { release: !o.quick })?,
         })
     };
     if let Some(s) = &sensor {
