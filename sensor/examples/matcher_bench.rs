@@ -110,6 +110,20 @@ impl Variant for AcLeftmost {
     }
 }
 
+/// The sensor's own matcher (`sensor::leak::matcher`): anchors + Teddy,
+/// every overlapping occurrence, fed as one chunk.
+struct Sensor(sensor::leak::matcher::Matcher);
+impl Variant for Sensor {
+    fn name(&self) -> &'static str {
+        "sensor_matcher"
+    }
+    fn scan(&self, hay: &[u8]) -> usize {
+        let mut n = 0;
+        self.0.find_in_chunks([hay], |_, _| n += 1);
+        n
+    }
+}
+
 fn time_scan(v: &dyn Variant, hay: &[u8], min: Duration) -> (f64, usize, u64) {
     let mut iters = 0u64;
     let mut found = 0;
@@ -168,7 +182,13 @@ fn main() {
         builds.push(format!(
             "{{\"needles\":{n},\"naive_memmem_build_s\":{naive_build:.9},\"aho_corasick_build_s\":{ac_build:.9},\"aho_corasick_kind\":\"{kind:?}\",\"aho_corasick_leftmost_build_s\":{acl_build:.9},\"aho_corasick_leftmost_kind\":\"{lkind:?}\"}}"
         ));
-        let variants: Vec<&dyn Variant> = vec![&naive, &ac, &acl];
+        let t = Instant::now();
+        let ours = Sensor(sensor::leak::matcher::Matcher::new(&ns));
+        let ours_build = t.elapsed().as_secs_f64();
+        builds.push(format!(
+            "{{\"needles\":{n},\"sensor_matcher_build_s\":{ours_build:.9}}}"
+        ));
+        let variants: Vec<&dyn Variant> = vec![&naive, &ac, &acl, &ours];
         for run in 0..runs {
             let k = run % variants.len();
             let order: Vec<&dyn Variant> = variants[k..]

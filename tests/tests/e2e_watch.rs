@@ -65,7 +65,15 @@ fn watch_shows_a_live_leak_filters_details_and_quits_cleanly() {
         dir.path().join("watch.log").display()
     );
     tmux(&[
-        "new-session", "-d", "-s", &session.0, "-x", "120", "-y", "32", &cmd,
+        "new-session",
+        "-d",
+        "-s",
+        &session.0,
+        "-x",
+        "120",
+        "-y",
+        "32",
+        &cmd,
     ]);
     // Connected and empty before the leak: the row cannot be a leftover.
     let screen = wait_for(
@@ -106,7 +114,10 @@ fn watch_shows_a_live_leak_filters_details_and_quits_cleanly() {
         "leak on screen {} ms after the request:\n{screen}",
         leaked_at.elapsed().as_millis()
     );
-    assert!(screen.contains("api_key"), "credential type shown: {screen}");
+    assert!(
+        screen.contains("api_key"),
+        "credential type shown: {screen}"
+    );
     assert!(screen.contains("400"), "status shown: {screen}");
     assert_no_secrets("watch screen", &screen, &[&key, &other]);
 
@@ -130,7 +141,10 @@ fn watch_shows_a_live_leak_filters_details_and_quits_cleanly() {
         "the detail pane",
     );
     println!("detail pane:\n{screen}");
-    assert!(screen.contains("x-api-key"), "credential name shown: {screen}");
+    assert!(
+        screen.contains("x-api-key"),
+        "credential name shown: {screen}"
+    );
     assert_no_secrets("watch screen", &screen, &[&key, &other]);
     tmux(&["send-keys", "-t", &session.0, "Escape"]);
     wait_for(

@@ -1,15 +1,161 @@
 //! Multi-needle streaming search: one pass over a response for every form of
 //! every credential.  Chunks are searched in place; only a carry of
 //! (longest needle − 1) bytes is copied to find matches across chunk boundaries.
+//!
+//! Why anchors: an overlapping Aho-Corasick scan cannot use a SIMD prefilter,
+//! and credential forms share prefixes (`sk_live_`, `ghp_`, `eyJhbGciOi`,
+//! `Bearer `) that API bodies are full of.  Each needle is instead represented
+//! by a short *anchor*, the rarest-looking window of its bytes (usually inside
+//! the random part), all anchors one length; a leftmost-first search over the
+//! anchors runs on aho-corasick's packed (Teddy) searcher for up to 64 of them,
+//! and every anchor hit is verified against the needles that own it.  Restarting
+//! one byte after each hit keeps every overlapping occurrence of every needle.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Input, MatchKind};
 
 use memchr::memmem;
+
+/// Anchors are this long (or the shortest needle, if shorter).
+pub const ANCHOR_LEN: usize = 8;
+/// Below this the anchors would hit too often: plain overlapping automaton.
+pub const MIN_ANCHOR_LEN: usize = 4;
+/// Anchors per searcher: aho-corasick's Teddy takes up to 64, and gets slower
+/// well before that; more anchors mean more passes over the same bytes.
+pub const ANCHOR_GROUP: usize = 64;
 
 enum Engine {
     None,
     Single(Box<memmem::Finder<'static>>),
+    Anchored(Anchored),
     Multi(AhoCorasick),
+}
+
+struct Anchored {
+    /// Leftmost-first searchers over the distinct anchors (all the same
+    /// length), at most `ANCHOR_GROUP` each so each stays on Teddy.
+    groups: Vec<AnchorGroup>,
+    /// Engine needle index → its bytes.
+    needles: Vec<Box<[u8]>>,
+}
+
+struct AnchorGroup {
+    anchors: AhoCorasick,
+    /// Per anchor pattern: (engine needle index, offset of the anchor in it).
+    owners: Vec<Vec<(usize, usize)>>,
+}
+impl Drop for Anchored {
+    fn drop(&mut self) {
+        // Credential forms: do not leave them in freed memory.
+        for n in &mut self.needles {
+            zeroize::Zeroize::zeroize(&mut n[..]);
+        }
+    }
+}
+
+/// How common a byte is in HTTP/JSON/HTML text (higher = more common); a
+/// coarse version of the byte-frequency tables of memchr and regex.
+fn commonness(b: u8) -> u32 {
+    match b {
+        b' ' | b'"' | b'e' | b't' | b'a' | b'o' | b'i' | b'n' | b's' | b'r' => 10,
+        b'h' | b'l' | b'd' | b'c' | b'u' | b'm' | b':' | b',' | b'/' | b'<' | b'>' | b'='
+        | b'\n' | b'.' | b'-' | b'_' | b'{' | b'}' => 8,
+        b'0'..=b'9' => 6,
+        b'a'..=b'z' => 5,
+        b'%' | b'&' | b'\\' | b'+' | b'[' | b']' | b'(' | b')' | b';' | b'\'' | b'\r' | b'\t'
+        | b'#' | b'?' | b'!' | b'*' | b'@' => 5,
+        b'A'..=b'Z' | 0x80..=0xff => 3,
+        _ => 1,
+    }
+}
+
+/// Offset of the `len`-byte window of `needle` least likely to occur by chance:
+/// rare bytes, no repeats, away from the (shared, public) vendor prefix; the
+/// rightmost on ties, where the random part of a token usually is.
+fn anchor_offset(needle: &[u8], len: usize) -> usize {
+    let prefix_zone = (needle.len() / 3).min(12);
+    let mut best = (u32::MAX, 0);
+    for start in 0..=needle.len() - len {
+        let w = &needle[start..start + len];
+        let mut score: u32 = w.iter().map(|&b| commonness(b)).sum();
+        score += 4 * w.windows(2).filter(|p| p[0] == p[1]).count() as u32;
+        if start < prefix_zone {
+            score += 8;
+        }
+        if score <= best.0 {
+            best = (score, start);
+        }
+    }
+    best.1
+}
+
+impl Anchored {
+    fn new(needles: Vec<&[u8]>, len: usize) -> Self {
+        let mut anchor_ids: std::collections::HashMap<&[u8], usize> = Default::default();
+        let mut anchors: Vec<&[u8]> = Vec::new();
+        let mut owners: Vec<Vec<(usize, usize)>> = Vec::new();
+        for (i, n) in needles.iter().enumerate() {
+            let off = anchor_offset(n, len);
+            let a = &n[off..off + len];
+            let id = *anchor_ids.entry(a).or_insert_with(|| {
+                anchors.push(a);
+                owners.push(Vec::new());
+                anchors.len() - 1
+            });
+            owners[id].push((i, off));
+        }
+        let groups = anchors
+            .chunks(ANCHOR_GROUP)
+            .zip(owners.chunks(ANCHOR_GROUP))
+            .map(|(anchors, owners)| AnchorGroup {
+                anchors: AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostFirst)
+                    .build(anchors)
+                    .expect("aho-corasick over a bounded anchor set builds"),
+                owners: owners.to_vec(),
+            })
+            .collect();
+        Anchored {
+            groups,
+            needles: needles.into_iter().map(Box::from).collect(),
+        }
+    }
+
+    /// Every occurrence of every needle in `hay`, ending after `min_end`.
+    fn search(&self, hay: &[u8], min_end: usize, mut on: impl FnMut(usize, usize)) {
+        for g in &self.groups {
+            g.search(&self.needles, hay, min_end, &mut on);
+        }
+    }
+}
+
+impl AnchorGroup {
+    fn search(
+        &self,
+        needles: &[Box<[u8]>],
+        hay: &[u8],
+        min_end: usize,
+        on: &mut impl FnMut(usize, usize),
+    ) {
+        let mut at = 0;
+        while at < hay.len() {
+            let Some(m) = self.anchors.find(Input::new(hay).span(at..hay.len())) else {
+                break;
+            };
+            let p = m.start();
+            for &(id, off) in &self.owners[m.pattern().as_usize()] {
+                let n = &needles[id];
+                let Some(s) = p.checked_sub(off) else {
+                    continue;
+                };
+                let e = s + n.len();
+                if e > min_end && e <= hay.len() && hay[s..e] == n[..] {
+                    on(id, s);
+                }
+            }
+            // Not m.end(): another anchor (or this one) may start inside this hit.
+            at = p + 1;
+        }
+    }
 }
 
 /// Finds every (overlapping) occurrence of every needle; needles are reported by index.
@@ -51,10 +197,19 @@ impl Matcher {
             .filter(|&i| !needles[i].as_ref().is_empty())
             .collect();
         let max_len = needles.iter().map(|n| n.as_ref().len()).max().unwrap_or(0);
+        let min_len = ids
+            .iter()
+            .map(|&i| needles[i].as_ref().len())
+            .min()
+            .unwrap_or(0);
         let engine = match ids.len() {
             0 => Engine::None,
             1 => Engine::Single(Box::new(
                 memmem::Finder::new(needles[ids[0]].as_ref()).into_owned(),
+            )),
+            _ if min_len >= MIN_ANCHOR_LEN => Engine::Anchored(Anchored::new(
+                ids.iter().map(|&i| needles[i].as_ref()).collect(),
+                min_len.min(ANCHOR_LEN),
             )),
             _ => Engine::Multi(
                 AhoCorasickBuilder::new()
@@ -88,6 +243,9 @@ impl Matcher {
                     at += s + 1;
                 }
             }
+            Engine::Anchored(a) => a.search(hay, min_end, |id, start| {
+                on(self.ids[id], base + start as u64)
+            }),
             Engine::Multi(ac) => {
                 for m in ac.find_overlapping_iter(hay) {
                     if m.end() > min_end {

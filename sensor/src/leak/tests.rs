@@ -966,6 +966,45 @@ mod props {
             prop_assert!(insp.findings.is_empty());
         }
 
+        /// The anchored engine (every needle ≥ MIN_ANCHOR_LEN): needles cut out
+        /// of the haystack so they hit, over a tiny alphabet so anchors collide,
+        /// overlap and repeat; the same chunks as any stream could deliver.
+        #[test]
+        fn anchored_matcher_equals_naive(
+            hay in proptest::collection::vec(proptest::sample::select(&b"ab*Z"[..]), 0..400),
+            spans in proptest::collection::vec((0usize..400, 4usize..24), 2..12),
+            extra in proptest::collection::vec(proptest::collection::vec(proptest::sample::select(&b"ab*Z"[..]), 4..10), 0..4),
+            cuts in proptest::collection::vec(0usize..400, 0..6),
+        ) {
+            let mut needles: Vec<Vec<u8>> = spans
+                .iter()
+                .filter(|(s, l)| s + l <= hay.len())
+                .map(|&(s, l)| hay[s..s + l].to_vec())
+                .collect();
+            needles.extend(extra);
+            prop_assume!(needles.len() >= 2);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(hay.len())).collect();
+            cuts.sort();
+            let mut chunks: Vec<&[u8]> = vec![];
+            let mut last = 0;
+            for c in cuts.into_iter().chain(std::iter::once(hay.len())) {
+                chunks.push(&hay[last..c]);
+                last = c;
+            }
+            let m = matcher::Matcher::new(&needles);
+            let mut got = vec![];
+            m.find_in_chunks(chunks.iter().copied(), |i, o| got.push((i, o)));
+            got.sort();
+            let mut want = vec![];
+            for (i, n) in needles.iter().enumerate() {
+                for o in 0..hay.len() {
+                    if hay[o..].starts_with(n) { want.push((i, o as u64)); }
+                }
+            }
+            want.sort();
+            prop_assert_eq!(got, want);
+        }
+
         #[test]
         fn matcher_equals_naive(
             hay in proptest::collection::vec(proptest::sample::select(&b"abc"[..]), 0..300),
