@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod demo;
 mod run;
+mod secret_scan;
 mod setup;
 mod test;
 #[allow(dead_code)] // grows as subcommands land

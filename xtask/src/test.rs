@@ -10,7 +10,8 @@ use std::process::Command;
 
 use anyhow::bail;
 
-use crate::util::{is_root, root, run_cmd};
+use crate::secret_scan::TestRun;
+use crate::util::{is_root, root, run_cmd_logged};
 
 #[derive(clap::Args, Default)]
 pub struct Options {
@@ -25,6 +26,30 @@ pub struct Options {
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
+    let ws = root();
+    let test_run = TestRun::new(&ws)?;
+    let tests = run_tests(o, &test_run);
+    // Scanned whether the tests passed or not: a failing test's output counts too.
+    let scan = test_run.scan_and_forget()?;
+    eprintln!(
+        "xtask: secret scan: {} test credentials searched in {} bytes of test output ({}): {} found",
+        scan.secrets,
+        scan.bytes,
+        test_run.dir.display(),
+        scan.hits.len()
+    );
+    if !scan.hits.is_empty() {
+        bail!(
+            "raw test credentials appeared in the test output ({}): find what printed them and redact it",
+            scan.hits.join("; ")
+        );
+    }
+    tests?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+fn run_tests(o: &Options, test_run: &TestRun) -> anyhow::Result<()> {
     if !o.no_root && !is_root() {
         bail!("the end-to-end tests load eBPF programs and need root: run `sudo -E cargo xtask test` (or `cargo xtask test --no-root` for the unit tests only)");
     }
@@ -34,11 +59,12 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     let filter: Vec<String> = o.filter.iter().cloned().collect();
 
     eprintln!("xtask: == unit, property and snapshot tests ==");
-    run_cmd(
+    run_cmd_logged(
         Command::new("cargo")
             .current_dir(&ws)
             .args(["test", "--workspace", "--exclude", "sensor-e2e", "--"])
             .args(&filter),
+        &test_run.log("unit"),
     )?;
 
     if !o.no_root {
@@ -47,7 +73,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
                 .env("SENSOR_ROOT_TESTS", "1")
                 .env("SENSOR_REQUIRE_TOOLS", "1")
                 .env("SENSOR_BIN", &sensor_bin)
-                .env("SENSOR_TOOLS_VENV", ws.join(".tools/venv"));
+                .env("SENSOR_TOOLS_VENV", ws.join(".tools/venv"))
+                .env("SENSOR_SECRET_LEDGER", test_run.ledger());
         };
         eprintln!("xtask: == root tests: capture against real TLS (one at a time) ==");
         let mut c = Command::new("cargo");
@@ -62,14 +89,14 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         ])
         .args(&filter);
         env(&mut c);
-        run_cmd(&mut c)?;
+        run_cmd_logged(&mut c, &test_run.log("capture_root"))?;
 
         eprintln!("xtask: == root end-to-end tests (one at a time) ==");
         let mut c = Command::new("cargo");
         c.args(["test", "-p", "sensor-e2e", "--", "--test-threads=1"])
             .args(&filter);
         env(&mut c);
-        run_cmd(&mut c)?;
+        run_cmd_logged(&mut c, &test_run.log("e2e"))?;
     }
 
     if !o.no_bench {
@@ -79,6 +106,5 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             ..Default::default()
         })?;
     }
-    eprintln!("xtask: all tests passed");
     Ok(())
 }
