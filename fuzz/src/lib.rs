@@ -18,3 +18,11 @@ pub mod capture {
 
 #[path = "../../sensor/src/http/mod.rs"]
 pub mod http;
+
+/// The finding types the leak engine produces (`sensor/src/finding.rs`).
+#[path = "../../sensor/src/finding.rs"]
+pub mod finding;
+
+/// The leak engine (`sensor/src/leak`): extraction, forms, matcher, decoding.
+#[path = "../../sensor/src/leak/mod.rs"]
+pub mod leak;

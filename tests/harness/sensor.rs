@@ -194,6 +194,11 @@ impl Sensor {
         Ok(metric_sum(&self.metrics()?, name))
     }
 
+    /// Sends `signal` (e.g. SIGHUP) to the sensor process.
+    pub fn signal(&self, signal: i32) -> Result<()> {
+        self.process.signal_main(signal)
+    }
+
     /// SIGTERM, then wait up to [`SENSOR_STOP_TIMEOUT`]; an error if it had to
     /// be killed or exited non-zero.
     pub fn stop(&mut self) -> Result<()> {

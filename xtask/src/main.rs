@@ -4,6 +4,7 @@
 mod bench;
 mod build;
 mod demo;
+mod fuzz;
 mod run;
 mod secret_scan;
 mod setup;
@@ -35,6 +36,8 @@ enum Cmd {
     Demo(demo::Options),
     /// Every test: unit, property, root end-to-end, alert rules, manifests, bench smoke.
     Test(test::Options),
+    /// Run every cargo-fuzz target (HTTP feed, HTTP connection, leak inspection) for a while.
+    Fuzz(fuzz::Options),
     /// Benchmarks: overhead, throughput, memory, loss (ratios against same-run baselines).
     Bench(bench::Options),
 }
@@ -58,5 +61,6 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Demo(o) => demo::run(&o),
         Cmd::Test(o) => test::run(&o),
         Cmd::Bench(o) => bench::run(&o),
+        Cmd::Fuzz(o) => fuzz::run(&o),
     }
 }

@@ -59,8 +59,34 @@ pub struct PairResponse {
     pub body_truncated: bool,
 }
 
-/// Request headers whose values are always credentials, whatever the config says.
-const ALWAYS_SECRET_REQUEST_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+/// Request headers whose values are shown.  Every other request header is
+/// redacted: a custom header (`x-partner-credential`, `x-signature`, …) may
+/// carry a secret no list names, and the pairs output must not become the
+/// leak.  Referer/Origin are shown with their query values redacted.
+const SHOWN_REQUEST_HEADERS: &[&str] = &[
+    "host",
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "expect",
+    "upgrade",
+    "cache-control",
+    "pragma",
+    "if-none-match",
+    "if-modified-since",
+    "range",
+    "x-request-id",
+    "x-forwarded-proto",
+    "traceparent",
+];
 
 /// Response headers that can carry credentials by their nature; shown redacted
 /// (Location keeps its path and parameter names).
@@ -85,14 +111,14 @@ fn request_headers(pair: &HttpPair, detector: &Detector) -> Vec<(String, String)
         .headers
         .iter()
         .map(|h| {
-            let secret = ALWAYS_SECRET_REQUEST_HEADERS.contains(&h.name.as_str())
-                || detector.is_credential_header(&h.name);
-            let v = if secret {
-                REDACTED.to_string()
-            } else if h.name == "referer" || h.name == "origin" {
+            let v = if h.name == "referer" || h.name == "origin" {
                 redact_target(&value_string(h))
-            } else {
+            } else if SHOWN_REQUEST_HEADERS.contains(&h.name.as_str())
+                && !detector.is_credential_header(&h.name)
+            {
                 value_string(h)
+            } else {
+                REDACTED.to_string()
             };
             (h.name.clone(), v)
         })
@@ -161,5 +187,76 @@ pub fn pair_record<'a>(
             body_truncated: ex.response.body.truncated,
         },
         latency_us: ex.timing.latency_us(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::types::{Body, ConnInfo, Exchange, ProcessInfo, Request, Response, Role};
+    use crate::leak::{Fingerprinter, LeakConfig};
+    use bytes::Bytes;
+
+    fn h(name: &str, value: &str) -> Header {
+        Header {
+            name: name.into(),
+            value: Bytes::copy_from_slice(value.as_bytes()),
+        }
+    }
+
+    #[test]
+    fn request_headers_are_shown_only_when_known_benign() {
+        let secret = "pc_Zq8Xv2Lr9Tn4Wm7Yb1Kd6Hs3Jf0Gc5A";
+        let pair = HttpPair {
+            exchange: Exchange {
+                request: Request {
+                    method: "GET".into(),
+                    target: format!("/cb?token={secret}&page=2"),
+                    version: "HTTP/1.1",
+                    headers: vec![
+                        h("host", "api.example"),
+                        h("user-agent", "curl/8"),
+                        h("x-partner-credential", secret),
+                        h("x-api-key", secret),
+                        h("authorization", &format!("Bearer {secret}")),
+                        h("referer", &format!("https://a.example/?key={secret}")),
+                    ],
+                    body: Body::default(),
+                },
+                response: Response {
+                    status: 200,
+                    version: "HTTP/1.1",
+                    headers: vec![h("content-type", "application/json")],
+                    body: Body::default(),
+                },
+                timing: Default::default(),
+                role: Role::Server,
+            },
+            process: ProcessInfo::default(),
+            conn: ConnInfo {
+                id: "1:1:1".into(),
+                peer: None,
+            },
+            seq: 1,
+            ts: chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
+        };
+        let det = Detector::new(LeakConfig::default(), Fingerprinter::new([1; 32]));
+        let rec = pair_record(&pair, &det, &[]);
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(!json.contains(secret), "raw credential in the pair record");
+        let shown: Vec<(&str, &str)> = rec
+            .request
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(shown[0], ("host", "api.example"));
+        assert_eq!(shown[1], ("user-agent", "curl/8"));
+        // A header no list names is redacted too: default deny.
+        assert_eq!(shown[2], ("x-partner-credential", REDACTED));
+        assert_eq!(shown[3], ("x-api-key", REDACTED));
+        assert_eq!(shown[4], ("authorization", REDACTED));
+        assert!(shown[5].1.starts_with("https://a.example/?key="));
+        assert!(rec.request.path.contains("page="));
     }
 }

@@ -1,0 +1,201 @@
+//! End to end: the running sensor's life cycle.  SIGHUP applies a new leak
+//! list without losing state (a TLS connection opened before the reload keeps
+//! pairing on the same connection, counters keep counting), a bad file keeps
+//! the running configuration, and SIGTERM flushes a finding made just before
+//! it and exits 0 within 5 s.  Needs root and a built sensor.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sensor_e2e::paths::system_python;
+use sensor_e2e::sensor::metric_sum_where;
+use sensor_e2e::wait::SENSOR_LAG;
+use sensor_e2e::{assert_no_secrets, require_root, serial, Secret, Sensor, Server, TestCert};
+
+/// A header no default list names (`-credential` is not a default suffix).
+const CUSTOM_HEADER: &str = "x-partner-credential";
+
+/// A Python client that keeps one TLS connection open and sends, for each
+/// line `PATH HEADER VALUE` on stdin, one GET on it; prints the status.
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[1])
+conn = http.client.HTTPSConnection("127.0.0.1", int(sys.argv[2]), context=ctx, timeout=10)
+for line in sys.stdin:
+    path, name, value = line.split()
+    conn.request("GET", path, headers={name: value})
+    r = conn.getresponse()
+    r.read()
+    print(r.status, flush=True)
+"#;
+
+struct KeepAliveClient {
+    child: std::process::Child,
+    out: BufReader<std::process::ChildStdout>,
+}
+
+impl KeepAliveClient {
+    fn start(cert: &TestCert, port: u16) -> Self {
+        let mut child = Command::new(system_python())
+            .args(["-c", KEEPALIVE_CLIENT])
+            .arg(cert.cert())
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 starts");
+        let out = BufReader::new(child.stdout.take().unwrap());
+        KeepAliveClient { child, out }
+    }
+
+    fn get(&mut self, path: &str, header: &str, value: &Secret) -> u16 {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{path} {header} {}", value.expose()).unwrap();
+        stdin.flush().unwrap();
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        line.trim().parse().expect("the client prints a status")
+    }
+}
+
+impl Drop for KeepAliveClient {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(path: &std::path::Path, extra_headers: &[&str]) {
+    let headers: Vec<String> = ["x-api-key"]
+        .iter()
+        .chain(extra_headers)
+        .map(|h| format!("\"{h}\""))
+        .collect();
+    std::fs::write(
+        path,
+        format!("[leak]\nheaders = [{}]\n", headers.join(", ")),
+    )
+    .unwrap();
+}
+
+#[test]
+fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::demo(&cert).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sensor.toml");
+    write_config(&config, &[]);
+    let mut sensor = Sensor::start(&["--config", config.to_str().unwrap()]).unwrap();
+    let pids = server.pids();
+    let server_pairs = |s: &Sensor| {
+        s.pairs()
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.role == "server" && pids.contains(&p.process.pid))
+            .collect::<Vec<_>>()
+    };
+
+    // Before the reload: /debug echoes every request header, but the custom
+    // header is not a credential yet, so no finding.
+    let mut client = KeepAliveClient::start(&cert, server.port());
+    let before = Secret::random("pc_", 32);
+    assert_eq!(client.get("/debug", CUSTOM_HEADER, &before), 200);
+    sensor
+        .wait_for_pairs(|p| !p.is_empty(), SENSOR_LAG)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sensor.findings().unwrap().is_empty(),
+        "not a credential before the reload"
+    );
+    let conn_before = server_pairs(&sensor)[0].connection.id.clone();
+
+    // A broken file: logged, the running configuration stays.
+    std::fs::write(&config, "[leak]\nheaders = 7\n").unwrap();
+    sensor.signal(libc::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    while !sensor.stderr().contains("configuration not reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no error line for a bad file:\n{}",
+            sensor.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The reload: the custom header joins the list.
+    write_config(&config, &[CUSTOM_HEADER]);
+    sensor.signal(libc::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    while !sensor.stderr().contains("configuration reloaded") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload line:\n{}",
+            sensor.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after = Secret::random("pc_", 32);
+    assert_eq!(client.get("/debug", CUSTOM_HEADER, &after), 200);
+    // The Python client uses the same libssl: it is seen too, as `client`.
+    let server_findings = |f: &[sensor_e2e::Finding]| {
+        f.iter()
+            .filter(|f| f.role == "server" && pids.contains(&f.process.pid))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let findings = server_findings(
+        &sensor
+            .wait_for_findings(|f| !server_findings(f).is_empty(), SENSOR_LAG)
+            .unwrap(),
+    );
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let f = &findings[0];
+    assert_eq!(
+        (f.credential.source.as_str(), f.credential.name.as_str()),
+        ("header", CUSTOM_HEADER)
+    );
+    assert_eq!(f.sink.location, "body");
+    // Same TLS connection as before the reload: its state survived.
+    assert_eq!(
+        f.connection.id, conn_before,
+        "the connection kept its identity across SIGHUP"
+    );
+    let pairs = server_pairs(&sensor);
+    assert_eq!(
+        pairs.len(),
+        2,
+        "both requests on the kept-alive connection paired"
+    );
+    assert!(pairs.iter().all(|p| p.connection.id == conn_before));
+
+    // SIGTERM right after a new leak: the finding is flushed, exit 0 within 5 s.
+    let last = Secret::random("pc_", 32);
+    assert_eq!(client.get("/debug", CUSTOM_HEADER, &last), 200);
+    let metrics = sensor.metrics().unwrap();
+    let leaks = metric_sum_where(
+        &metrics,
+        "sensor_credential_leaks_total",
+        &[("source", "header")],
+    );
+    assert!(leaks >= 1.0, "counter kept counting across the reload");
+    std::thread::sleep(Duration::from_millis(400));
+    drop(client);
+    let stopped_at = std::time::Instant::now();
+    sensor.stop().unwrap();
+    println!("SIGTERM to exit: {} ms", stopped_at.elapsed().as_millis());
+    let findings = server_findings(&sensor.findings().unwrap());
+    assert_eq!(
+        findings.len(),
+        2,
+        "the last finding was flushed before exit"
+    );
+    assert_no_secrets(
+        "sensor output",
+        &sensor.all_output(),
+        &[&before, &after, &last],
+    );
+}
