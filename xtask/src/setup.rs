@@ -26,6 +26,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "wrk",
     "prometheus",
     "golang-go",
+    // Debian's node links OpenSSL statically: the blind-spot test's example.
+    "nodejs",
     "tmux",
     "yamllint",
     "iproute2",

@@ -62,6 +62,9 @@ fn run_tests(o: &Options, test_run: &TestRun) -> anyhow::Result<()> {
     run_cmd_logged(
         Command::new("cargo")
             .current_dir(&ws)
+            // Tools the unit tests use (go, node, tmux) are installed by setup:
+            // a missing one is a failure, not a skip.
+            .env("SENSOR_REQUIRE_TOOLS", "1")
             .args(["test", "--workspace", "--exclude", "sensor-e2e", "--"])
             .args(&filter),
         &test_run.log("unit"),

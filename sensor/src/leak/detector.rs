@@ -85,7 +85,7 @@ impl Detector {
             return insp;
         }
         let (needle_bytes, needles) = self.needles(&creds);
-        let matcher = Matcher::new(&needle_bytes[..]);
+        let matcher = Matcher::for_haystack(&needle_bytes[..], pair.exchange.response.body.len);
         drop(needle_bytes);
 
         let resp = &pair.exchange.response;

@@ -991,10 +991,6 @@ mod props {
                 chunks.push(&hay[last..c]);
                 last = c;
             }
-            let m = matcher::Matcher::new(&needles);
-            let mut got = vec![];
-            m.find_in_chunks(chunks.iter().copied(), |i, o| got.push((i, o)));
-            got.sort();
             let mut want = vec![];
             for (i, n) in needles.iter().enumerate() {
                 for o in 0..hay.len() {
@@ -1002,7 +998,14 @@ mod props {
                 }
             }
             want.sort();
-            prop_assert_eq!(got, want);
+            // Both anchor searchers: Teddy (small input) and the automaton (large).
+            for hint in [0, matcher::LARGE_HAYSTACK] {
+                let m = matcher::Matcher::for_haystack(&needles, hint);
+                let mut got = vec![];
+                m.find_in_chunks(chunks.iter().copied(), |i, o| got.push((i, o)));
+                got.sort();
+                prop_assert_eq!(&got, &want);
+            }
         }
 
         #[test]
