@@ -118,7 +118,7 @@ pub const MAX_EVENT_LEN: usize = EVENT_HEADER_LEN + CHUNK_SIZE;
 
 /// Magic and version at the start of a `--record` file.
 pub const RECORDING_MAGIC: &[u8; 8] = b"SENSREC\0";
-pub const RECORDING_VERSION: u16 = 1;
+pub const RECORDING_VERSION: u16 = 2;
 
 /// Per-thread state saved at the entry of an SSL call, read at its return.
 #[repr(C)]

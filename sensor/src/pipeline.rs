@@ -160,6 +160,9 @@ impl Pipeline {
 
     /// One raw event from the kernel or a recording.
     pub fn handle_raw(&mut self, raw: &[u8]) {
+        if self.outputs.recorder.is_some() {
+            self.record_process_once(raw);
+        }
         if let Some(rec) = self.outputs.recorder.as_mut() {
             if let Err(e) = rec.event(raw) {
                 tracing::error!("cannot write the recording: {e}; recording stopped");
@@ -308,6 +311,24 @@ impl Pipeline {
                 }
             }
             self.metrics.connections_active.set(self.conns.len() as i64);
+        }
+    }
+
+    /// Before a process's first event in the recording: who it is, so replay
+    /// names it as this run does.
+    fn record_process_once(&mut self, raw: &[u8]) {
+        let Ok(ev) = CaptureEvent::parse(raw) else {
+            return;
+        };
+        if self.processes.contains_key(&ev.conn.tgid) {
+            return;
+        }
+        let info = self.process_info(ev.conn.tgid, &ev.comm);
+        if let Some(rec) = self.outputs.recorder.as_mut() {
+            if let Err(e) = rec.process(&info) {
+                tracing::error!("cannot write the recording: {e}; recording stopped");
+                self.outputs.recorder = None;
+            }
         }
     }
 

@@ -5,6 +5,11 @@
 //! event (exactly as the kernel delivered it) a little-endian u32 length and the
 //! bytes.  Process exits are stored as a length of
 //! `EXIT_MARKER` followed by the tgid, so replay forgets connections as live did.
+//! Who a process is (exe, container, pod: read from /proc live, not in the
+//! events) is stored once per process before its first event, as a length of
+//! `PROCESS_MARKER`, a u32 length and the JSON of its `ProcessInfo`, so replay
+//! names processes exactly as the live run did.  Version 1 recordings (no
+//! process records) are still read.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -14,12 +19,18 @@ use sensor_common::{MAX_EVENT_LEN, RECORDING_MAGIC, RECORDING_VERSION};
 
 /// Length value that marks a process-exit record (followed by a u32 tgid).
 const EXIT_MARKER: u32 = u32::MAX;
+const PROCESS_MARKER: u32 = u32::MAX - 1;
+/// A process record larger than this is corrupt.
+const MAX_PROCESS_RECORD: u32 = 64 * 1024;
+/// Oldest recording version this sensor still reads.
+const OLDEST_READABLE_VERSION: u16 = 1;
 
 /// One record of a recording.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Record {
     Event(Vec<u8>),
     ProcessExited(u32),
+    Process(crate::http::types::ProcessInfo),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +78,13 @@ impl Recorder {
         self.out.write_all(&tgid.to_le_bytes())
     }
 
+    pub fn process(&mut self, info: &crate::http::types::ProcessInfo) -> io::Result<()> {
+        let json = serde_json::to_vec(info).map_err(io::Error::other)?;
+        self.out.write_all(&PROCESS_MARKER.to_le_bytes())?;
+        self.out.write_all(&(json.len() as u32).to_le_bytes())?;
+        self.out.write_all(&json)
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -95,7 +113,7 @@ impl RecordingReader {
         }
         input.read_exact(&mut ver).map_err(io_err)?;
         let found = u16::from_le_bytes(ver);
-        if found != RECORDING_VERSION {
+        if !(OLDEST_READABLE_VERSION..=RECORDING_VERSION).contains(&found) {
             return Err(RecordingError::Version { path: p, found });
         }
         let mut off = [0u8; 8];
@@ -138,6 +156,32 @@ impl RecordingReader {
                     Ok(Some(Record::ProcessExited(u32::from_le_bytes(tgid))))
                 }
                 _ => Ok(None),
+            };
+        }
+        if len == PROCESS_MARKER {
+            let mut n = [0u8; 4];
+            if !matches!(read_full(&mut self.input, &mut n), Ok(true)) {
+                return Ok(None);
+            }
+            let n = u32::from_le_bytes(n);
+            if n > MAX_PROCESS_RECORD {
+                return Err(RecordingError::Oversized {
+                    path: self.path.clone(),
+                    len: n,
+                    offset: at,
+                });
+            }
+            let mut buf = vec![0u8; n as usize];
+            if !matches!(read_full(&mut self.input, &mut buf), Ok(true)) {
+                return Ok(None);
+            }
+            self.offset += 4 + u64::from(n);
+            return match serde_json::from_slice(&buf) {
+                Ok(info) => Ok(Some(Record::Process(info))),
+                Err(e) => {
+                    tracing::warn!(path = %self.path, offset = at, "skipping a process record that does not parse: {e}");
+                    self.next_record()
+                }
             };
         }
         if len as usize > MAX_EVENT_LEN {
@@ -209,6 +253,38 @@ mod tests {
         );
         assert_eq!(rd.next_record().unwrap(), Some(Record::ProcessExited(77)));
         assert_eq!(rd.next_record().unwrap(), None);
+    }
+
+    #[test]
+    fn process_records_roundtrip_and_version_1_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        let mut r = Recorder::create(&path, 0).unwrap();
+        let info = crate::http::types::ProcessInfo {
+            pid: 42,
+            comm: "uvicorn".into(),
+            exe: Some("/usr/bin/python3.11".into()),
+            ..Default::default()
+        };
+        r.process(&info).unwrap();
+        r.event(b"ev").unwrap();
+        r.flush().unwrap();
+        drop(r);
+        let mut rd = RecordingReader::open(&path).unwrap();
+        assert_eq!(rd.next_record().unwrap(), Some(Record::Process(info)));
+        assert_eq!(
+            rd.next_record().unwrap(),
+            Some(Record::Event(b"ev".to_vec()))
+        );
+        assert_eq!(rd.next_record().unwrap(), None);
+        // A version 1 file (no process records) opens.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(RecordingReader::open(&path).is_ok());
+        bytes[8..10].copy_from_slice(&(RECORDING_VERSION + 1).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(RecordingReader::open(&path).is_err());
     }
 
     #[test]
