@@ -356,15 +356,18 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Length(18),
         Constraint::Length(4),
     ];
+    // Fixed columns stay whole; the four text columns share the rest in these
+    // proportions (exactly 14/16/26/22 at NARROW_WIDTH).  Wider fixed columns
+    // made ratatui squeeze the time column to "10:5" at 120 columns.
     let wide_widths = [
         Constraint::Length(8),
         Constraint::Length(4),
         Constraint::Length(4),
-        Constraint::Length(20),
-        Constraint::Min(16),
+        Constraint::Fill(14),
+        Constraint::Fill(16),
         Constraint::Length(3),
-        Constraint::Length(34),
-        Constraint::Length(28),
+        Constraint::Fill(26),
+        Constraint::Fill(22),
         Constraint::Length(4),
         Constraint::Length(8),
     ];
