@@ -122,13 +122,33 @@ fn watch_shows_a_live_leak_filters_details_and_quits_cleanly() {
     assert_no_secrets("watch screen", &screen, &[&key, &other]);
 
     // Filter to the leaking route: only its row remains in the table.
-    tmux(&["send-keys", "-t", &session.0, "/", "items", "Enter"]);
-    // The header counts visible/total groups: one of the two is left.
+    // Each leak is a server row (the API that leaked) and a client row (curl,
+    // which received it): four groups; the filter keeps the server's /v1/items.
+    wait_for(
+        &session.0,
+        ON_SCREEN_DEADLINE,
+        |s| s.contains("findings 4/4"),
+        "server and client rows of both leaks",
+    );
+    tmux(&[
+        "send-keys",
+        "-t",
+        &session.0,
+        "/",
+        "items role:server",
+        "Enter",
+    ]);
     let screen = wait_for(
         &session.0,
         KEY_DEADLINE,
-        |s| s.contains("findings 1/2"),
+        |s| s.contains("findings 1/4"),
         "the filter applied",
+    );
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("srv") && l.contains("/v1/items")),
+        "the server row is the one left:\n{screen}"
     );
     assert!(screen.contains("/v1/items"), "{screen}");
 

@@ -80,9 +80,12 @@ impl SortKey {
     }
 }
 
-/// Findings with the same fingerprint, route and sink: one row.
+/// Findings with the same fingerprint, route, sink and role: one row.  The
+/// role stays apart: the server that leaks and the client that received the
+/// leak are two facts an operator acts on differently.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupKey {
+    pub role: String,
     pub fingerprint: String,
     pub method: String,
     pub path: String,
@@ -92,6 +95,7 @@ pub struct GroupKey {
 impl GroupKey {
     pub fn of(f: &Finding) -> Self {
         GroupKey {
+            role: f.role.as_str().to_string(),
             fingerprint: f.credential.fingerprint.clone(),
             method: f.request.method.clone(),
             path: f.request.path.clone(),
@@ -543,6 +547,27 @@ mod tests {
         assert_eq!(rows[1].count, 2);
         assert_eq!(rows[1].first_ts, finding(1, "/v1/a", "body").ts);
         assert_eq!(rows[1].last_ts, finding(2, "/v1/a", "body").ts);
+    }
+
+    #[test]
+    fn server_and_client_sides_of_one_leak_are_separate_rows() {
+        let mut app = App::new("http://x");
+        let server = finding(1, "/v1/a", "body");
+        let mut client = finding(2, "/v1/a", "body");
+        client.role = if server.role == Role::Server {
+            Role::Client
+        } else {
+            Role::Server
+        };
+        app.update(AppEvent::Finding(Box::new(server)));
+        app.update(AppEvent::Finding(Box::new(client)));
+        let rows = app.visible();
+        assert_eq!(
+            rows.len(),
+            2,
+            "the leaking server stays visible as its own row"
+        );
+        assert_ne!(rows[0].key.role, rows[1].key.role);
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub async fn once(client: &ApiClient) -> anyhow::Result<String> {
             method,
             path,
             sink,
+            ..
         } = &g.key;
         let _ = writeln!(
             out,
