@@ -86,51 +86,10 @@ pub fn curl_keepalive(
     urls: &[String],
     headers: &[&str],
 ) -> Result<(u32, Vec<(u16, u64)>)> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "60", "--cacert"])
-        .arg(cert.cert())
-        .args(["-w", "%{http_code} %{size_download} %{num_connects}\n"]);
-    for h in headers {
-        cmd.args(["-H", h]);
-    }
-    for url in urls {
-        cmd.args(["-o", "/dev/null", url]);
-    }
-    let out = run_bounded("curl", &cmd, CLIENT_TIMEOUT)?;
-    if !out.status.success() {
-        bail!(
-            "curl failed ({}): {}",
-            out.status,
-            redact(&String::from_utf8_lossy(&out.stderr))
-        );
-    }
-    let mut results = Vec::new();
-    let mut connects = 0;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let f: Vec<u64> = line
-            .split_whitespace()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        if f.len() != 3 {
-            bail!("curl -w output not understood: {line:?}");
-        }
-        results.push((f[0] as u16, f[1]));
-        connects += f[2];
-    }
-    if results.len() != urls.len() {
-        bail!(
-            "curl reported {} results for {} URLs",
-            results.len(),
-            urls.len()
-        );
-    }
-    if connects != 1 {
-        bail!(
-            "curl opened {connects} connections for {} requests, expected 1",
-            urls.len()
-        );
-    }
-    Ok((out.pid, results))
+    let headers: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let requests: Vec<(String, Vec<String>)> =
+        urls.iter().map(|u| (u.clone(), headers.clone())).collect();
+    curl_sequence(cert, &requests)
 }
 
 /// `tests/apps/client.py`, run with the tools venv's Python (or the system
