@@ -1,7 +1,8 @@
 //! End to end: the running sensor's life cycle.  SIGHUP applies a new leak
 //! list without losing state (a TLS connection opened before the reload keeps
-//! pairing on the same connection, counters keep counting), a bad file keeps
-//! the running configuration, and SIGTERM flushes a finding made just before
+//! pairing on the same connection, counters keep counting), a new pid scope
+//! takes effect at once and can be widened again, a bad file keeps the running
+//! configuration, and SIGTERM flushes a finding made just before
 //! it and exits 0 within 5 s.  Needs root and a built sensor.
 
 use std::io::{BufRead, BufReader, Write};
@@ -67,6 +68,12 @@ impl Drop for KeepAliveClient {
 }
 
 fn write_config(path: &std::path::Path, extra_headers: &[&str]) {
+    write_scoped_config(path, extra_headers, None);
+}
+
+/// With `pid`, only that process is in scope.
+fn write_scoped_config(path: &std::path::Path, extra_headers: &[&str], pid: Option<u32>) {
+    let scope = pid.map(|p| format!("pid = [{p}]\n")).unwrap_or_default();
     let headers: Vec<String> = ["x-api-key"]
         .iter()
         .chain(extra_headers)
@@ -74,9 +81,23 @@ fn write_config(path: &std::path::Path, extra_headers: &[&str]) {
         .collect();
     std::fs::write(
         path,
-        format!("[leak]\nheaders = [{}]\n", headers.join(", ")),
+        format!("{scope}[leak]\nheaders = [{}]\n", headers.join(", ")),
     )
     .unwrap();
+}
+
+/// SIGHUP, then wait for the `n`th "configuration reloaded" log line.
+fn reload_and_wait(sensor: &Sensor, n: usize) {
+    sensor.signal(libc::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    while sensor.stderr().matches("configuration reloaded").count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reload line #{n}:\n{}",
+            sensor.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -172,6 +193,27 @@ fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
     );
     assert!(pairs.iter().all(|p| p.connection.id == conn_before));
 
+    // Scope reload: with only pid 1 in scope, a leak from the server is not
+    // looked at; back to every process, it is again.
+    write_scoped_config(&config, &[CUSTOM_HEADER], Some(1));
+    reload_and_wait(&sensor, 2);
+    let hidden = Secret::random("pc_", 32);
+    let resp = sensor_e2e::curl(
+        &cert,
+        &server.url("/debug"),
+        &["-H", &format!("{CUSTOM_HEADER}: {}", hidden.expose())],
+    )
+    .unwrap();
+    assert_eq!(resp.status, 200);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        server_findings(&sensor.findings().unwrap()).len(),
+        1,
+        "out of scope after the reload"
+    );
+    write_config(&config, &[CUSTOM_HEADER]);
+    reload_and_wait(&sensor, 3);
+
     // SIGTERM right after a new leak: the finding is flushed, exit 0 within 5 s.
     let last = Secret::random("pc_", 32);
     assert_eq!(client.get("/debug", CUSTOM_HEADER, &last), 200);
@@ -196,6 +238,6 @@ fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
     assert_no_secrets(
         "sensor output",
         &sensor.all_output(),
-        &[&before, &after, &last],
+        &[&before, &after, &hidden, &last],
     );
 }

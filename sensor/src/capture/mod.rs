@@ -382,6 +382,16 @@ impl Capture {
         ))
     }
 
+    /// Replaces the process scope (SIGHUP); libraries of processes that came
+    /// into scope are attached by the next rescan.
+    pub fn set_scope(&self, pids: Vec<u32>, comms: Vec<String>) {
+        let scope = lock(&self.state).scope.clone();
+        scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(pids, comms);
+    }
+
     /// The libraries probed right now.
     pub fn attached(&self) -> Vec<AttachedLibrary> {
         lock(&self.state)

@@ -51,6 +51,14 @@ impl Scope {
         decision
     }
 
+    /// New `--pid`/`--comm` lists (SIGHUP): every cached decision is dropped,
+    /// so events and the next rescan follow the new scope.
+    pub fn set(&mut self, pids: Vec<u32>, comms: Vec<String>) {
+        self.pids = pids;
+        self.comms = comms;
+        self.cache.clear();
+    }
+
     /// Forget a process (it exited; its tgid may be reused).
     pub fn forget(&mut self, tgid: u32) {
         self.cache.remove(&tgid);
@@ -80,6 +88,13 @@ mod tests {
         assert!(by_comm.includes(me));
 
         let mut other = Scope::new(vec![], vec!["no-such-comm".into()], proc_root);
+        assert!(!other.includes(me));
+        // A reload widens or narrows the scope at once, cache included.
+        other.set(vec![me], vec![]);
+        assert!(other.includes(me));
+        other.set(vec![], vec![]);
+        assert!(other.is_everything() && other.includes(me));
+        other.set(vec![1], vec![]);
         assert!(!other.includes(me));
     }
 }

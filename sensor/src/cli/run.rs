@@ -152,7 +152,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
                 }
                 hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
             }
-            _ = sighup.recv() => reload(&args, &mut current, &mut pipeline),
+            _ = sighup.recv() => reload(&args, &mut current, &mut pipeline, &capture),
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and flushing"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching and flushing"); break; }
         }
@@ -181,9 +181,15 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP: re-read the configuration; apply the role and leak lists now, say
-/// which other changes need a restart.  A bad file keeps the running config.
-fn reload(args: &RunArgs, current: &mut RunConfig, pipeline: &mut Pipeline) {
+/// SIGHUP: re-read the configuration; apply the scope (role, pid, comm) and
+/// the leak lists now, say which other changes need a restart.  A bad file
+/// keeps the running config.
+fn reload(
+    args: &RunArgs,
+    current: &mut RunConfig,
+    pipeline: &mut Pipeline,
+    capture: &crate::capture::Capture,
+) {
     let newer = match RunConfig::load(args) {
         Ok(c) => c,
         Err(e) => {
@@ -200,15 +206,15 @@ fn reload(args: &RunArgs, current: &mut RunConfig, pipeline: &mut Pipeline) {
     };
     pipeline.set_detector(detector);
     pipeline.set_role_filter(newer.role);
-    let mut restart = current.restart_needed_for(&newer);
     if newer.capture.pids != current.capture.pids || newer.capture.comms != current.capture.comms {
-        restart.push("pid/comm scope");
+        capture.set_scope(newer.capture.pids.clone(), newer.capture.comms.clone());
     }
+    let restart = current.restart_needed_for(&newer);
     if restart.is_empty() {
-        tracing::info!("configuration reloaded (role, leak lists)");
+        tracing::info!("configuration reloaded (role, pid/comm scope, leak lists)");
     } else {
         tracing::warn!(
-            "configuration reloaded (role, leak lists); changed but only applied on restart: {}",
+            "configuration reloaded (role, pid/comm scope, leak lists); changed but only applied on restart: {}",
             restart.join(", ")
         );
     }
