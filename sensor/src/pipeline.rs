@@ -160,16 +160,19 @@ impl Pipeline {
 
     /// One raw event from the kernel or a recording.
     pub fn handle_raw(&mut self, raw: &[u8]) {
+        let parsed = CaptureEvent::parse(raw);
         if self.outputs.recorder.is_some() {
-            self.record_process_once(raw);
-        }
-        if let Some(rec) = self.outputs.recorder.as_mut() {
-            if let Err(e) = rec.event(raw) {
-                tracing::error!("cannot write the recording: {e}; recording stopped");
-                self.outputs.recorder = None;
+            // Who the process is goes before its first event, so replay names
+            // it as this run does.
+            if let Ok(ev) = &parsed {
+                if !self.processes.contains_key(&ev.conn.tgid) {
+                    let info = self.process_info(ev.conn.tgid, &ev.comm);
+                    self.record(|r| r.process(&info));
+                }
             }
+            self.record(|r| r.event(raw));
         }
-        match CaptureEvent::parse(raw) {
+        match parsed {
             Ok(ev) => self.handle_event(ev),
             Err(e) => {
                 self.metrics
@@ -314,33 +317,31 @@ impl Pipeline {
         }
     }
 
-    /// Before a process's first event in the recording: who it is, so replay
-    /// names it as this run does.
-    fn record_process_once(&mut self, raw: &[u8]) {
-        let Ok(ev) = CaptureEvent::parse(raw) else {
-            return;
-        };
-        if self.processes.contains_key(&ev.conn.tgid) {
-            return;
-        }
-        let info = self.process_info(ev.conn.tgid, &ev.comm);
+    /// Writes to the recording; a failed write stops recording (said once).
+    fn record(&mut self, write: impl FnOnce(&mut Recorder) -> std::io::Result<()>) {
         if let Some(rec) = self.outputs.recorder.as_mut() {
-            if let Err(e) = rec.process(&info) {
+            if let Err(e) = write(rec) {
                 tracing::error!("cannot write the recording: {e}; recording stopped");
                 self.outputs.recorder = None;
             }
         }
     }
 
+    /// Caches who a process is: from the resolver, or as a recording said
+    /// (replay), in which case its events use this instead of the resolver.
+    pub fn remember_process(&mut self, info: ProcessInfo) {
+        if self.processes.len() >= MAX_CACHED_PROCESSES {
+            self.processes.clear();
+        }
+        self.processes.insert(info.pid, info);
+    }
+
     fn process_info(&mut self, tgid: u32, comm: &str) -> ProcessInfo {
         if let Some(p) = self.processes.get(&tgid) {
             return p.clone();
         }
-        if self.processes.len() >= MAX_CACHED_PROCESSES {
-            self.processes.clear();
-        }
         let info = (self.resolver)(tgid, comm);
-        self.processes.insert(tgid, info.clone());
+        self.remember_process(info.clone());
         info
     }
 

@@ -7,27 +7,25 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
+use sensor_e2e::contract::parse_lines;
 use sensor_e2e::paths::sensor_bin;
 use sensor_e2e::proc::run_bounded;
 use sensor_e2e::scenario::{run_leak_scenario, App};
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
 use sensor_e2e::{require_root, serial, Sensor, Server, TestCert};
 
-/// The JSON lines of a file, parsed, in order.
-fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect()
-}
-
-/// Sorted by connection and sequence: the live pipeline emits in arrival
-/// order across connections, replay in recorded order; per connection both
-/// are the same.
-fn canonical(mut v: Vec<serde_json::Value>) -> Vec<String> {
-    v.sort_by_key(|x| x.to_string());
-    v.into_iter().map(|x| x.to_string()).collect()
+/// The JSON lines of a file, each re-serialised (keys sorted), then sorted:
+/// the live pipeline emits in arrival order across connections, replay in
+/// recorded order; per line both must be the same.
+fn canonical(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut v: Vec<String> = parse_lines::<serde_json::Value>(&text)
+        .expect("one JSON object per line")
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    v.sort();
+    v
 }
 
 #[test]
@@ -82,12 +80,12 @@ fn replay_of_a_recording_gives_the_live_pairs_and_findings() {
         sensor_e2e::secrets::redact(&String::from_utf8_lossy(&out.stderr))
     );
 
-    let live_pairs = canonical(lines(sensor.pairs_path()));
-    let live_findings = canonical(lines(sensor.findings_path()));
+    let live_pairs = canonical(sensor.pairs_path());
+    let live_findings = canonical(sensor.findings_path());
     assert!(live_pairs.len() >= scenario.requests);
     assert!(!live_findings.is_empty());
-    let replayed_pairs = canonical(lines(&replay_pairs));
-    let replayed_findings = canonical(lines(&replay_findings));
+    let replayed_pairs = canonical(&replay_pairs);
+    let replayed_findings = canonical(&replay_findings);
     assert_eq!(
         replayed_pairs.len(),
         live_pairs.len(),

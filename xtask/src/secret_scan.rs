@@ -90,7 +90,7 @@ fn find_secrets(text: &[u8], secrets: &[Vec<u8>]) -> Vec<(usize, usize)> {
     let mut hits = Vec::new();
     for (n, line) in text.split(|&c| c == b'\n').enumerate() {
         for (i, s) in secrets.iter().enumerate() {
-            if memchr_find(line, s) {
+            if contains(line, s) {
                 hits.push((i, n + 1));
             }
         }
@@ -98,7 +98,7 @@ fn find_secrets(text: &[u8], secrets: &[Vec<u8>]) -> Vec<(usize, usize)> {
     hits
 }
 
-fn memchr_find(hay: &[u8], needle: &[u8]) -> bool {
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 

@@ -1,8 +1,7 @@
 //! `sensor replay FILE`: a recording through the same pipeline as `sensor run`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context;
 
@@ -77,21 +76,12 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         count_capture_metrics: true,
         ..PipelineConfig::default()
     };
-    // Processes as the live run named them (process records), else what the
-    // events carry.
-    let recorded: Arc<Mutex<HashMap<u32, ProcessInfo>>> = Arc::default();
-    let known = recorded.clone();
-    let resolver = Box::new(move |pid: u32, comm: &str| {
-        known
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pid)
-            .cloned()
-            .unwrap_or_else(|| ProcessInfo {
-                pid,
-                comm: comm.to_string(),
-                ..ProcessInfo::default()
-            })
+    // Processes the recording names (process records) are remembered by the
+    // pipeline; any other is known only by what its events carry.
+    let resolver = Box::new(|pid: u32, comm: &str| ProcessInfo {
+        pid,
+        comm: comm.to_string(),
+        ..ProcessInfo::default()
     });
     let mut pipeline = Pipeline::new(cfg, detector, metrics.clone(), outputs, resolver);
     let mut events = 0u64;
@@ -102,12 +92,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
                 pipeline.handle_raw(&raw);
             }
             Record::ProcessExited(tgid) => pipeline.process_exited(tgid),
-            Record::Process(info) => {
-                recorded
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(info.pid, info);
-            }
+            Record::Process(info) => pipeline.remember_process(info),
         }
     }
     pipeline.finish();
