@@ -19,7 +19,7 @@ use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
 use crate::finding::Finding;
 use crate::http::limits::HttpLimits;
-use crate::http::types::{ConnInfo, HttpPair, ProcessInfo};
+use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
 use crate::http::{ConnectionParser, ParserOutput};
 use crate::leak::Detector;
 use crate::outputs::jsonl::JsonLinesWriter;
@@ -104,7 +104,9 @@ pub struct Outputs {
 
 pub struct Pipeline {
     cfg: PipelineConfig,
-    conns: LruCache<ConnId, Connection>,
+    /// Boxed: a connection is taken out and put back on every event, and its
+    /// parser state is large (moving it twice per event showed in the profile).
+    conns: LruCache<ConnId, Box<Connection>>,
     buffered_total: usize,
     /// Connection generations, so a reused `SSL*` gets a new connection id.
     next_generation: u64,
@@ -112,7 +114,7 @@ pub struct Pipeline {
     metrics: Metrics,
     outputs: Outputs,
     resolver: ProcessResolver,
-    processes: HashMap<u32, ProcessInfo>,
+    processes: HashMap<u32, Arc<ProcessInfo>>,
     logged_reasons: HashSet<&'static str>,
     scratch: ParserOutput,
 }
@@ -187,15 +189,12 @@ impl Pipeline {
     }
 
     pub fn handle_event(&mut self, ev: CaptureEvent) {
-        let label = match (&ev.kind, ev.direction) {
-            (EventKind::Close, _) => "close",
-            (_, Direction::Read) => "read",
-            (_, Direction::Write) => "write",
-        };
-        self.metrics
-            .capture_events
-            .with_label_values(&[label])
-            .inc();
+        let hot = &self.metrics.hot;
+        match (&ev.kind, ev.direction) {
+            (EventKind::Close, _) => hot.events_close.inc(),
+            (_, Direction::Read) => hot.events_read.inc(),
+            (_, Direction::Write) => hot.events_write.inc(),
+        }
         if ev.gap_before && ev.lost_before > 0 {
             self.metrics
                 .capture_truncated_bytes
@@ -218,14 +217,14 @@ impl Pipeline {
             None => {
                 let generation = self.next_generation;
                 self.next_generation += 1;
-                Connection {
+                Box::new(Connection {
                     parser: ConnectionParser::new(self.cfg.http.clone()),
                     id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation),
                     pairs: 0,
                     buffered: 0,
                     ignored: false,
                     last_ts_ns: ev.ts_ns,
-                }
+                })
             }
         };
         conn.last_ts_ns = conn.last_ts_ns.max(ev.ts_ns);
@@ -330,18 +329,22 @@ impl Pipeline {
     /// Caches who a process is: from the resolver, or as a recording said
     /// (replay), in which case its events use this instead of the resolver.
     pub fn remember_process(&mut self, info: ProcessInfo) {
+        self.cache_process(info.pid, Arc::new(info));
+    }
+
+    fn cache_process(&mut self, tgid: u32, info: Arc<ProcessInfo>) {
         if self.processes.len() >= MAX_CACHED_PROCESSES {
             self.processes.clear();
         }
-        self.processes.insert(info.pid, info);
+        self.processes.insert(tgid, info);
     }
 
-    fn process_info(&mut self, tgid: u32, comm: &str) -> ProcessInfo {
+    fn process_info(&mut self, tgid: u32, comm: &str) -> Arc<ProcessInfo> {
         if let Some(p) = self.processes.get(&tgid) {
             return p.clone();
         }
-        let info = (self.resolver)(tgid, comm);
-        self.remember_process(info.clone());
+        let info = Arc::new((self.resolver)(tgid, comm));
+        self.cache_process(tgid, info.clone());
         info
     }
 
@@ -397,7 +400,10 @@ impl Pipeline {
 
     fn emit_pair(&mut self, pair: &HttpPair) {
         let role = pair.exchange.role.as_str();
-        self.metrics.http_pairs.with_label_values(&[role]).inc();
+        match pair.exchange.role {
+            Role::Server => self.metrics.hot.pairs_server.inc(),
+            Role::Client => self.metrics.hot.pairs_client.inc(),
+        }
         let inspection = self.detector.inspect(pair);
         for sink in &inspection.masked_echoes {
             self.metrics

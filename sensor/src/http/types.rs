@@ -4,6 +4,8 @@
 //! the pair is being inspected; everything emitted from them goes through
 //! redaction (`outputs::pairs`) or fingerprinting (`leak`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -29,8 +31,167 @@ impl Role {
 /// One header; `name` is lower-case, `value` the raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
-    pub name: String,
+    pub name: HeaderName,
     pub value: Bytes,
+}
+
+/// A lower-case header name.  The common ones are static strings: allocating
+/// and freeing a `String` per header of every message was a tenth of the live
+/// pipeline's time.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HeaderName(std::borrow::Cow<'static, str>);
+
+/// Names sent on nearly every message (requests and responses of common
+/// servers and clients), kept without allocating.
+const COMMON_HEADER_NAMES: &[&str] = &[
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "accept-ranges",
+    "access-control-allow-origin",
+    "authorization",
+    "cache-control",
+    "connection",
+    "content-encoding",
+    "content-length",
+    "content-location",
+    "content-type",
+    "cookie",
+    "date",
+    "etag",
+    "expires",
+    "host",
+    "keep-alive",
+    "last-modified",
+    "location",
+    "origin",
+    "pragma",
+    "referer",
+    "server",
+    "set-cookie",
+    "strict-transport-security",
+    "transfer-encoding",
+    "user-agent",
+    "vary",
+    "x-api-key",
+    "x-content-type-options",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-frame-options",
+    "x-request-id",
+];
+
+/// Longest name looked up in the common table (longer ones are allocated).
+const COMMON_NAME_MAX: usize = 32;
+
+/// Slots of the open-addressing table over [`COMMON_HEADER_NAMES`] (a power
+/// of two, under half full so a miss ends after a probe or two).
+const COMMON_SLOTS: usize = 128;
+
+fn name_slot(lower: &[u8]) -> usize {
+    let (first, last) = match lower {
+        [] => (0, 0),
+        [f, .., l] => (*f, *l),
+        [f] => (*f, *f),
+    };
+    let mid = lower.get(lower.len() / 2).copied().unwrap_or(0);
+    (lower.len() * 131 + first as usize * 31 + mid as usize * 7 + last as usize) % COMMON_SLOTS
+}
+
+/// The static name equal to `lower`, if it is a common one: one hash and
+/// usually one comparison, instead of a scan of the list.
+fn common_name(lower: &[u8]) -> Option<&'static str> {
+    static TABLE: std::sync::OnceLock<[Option<&'static str>; COMMON_SLOTS]> =
+        std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [None; COMMON_SLOTS];
+        for name in COMMON_HEADER_NAMES {
+            let mut i = name_slot(name.as_bytes());
+            while t[i].is_some() {
+                i = (i + 1) % COMMON_SLOTS;
+            }
+            t[i] = Some(*name);
+        }
+        t
+    });
+    let mut i = name_slot(lower);
+    while let Some(name) = table[i] {
+        if name.as_bytes() == lower {
+            return Some(name);
+        }
+        i = (i + 1) % COMMON_SLOTS;
+    }
+    None
+}
+
+impl HeaderName {
+    /// The lower-case form of a name as it came on the wire.
+    pub fn from_wire(raw: &str) -> HeaderName {
+        if raw.len() <= COMMON_NAME_MAX {
+            let mut buf = [0u8; COMMON_NAME_MAX];
+            let lower = &mut buf[..raw.len()];
+            lower.copy_from_slice(raw.as_bytes());
+            lower.make_ascii_lowercase();
+            if let Some(s) = common_name(lower) {
+                return HeaderName(std::borrow::Cow::Borrowed(s));
+            }
+        }
+        HeaderName(std::borrow::Cow::Owned(raw.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for HeaderName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for HeaderName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for HeaderName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for HeaderName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for HeaderName {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other
+    }
+}
+
+/// For names written by hand (tests, configuration): lower-cased like wire names.
+impl From<&str> for HeaderName {
+    fn from(s: &str) -> HeaderName {
+        HeaderName::from_wire(s)
+    }
+}
+
+impl From<HeaderName> for String {
+    fn from(n: HeaderName) -> String {
+        n.0.into_owned()
+    }
 }
 
 /// A message body after transfer decoding (chunked framing removed), not yet
@@ -146,10 +307,48 @@ pub struct ConnInfo {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpPair {
     pub exchange: Exchange,
-    pub process: ProcessInfo,
+    /// Shared by every pair of the process (cloned per pair, never copied).
+    pub process: Arc<ProcessInfo>,
     pub conn: ConnInfo,
     /// Number of this pair on its connection, from 1.
     pub seq: u64,
     /// Wall-clock time of the response's last byte.
     pub ts: chrono::DateTime<chrono::Utc>,
+}
+
+#[cfg(test)]
+mod header_name_tests {
+    use super::*;
+
+    #[test]
+    fn wire_names_are_lower_cased_whether_common_or_not() {
+        for (wire, want) in [
+            ("Content-Length", "content-length"),
+            ("X-API-KEY", "x-api-key"),
+            ("host", "host"),
+            ("X-Partner-Credential", "x-partner-credential"),
+            // Longer than the common-name table's limit.
+            (
+                "X-A-Very-Long-Custom-Header-Name-Past-The-Table",
+                "x-a-very-long-custom-header-name-past-the-table",
+            ),
+            ("", ""),
+        ] {
+            let n = HeaderName::from_wire(wire);
+            assert_eq!(n.as_str(), want);
+            assert_eq!(n, want);
+        }
+    }
+
+    #[test]
+    fn every_common_name_is_already_lower_case_and_fits_the_table() {
+        for n in COMMON_HEADER_NAMES {
+            assert_eq!(n.to_ascii_lowercase(), *n);
+            assert!(n.len() <= COMMON_NAME_MAX, "{n}");
+            assert!(matches!(
+                HeaderName::from_wire(&n.to_ascii_uppercase()).0,
+                std::borrow::Cow::Borrowed(_)
+            ));
+        }
+    }
 }

@@ -121,7 +121,7 @@ impl Detector {
             if h.name == "set-cookie" {
                 same_cookie_refresh(&creds, &h.value, &mut per);
             }
-            record(&(SinkLocation::Header, Some(h.name.clone())), per);
+            record(&(SinkLocation::Header, Some(h.name.to_string())), per);
         }
 
         let ce = match parse_content_encoding(resp.header("content-encoding").map(|v| &v[..])) {
@@ -265,7 +265,7 @@ impl Detector {
                 content_type: resp.header("content-type").map(|h| text(h)),
             },
             role: pair.exchange.role,
-            process: pair.process.clone(),
+            process: (*pair.process).clone(),
             connection: pair.conn.clone(),
         }
     }

@@ -54,7 +54,7 @@ fn pair(
 fn hdrs(h: &[(&str, &[u8])]) -> Vec<Header> {
     h.iter()
         .map(|(n, v)| Header {
-            name: n.to_string(),
+            name: HeaderName::from(*n),
             value: Bytes::copy_from_slice(v),
         })
         .collect()
@@ -90,11 +90,11 @@ fn pair_full(
             timing: Timing::default(),
             role: Role::Server,
         },
-        process: ProcessInfo {
+        process: std::sync::Arc::new(ProcessInfo {
             pid: 4242,
             comm: "uvicorn".into(),
             ..Default::default()
-        },
+        }),
         conn: ConnInfo {
             id: "4242:7:1".into(),
             peer: None,

@@ -25,6 +25,30 @@ pub struct Metrics {
     pub blind_processes: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub findings_dropped: IntCounter,
+    /// Handles of the series touched on every event or pair, resolved once:
+    /// a `with_label_values` lookup (hash + lock) per event showed in the profile.
+    pub hot: HotCounters,
+}
+
+#[derive(Clone)]
+pub struct HotCounters {
+    pub events_read: IntCounter,
+    pub events_write: IntCounter,
+    pub events_close: IntCounter,
+    pub pairs_server: IntCounter,
+    pub pairs_client: IntCounter,
+}
+
+impl HotCounters {
+    fn new(capture_events: &IntCounterVec, http_pairs: &IntCounterVec) -> HotCounters {
+        HotCounters {
+            events_read: capture_events.with_label_values(&["read"]),
+            events_write: capture_events.with_label_values(&["write"]),
+            events_close: capture_events.with_label_values(&["close"]),
+            pairs_server: http_pairs.with_label_values(&["server"]),
+            pairs_client: http_pairs.with_label_values(&["client"]),
+        }
+    }
 }
 
 fn counter_vec(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -49,7 +73,22 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let r = &registry;
+        let http_pairs = counter_vec(
+            r,
+            "sensor_http_pairs_total",
+            "HTTP request/response pairs reassembled.",
+            &["role"],
+        );
+        let capture_events = counter_vec(
+            r,
+            "sensor_capture_events_total",
+            "Capture events received from the kernel, by direction (read, write, close).",
+            &["direction"],
+        );
         let m = Metrics {
+            hot: HotCounters::new(&capture_events, &http_pairs),
+            http_pairs,
+            capture_events,
             credential_leaks: counter_vec(
                 r,
                 "sensor_credential_leaks_total",
@@ -62,18 +101,11 @@ impl Metrics {
                 "Responses that echoed a request credential masked (not a leak).",
                 &["role", "sink"],
             ),
-            http_pairs: counter_vec(r, "sensor_http_pairs_total", "HTTP request/response pairs reassembled.", &["role"]),
             http_parse_errors: counter_vec(
                 r,
                 "sensor_http_parse_errors_total",
                 "Connections or messages the HTTP stage could not parse, by reason; the connection is ignored from then on.",
                 &["reason"],
-            ),
-            capture_events: counter_vec(
-                r,
-                "sensor_capture_events_total",
-                "Capture events received from the kernel, by direction (read, write, close).",
-                &["direction"],
             ),
             capture_lost_events: counter(
                 r,

@@ -120,7 +120,7 @@ fn request_headers(pair: &HttpPair, detector: &Detector) -> Vec<(String, String)
             } else {
                 REDACTED.to_string()
             };
-            (h.name.clone(), v)
+            (h.name.to_string(), v)
         })
         .collect()
 }
@@ -143,7 +143,7 @@ fn response_headers(pair: &HttpPair, findings: &[Finding]) -> Vec<(String, Strin
             } else {
                 value_string(h)
             };
-            (h.name.clone(), v)
+            (h.name.to_string(), v)
         })
         .collect()
 }
@@ -193,7 +193,7 @@ pub fn pair_record<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::types::{Body, ConnInfo, Exchange, ProcessInfo, Request, Response, Role};
+    use crate::http::types::{Body, ConnInfo, Exchange, Request, Response, Role};
     use crate::leak::{Fingerprinter, LeakConfig};
     use bytes::Bytes;
 
@@ -232,7 +232,7 @@ mod tests {
                 timing: Default::default(),
                 role: Role::Server,
             },
-            process: ProcessInfo::default(),
+            process: Default::default(),
             conn: ConnInfo {
                 id: "1:1:1".into(),
                 peer: None,

@@ -20,6 +20,10 @@ use super::{Ctx, PORT_NGINX, PORT_NGINX_UPSTREAM};
 
 /// Sampling frequency (Hz): low enough to not disturb a 2-core machine much.
 const FREQ: &str = "999";
+/// Call chains from DWARF unwinding: release builds keep no frame pointers, so
+/// `-g` alone loses the callers of libc's memmove/malloc, which is what one
+/// needs to know to fix them.
+const CALL_GRAPH: [&str; 2] = ["--call-graph", "dwarf,16384"];
 /// Symbols kept per profile in the report.
 const TOP: usize = 15;
 /// Of those, shown in the table.
@@ -79,6 +83,17 @@ fn perf_report(data: &Path, txt_out: &Path) -> anyhow::Result<Vec<Sym>> {
     }
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     std::fs::write(txt_out, &text)?;
+    // Who calls the hot symbols: the callers' chains of everything above 1 %.
+    let graph = Command::new("perf")
+        .args(["report", "--stdio", "--no-children", "-G"])
+        .args(["--percent-limit", "1", "-i"])
+        .arg(data)
+        .output()
+        .context("running perf report -G")?;
+    std::fs::write(
+        txt_out.with_extension("callers.txt"),
+        String::from_utf8_lossy(&graph.stdout).as_bytes(),
+    )?;
     let mut syms = parse_report(&text);
     syms.truncate(TOP);
     Ok(syms)
@@ -87,7 +102,9 @@ fn perf_report(data: &Path, txt_out: &Path) -> anyhow::Result<Vec<Sym>> {
 /// `perf record -g` of `pid` for `secs`, started now (in the background).
 fn record_pid(pid: u32, secs: u64, data: &Path, log: &Path) -> anyhow::Result<Proc> {
     let mut c = Command::new("perf");
-    c.args(["record", "-F", FREQ, "-g", "-p", &pid.to_string(), "-o"])
+    c.args(["record", "-F", FREQ])
+        .args(CALL_GRAPH)
+        .args(["-p", &pid.to_string(), "-o"])
         .arg(data)
         .args(["--", "sleep", &secs.to_string()]);
     Proc::spawn("perf record", &mut c, Some(log))
@@ -177,7 +194,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         super::synth::write(&rec, &w, 0x5eed)?;
         let data = dir.join("replay.data");
         let mut c = Command::new("perf");
-        c.args(["record", "-F", FREQ, "-g", "-o"])
+        c.args(["record", "-F", FREQ])
+            .args(CALL_GRAPH)
+            .arg("-o")
             .arg(&data)
             .arg("--")
             .arg(ctx.sensor_bin()?)
