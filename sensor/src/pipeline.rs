@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use crate::capture::event::{CaptureEvent, ConnId, Direction, EventKind};
+use crate::capture::event::{CaptureEvent, Comm, ConnId, Direction, EventKind};
 use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
 use crate::finding::Finding;
@@ -41,10 +41,12 @@ pub struct PipelineConfig {
     pub role: RoleFilter,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC in ns: turns event timestamps into wall time.
     pub clock_offset_ns: i64,
-    /// Count events and announced losses into the capture metrics here.  Live,
-    /// `capture` counts them from the kernel's own counters (which also see what
-    /// never reached userspace); replay has only the events, so it counts them.
-    pub count_capture_metrics: bool,
+    /// Count the lost bytes events announce (`lost_before`) into
+    /// `sensor_capture_truncated_bytes_total` here.  Live, `capture` counts them
+    /// where they are lost (the kernel's counters, the reader's dropped batches),
+    /// so counting the announcement too would count each byte twice; replay has
+    /// only the announcements.  Events themselves are always counted here, once.
+    pub count_announced_losses: bool,
 }
 
 impl Default for PipelineConfig {
@@ -55,7 +57,7 @@ impl Default for PipelineConfig {
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES,
             role: RoleFilter::Any,
             clock_offset_ns: clock_offset_ns(),
-            count_capture_metrics: false,
+            count_announced_losses: false,
         }
     }
 }
@@ -161,8 +163,8 @@ impl Pipeline {
     }
 
     /// One raw event from the kernel or a recording.
-    pub fn handle_raw(&mut self, raw: &[u8]) {
-        let parsed = CaptureEvent::parse(raw);
+    pub fn handle_raw(&mut self, raw: &Bytes) {
+        let parsed = CaptureEvent::parse_shared(raw);
         if self.outputs.recorder.is_some() {
             // Who the process is goes before its first event, so replay names
             // it as this run does.
@@ -195,7 +197,7 @@ impl Pipeline {
             (_, Direction::Read) => hot.events_read.inc(),
             (_, Direction::Write) => hot.events_write.inc(),
         }
-        if ev.gap_before && ev.lost_before > 0 {
+        if self.cfg.count_announced_losses && ev.gap_before && ev.lost_before > 0 {
             self.metrics
                 .capture_truncated_bytes
                 .inc_by(ev.lost_before as u64);
@@ -264,7 +266,7 @@ impl Pipeline {
         self.enforce_memory_budget();
     }
 
-    fn close_connection(&mut self, conn_key: ConnId, ts_ns: u64, comm: &str) {
+    fn close_connection(&mut self, conn_key: ConnId, ts_ns: u64, comm: &Comm) {
         if let Some(mut conn) = self.conns.pop(&conn_key) {
             let mut out = std::mem::take(&mut self.scratch);
             conn.parser.close(ts_ns.max(conn.last_ts_ns), &mut out);
@@ -289,8 +291,8 @@ impl Pipeline {
         let comm = self
             .processes
             .get(&tgid)
-            .map(|p| p.comm.clone())
-            .unwrap_or_default();
+            .map(|p| Comm::from(p.comm.as_str()))
+            .unwrap_or(Comm::from(""));
         for id in ids {
             self.close_connection(id, 0, &comm);
         }
@@ -339,11 +341,11 @@ impl Pipeline {
         self.processes.insert(tgid, info);
     }
 
-    fn process_info(&mut self, tgid: u32, comm: &str) -> Arc<ProcessInfo> {
+    fn process_info(&mut self, tgid: u32, comm: &Comm) -> Arc<ProcessInfo> {
         if let Some(p) = self.processes.get(&tgid) {
             return p.clone();
         }
-        let info = Arc::new((self.resolver)(tgid, comm));
+        let info = Arc::new((self.resolver)(tgid, &comm.to_string_lossy()));
         self.cache_process(tgid, info.clone());
         info
     }
@@ -352,7 +354,7 @@ impl Pipeline {
         &mut self,
         conn_key: ConnId,
         conn: &mut Connection,
-        comm: &str,
+        comm: &Comm,
         out: &mut ParserOutput,
     ) {
         for reason in out.errors.drain(..) {
@@ -473,8 +475,12 @@ impl Pipeline {
     pub fn finish(&mut self) {
         let ids: Vec<ConnId> = self.conns.iter().map(|(k, _)| *k).collect();
         for id in ids {
-            self.close_connection(id, 0, "");
+            self.close_connection(id, 0, &Comm::from(""));
         }
         self.flush();
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;

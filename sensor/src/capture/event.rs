@@ -41,11 +41,48 @@ pub enum EventKind {
     Close,
 }
 
+/// `comm` of the thread that made the call, as the kernel gives it (16 bytes,
+/// NUL-padded).  Kept inline: it is only turned into text when a process is
+/// first seen, not on each of the millions of events.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm([u8; 16]);
+
+impl Comm {
+    pub fn from_kernel(raw: [u8; 16]) -> Comm {
+        Comm(raw)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        let n = self.0.iter().position(|&b| b == 0).unwrap_or(self.0.len());
+        &self.0[..n]
+    }
+
+    pub fn to_string_lossy(&self) -> String {
+        String::from_utf8_lossy(self.as_bytes()).into_owned()
+    }
+}
+
+/// At most 15 bytes, like the kernel's `TASK_COMM_LEN`.
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        let mut raw = [0u8; 16];
+        let n = s.len().min(15);
+        raw[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(raw)
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.to_string_lossy(), f)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CaptureEvent {
     pub conn: ConnId,
     pub tid: u32,
-    pub comm: String,
+    pub comm: Comm,
     pub ts_ns: u64,
     pub call_seq: u32,
     pub call_len: u32,
@@ -102,6 +139,19 @@ impl CaptureEvent {
     /// Parses one raw event (header + data) exactly as the kernel wrote it.
     /// Never trusts it: every length is checked against what is really there.
     pub fn parse(raw: &[u8]) -> Result<CaptureEvent, EventError> {
+        Self::parse_with(raw, Bytes::copy_from_slice)
+    }
+
+    /// Like [`CaptureEvent::parse`], but the data is a slice of `raw` (no copy):
+    /// the reader already copied each event out of the ring buffer once.
+    pub fn parse_shared(raw: &Bytes) -> Result<CaptureEvent, EventError> {
+        Self::parse_with(raw, |data| raw.slice_ref(data))
+    }
+
+    fn parse_with(
+        raw: &[u8],
+        own: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<CaptureEvent, EventError> {
         let h = parse_header(raw)?;
         let data = &raw[EVENT_HEADER_LEN..];
         // The ring buffer may pad records; the header's length is authoritative
@@ -118,18 +168,17 @@ impl CaptureEvent {
             d => return Err(EventError::UnknownDirection(d)),
         };
         let kind = match h.kind {
-            KIND_DATA => EventKind::Data(Bytes::copy_from_slice(&data[..h.data_len as usize])),
+            KIND_DATA => EventKind::Data(own(&data[..h.data_len as usize])),
             KIND_CLOSE => EventKind::Close,
             k => return Err(EventError::UnknownKind(k)),
         };
-        let comm_len = h.comm.iter().position(|&b| b == 0).unwrap_or(h.comm.len());
         Ok(CaptureEvent {
             conn: ConnId {
                 tgid: (h.pid_tgid >> 32) as u32,
                 ssl: h.ssl,
             },
             tid: h.pid_tgid as u32,
-            comm: String::from_utf8_lossy(&h.comm[..comm_len]).into_owned(),
+            comm: Comm::from_kernel(h.comm),
             ts_ns: h.ts_ns,
             call_seq: h.call_seq,
             call_len: h.call_len,
@@ -151,9 +200,7 @@ impl CaptureEvent {
             EventKind::Data(d) => d,
             EventKind::Close => &[],
         };
-        let mut comm = [0u8; 16];
-        let n = self.comm.len().min(15);
-        comm[..n].copy_from_slice(&self.comm.as_bytes()[..n]);
+        let comm = self.comm.0;
         let mut flags = 0;
         if self.gap_before {
             flags |= FLAG_LOST_BEFORE;

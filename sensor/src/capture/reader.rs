@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aya::maps::{MapData, RingBuf};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use sensor_common::{
-    EventHeader, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN, FLAG_LOST_BEFORE, KIND_CLOSE,
-    MAX_TRACKED_CONNECTIONS,
+    EventHeader, EVENT_HEADER_LEN, FLAG_LOST_BEFORE, KIND_CLOSE, MAX_TRACKED_CONNECTIONS,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
@@ -26,8 +25,6 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 pub const MAX_BATCH_EVENTS: usize = 1024;
 /// How long a full channel may hold up the reader before a batch is dropped.
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
-/// Allocation unit for the events of a batch.
-const ARENA_BYTES: usize = 256 * 1024;
 /// tgids remembered for exit reporting at most.
 pub const MAX_SEEN_TGIDS: usize = 65_536;
 
@@ -174,9 +171,9 @@ fn drain(
     loss: &mut PendingLoss,
 ) -> Vec<Bytes> {
     let mut batch = Vec::new();
-    // Events of a batch share allocations: copied into one arena, split off as
-    // `Bytes` (one allocation per ARENA_BYTES instead of one per event).
-    let mut arena = BytesMut::new();
+    // Each event is copied out of the ring exactly once, into its own
+    // allocation of its own size: the pipeline slices it without copying, and
+    // a body chunk it keeps pins only that event, never a shared arena.
     let mut scope = scope.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
     while batch.len() < MAX_BATCH_EVENTS {
@@ -199,21 +196,9 @@ fn drain(
         if seen.len() < MAX_SEEN_TGIDS {
             seen.insert(tgid);
         }
-        let label = if h.kind == KIND_CLOSE {
-            "close"
-        } else if h.direction == DIR_WRITE {
-            "write"
-        } else if h.direction == DIR_READ {
-            "read"
-        } else {
-            "unknown"
-        };
-        metrics.capture_events.with_label_values(&[label]).inc();
-        if arena.capacity() < raw.len() {
-            arena.reserve(ARENA_BYTES.max(raw.len()));
-        }
-        arena.extend_from_slice(raw);
-        batch.push(loss.apply(arena.split().freeze()));
+        // Counted in sensor_capture_events_total by the pipeline, which sees
+        // every event that gets this far.
+        batch.push(loss.apply(Bytes::copy_from_slice(raw)));
     }
     batch
 }

@@ -73,7 +73,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         },
         role: a.role,
         clock_offset_ns: reader.clock_offset_ns(),
-        count_capture_metrics: true,
+        count_announced_losses: true,
         ..PipelineConfig::default()
     };
     // Processes the recording names (process records) are remembered by the
@@ -89,7 +89,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         match rec {
             Record::Event(raw) => {
                 events += 1;
-                pipeline.handle_raw(&raw);
+                pipeline.handle_raw(&bytes::Bytes::from(raw));
             }
             Record::ProcessExited(tgid) => pipeline.process_exited(tgid),
             Record::Process(info) => pipeline.remember_process(info),

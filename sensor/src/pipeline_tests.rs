@@ -1,0 +1,191 @@
+//! The pipeline fed raw events exactly as the reader or a recording hands them
+//! over: counting, loss accounting, bounds, and one leak end to end.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::leak::config::LeakConfig;
+use crate::leak::fingerprint::Fingerprinter;
+
+const SERVER: ConnId = ConnId {
+    tgid: 42,
+    ssl: 0x1000,
+};
+
+struct Harness {
+    pipeline: Pipeline,
+    metrics: Metrics,
+    findings: Arc<Mutex<Vec<Finding>>>,
+}
+
+fn harness(cfg: PipelineConfig) -> Harness {
+    let metrics = Metrics::new();
+    let findings = Arc::new(Mutex::new(Vec::new()));
+    let sink = findings.clone();
+    let outputs = Outputs {
+        on_finding: Some(Box::new(move |f: &Finding| {
+            sink.lock().unwrap().push(f.clone())
+        })),
+        ..Outputs::default()
+    };
+    let detector = Arc::new(Detector::new(
+        LeakConfig::default(),
+        Fingerprinter::new([3; 32]),
+    ));
+    let resolver = Box::new(|pid: u32, comm: &str| ProcessInfo {
+        pid,
+        comm: comm.to_string(),
+        ..ProcessInfo::default()
+    });
+    Harness {
+        pipeline: Pipeline::new(cfg, detector, metrics.clone(), outputs, resolver),
+        metrics,
+        findings,
+    }
+}
+
+fn raw(ev: &CaptureEvent) -> Bytes {
+    Bytes::from(ev.encode())
+}
+
+fn data(conn: ConnId, dir: Direction, seq: u32, bytes: &[u8]) -> Bytes {
+    raw(&CaptureEvent::data(
+        conn,
+        dir,
+        seq,
+        seq as u64 * 1000,
+        bytes,
+    ))
+}
+
+fn close(conn: ConnId) -> Bytes {
+    let mut ev = CaptureEvent::data(conn, Direction::Write, 99, 99_000, b"");
+    ev.kind = EventKind::Close;
+    raw(&ev)
+}
+
+fn events(m: &Metrics, label: &str) -> u64 {
+    m.capture_events.with_label_values(&[label]).get()
+}
+
+const LEAKY_REQUEST: &[u8] =
+    b"GET /v1/items HTTP/1.1\r\nHost: api\r\nX-Api-Key: sk_live_5f2a9c81d7e34b6aa0c3\r\n\r\n";
+const LEAKY_RESPONSE: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"error\":\"bad key sk_live_5f2a9c81d7e34b6aa0c3\"}\r\n";
+
+#[test]
+fn every_event_is_counted_once_by_direction() {
+    let mut h = harness(PipelineConfig::default());
+    h.pipeline
+        .handle_raw(&data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
+    h.pipeline
+        .handle_raw(&data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+    h.pipeline.handle_raw(&close(SERVER));
+    assert_eq!(events(&h.metrics, "read"), 1);
+    assert_eq!(events(&h.metrics, "write"), 1);
+    assert_eq!(events(&h.metrics, "close"), 1);
+}
+
+#[test]
+fn a_leak_in_raw_events_becomes_one_finding_without_the_secret() {
+    let mut h = harness(PipelineConfig::default());
+    h.pipeline
+        .handle_raw(&data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
+    h.pipeline
+        .handle_raw(&data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+    h.pipeline.finish();
+    let findings = h.findings.lock().unwrap();
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    let json = serde_json::to_string(&findings[0]).unwrap();
+    assert!(!json.contains("sk_live_5f2a9c81d7e34b6aa0c3"));
+    assert!(!h.metrics.render().contains("sk_live_5f2a9c81d7e34b6aa0c3"));
+}
+
+#[test]
+fn announced_losses_are_counted_only_when_asked() {
+    for (count, expected) in [(false, 0), (true, 700)] {
+        let mut h = harness(PipelineConfig {
+            count_announced_losses: count,
+            ..PipelineConfig::default()
+        });
+        let mut ev = CaptureEvent::data(SERVER, Direction::Read, 1, 1000, LEAKY_REQUEST);
+        ev.gap_before = true;
+        ev.lost_before = 700;
+        h.pipeline.handle_raw(&raw(&ev));
+        assert_eq!(
+            h.metrics.capture_truncated_bytes.get(),
+            expected,
+            "count_announced_losses: {count}"
+        );
+    }
+}
+
+#[test]
+fn malformed_raw_events_are_counted_and_skipped() {
+    let mut h = harness(PipelineConfig::default());
+    h.pipeline.handle_raw(&Bytes::from_static(b"short"));
+    let mut bad = data(SERVER, Direction::Read, 1, LEAKY_REQUEST).to_vec();
+    bad.truncate(bad.len() - 10); // declares more data than it carries
+    h.pipeline.handle_raw(&Bytes::from(bad));
+    let bad_events = |r: &str| h.metrics.capture_bad_events.with_label_values(&[r]).get();
+    assert_eq!(bad_events("short"), 1);
+    assert_eq!(bad_events("length_mismatch"), 1);
+    assert_eq!(h.pipeline.connections(), 0);
+}
+
+#[test]
+fn the_connection_table_never_exceeds_its_bound() {
+    let mut h = harness(PipelineConfig {
+        max_connections: 8,
+        ..PipelineConfig::default()
+    });
+    for i in 0..100u64 {
+        let conn = ConnId { tgid: 7, ssl: i };
+        h.pipeline
+            .handle_raw(&data(conn, Direction::Read, 1, b"GET / HTTP/1.1\r\n"));
+        assert!(h.pipeline.connections() <= 8);
+    }
+    let evicted = h
+        .metrics
+        .connections_evicted
+        .with_label_values(&["lru"])
+        .get();
+    assert_eq!(evicted, 92);
+}
+
+#[test]
+fn buffered_bytes_stay_under_the_budget() {
+    let budget = 64 * 1024;
+    let mut h = harness(PipelineConfig {
+        max_buffered_bytes: budget,
+        ..PipelineConfig::default()
+    });
+    // Many connections each stuck in the middle of a large response body.
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
+    let chunk = vec![b'x'; 16 * 1024];
+    for i in 0..40u64 {
+        let conn = ConnId { tgid: 9, ssl: i };
+        h.pipeline.handle_raw(&data(
+            conn,
+            Direction::Read,
+            1,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ));
+        h.pipeline
+            .handle_raw(&data(conn, Direction::Write, 2, head));
+        h.pipeline
+            .handle_raw(&data(conn, Direction::Write, 3, &chunk));
+        assert!(
+            h.pipeline.buffered_bytes() <= budget,
+            "{} > {budget}",
+            h.pipeline.buffered_bytes()
+        );
+    }
+    let evicted = h
+        .metrics
+        .connections_evicted
+        .with_label_values(&["memory"])
+        .get();
+    assert!(evicted > 0, "the budget never forced an eviction");
+}
