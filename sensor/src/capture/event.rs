@@ -72,6 +72,18 @@ impl From<&str> for Comm {
     }
 }
 
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
+}
+
 impl std::fmt::Debug for Comm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Debug::fmt(&self.to_string_lossy(), f)
@@ -302,5 +314,29 @@ mod tests {
             CaptureEvent::parse(&bad),
             Err(EventError::UnknownDirection(9))
         );
+    }
+
+    #[test]
+    fn comm_is_the_kernel_bytes_up_to_the_first_nul() {
+        let mut raw = [0u8; 16];
+        raw[..7].copy_from_slice(b"python3");
+        let c = Comm::from_kernel(raw);
+        assert_eq!(c, "python3");
+        assert_eq!(c.to_string_lossy(), "python3");
+        assert_eq!(Comm::from("a-name-longer-than-fifteen"), "a-name-longer-t");
+        assert_eq!(Comm::from_kernel([b'x'; 16]).as_bytes().len(), 16);
+        assert_eq!(format!("{:?}", Comm::from("curl")), "\"curl\"");
+    }
+
+    #[test]
+    fn shared_parse_slices_the_event_without_copying() {
+        let ev = CaptureEvent::data(ConnId { tgid: 1, ssl: 1 }, Direction::Read, 1, 1, b"abc");
+        let raw = Bytes::from(ev.encode());
+        let parsed = CaptureEvent::parse_shared(&raw).unwrap();
+        assert_eq!(parsed, ev);
+        let EventKind::Data(d) = parsed.kind else {
+            panic!("data event")
+        };
+        assert_eq!(d.as_ptr(), raw[EVENT_HEADER_LEN..].as_ptr());
     }
 }
