@@ -652,6 +652,74 @@ async fn bench_ssl_write_cost() {
     }
 }
 
+/// The kernel keeps one in-flight entry per thread, reused call after call
+/// (not one per call), and drops a thread's entry when the thread exits, even
+/// in the middle of a call: a process killed while blocked in SSL_read leaves
+/// nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
+    if !root_or_skip() {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    let port = PORT_BASE + 11;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path());
+    let (capture, rx) = Capture::start(config(ProbeMode::Auto), Metrics::new())
+        .await
+        .expect("capture starts (built with `cargo xtask build`?)");
+    let drain = tokio::spawn(async move {
+        let mut rx = rx;
+        while rx.recv().await.is_some() {}
+    });
+    let mut sink = Command::new(PYTHON)
+        .arg(fixture())
+        .args(["sink", &port.to_string()])
+        .arg(&cert)
+        .arg(&key)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(sink.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "READY", "sink did not start");
+    let _sink = KillOnDrop(sink);
+    let before = capture.kernel_counters();
+    let mut client = Command::new(PYTHON)
+        .arg(fixture())
+        .args(["stuck", &port.to_string(), "200"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = client.id();
+    let mut line = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "STUCK", "client did not get stuck");
+    let calls = capture.kernel_counters().calls - before.calls;
+    let threads = capture.inflight_threads(pid);
+    assert!(calls >= 200, "the 200 writes were probed: {calls} calls");
+    // The main thread (200 writes) and the reader blocked in SSL_read.
+    assert_eq!(threads, 2, "one entry per thread, not per call");
+    let mut client = KillOnDrop(client);
+    let _ = client.0.kill();
+    let _ = client.0.wait();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while capture.inflight_threads(pid) != 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        capture.inflight_threads(pid),
+        0,
+        "a killed thread's in-flight entry is removed"
+    );
+    capture.shutdown().await;
+    drain.abort();
+}
+
 /// A libssl that only appears after the capture started (a copy: a new inode,
 /// as a container's own library would be) is found by the rescan, attached
 /// once, and its traffic captured; the `pids` scope keeps other processes out.

@@ -412,6 +412,23 @@ impl Capture {
         lock(&self.state).attached.keys().copied().collect()
     }
 
+    /// Threads of `tgid` that have an in-flight call entry in the kernel (one
+    /// per thread that made a probed call and is still alive): shows that
+    /// entries are reused per thread and go away when their thread exits.
+    pub fn inflight_threads(&self, tgid: u32) -> usize {
+        let s = lock(&self.state);
+        let Some(map) = s.ebpf.map("INFLIGHT") else {
+            return 0;
+        };
+        let Ok(m) = aya::maps::HashMap::<_, u64, sensor_common::InflightCall>::try_from(map) else {
+            return 0;
+        };
+        m.keys()
+            .filter_map(Result::ok)
+            .filter(|k| (k >> 32) as u32 == tgid)
+            .count()
+    }
+
     /// Current totals of the kernel counters.
     pub fn kernel_counters(&self) -> KernelCounters {
         read_counters(&self.counters)
