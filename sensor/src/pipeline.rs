@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use crate::capture::event::{CaptureEvent, Comm, ConnId, Direction, EventKind};
+use crate::capture::event::{parse_header, CaptureEvent, Comm, ConnId, Direction, EventKind};
 use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
 use crate::finding::Finding;
@@ -163,20 +163,11 @@ impl Pipeline {
     }
 
     /// One raw event from the kernel or a recording.
-    pub fn handle_raw(&mut self, raw: &Bytes) {
-        let parsed = CaptureEvent::parse_shared(raw);
+    pub fn handle_raw(&mut self, raw: Bytes) {
         if self.outputs.recorder.is_some() {
-            // Who the process is goes before its first event, so replay names
-            // it as this run does.
-            if let Ok(ev) = &parsed {
-                if !self.processes.contains_key(&ev.conn.tgid) {
-                    let info = self.process_info(ev.conn.tgid, &ev.comm);
-                    self.record(|r| r.process(&info));
-                }
-            }
-            self.record(|r| r.event(raw));
+            self.record_raw(&raw);
         }
-        match parsed {
+        match CaptureEvent::parse_owned(raw) {
             Ok(ev) => self.handle_event(ev),
             Err(e) => {
                 self.metrics
@@ -190,7 +181,20 @@ impl Pipeline {
         }
     }
 
-    pub fn handle_event(&mut self, ev: CaptureEvent) {
+    /// Writes one raw event to the recording; who its process is goes before
+    /// the process' first event, so replay names it as this run does.
+    fn record_raw(&mut self, raw: &[u8]) {
+        if let Ok(h) = parse_header(raw) {
+            let tgid = (h.pid_tgid >> 32) as u32;
+            if !self.processes.contains_key(&tgid) {
+                let info = self.process_info(tgid, &Comm::from_kernel(h.comm));
+                self.record(|r| r.process(&info));
+            }
+        }
+        self.record(|r| r.event(raw));
+    }
+
+    pub fn handle_event(&mut self, mut ev: CaptureEvent) {
         let hot = &self.metrics.hot;
         match (&ev.kind, ev.direction) {
             (EventKind::Close, _) => hot.events_close.inc(),
@@ -202,12 +206,10 @@ impl Pipeline {
                 .capture_truncated_bytes
                 .inc_by(ev.lost_before as u64);
         }
-        match ev.kind {
+        // The data is moved out, not cloned: a clone would make it shared.
+        match std::mem::replace(&mut ev.kind, EventKind::Close) {
             EventKind::Close => self.close_connection(ev.conn, ev.ts_ns, &ev.comm),
-            EventKind::Data(ref data) => {
-                let data = data.clone();
-                self.data_event(&ev, &data);
-            }
+            EventKind::Data(data) => self.data_event(&ev, &data),
         }
     }
 

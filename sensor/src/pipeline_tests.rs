@@ -78,10 +78,10 @@ const LEAKY_RESPONSE: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: appli
 fn every_event_is_counted_once_by_direction() {
     let mut h = harness(PipelineConfig::default());
     h.pipeline
-        .handle_raw(&data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
+        .handle_raw(data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
     h.pipeline
-        .handle_raw(&data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
-    h.pipeline.handle_raw(&close(SERVER));
+        .handle_raw(data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+    h.pipeline.handle_raw(close(SERVER));
     assert_eq!(events(&h.metrics, "read"), 1);
     assert_eq!(events(&h.metrics, "write"), 1);
     assert_eq!(events(&h.metrics, "close"), 1);
@@ -91,9 +91,9 @@ fn every_event_is_counted_once_by_direction() {
 fn a_leak_in_raw_events_becomes_one_finding_without_the_secret() {
     let mut h = harness(PipelineConfig::default());
     h.pipeline
-        .handle_raw(&data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
+        .handle_raw(data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
     h.pipeline
-        .handle_raw(&data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+        .handle_raw(data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
     h.pipeline.finish();
     let findings = h.findings.lock().unwrap();
     assert_eq!(findings.len(), 1, "{findings:?}");
@@ -112,7 +112,7 @@ fn announced_losses_are_counted_only_when_asked() {
         let mut ev = CaptureEvent::data(SERVER, Direction::Read, 1, 1000, LEAKY_REQUEST);
         ev.gap_before = true;
         ev.lost_before = 700;
-        h.pipeline.handle_raw(&raw(&ev));
+        h.pipeline.handle_raw(raw(&ev));
         assert_eq!(
             h.metrics.capture_truncated_bytes.get(),
             expected,
@@ -124,10 +124,10 @@ fn announced_losses_are_counted_only_when_asked() {
 #[test]
 fn malformed_raw_events_are_counted_and_skipped() {
     let mut h = harness(PipelineConfig::default());
-    h.pipeline.handle_raw(&Bytes::from_static(b"short"));
+    h.pipeline.handle_raw(Bytes::from_static(b"short"));
     let mut bad = data(SERVER, Direction::Read, 1, LEAKY_REQUEST).to_vec();
     bad.truncate(bad.len() - 10); // declares more data than it carries
-    h.pipeline.handle_raw(&Bytes::from(bad));
+    h.pipeline.handle_raw(Bytes::from(bad));
     let bad_events = |r: &str| h.metrics.capture_bad_events.with_label_values(&[r]).get();
     assert_eq!(bad_events("short"), 1);
     assert_eq!(bad_events("length_mismatch"), 1);
@@ -143,7 +143,7 @@ fn the_connection_table_never_exceeds_its_bound() {
     for i in 0..100u64 {
         let conn = ConnId { tgid: 7, ssl: i };
         h.pipeline
-            .handle_raw(&data(conn, Direction::Read, 1, b"GET / HTTP/1.1\r\n"));
+            .handle_raw(data(conn, Direction::Read, 1, b"GET / HTTP/1.1\r\n"));
         assert!(h.pipeline.connections() <= 8);
     }
     let evicted = h
@@ -166,16 +166,15 @@ fn buffered_bytes_stay_under_the_budget() {
     let chunk = vec![b'x'; 16 * 1024];
     for i in 0..40u64 {
         let conn = ConnId { tgid: 9, ssl: i };
-        h.pipeline.handle_raw(&data(
+        h.pipeline.handle_raw(data(
             conn,
             Direction::Read,
             1,
             b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
         ));
+        h.pipeline.handle_raw(data(conn, Direction::Write, 2, head));
         h.pipeline
-            .handle_raw(&data(conn, Direction::Write, 2, head));
-        h.pipeline
-            .handle_raw(&data(conn, Direction::Write, 3, &chunk));
+            .handle_raw(data(conn, Direction::Write, 3, &chunk));
         assert!(
             h.pipeline.buffered_bytes() <= budget,
             "{} > {budget}",

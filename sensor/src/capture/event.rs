@@ -1,7 +1,7 @@
 //! Capture events as userspace sees them: parsed (and validated) from the raw
 //! bytes the eBPF side put into the ring buffer, or from a recording.
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use sensor_common::{
     EventHeader, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN, FLAG_CALL_TRUNCATED, FLAG_LOST_BEFORE,
     FLAG_READ_FAILED, KIND_CLOSE, KIND_DATA,
@@ -154,10 +154,21 @@ impl CaptureEvent {
         Self::parse_with(raw, Bytes::copy_from_slice)
     }
 
-    /// Like [`CaptureEvent::parse`], but the data is a slice of `raw` (no copy):
-    /// the reader already copied each event out of the ring buffer once.
-    pub fn parse_shared(raw: &Bytes) -> Result<CaptureEvent, EventError> {
-        Self::parse_with(raw, |data| raw.slice_ref(data))
+    /// Like [`CaptureEvent::parse`], but the data is `raw` itself with the
+    /// header skipped: no copy (the reader already copied the event out of the
+    /// ring buffer once) and no reference-count traffic (a slice of a `Bytes`
+    /// would make it shared).
+    pub fn parse_owned(mut raw: Bytes) -> Result<CaptureEvent, EventError> {
+        let mut ev = Self::parse_with(&raw, |_| Bytes::new())?;
+        if let EventKind::Data(data) = &mut ev.kind {
+            let len = parse_header(&raw)?.data_len as usize;
+            raw.advance(EVENT_HEADER_LEN);
+            if raw.len() > len {
+                raw.truncate(len);
+            }
+            *data = raw;
+        }
+        Ok(ev)
     }
 
     fn parse_with(
@@ -329,14 +340,23 @@ mod tests {
     }
 
     #[test]
-    fn shared_parse_slices_the_event_without_copying() {
+    fn owned_parse_keeps_the_event_bytes_without_copying() {
         let ev = CaptureEvent::data(ConnId { tgid: 1, ssl: 1 }, Direction::Read, 1, 1, b"abc");
         let raw = Bytes::from(ev.encode());
-        let parsed = CaptureEvent::parse_shared(&raw).unwrap();
+        let data_at = raw[EVENT_HEADER_LEN..].as_ptr();
+        let parsed = CaptureEvent::parse_owned(raw).unwrap();
         assert_eq!(parsed, ev);
         let EventKind::Data(d) = parsed.kind else {
             panic!("data event")
         };
-        assert_eq!(d.as_ptr(), raw[EVENT_HEADER_LEN..].as_ptr());
+        assert_eq!(d.as_ptr(), data_at);
+        // Padding after the declared data (ring buffer records) is cut off.
+        let mut padded = ev.encode();
+        padded.extend_from_slice(&[0; 5]);
+        let parsed = CaptureEvent::parse_owned(Bytes::from(padded)).unwrap();
+        assert_eq!(parsed, ev);
+        let mut short = ev.encode();
+        short.pop();
+        assert!(CaptureEvent::parse_owned(Bytes::from(short)).is_err());
     }
 }

@@ -89,7 +89,7 @@ pub fn run(a: ReplayArgs) -> anyhow::Result<()> {
         match rec {
             Record::Event(raw) => {
                 events += 1;
-                pipeline.handle_raw(&bytes::Bytes::from(raw));
+                pipeline.handle_raw(bytes::Bytes::from(raw));
             }
             Record::ProcessExited(tgid) => pipeline.process_exited(tgid),
             Record::Process(info) => pipeline.remember_process(info),

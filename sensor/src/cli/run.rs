@@ -130,7 +130,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(CaptureMsg::Events(batch)) => {
-                    for raw in &batch {
+                    for raw in batch {
                         pipeline.handle_raw(raw);
                     }
                     pipeline.flush();
@@ -163,7 +163,9 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
         capture.shutdown().await;
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                CaptureMsg::Events(batch) => batch.iter().for_each(|raw| pipeline.handle_raw(raw)),
+                CaptureMsg::Events(batch) => {
+                    batch.into_iter().for_each(|raw| pipeline.handle_raw(raw))
+                }
                 CaptureMsg::ProcessExited(tgid) => pipeline.process_exited(tgid),
             }
         }
