@@ -532,9 +532,8 @@ async fn per_call_cap_is_counted_and_flagged() {
     drop(peers);
 }
 
-/// One benchmark run: a sink server, a client doing `count` 64-byte writes;
-/// returns the client's ns per write.
-fn write_loop_ns(port: u16, count: u32, size: usize) -> f64 {
+/// Starts a TLS server that reads until its one client closes (`sink`).
+fn start_sink(port: u16) -> (KillOnDrop, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = make_cert(dir.path());
     let mut server = Command::new(PYTHON)
@@ -549,8 +548,14 @@ fn write_loop_ns(port: u16, count: u32, size: usize) -> f64 {
     BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "READY");
-    let _server = KillOnDrop(server);
+    assert_eq!(line.trim(), "READY", "sink did not start");
+    (KillOnDrop(server), dir)
+}
+
+/// One benchmark run: a sink server, a client doing `count` 64-byte writes;
+/// returns the client's ns per write.
+fn write_loop_ns(port: u16, count: u32, size: usize) -> f64 {
+    let _server = start_sink(port);
     let out = Command::new(PYTHON)
         .arg(fixture())
         .args([
@@ -663,8 +668,6 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
     }
     let _g = SERIAL.lock().await;
     let port = PORT_BASE + 11;
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path());
     let (capture, rx) = Capture::start(config(ProbeMode::Auto), Metrics::new())
         .await
         .expect("capture starts (built with `cargo xtask build`?)");
@@ -672,20 +675,7 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
         let mut rx = rx;
         while rx.recv().await.is_some() {}
     });
-    let mut sink = Command::new(PYTHON)
-        .arg(fixture())
-        .args(["sink", &port.to_string()])
-        .arg(&cert)
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sink.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "READY", "sink did not start");
-    let _sink = KillOnDrop(sink);
+    let _sink = start_sink(port);
     let before = capture.kernel_counters();
     let mut client = Command::new(PYTHON)
         .arg(fixture())
