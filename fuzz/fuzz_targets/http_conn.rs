@@ -11,6 +11,7 @@ use sensor_http::http::{ConnectionParser, ParserOutput};
 fuzz_target!(|data: &[u8]| {
     let limits = HttpLimits {
         max_body_bytes: 64,
+        max_request_body_kept: 32,
         max_head_bytes: 512,
         max_headers: 16,
         max_pending_requests: 4,
@@ -46,6 +47,7 @@ fuzz_target!(|data: &[u8]| {
     p.close(ts + 1, &mut out);
     assert_eq!(p.buffered_bytes(), 0);
     for e in &out.exchanges {
+        assert!(e.request.body.kept_len() <= limits.request_body_cap());
         for b in [&e.request.body, &e.response.body] {
             assert!(b.kept_len() <= limits.max_body_bytes);
             assert!(b.len >= b.kept_len() as u64);

@@ -208,6 +208,14 @@ pub struct Body {
 }
 
 impl Body {
+    /// Not every byte of the body is here: bytes were lost in a capture hole or
+    /// not kept (past a cap; requests keep only their first
+    /// `max_request_body_kept` bytes).  A parser of the kept bytes must not
+    /// take a value that runs into the end as whole.
+    pub fn is_partial(&self) -> bool {
+        self.truncated || (self.kept_len() as u64) < self.len
+    }
+
     pub fn kept_len(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum()
     }

@@ -248,7 +248,7 @@ proptest! {
     /// memory within the limits' bound (checked after every event by `run_with`).
     #[test]
     fn random_input_is_harmless(evs in prop::collection::vec(random_ev(), 0..40)) {
-        let lim = HttpLimits { max_body_bytes: 64, max_head_bytes: 256, max_headers: 8, max_pending_requests: 4 };
+        let lim = HttpLimits { max_body_bytes: 64, max_request_body_kept: 32, max_head_bytes: 256, max_headers: 8, max_pending_requests: 4 };
         let got = run_with(lim, &evs);
         prop_assert!(got.ex.len() <= evs.len());
     }
@@ -258,7 +258,7 @@ proptest! {
     fn mutated_streams_are_harmless(msgs in prop::collection::vec(msg(), 1..5),
                                     muts in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
                                     cuts in prop::collection::vec(any::<usize>(), 0..8)) {
-        let lim = HttpLimits { max_body_bytes: 100, max_head_bytes: 200, max_headers: 6, max_pending_requests: 3 };
+        let lim = HttpLimits { max_body_bytes: 100, max_request_body_kept: 40, max_head_bytes: 200, max_headers: 6, max_pending_requests: 3 };
         let mut reqs: Vec<u8> = msgs.iter().flat_map(encode_req).collect();
         let mut resps: Vec<u8> = msgs.iter().flat_map(encode_resp).collect();
         for (i, (at, b, op)) in muts.iter().enumerate() {
