@@ -137,6 +137,10 @@ pub struct Counters {
     pub server_pairs: f64,
     pub pairs: f64,
     pub connections_active: f64,
+    /// Connections dropped to keep the pipeline under its memory budget.
+    pub memory_evictions: f64,
+    /// Request body bytes past the kept first 64 KiB.
+    pub request_body_bytes_not_kept: f64,
 }
 
 impl Counters {
@@ -148,6 +152,9 @@ impl Counters {
             server_pairs: self.server_pairs - before.server_pairs,
             pairs: self.pairs - before.pairs,
             connections_active: self.connections_active,
+            memory_evictions: self.memory_evictions - before.memory_evictions,
+            request_body_bytes_not_kept: self.request_body_bytes_not_kept
+                - before.request_body_bytes_not_kept,
         }
     }
 }
@@ -194,6 +201,13 @@ impl Sensor {
                 .unwrap_or(0.0),
             pairs: f("sensor_http_pairs_total"),
             connections_active: f("sensor_connections_active"),
+            memory_evictions: prom_sum_where(
+                &m,
+                "sensor_connections_evicted_total",
+                "reason=\"memory\"",
+            )
+            .unwrap_or(0.0),
+            request_body_bytes_not_kept: f("sensor_http_request_body_bytes_not_kept_total"),
         })
     }
 
