@@ -669,10 +669,13 @@ impl ConnectionParser {
         out: &mut ParserOutput,
     ) {
         let empty = decoder == Decoder::Length(0);
+        // A request keeps a prefix of its body by design (see `read_body`).
+        let prefix_only = matches!(kind, InKind::Request { .. })
+            && self.limits.max_request_body_kept < self.limits.max_body_bytes;
         let side = &mut self.sides[idx(dir)];
         side.msg = Some(InMsg {
             decoder,
-            acc: BodyAcc::new(discard),
+            acc: BodyAcc::new(discard, prefix_only),
             start_ns,
             kind,
         });

@@ -102,6 +102,10 @@ pub(crate) struct BodyAcc {
     body: Body,
     /// Keep no bytes at all (a response nobody asked for).
     pub discard: bool,
+    /// Only a prefix is kept, by design (request bodies): bytes past the cap
+    /// are seen and counted, so they do not make the body `truncated` (it is
+    /// [`Body::is_partial`]).
+    prefix_only: bool,
     /// Bytes in `body.chunks` and `tail`.
     kept: usize,
     /// Memory pinned: event slices (whole event), gather blocks (capacity),
@@ -112,9 +116,10 @@ pub(crate) struct BodyAcc {
 }
 
 impl BodyAcc {
-    pub(crate) fn new(discard: bool) -> Self {
+    pub(crate) fn new(discard: bool, prefix_only: bool) -> Self {
         BodyAcc {
             discard,
+            prefix_only,
             ..Default::default()
         }
     }
@@ -181,7 +186,7 @@ impl BodyAcc {
             self.gather(&data[start..start + keep], cap);
         }
         if keep < n {
-            self.body.truncated = true;
+            self.body.truncated |= !self.prefix_only;
             *over_cap += (n - keep) as u64;
         }
     }

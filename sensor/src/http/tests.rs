@@ -619,7 +619,8 @@ fn request_body_kept_at_and_past_limit() {
                 let b = &got.ex[0].request.body;
                 assert_eq!(b.len, n as u64, "{ctx}");
                 assert_eq!(b.to_vec(), body[..K], "{ctx}");
-                assert_eq!(b.truncated, n > K, "{ctx}");
+                // Seen whole (not truncated), kept in part.
+                assert!(!b.truncated, "{ctx}");
                 assert_eq!(b.is_partial(), n > K, "{ctx}");
                 assert_eq!(got.not_kept, (n - K) as u64, "{ctx}");
                 assert_eq!(got.over_cap, 0, "{ctx}");
@@ -650,6 +651,7 @@ fn request_body_limit_every_split() {
             let e = &got.ex[0];
             assert_eq!(e.request.body.to_vec(), body[..16], "n={n} at={at}");
             assert_eq!(e.request.body.is_partial(), n > 16);
+            assert!(!e.request.body.truncated);
             assert_eq!(got.not_kept, (n - 16) as u64);
             assert_eq!(e.response.body.to_vec(), resp_body.as_bytes());
             assert_eq!(got.over_cap, 0);
@@ -669,6 +671,7 @@ fn request_body_limit_every_split() {
         ],
     );
     assert_eq!(got.ex[0].request.body.to_vec(), b"01234567");
+    assert!(got.ex[0].request.body.truncated);
     assert_eq!((got.over_cap, got.not_kept), (2, 0));
 }
 
