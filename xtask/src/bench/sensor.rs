@@ -82,6 +82,8 @@ pub struct SensorOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// `--pid` scope (empty: every process).
     pub pids: Vec<u32>,
+    /// `--max-buffered-bytes` (the pipeline's memory budget).
+    pub max_buffered_bytes: Option<u64>,
 }
 
 /// Starts the sensor and waits for `/readyz`.  `ports` are (metrics, api).
@@ -113,6 +115,9 @@ pub fn start(
     }
     for p in &opts.pids {
         c.args(["--pid", &p.to_string()]);
+    }
+    if let Some(n) = opts.max_buffered_bytes {
+        c.args(["--max-buffered-bytes", &n.to_string()]);
     }
     let mut proc = Proc::spawn("sensor", &mut c, Some(&dir.join("sensor.log")))?;
     let ready_after = wait_200(metrics_addr, "/readyz", READY_TIMEOUT, || {
