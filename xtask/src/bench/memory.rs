@@ -377,6 +377,21 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             }),
         ),
         Figure::new(
+            format!("{uploads} concurrent 1 MiB uploads: events lost, ring buffer full"),
+            "events",
+            per("uploads_done", &|c| {
+                c.counters
+                    .map_or(f64::NAN, |k| k.lost_events - k.queue_dropped_events)
+            }),
+        ),
+        Figure::new(
+            format!("{uploads} concurrent 1 MiB uploads: events lost, queue full"),
+            "events",
+            per("uploads_done", &|c| {
+                c.counters.map_or(f64::NAN, |k| k.queue_dropped_events)
+            }),
+        ),
+        Figure::new(
             format!("{uploads} concurrent 1 MiB uploads: request body not kept"),
             "MiB",
             per("uploads_done", &|c| {
