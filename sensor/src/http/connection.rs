@@ -185,7 +185,7 @@ impl ConnectionParser {
 
     /// Memory currently held: heads in progress (buffer capacity), heads and
     /// kept bodies of open messages (what their chunks pin, see
-    /// [`super::decode::CHUNK_OVERHEAD`]).  Bounded by
+    /// `CHUNK_OVERHEAD`).  Bounded by
     /// [`HttpLimits::max_buffered_bytes`].
     pub fn buffered_bytes(&self) -> usize {
         self.sides.iter().map(Side::buffered).sum::<usize>()
