@@ -74,9 +74,13 @@ pub(crate) enum GapOutcome {
 /// its `Vec`, the shared allocation's header, the event header in front of a
 /// slice of an event, and allocator rounding.
 pub const CHUNK_OVERHEAD: usize = 128;
-/// Small body pieces are copied into blocks of this size instead of each
-/// pinning the event it came in (an event is its own allocation).
+/// Small body pieces are copied into blocks of up to this size instead of
+/// each pinning the event it came in (an event is its own allocation).
 pub const GATHER_BLOCK: usize = 8 * 1024;
+/// The first gather block of a body is this small (or the piece's size), and
+/// each next one as large as what the body kept so far, up to
+/// [`GATHER_BLOCK`]: a small body holds about its size, not a whole block.
+pub const MIN_GATHER_BLOCK: usize = 256;
 /// A piece is kept as a zero-copy slice of its event only when it is at least
 /// this long and at least half the event; otherwise it is copied.
 pub const SLICE_MIN: usize = 4 * 1024;
@@ -85,12 +89,15 @@ pub const SLICE_MIN: usize = 4 * 1024;
 /// pin at most twice what they keep, every gather block but the last is full
 /// and the last is no larger than the room left when it was made (so slices
 /// and blocks together stay under 3 × `cap`), and every chunk costs
-/// [`CHUNK_OVERHEAD`].
+/// [`CHUNK_OVERHEAD`]: a chunk per slice and one before it, one per
+/// [`GATHER_BLOCK`] block, and the growing blocks before those (each at
+/// least doubles what was kept).
 pub(crate) fn max_body_held(cap: usize) -> usize {
+    let growing = (GATHER_BLOCK / MIN_GATHER_BLOCK).ilog2() as usize + 1;
     let chunks = (cap / SLICE_MIN)
         .saturating_mul(2)
         .saturating_add(cap / GATHER_BLOCK)
-        .saturating_add(2);
+        .saturating_add(growing + 2);
     cap.saturating_mul(3)
         .saturating_add(chunks.saturating_mul(CHUNK_OVERHEAD))
 }
@@ -148,15 +155,21 @@ impl BodyAcc {
         }
     }
 
-    /// Copies `piece` into gather blocks; a new block is as large as the
-    /// body may still grow, at most [`GATHER_BLOCK`].
+    /// Copies `piece` into gather blocks; a new block is as large as the piece
+    /// or what was kept so far (at least [`MIN_GATHER_BLOCK`], at most
+    /// [`GATHER_BLOCK`]), and never larger than the body may still grow.
     fn gather(&mut self, mut piece: &[u8], cap: usize) {
         while !piece.is_empty() {
             let room = self.tail.capacity() - self.tail.len();
             if room == 0 {
                 self.flush_tail();
                 // `piece` fits under `cap`, so this is at least 1.
-                let block = GATHER_BLOCK.min(cap.saturating_sub(self.kept)).max(1);
+                let block = piece
+                    .len()
+                    .max(self.kept)
+                    .clamp(MIN_GATHER_BLOCK, GATHER_BLOCK)
+                    .min(cap.saturating_sub(self.kept))
+                    .max(1);
                 self.tail = bytes::BytesMut::with_capacity(block);
                 // What the allocator handed out (it may round up).
                 self.held += self.tail.capacity();
