@@ -320,7 +320,7 @@ impl Pipeline {
                             max_buffered_bytes = self.cfg.max_buffered_bytes,
                             "memory budget reached: the least recently used connection was dropped \
                              with its unfinished requests and responses (their leaks go unseen). \
-                             Raise max_buffered_bytes if this host can spare the memory. Counted in \
+                             Raise max_buffered_bytes (--max-buffered-bytes) if this host can spare the memory. Counted in \
                              sensor_connections_evicted_total{{reason=\"memory\"}}; further ones are not logged"
                         );
                     }
