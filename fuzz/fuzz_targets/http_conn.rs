@@ -11,6 +11,7 @@ use sensor_http::http::{ConnectionParser, ParserOutput};
 fuzz_target!(|data: &[u8]| {
     let limits = HttpLimits {
         max_body_bytes: 64,
+        max_request_body_kept: 32,
         max_head_bytes: 512,
         max_headers: 16,
         max_pending_requests: 4,
@@ -46,11 +47,21 @@ fuzz_target!(|data: &[u8]| {
     p.close(ts + 1, &mut out);
     assert_eq!(p.buffered_bytes(), 0);
     for e in &out.exchanges {
+        // A request keeps a prefix of its body: seen whole, kept in part.
+        let req = &e.request.body;
+        assert!(req.kept_len() <= limits.request_body_cap());
+        assert!(
+            req.truncated
+                || req.len == req.kept_len() as u64
+                || req.kept_len() == limits.request_body_cap()
+        );
+        assert!(req.is_partial() == (req.truncated || req.len > req.kept_len() as u64));
         for b in [&e.request.body, &e.response.body] {
             assert!(b.kept_len() <= limits.max_body_bytes);
             assert!(b.len >= b.kept_len() as u64);
-            assert!(b.truncated || b.len == b.kept_len() as u64);
         }
+        let resp = &e.response.body;
+        assert!(resp.truncated || resp.len == resp.kept_len() as u64);
         assert!(e.timing.request_start_ns <= e.timing.request_end_ns);
         assert!(e.timing.response_start_ns <= e.timing.response_end_ns);
     }

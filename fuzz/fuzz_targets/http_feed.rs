@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     } else {
         HttpLimits {
             max_body_bytes: 16,
+            max_request_body_kept: 8,
             max_head_bytes: 128,
             max_headers: 4,
             max_pending_requests: 2,

@@ -38,6 +38,9 @@ pub const MIN_RING_BUFFER_BYTES: u32 = 1 << 20;
 pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
 pub const MIN_MAX_BODY_BYTES: usize = 1024;
 pub const MAX_MAX_BODY_BYTES: usize = 256 << 20;
+/// Memory all tracked connections may hold together (`max_buffered_bytes`).
+pub const MIN_MAX_BUFFERED_BYTES: usize = 1 << 20;
+pub const MAX_MAX_BUFFERED_BYTES: usize = 64 << 30;
 pub const MIN_DECOMPRESSED_BYTES: usize = 1024;
 pub const MAX_DECOMPRESSED_BYTES: usize = 1 << 30;
 /// Largest config or token file read (they are a few KiB; this stops a wrong path
@@ -130,6 +133,10 @@ pub struct RunArgs {
     /// TLS connections tracked at once; the least recently used is evicted [default: 16384].
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+    /// Memory all tracked connections may hold together (buffers, kept bodies);
+    /// past it the least recently used is evicted [default: 536870912].
+    #[arg(long, value_name = "BYTES")]
+    pub max_buffered_bytes: Option<usize>,
     /// Recent findings kept for the live API [default: 1024].
     #[arg(long, value_name = "N")]
     pub findings_ring: Option<usize>,
@@ -187,6 +194,7 @@ pub struct RunConfig {
     pub capture: CaptureConfig,
     pub http_limits: HttpLimits,
     pub max_connections: usize,
+    pub max_buffered_bytes: usize,
     pub findings_ring: usize,
     pub leak: LeakConfig,
 }
@@ -238,6 +246,7 @@ struct FileConfig {
     ring_buffer_bytes: Option<Spanned<u32>>,
     max_body_bytes: Option<Spanned<usize>>,
     max_connections: Option<Spanned<usize>>,
+    max_buffered_bytes: Option<Spanned<usize>>,
     findings_ring: Option<Spanned<usize>>,
     leak: Option<LeakConfig>,
 }
@@ -625,6 +634,18 @@ impl RunConfig {
             1..=MAX_MAX_CONNECTIONS,
             &mc_origin,
         )?;
+        let (max_buffered_bytes, bb_origin) = pick(
+            args.max_buffered_bytes,
+            f.max_buffered_bytes.as_ref(),
+            l,
+            crate::pipeline::DEFAULT_MAX_BUFFERED_BYTES,
+        );
+        check_range(
+            "max_buffered_bytes",
+            max_buffered_bytes,
+            MIN_MAX_BUFFERED_BYTES..=MAX_MAX_BUFFERED_BYTES,
+            &bb_origin,
+        )?;
         let (findings_ring, fr_origin) = pick(
             args.findings_ring,
             f.findings_ring.as_ref(),
@@ -665,6 +686,7 @@ impl RunConfig {
                 ..HttpLimits::default()
             },
             max_connections,
+            max_buffered_bytes,
             findings_ring,
             leak,
         })
@@ -704,6 +726,7 @@ impl RunConfig {
         cmp!(capture.ring_buffer_bytes => "ring_buffer_bytes");
         cmp!(http_limits => "max_body_bytes");
         cmp!(max_connections => "max_connections");
+        cmp!(max_buffered_bytes => "max_buffered_bytes");
         cmp!(findings_ring => "findings_ring");
         v
     }

@@ -3,9 +3,11 @@
 //! outputs (findings, pairs, metrics, live API).
 //!
 //! Everything here is bounded: the connection table is an LRU of
-//! `max_connections` entries and the bytes all parsers hold together are kept
-//! under `max_buffered_bytes` by evicting the least recently used connections;
-//! every eviction is counted.
+//! `max_connections` entries and the memory all connections hold together
+//! (parser buffers by capacity, kept chunks by what they pin, plus each
+//! connection's own state) is kept under `max_buffered_bytes` by evicting the
+//! least recently used connections; every eviction is counted, the first one
+//! said in the log.
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -30,6 +32,9 @@ use crate::outputs::pairs::pair_record;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16 * 1024;
 /// Default bound on the bytes all connection parsers buffer together.
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 * 1024 * 1024;
+/// Memory of a tracked connection besides what its parser buffers: its state
+/// (boxed), its id string and the LRU entry.
+const CONNECTION_BYTES: usize = std::mem::size_of::<Connection>() + 128;
 /// Entries in the per-process identity cache before it is cleared.
 const MAX_CACHED_PROCESSES: usize = 64 * 1024;
 
@@ -87,7 +92,8 @@ struct Connection {
     parser: ConnectionParser,
     id: String,
     pairs: u64,
-    /// What `parser.buffered_bytes()` was after the last feed (for the global budget).
+    /// Memory it held after the last feed: [`CONNECTION_BYTES`] +
+    /// `parser.buffered_bytes()` (for the global budget).
     buffered: usize,
     /// The parser gave up on this connection (already counted).
     ignored: bool,
@@ -118,6 +124,8 @@ pub struct Pipeline {
     resolver: ProcessResolver,
     processes: HashMap<u32, Arc<ProcessInfo>>,
     logged_reasons: HashSet<&'static str>,
+    /// The first memory-budget eviction was logged.
+    budget_eviction_logged: bool,
     scratch: ParserOutput,
 }
 
@@ -141,6 +149,7 @@ impl Pipeline {
             resolver,
             processes: HashMap::new(),
             logged_reasons: HashSet::new(),
+            budget_eviction_logged: false,
             scratch: ParserOutput::default(),
         }
     }
@@ -158,6 +167,7 @@ impl Pipeline {
         self.conns.len()
     }
 
+    /// Memory all tracked connections hold, as the budget counts it.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered_total
     }
@@ -246,9 +256,9 @@ impl Pipeline {
             let now_buffered = if conn.parser.is_ignored() {
                 // Its buffers are gone; the entry stays so later events are dropped cheaply.
                 conn.ignored = true;
-                0
+                CONNECTION_BYTES
             } else {
-                conn.parser.buffered_bytes()
+                CONNECTION_BYTES + conn.parser.buffered_bytes()
             };
             self.buffered_total = self.buffered_total + now_buffered - conn.buffered;
             conn.buffered = now_buffered;
@@ -305,6 +315,17 @@ impl Pipeline {
         while self.buffered_total > self.cfg.max_buffered_bytes {
             match self.conns.pop_lru() {
                 Some((_, conn)) => {
+                    if !self.budget_eviction_logged {
+                        self.budget_eviction_logged = true;
+                        tracing::warn!(
+                            held_bytes = self.buffered_total,
+                            max_buffered_bytes = self.cfg.max_buffered_bytes,
+                            "memory budget reached: the least recently used connection was dropped \
+                             with its unfinished requests and responses (their leaks go unseen). \
+                             Raise max_buffered_bytes (--max-buffered-bytes) if this host can spare the memory. Counted in \
+                             sensor_connections_evicted_total{{reason=\"memory\"}}; further ones are not logged"
+                        );
+                    }
                     self.buffered_total -= conn.buffered;
                     self.metrics
                         .connections_evicted
@@ -375,6 +396,12 @@ impl Pipeline {
                 .body_bytes_over_cap
                 .inc_by(out.body_bytes_over_cap);
             out.body_bytes_over_cap = 0;
+        }
+        if out.request_body_bytes_not_kept > 0 {
+            self.metrics
+                .request_body_bytes_not_kept
+                .inc_by(out.request_body_bytes_not_kept);
+            out.request_body_bytes_not_kept = 0;
         }
         if out.exchanges.is_empty() {
             return;

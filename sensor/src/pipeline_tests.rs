@@ -188,3 +188,124 @@ fn buffered_bytes_stay_under_the_budget() {
         .get();
     assert!(evicted > 0, "the budget never forced an eviction");
 }
+
+/// A form body of exactly the request body limit yields its last field; one
+/// byte more cuts that field, which is then not taken (it would be a shorter,
+/// different value), whatever the request's split into events.
+#[test]
+fn request_body_limit_end_to_end_at_every_split() {
+    const SECRET: &str = "tok_9fK2mQ7xLp4Rz8Wv1Nb6";
+    const LIMIT: usize = 64;
+    for (secret, findings, not_kept) in [(SECRET.to_string(), 1, 0), (format!("{SECRET}Q"), 0, 1)] {
+        let body = format!("a={}&client_secret={secret}", "p".repeat(23));
+        assert_eq!(body.len(), LIMIT + not_kept);
+        let mut req = format!(
+            "POST /token HTTP/1.1\r\nHost: a\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body.as_bytes());
+        let echo = format!("{{\"error\":\"bad secret {secret}\"}}");
+        let resp = format!(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{echo}",
+            echo.len()
+        );
+        for at in 0..=req.len() {
+            let mut h = harness(PipelineConfig {
+                http: HttpLimits {
+                    max_request_body_kept: LIMIT,
+                    ..HttpLimits::default()
+                },
+                ..PipelineConfig::default()
+            });
+            h.pipeline
+                .handle_raw(&data(SERVER, Direction::Read, 1, &req[..at]));
+            h.pipeline
+                .handle_raw(&data(SERVER, Direction::Read, 2, &req[at..]));
+            h.pipeline
+                .handle_raw(&data(SERVER, Direction::Write, 3, resp.as_bytes()));
+            h.pipeline.finish();
+            assert_eq!(
+                h.findings.lock().unwrap().len(),
+                findings,
+                "body {} bytes, split at {at}",
+                body.len()
+            );
+            assert_eq!(h.metrics.request_body_bytes_not_kept.get(), not_kept as u64);
+        }
+    }
+}
+
+fn budget_run(budget: usize) -> Harness {
+    let mut h = harness(PipelineConfig {
+        max_buffered_bytes: budget,
+        ..PipelineConfig::default()
+    });
+    // Two connections, each in the middle of a request body (16 KiB events,
+    // kept as slices) and one with many small events (gathered).
+    for (i, piece) in [(0u64, 16 * 1024), (1, 100)] {
+        let conn = ConnId { tgid: 9, ssl: i };
+        h.pipeline.handle_raw(&data(
+            conn,
+            Direction::Read,
+            1,
+            b"POST /up HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n",
+        ));
+        for seq in 0..3 {
+            h.pipeline
+                .handle_raw(&data(conn, Direction::Read, 2 + seq, &vec![b'x'; piece]));
+        }
+    }
+    h
+}
+
+fn memory_evictions(h: &Harness) -> u64 {
+    h.metrics
+        .connections_evicted
+        .with_label_values(&["memory"])
+        .get()
+}
+
+#[test]
+fn memory_budget_at_and_one_byte_under_what_is_held() {
+    let held = budget_run(usize::MAX).pipeline.buffered_bytes();
+    // What the budget counts is what is held: the connections' own state, the
+    // events their kept slices pin, per-chunk overhead.
+    assert!(held >= 2 * CONNECTION_BYTES + 3 * 16 * 1024 + 300, "{held}");
+    assert!(
+        held <= 2 * CONNECTION_BYTES + 3 * (16 * 1024 + 256) + 2 * 8 * 1024 + 2048,
+        "{held}"
+    );
+
+    let at = budget_run(held);
+    assert_eq!(memory_evictions(&at), 0);
+    assert_eq!(at.pipeline.connections(), 2);
+    assert_eq!(at.pipeline.buffered_bytes(), held);
+    assert!(!at.pipeline.budget_eviction_logged);
+
+    let under = budget_run(held - 1);
+    assert_eq!(memory_evictions(&under), 1);
+    assert_eq!(under.pipeline.connections(), 1);
+    assert!(under.pipeline.buffered_bytes() < held);
+    assert!(under.pipeline.budget_eviction_logged);
+}
+
+#[test]
+fn tiny_events_do_not_inflate_what_is_held() {
+    let mut h = harness(PipelineConfig::default());
+    let conn = ConnId { tgid: 9, ssl: 1 };
+    h.pipeline.handle_raw(&data(
+        conn,
+        Direction::Read,
+        1,
+        b"POST /up HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n",
+    ));
+    let base = h.pipeline.buffered_bytes();
+    // 64 KiB of request body in 200-byte events: gathered into 8 KiB blocks.
+    for seq in 0..(64 * 1024 / 200) {
+        h.pipeline
+            .handle_raw(&data(conn, Direction::Read, 2 + seq, &[b'x'; 200]));
+    }
+    let held = h.pipeline.buffered_bytes() - base;
+    assert!(held <= 64 * 1024 + 8 * 1024 + 16 * 128, "{held}");
+}

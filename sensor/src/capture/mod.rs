@@ -54,9 +54,74 @@ pub enum CaptureMsg {
     /// pipeline parses them with `CaptureEvent::parse`; `--record` stores them
     /// verbatim).  Exception: when the channel was full and events had to be
     /// dropped here, the next event of that connection gets `FLAG_LOST_BEFORE`.
-    Events(Vec<Bytes>),
+    Events(EventBatch),
     /// A process that produced events or mapped a TLS library is gone.
     ProcessExited(u32),
+}
+
+/// A batch of raw events with its share of the capture queue's byte budget
+/// ([`reader::MAX_QUEUED_BYTES`]), given back when the batch is dropped: keep
+/// it while its events are being handled (iterate `&batch`).
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    events: Vec<Bytes>,
+    queued: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl EventBatch {
+    /// Events that hold no share of a queue (tests, tools).
+    pub fn new(events: Vec<Bytes>) -> EventBatch {
+        EventBatch {
+            events,
+            queued: None,
+        }
+    }
+
+    pub(crate) fn queued(events: Vec<Bytes>, share: tokio::sync::OwnedSemaphorePermit) -> Self {
+        EventBatch {
+            events,
+            queued: Some(share),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    pub fn iter(&self) -> std::slice::Iter<'_, Bytes> {
+        self.events.iter()
+    }
+
+    /// Bytes of the queue's budget this batch holds (0 without a share).
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// The events, giving the queue share back.
+    pub fn into_events(self) -> Vec<Bytes> {
+        self.events
+    }
+}
+
+impl<'a> IntoIterator for &'a EventBatch {
+    type Item = &'a Bytes;
+    type IntoIter = std::slice::Iter<'a, Bytes>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.iter()
+    }
+}
+
+/// Takes the events out (the queue share is given back at once).
+impl IntoIterator for EventBatch {
+    type Item = Bytes;
+    type IntoIter = std::vec::IntoIter<Bytes>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.events.into_iter()
+    }
 }
 
 /// Batches of events queued to the pipeline at most.

@@ -1,6 +1,12 @@
 //! Reading the ring buffer: `AsyncFd` for wake-ups plus a short timer (the kernel
 //! side submits without wake-ups until the buffer passes a threshold), batching
 //! raw events into [`CaptureMsg::Events`].
+//!
+//! The queue to the pipeline is bounded in bytes as well as in batches: at
+//! most [`MAX_QUEUED_BYTES`] of events are in flight (queued or being
+//! handled), in batches of at most [`MAX_BATCH_BYTES`].  When the pipeline
+//! falls behind, the reader waits up to [`SEND_TIMEOUT`] and then drops the
+//! batch: counted, and announced on each connection's next event.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,18 +18,25 @@ use sensor_common::{
     EventHeader, EVENT_HEADER_LEN, FLAG_LOST_BEFORE, KIND_CLOSE, MAX_TRACKED_CONNECTIONS,
 };
 use tokio::io::unix::AsyncFd;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::event::parse_header;
 use super::scope::Scope;
-use super::CaptureMsg;
+use super::{CaptureMsg, EventBatch, CHANNEL_CAPACITY};
 use crate::outputs::metrics::Metrics;
 
 /// Userspace poll period: bounds the latency of events submitted without wake-up.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
 /// Events per `CaptureMsg::Events` at most.
 pub const MAX_BATCH_EVENTS: usize = 1024;
-/// How long a full channel may hold up the reader before a batch is dropped.
+/// Bytes per `CaptureMsg::Events` at most (a batch closes once it reaches this,
+/// so it can pass it by one event).
+pub const MAX_BATCH_BYTES: usize = 128 * 1024;
+/// Bytes of events in flight from the reader to the pipeline at most: queued
+/// in the channel or being handled (a batch gives its share back when dropped).
+pub const MAX_QUEUED_BYTES: usize = 32 * 1024 * 1024;
+/// How long a full queue (in batches or in bytes) may hold up the reader
+/// before a batch is dropped.
 pub const SEND_TIMEOUT: Duration = Duration::from_millis(200);
 /// tgids remembered for exit reporting at most.
 pub const MAX_SEEN_TGIDS: usize = 65_536;
@@ -79,6 +92,39 @@ impl PendingLoss {
     }
 }
 
+/// The queue's byte budget: a batch takes its bytes' worth before it is sent.
+#[derive(Clone)]
+pub(crate) struct QueueBudget(Arc<Semaphore>);
+
+impl QueueBudget {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        QueueBudget(Arc::new(Semaphore::new(max_bytes)))
+    }
+
+    /// Waits until `deadline` for room for `events`; Err: still no room, the
+    /// events are given back (to be dropped).
+    pub(crate) async fn reserve(
+        &self,
+        events: Vec<Bytes>,
+        deadline: tokio::time::Instant,
+    ) -> Result<EventBatch, Vec<Bytes>> {
+        let bytes: usize = events.iter().map(|e| e.len()).sum();
+        let Ok(n) = u32::try_from(bytes) else {
+            return Err(events);
+        };
+        match tokio::time::timeout_at(deadline, self.0.clone().acquire_many_owned(n)).await {
+            Ok(Ok(share)) => Ok(EventBatch::queued(events, share)),
+            _ => Err(events),
+        }
+    }
+
+    /// Bytes free now.
+    #[cfg(test)]
+    pub(crate) fn available(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
 pub struct Reader {
     pub ring: RingBuf<MapData>,
     pub tx: mpsc::Sender<CaptureMsg>,
@@ -111,6 +157,7 @@ impl Reader {
         };
         let mut loss = PendingLoss::default();
         let mut dropped_logged = false;
+        let queue = QueueBudget::new(MAX_QUEUED_BYTES);
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -126,33 +173,24 @@ impl Reader {
                 if batch.is_empty() {
                     break;
                 }
-                let full = batch.len() >= MAX_BATCH_EVENTS;
-                let n = batch.len();
-                match tx
-                    .send_timeout(CaptureMsg::Events(batch), SEND_TIMEOUT)
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(mpsc::error::SendTimeoutError::Timeout(CaptureMsg::Events(batch))) => {
-                        let bytes: u64 = batch
-                            .iter()
-                            .map(|e| e.len().saturating_sub(EVENT_HEADER_LEN) as u64)
-                            .sum();
-                        metrics.capture_lost_events.inc_by(n as u64);
-                        metrics.capture_truncated_bytes.inc_by(bytes);
-                        metrics
-                            .capture_bad_events
-                            .with_label_values(&["channel_full"])
-                            .inc_by(n as u64);
-                        for raw in &batch {
-                            loss.note(raw);
-                        }
-                        if !dropped_logged {
-                            tracing::warn!("capture: pipeline too slow, dropped {n} events (counted in sensor_capture_lost_events_total and sensor_capture_bad_events_total{{reason=\"channel_full\"}}); further drops are only counted");
-                            dropped_logged = true;
+                let full =
+                    batch.len() >= MAX_BATCH_EVENTS || batch_bytes(&batch) >= MAX_BATCH_BYTES;
+                let deadline = tokio::time::Instant::now() + SEND_TIMEOUT;
+                let dropped = match queue.reserve(batch, deadline).await {
+                    Err(batch) => Some(batch),
+                    Ok(batch) => {
+                        let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+                        match tx.send_timeout(CaptureMsg::Events(batch), wait).await {
+                            Ok(()) => None,
+                            Err(mpsc::error::SendTimeoutError::Timeout(CaptureMsg::Events(
+                                batch,
+                            ))) => Some(batch.into_events()),
+                            Err(_) => return, // receiver gone: the pipeline stopped
                         }
                     }
-                    Err(_) => return, // receiver gone: the pipeline stopped
+                };
+                if let Some(batch) = dropped {
+                    drop_batch(&batch, &metrics, &mut loss, &mut dropped_logged);
                 }
                 if !full {
                     break;
@@ -162,7 +200,38 @@ impl Reader {
     }
 }
 
-/// Takes up to [`MAX_BATCH_EVENTS`] events out of the ring buffer.
+fn batch_bytes(batch: &[Bytes]) -> usize {
+    batch.iter().map(|e| e.len()).sum()
+}
+
+/// The pipeline did not take `batch` in time: counted as lost, and the hole
+/// announced on each connection's next event.
+fn drop_batch(batch: &[Bytes], metrics: &Metrics, loss: &mut PendingLoss, logged: &mut bool) {
+    let n = batch.len();
+    let bytes: u64 = batch
+        .iter()
+        .map(|e| e.len().saturating_sub(EVENT_HEADER_LEN) as u64)
+        .sum();
+    metrics.capture_lost_events.inc_by(n as u64);
+    metrics.capture_truncated_bytes.inc_by(bytes);
+    metrics
+        .capture_bad_events
+        .with_label_values(&["channel_full"])
+        .inc_by(n as u64);
+    for raw in batch {
+        loss.note(raw);
+    }
+    if !*logged {
+        tracing::warn!(
+            "capture: pipeline too slow (queue to it full: {CHANNEL_CAPACITY} batches or {} MiB), dropped {n} events; counted in sensor_capture_lost_events_total and sensor_capture_bad_events_total{{reason=\"channel_full\"}}, further drops are only counted",
+            MAX_QUEUED_BYTES >> 20
+        );
+        *logged = true;
+    }
+}
+
+/// Takes up to [`MAX_BATCH_EVENTS`] events, about [`MAX_BATCH_BYTES`], out of
+/// the ring buffer.
 fn drain(
     ring: &mut RingBuf<MapData>,
     metrics: &Metrics,
@@ -171,12 +240,13 @@ fn drain(
     loss: &mut PendingLoss,
 ) -> Vec<Bytes> {
     let mut batch = Vec::new();
+    let mut bytes = 0;
     // Each event is copied out of the ring exactly once, into its own
     // allocation of its own size: the pipeline slices it without copying, and
     // a body chunk it keeps pins only that event, never a shared arena.
     let mut scope = scope.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-    while batch.len() < MAX_BATCH_EVENTS {
+    while batch.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
         let Some(item) = ring.next() else { break };
         let raw: &[u8] = &item;
         let h = match parse_header(raw) {
@@ -198,6 +268,7 @@ fn drain(
         }
         // Counted in sensor_capture_events_total by the pipeline, which sees
         // every event that gets this far.
+        bytes += raw.len();
         batch.push(loss.apply(Bytes::copy_from_slice(raw)));
     }
     batch
@@ -207,6 +278,66 @@ fn drain(
 mod tests {
     use super::*;
     use crate::capture::event::{CaptureEvent, ConnId, Direction};
+
+    #[tokio::test]
+    async fn the_queue_holds_at_most_its_bytes_until_batches_are_dropped() {
+        let q = QueueBudget::new(1000);
+        let ev = |n: usize| vec![Bytes::from(vec![0u8; n])];
+        let soon = || tokio::time::Instant::now() + Duration::from_millis(20);
+        // Exactly the budget fits.
+        let a = q.reserve(ev(600), soon()).await.unwrap();
+        let b = q.reserve(ev(400), soon()).await.unwrap();
+        assert_eq!(
+            (a.queued_bytes(), b.queued_bytes(), q.available()),
+            (600, 400, 0)
+        );
+        // One byte more waits, then gives the events back to be dropped.
+        let back = q.reserve(ev(1), soon()).await.unwrap_err();
+        assert_eq!(back.len(), 1);
+        // A handled batch gives its share back; taking the events out too.
+        drop(a);
+        let c = q.reserve(ev(600), soon()).await.unwrap();
+        assert_eq!(c.into_events().len(), 1);
+        assert_eq!(q.available(), 600);
+        // Room made while waiting is used.
+        let q2 = q.clone();
+        let waiting = tokio::spawn(async move {
+            q2.reserve(
+                vec![Bytes::from(vec![0u8; 1000])],
+                tokio::time::Instant::now() + Duration::from_secs(5),
+            )
+            .await
+            .map(|b| b.queued_bytes())
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(b);
+        assert_eq!(waiting.await.unwrap(), Ok(1000));
+        // More than the whole budget never fits.
+        let q = QueueBudget::new(10);
+        assert!(q.reserve(ev(11), soon()).await.is_err());
+    }
+
+    #[test]
+    fn dropped_batches_are_counted_and_announced() {
+        let metrics = Metrics::new();
+        let mut loss = PendingLoss::default();
+        let mut logged = false;
+        let a = ConnId { tgid: 7, ssl: 0x10 };
+        let batch: Vec<Bytes> = (0..3)
+            .map(|i| {
+                Bytes::from(CaptureEvent::data(a, Direction::Read, i, i as u64, b"12345").encode())
+            })
+            .collect();
+        drop_batch(&batch, &metrics, &mut loss, &mut logged);
+        drop_batch(&batch, &metrics, &mut loss, &mut logged);
+        assert!(logged);
+        assert_eq!(metrics.capture_lost_events.get(), 6);
+        assert_eq!(metrics.capture_truncated_bytes.get(), 30);
+        let next = loss.apply(Bytes::from(
+            CaptureEvent::data(a, Direction::Read, 9, 9, b"ok").encode(),
+        ));
+        assert_eq!(CaptureEvent::parse(&next).unwrap().lost_before, 30);
+    }
 
     #[test]
     fn userspace_drop_is_flagged_on_next_event_of_that_connection_and_direction() {

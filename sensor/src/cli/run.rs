@@ -103,6 +103,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let pipeline_cfg = PipelineConfig {
         http: cfg.http_limits.clone(),
         max_connections: cfg.max_connections,
+        max_buffered_bytes: cfg.max_buffered_bytes,
         role: cfg.role,
         clock_offset_ns: clock_offset,
         ..PipelineConfig::default()

@@ -57,6 +57,7 @@ fn defaults() {
     assert_eq!(c.capture, CaptureConfig::default());
     assert_eq!(c.http_limits, HttpLimits::default());
     assert_eq!(c.max_connections, 16_384);
+    assert_eq!(c.max_buffered_bytes, 512 << 20);
     assert_eq!(c.findings_ring, DEFAULT_FINDINGS_RING);
     assert_eq!(c.leak, LeakConfig::default());
 }
@@ -293,6 +294,18 @@ fn limits_are_accepted_at_the_bounds() {
     RunConfig::load(&args(&["--ring-buffer-bytes", "1073741824"])).unwrap();
     assert!(RunConfig::load(&args(&["--ring-buffer-bytes", "524288"])).is_err());
     assert!(RunConfig::load(&args(&["--max-connections", "1048577"])).is_err());
+    for (v, ok) in [
+        (MIN_MAX_BUFFERED_BYTES, true),
+        (MIN_MAX_BUFFERED_BYTES - 1, false),
+        (MAX_MAX_BUFFERED_BYTES, true),
+        (MAX_MAX_BUFFERED_BYTES + 1, false),
+    ] {
+        let got = RunConfig::load(&args(&["--max-buffered-bytes", &v.to_string()]));
+        assert_eq!(got.is_ok(), ok, "{v}");
+        if ok {
+            assert_eq!(got.unwrap().max_buffered_bytes, v);
+        }
+    }
 }
 
 #[test]
@@ -399,6 +412,8 @@ fn daemonset_config_parses_with_the_daemonset_flags() {
     assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9477");
     assert_eq!(c.api_addr.to_string(), "127.0.0.1:9478");
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/sensor"));
+    // Sized so idle + ring + queue + budget stays under the 512Mi limit.
+    assert_eq!(c.max_buffered_bytes, 320 << 20);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use super::decode::{BodyAcc, Decoder, GapOutcome};
+use super::decode::{BodyAcc, Decoder, GapOutcome, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::head::{self, Sniff, SNIFF_LEN};
 use super::limits::HttpLimits;
@@ -24,6 +24,8 @@ pub struct ParserOutput {
     pub errors: Vec<ParseErrorReason>,
     /// Body bytes seen but not kept (past `max_body_bytes`).
     pub body_bytes_over_cap: u64,
+    /// Request body bytes seen but not kept (past `max_request_body_kept`).
+    pub request_body_bytes_not_kept: u64,
 }
 
 impl ParserOutput {
@@ -31,6 +33,7 @@ impl ParserOutput {
         self.exchanges.clear();
         self.errors.clear();
         self.body_bytes_over_cap = 0;
+        self.request_body_bytes_not_kept = 0;
     }
 }
 
@@ -55,7 +58,8 @@ enum InKind {
     },
     Response {
         response: Response,
-        head_len: usize,
+        /// Memory its head holds.
+        head_held: usize,
         /// The pending request it answers; None: nobody asked, dropped at the end.
         answers: Option<u64>,
         /// A successful CONNECT: after this response the connection is a tunnel.
@@ -91,13 +95,14 @@ struct Side {
 }
 
 impl Side {
+    /// Memory held: buffer capacities, and what the open message's body pins.
     fn buffered(&self) -> usize {
-        self.head_buf.len()
-            + self.resync_carry.len()
+        self.head_buf.capacity()
+            + self.resync_carry.capacity()
             + self.msg.as_ref().map_or(0, |m| {
-                m.acc.kept()
+                m.acc.held()
                     + match &m.kind {
-                        InKind::Response { head_len, .. } => *head_len,
+                        InKind::Response { head_held, .. } => *head_held,
                         InKind::Request { .. } => 0,
                     }
             })
@@ -107,21 +112,19 @@ impl Side {
 struct Pending {
     id: u64,
     request: Request,
-    head_len: usize,
+    /// Memory the request holds: its head, and its body once complete (while
+    /// it is being read the body is counted by its side).
+    held: usize,
     start_ns: u64,
     end_ns: u64,
     complete: bool,
+    /// The response, the memory it holds, its start and end times.
     response: Option<(Response, usize, u64, u64)>,
 }
 
 impl Pending {
     fn buffered(&self) -> usize {
-        self.head_len
-            + self.request.body.kept_len()
-            + self
-                .response
-                .as_ref()
-                .map_or(0, |(r, head_len, _, _)| head_len + r.body.kept_len())
+        self.held + self.response.as_ref().map_or(0, |(_, held, _, _)| *held)
     }
 }
 
@@ -180,7 +183,10 @@ impl ConnectionParser {
         self.role
     }
 
-    /// Bytes currently held: heads in progress, heads and kept bodies of open messages.
+    /// Memory currently held: heads in progress (buffer capacity), heads and
+    /// kept bodies of open messages (what their chunks pin, see
+    /// `CHUNK_OVERHEAD`).  Bounded by
+    /// [`HttpLimits::max_buffered_bytes`].
     pub fn buffered_bytes(&self) -> usize {
         self.sides.iter().map(Side::buffered).sum::<usize>()
             + self.pending.iter().map(Pending::buffered).sum::<usize>()
@@ -464,14 +470,21 @@ impl ConnectionParser {
                     self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
                     return;
                 }
-                let head = if side.head_buf.is_empty() {
-                    data.slice(*pos..*pos + end)
-                } else {
+                // A head is a zero-copy slice of its event unless it is the
+                // smaller part of it: then it is copied, so it does not pin
+                // the rest of the event (body bytes that may not be kept).
+                let (head, held) = if !side.head_buf.is_empty() {
                     side.head_buf.extend_from_slice(&data[*pos..*pos + end]);
-                    std::mem::take(&mut side.head_buf).freeze()
+                    let held = side.head_buf.capacity() + CHUNK_OVERHEAD;
+                    (std::mem::take(&mut side.head_buf).freeze(), held)
+                } else if end.saturating_mul(2) < data.len() {
+                    let head = Bytes::copy_from_slice(&data[*pos..*pos + end]);
+                    (head, end + CHUNK_OVERHEAD)
+                } else {
+                    (data.slice(*pos..*pos + end), data.len() + CHUNK_OVERHEAD)
                 };
                 *pos += end;
-                self.on_head(dir, head, ts_ns, out);
+                self.on_head(dir, head, held, ts_ns, out);
             }
             None => {
                 let rest = data.len() - *pos;
@@ -525,7 +538,14 @@ impl ConnectionParser {
         false
     }
 
-    fn on_head(&mut self, dir: Direction, head: Bytes, ts_ns: u64, out: &mut ParserOutput) {
+    fn on_head(
+        &mut self,
+        dir: Direction,
+        head: Bytes,
+        held: usize,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+    ) {
         let kind = match self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) {
             Some(k) => k,
             None => match self.check_kind(dir, &head[..head.len().min(SNIFF_LEN)]) {
@@ -553,7 +573,7 @@ impl ConnectionParser {
                 self.pending.push_back(Pending {
                     id,
                     request,
-                    head_len: head.len(),
+                    held,
                     start_ns,
                     end_ns: ts_ns,
                     complete: false,
@@ -608,7 +628,7 @@ impl ConnectionParser {
                 }
                 let kind = InKind::Response {
                     response,
-                    head_len: head.len(),
+                    head_held: held,
                     answers: answers_id,
                     tunnel,
                 };
@@ -649,13 +669,13 @@ impl ConnectionParser {
         out: &mut ParserOutput,
     ) {
         let empty = decoder == Decoder::Length(0);
+        // A request keeps a prefix of its body by design (see `read_body`).
+        let prefix_only = matches!(kind, InKind::Request { .. })
+            && self.limits.max_request_body_kept < self.limits.max_body_bytes;
         let side = &mut self.sides[idx(dir)];
         side.msg = Some(InMsg {
             decoder,
-            acc: BodyAcc {
-                discard,
-                ..Default::default()
-            },
+            acc: BodyAcc::new(discard, prefix_only),
             start_ns,
             kind,
         });
@@ -673,15 +693,24 @@ impl ConnectionParser {
         ts_ns: u64,
         out: &mut ParserOutput,
     ) {
-        let cap = self.limits.max_body_bytes;
         let Some(msg) = self.sides[idx(dir)].msg.as_mut() else {
             self.sides[idx(dir)].state = State::Head;
             return;
         };
-        match msg
-            .decoder
-            .decode(data, pos, &mut msg.acc, cap, &mut out.body_bytes_over_cap)
-        {
+        // Requests keep only their first bytes (credentials come first); what
+        // is not kept past that is counted apart from the general body cap.
+        let (cap, not_kept) = match msg.kind {
+            InKind::Request { .. }
+                if self.limits.max_request_body_kept < self.limits.max_body_bytes =>
+            {
+                (
+                    self.limits.max_request_body_kept,
+                    &mut out.request_body_bytes_not_kept,
+                )
+            }
+            _ => (self.limits.max_body_bytes, &mut out.body_bytes_over_cap),
+        };
+        match msg.decoder.decode(data, pos, &mut msg.acc, cap, not_kept) {
             Ok(true) => self.finish_msg(dir, ts_ns, out),
             Ok(false) => {}
             Err(reason) => self.fail(reason, out),
@@ -692,24 +721,27 @@ impl ConnectionParser {
         let side = &mut self.sides[idx(dir)];
         side.state = State::Head;
         let Some(msg) = side.msg.take() else { return };
+        let body_held = msg.acc.held();
+        let body = msg.acc.finish();
         match msg.kind {
             InKind::Request { id } => {
                 if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
-                    p.request.body = msg.acc.body;
+                    p.request.body = body;
+                    p.held += body_held;
                     p.end_ns = ts_ns;
                     p.complete = true;
                 }
             }
             InKind::Response {
                 mut response,
-                head_len,
+                head_held,
                 answers,
                 tunnel,
             } => {
                 let Some(id) = answers else { return };
                 if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
-                    response.body = msg.acc.body;
-                    p.response = Some((response, head_len, msg.start_ns, ts_ns));
+                    response.body = body;
+                    p.response = Some((response, head_held + body_held, msg.start_ns, ts_ns));
                 }
                 if tunnel {
                     self.flush(out);

@@ -70,17 +70,116 @@ pub(crate) enum GapOutcome {
     Lost,
 }
 
-/// Collects a body up to a cap; counts the rest.
+/// Memory a held `Bytes` chunk costs besides its bytes: the `Bytes` itself in
+/// its `Vec`, the shared allocation's header, the event header in front of a
+/// slice of an event, and allocator rounding.
+pub const CHUNK_OVERHEAD: usize = 128;
+/// Small body pieces are copied into blocks of up to this size instead of
+/// each pinning the event it came in (an event is its own allocation).
+pub const GATHER_BLOCK: usize = 8 * 1024;
+/// The first gather block of a body is this small (or the piece's size), and
+/// each next one as large as what the body kept so far, up to
+/// [`GATHER_BLOCK`]: a small body holds about its size, not a whole block.
+pub const MIN_GATHER_BLOCK: usize = 256;
+/// A piece is kept as a zero-copy slice of its event only when it is at least
+/// this long and at least half the event; otherwise it is copied.
+pub const SLICE_MIN: usize = 4 * 1024;
+
+/// Most memory a body kept under `cap` can hold ([`BodyAcc::held`]): slices
+/// pin at most twice what they keep, every gather block but the last is full
+/// and the last is no larger than the room left when it was made (so slices
+/// and blocks together stay under 3 × `cap`), and every chunk costs
+/// [`CHUNK_OVERHEAD`]: a chunk per slice and one before it, one per
+/// [`GATHER_BLOCK`] block, and the growing blocks before those (each at
+/// least doubles what was kept).
+pub(crate) fn max_body_held(cap: usize) -> usize {
+    let growing = (GATHER_BLOCK / MIN_GATHER_BLOCK).ilog2() as usize + 1;
+    let chunks = (cap / SLICE_MIN)
+        .saturating_mul(2)
+        .saturating_add(cap / GATHER_BLOCK)
+        .saturating_add(growing + 2);
+    cap.saturating_mul(3)
+        .saturating_add(chunks.saturating_mul(CHUNK_OVERHEAD))
+}
+
+/// Collects a body up to a cap; counts the rest.  Knows what it holds in
+/// O(1): the kept bytes, and the memory they pin ([`BodyAcc::held`]).
 #[derive(Debug, Default)]
 pub(crate) struct BodyAcc {
-    pub body: Body,
+    body: Body,
     /// Keep no bytes at all (a response nobody asked for).
     pub discard: bool,
+    /// Only a prefix is kept, by design (request bodies): bytes past the cap
+    /// are seen and counted, so they do not make the body `truncated` (it is
+    /// [`Body::is_partial`]).
+    prefix_only: bool,
+    /// Bytes in `body.chunks` and `tail`.
+    kept: usize,
+    /// Memory pinned: event slices (whole event), gather blocks (capacity),
+    /// plus [`CHUNK_OVERHEAD`] per chunk.
+    held: usize,
+    /// The gather block being filled (its filled part is not in `body.chunks` yet).
+    tail: bytes::BytesMut,
 }
 
 impl BodyAcc {
+    pub(crate) fn new(discard: bool, prefix_only: bool) -> Self {
+        BodyAcc {
+            discard,
+            prefix_only,
+            ..Default::default()
+        }
+    }
+
+    #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
-        self.body.kept_len()
+        self.kept
+    }
+
+    /// Memory this body holds now (see [`max_body_held`] for its bound).
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    /// The body, its last gather block included.
+    pub(crate) fn finish(mut self) -> Body {
+        self.flush_tail();
+        self.body
+    }
+
+    fn flush_tail(&mut self) {
+        if !self.tail.is_empty() {
+            // The rest of the block stays in `tail` for later pieces.
+            self.body.chunks.push(self.tail.split().freeze());
+            self.held += CHUNK_OVERHEAD;
+        }
+    }
+
+    /// Copies `piece` into gather blocks; a new block is as large as the piece
+    /// or what was kept so far (at least [`MIN_GATHER_BLOCK`], at most
+    /// [`GATHER_BLOCK`]), and never larger than the body may still grow.
+    fn gather(&mut self, mut piece: &[u8], cap: usize) {
+        while !piece.is_empty() {
+            let room = self.tail.capacity() - self.tail.len();
+            if room == 0 {
+                self.flush_tail();
+                // `piece` fits under `cap`, so this is at least 1.
+                let block = piece
+                    .len()
+                    .max(self.kept)
+                    .clamp(MIN_GATHER_BLOCK, GATHER_BLOCK)
+                    .min(cap.saturating_sub(self.kept))
+                    .max(1);
+                self.tail = bytes::BytesMut::with_capacity(block);
+                // What the allocator handed out (it may round up).
+                self.held += self.tail.capacity();
+                continue;
+            }
+            let n = room.min(piece.len());
+            self.tail.extend_from_slice(&piece[..n]);
+            self.kept += n;
+            piece = &piece[n..];
+        }
     }
 
     fn push(&mut self, data: &Bytes, start: usize, end: usize, cap: usize, over_cap: &mut u64) {
@@ -89,13 +188,18 @@ impl BodyAcc {
         if self.discard {
             return;
         }
-        let room = cap.saturating_sub(self.kept());
+        let room = cap.saturating_sub(self.kept);
         let keep = room.min(n);
-        if keep > 0 {
+        if keep >= SLICE_MIN && keep.saturating_mul(2) >= data.len() {
+            self.flush_tail();
             self.body.chunks.push(data.slice(start..start + keep));
+            self.kept += keep;
+            self.held += data.len() + CHUNK_OVERHEAD;
+        } else if keep > 0 {
+            self.gather(&data[start..start + keep], cap);
         }
         if keep < n {
-            self.body.truncated = true;
+            self.body.truncated |= !self.prefix_only;
             *over_cap += (n - keep) as u64;
         }
     }
@@ -342,12 +446,12 @@ mod tests {
             let data = Bytes::copy_from_slice(&input[start..end]);
             let mut pos = 0;
             if d.decode(&data, &mut pos, &mut acc, usize::MAX, &mut over)? {
-                return Ok((acc.body.to_vec(), true, start + pos));
+                return Ok((acc.finish().to_vec(), true, start + pos));
             }
             assert_eq!(pos, data.len());
             start = end;
         }
-        Ok((acc.body.to_vec(), false, input.len()))
+        Ok((acc.finish().to_vec(), false, input.len()))
     }
 
     #[test]
@@ -439,8 +543,9 @@ mod tests {
                 .decode(&data, &mut pos, &mut acc, cap, &mut over_cap)
                 .unwrap());
             assert_eq!(acc.kept(), kept);
-            assert_eq!(acc.body.len, 5);
-            assert_eq!(acc.body.truncated, truncated);
+            let body = acc.finish();
+            assert_eq!(body.len, 5);
+            assert_eq!(body.truncated, truncated);
             assert_eq!(over_cap, over);
         }
     }

@@ -2,6 +2,11 @@
 
 /// Body bytes kept per message by default; the rest is counted, not kept.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Request body bytes kept per request for credential extraction (form, JSON,
+/// multipart fields come first in real requests); the rest of an upload is
+/// counted in `sensor_http_request_body_bytes_not_kept_total` and dropped.
+/// Responses keep up to `max_body_bytes`: leaks are looked for there.
+pub const MAX_REQUEST_BODY_KEPT: usize = 64 * 1024;
 /// Largest request/response head (start line + headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most headers in one head.
@@ -12,6 +17,8 @@ pub const MAX_PENDING_REQUESTS: usize = 64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpLimits {
     pub max_body_bytes: usize,
+    /// Request bodies keep at most this many bytes (and never more than `max_body_bytes`).
+    pub max_request_body_kept: usize,
     pub max_head_bytes: usize,
     pub max_headers: usize,
     pub max_pending_requests: usize,
@@ -21,6 +28,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_request_body_kept: MAX_REQUEST_BODY_KEPT,
             max_head_bytes: MAX_HEAD_BYTES,
             max_headers: MAX_HEADERS,
             max_pending_requests: MAX_PENDING_REQUESTS,
@@ -29,14 +37,29 @@ impl Default for HttpLimits {
 }
 
 impl HttpLimits {
-    /// Most bytes one `ConnectionParser` can hold under these limits, whatever it is
-    /// fed: a head in progress per direction, every pending request (head and kept
-    /// body), plus one response waiting for its request's body and one being read.
+    /// Bytes of a request body kept at most.
+    pub fn request_body_cap(&self) -> usize {
+        self.max_request_body_kept.min(self.max_body_bytes)
+    }
+
+    /// Most memory one `ConnectionParser` can hold under these limits, whatever
+    /// it is fed (as `ConnectionParser::buffered_bytes` counts it: capacities and
+    /// what kept chunks pin): a head in progress per direction, every pending
+    /// request (head and kept body), plus one response waiting for its request's
+    /// body and one being read.
     pub fn max_buffered_bytes(&self) -> usize {
-        let message = self.max_head_bytes.saturating_add(self.max_body_bytes);
+        use super::decode::{max_body_held, CHUNK_OVERHEAD};
+        // A head pins at most twice its length (a slice of an event it is at
+        // least half of, or a buffer grown by doubling).
+        let head = self
+            .max_head_bytes
+            .saturating_mul(2)
+            .saturating_add(CHUNK_OVERHEAD);
+        let request = head.saturating_add(max_body_held(self.request_body_cap()));
+        let response = head.saturating_add(max_body_held(self.max_body_bytes));
         2usize
-            .saturating_mul(self.max_head_bytes + super::head::SNIFF_LEN)
-            .saturating_add(self.max_pending_requests.saturating_mul(message))
-            .saturating_add(2usize.saturating_mul(message))
+            .saturating_mul(head.saturating_add(super::head::SNIFF_LEN))
+            .saturating_add(self.max_pending_requests.saturating_mul(request))
+            .saturating_add(2usize.saturating_mul(response))
     }
 }

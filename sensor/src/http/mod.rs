@@ -17,8 +17,12 @@
 //!   requests lost in a hole leave their responses unpaired
 //!   (`response_without_request`) when they arrive before the next request.
 //! - Memory: a head in progress per direction (< `max_head_bytes`), and per
-//!   open message its head and at most `max_body_bytes` of body, for at most
-//!   `max_pending_requests` requests: [`limits::HttpLimits::max_buffered_bytes`].
+//!   open message its head and at most `max_body_bytes` of body (requests:
+//!   their first `max_request_body_kept` bytes, the rest counted and dropped),
+//!   for at most `max_pending_requests` requests.  What is held is counted as
+//!   held, not as kept: buffer capacities, a kept slice as the whole event it
+//!   pins, a per-chunk overhead; small pieces are copied into gather blocks
+//!   (`decode`): [`limits::HttpLimits::max_buffered_bytes`].
 
 mod connection;
 mod decode;

@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::decode::CHUNK_OVERHEAD;
 use super::limits::HttpLimits;
 use super::types::{Exchange, Role};
 use super::{ConnectionParser, ParseErrorReason as E, ParserOutput};
@@ -28,6 +29,8 @@ pub(super) struct Run {
     pub ex: Vec<Exchange>,
     pub errors: Vec<E>,
     pub over_cap: u64,
+    /// Request body bytes past `max_request_body_kept`.
+    pub not_kept: u64,
     pub p: ConnectionParser,
 }
 
@@ -37,6 +40,7 @@ pub(super) fn run_with(limits: HttpLimits, evs: &[Ev]) -> Run {
     let mut ex = Vec::new();
     let mut errors = Vec::new();
     let mut over_cap = 0;
+    let mut not_kept = 0;
     for (i, ev) in evs.iter().enumerate() {
         let ts = (i as u64 + 1) * 1000;
         match ev {
@@ -49,12 +53,14 @@ pub(super) fn run_with(limits: HttpLimits, evs: &[Ev]) -> Run {
         ex.append(&mut out.exchanges);
         errors.append(&mut out.errors);
         over_cap += out.body_bytes_over_cap;
+        not_kept += out.request_body_bytes_not_kept;
         out.clear();
     }
     Run {
         ex,
         errors,
         over_cap,
+        not_kept,
         p,
     }
 }
@@ -386,15 +392,35 @@ fn timing_from_first_and_last_bytes() {
 
 #[test]
 fn bodies_are_zero_copy_slices_of_the_fed_bytes() {
+    use super::decode::SLICE_MIN;
+    let in_range = |b: &Bytes, p: *const u8| {
+        (b.as_ptr() as usize..b.as_ptr() as usize + b.len()).contains(&(p as usize))
+    };
+    // A large body piece is a slice of its event; a head that is most of its
+    // event too.
     let mut p = ConnectionParser::new(HttpLimits::default());
     let mut out = ParserOutput::default();
     p.feed(Read, &Bytes::from_static(GET.as_bytes()), 1, &mut out);
-    let resp = Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-K: v\r\n\r\nhello");
+    let head = Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\nX-K: v\r\n\r\n");
+    p.feed(Write, &head, 2, &mut out);
+    let body = Bytes::from(vec![b'b'; SLICE_MIN]);
+    p.feed(Write, &body, 3, &mut out);
+    let e = &out.exchanges[0];
+    assert!(in_range(&body, e.response.body.chunks[0].as_ptr()));
+    assert!(in_range(&head, e.response.header("x-k").unwrap().as_ptr()));
+    // Small pieces, and a head that is the smaller part of its event, are
+    // copied: they do not pin the event.
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    p.feed(Read, &Bytes::from_static(GET.as_bytes()), 1, &mut out);
+    let mut v = b"HTTP/1.1 200 OK\r\nContent-Length: 4000\r\nX-K: v\r\n\r\n".to_vec();
+    v.extend(std::iter::repeat_n(b'b', 4000));
+    let resp = Bytes::from(v);
     p.feed(Write, &resp, 2, &mut out);
     let e = &out.exchanges[0];
-    let range = resp.as_ptr() as usize..resp.as_ptr() as usize + resp.len();
-    assert!(range.contains(&(e.response.body.chunks[0].as_ptr() as usize)));
-    assert!(range.contains(&(e.response.header("x-k").unwrap().as_ptr() as usize)));
+    assert!(!in_range(&resp, e.response.header("x-k").unwrap().as_ptr()));
+    assert!(!in_range(&resp, e.response.body.chunks[0].as_ptr()));
+    assert_eq!(e.response.body.to_vec(), vec![b'b'; 4000]);
 }
 
 #[test]
@@ -416,6 +442,7 @@ fn header_values_raw_and_names_lower_case() {
 fn small_limits() -> HttpLimits {
     HttpLimits {
         max_body_bytes: 8,
+        max_request_body_kept: 8,
         max_head_bytes: 64,
         max_headers: 4,
         max_pending_requests: 3,
@@ -465,11 +492,17 @@ fn head_size_at_and_past_limit() {
             let got = run_with(lim.clone(), &evs);
             if ok {
                 assert!(got.errors.is_empty(), "{n}");
-                assert_eq!(
-                    got.p.buffered_bytes(),
-                    n,
-                    "the parsed head is held until answered"
-                );
+                // The parsed head is held until answered: a slice of its
+                // event, or the buffer it was gathered in.
+                let held = got.p.buffered_bytes();
+                if split {
+                    assert!(
+                        held >= n + CHUNK_OVERHEAD && held <= 2 * n + CHUNK_OVERHEAD,
+                        "{held}"
+                    );
+                } else {
+                    assert_eq!(held, n + CHUNK_OVERHEAD);
+                }
             } else {
                 assert_eq!(got.errors, [E::HeadTooLarge], "{n} split={split}");
             }
@@ -539,6 +572,173 @@ fn error_reasons_are_fixed_labels() {
         .all(|b| b.is_ascii_lowercase() || b == b'_' || b.is_ascii_digit())));
 }
 
+/// Requests keep their first `max_request_body_kept` bytes, exactly: the
+/// default 64 KiB with content-length and chunked framing, split around the
+/// limit and the head's end.
+#[test]
+fn request_body_kept_at_and_past_limit() {
+    use super::limits::MAX_REQUEST_BODY_KEPT as K;
+    for n in [K, K + 1] {
+        for chunked in [false, true] {
+            let body: Vec<u8> = (0..n).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut req = if chunked {
+                b"POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec()
+            } else {
+                format!("POST /up HTTP/1.1\r\nContent-Length: {n}\r\n\r\n").into_bytes()
+            };
+            let body_start = req.len();
+            if chunked {
+                // Two chunks, the first ending just before the limit.
+                let (a, b) = body.split_at(K - 1);
+                req.extend(format!("{:x}\r\n", a.len()).bytes());
+                req.extend_from_slice(a);
+                req.extend(format!("\r\n{:x}\r\n", b.len()).bytes());
+                req.extend_from_slice(b);
+                req.extend_from_slice(b"\r\n0\r\n\r\n");
+            } else {
+                req.extend_from_slice(&body);
+            }
+            let splits = [
+                None,
+                Some(body_start - 1),
+                Some(body_start),
+                Some(body_start + 1),
+                Some(req.len() - 12),
+                Some(req.len() - 8),
+                Some(req.len() - 6),
+                Some(req.len() - 1),
+            ];
+            for split in splits {
+                let evs = match split {
+                    None => vec![r(&req), w(OK5)],
+                    Some(at) => vec![r(&req[..at]), r(&req[at..]), w(OK5)],
+                };
+                let got = run(&evs);
+                let ctx = format!("n={n} chunked={chunked} split={split:?}");
+                assert!(got.errors.is_empty(), "{ctx}: {:?}", got.errors);
+                let b = &got.ex[0].request.body;
+                assert_eq!(b.len, n as u64, "{ctx}");
+                assert_eq!(b.to_vec(), body[..K], "{ctx}");
+                // Seen whole (not truncated), kept in part.
+                assert!(!b.truncated, "{ctx}");
+                assert_eq!(b.is_partial(), n > K, "{ctx}");
+                assert_eq!(got.not_kept, (n - K) as u64, "{ctx}");
+                assert_eq!(got.over_cap, 0, "{ctx}");
+                assert_eq!(got.p.buffered_bytes(), 0, "{ctx}");
+            }
+        }
+    }
+}
+
+/// The same at a small limit, the request cut at every byte offset; responses
+/// keep up to `max_body_bytes` whatever the request limit.
+#[test]
+fn request_body_limit_every_split() {
+    let lim = HttpLimits {
+        max_request_body_kept: 16,
+        max_body_bytes: 64,
+        ..HttpLimits::default()
+    };
+    for n in [16usize, 17] {
+        let body: Vec<u8> = (0..n).map(|i| b'a' + i as u8).collect();
+        let mut req = format!("POST / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+        req.extend_from_slice(&body);
+        let resp_body = "r".repeat(40);
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n{resp_body}");
+        for at in 0..=req.len() {
+            let got = run_with(lim.clone(), &[r(&req[..at]), r(&req[at..]), w(&resp)]);
+            assert!(got.errors.is_empty(), "n={n} at={at}");
+            let e = &got.ex[0];
+            assert_eq!(e.request.body.to_vec(), body[..16], "n={n} at={at}");
+            assert_eq!(e.request.body.is_partial(), n > 16);
+            assert!(!e.request.body.truncated);
+            assert_eq!(got.not_kept, (n - 16) as u64);
+            assert_eq!(e.response.body.to_vec(), resp_body.as_bytes());
+            assert_eq!(got.over_cap, 0);
+        }
+    }
+    // A request limit above the body cap: the body cap decides, counted as over cap.
+    let lim = HttpLimits {
+        max_request_body_kept: 100,
+        max_body_bytes: 8,
+        ..HttpLimits::default()
+    };
+    let got = run_with(
+        lim,
+        &[
+            r("POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123456789"),
+            w(OK5),
+        ],
+    );
+    assert_eq!(got.ex[0].request.body.to_vec(), b"01234567");
+    assert!(got.ex[0].request.body.truncated);
+    assert_eq!((got.over_cap, got.not_kept), (2, 0));
+}
+
+/// Memory is counted as held, not as kept: many tiny body pieces are gathered
+/// into blocks (not one event each), and a small piece of a large event does
+/// not pin it.
+#[test]
+fn held_memory_is_gathered_and_bounded() {
+    use super::decode::{GATHER_BLOCK, MIN_GATHER_BLOCK, SLICE_MIN};
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    p.feed(
+        Read,
+        &Bytes::from_static(b"POST / HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"),
+        1,
+        &mut out,
+    );
+    let base = p.buffered_bytes();
+    // 1,000 pieces of 50 bytes, each its own allocation.
+    for i in 0..1000 {
+        p.feed(Read, &Bytes::from(vec![b'x'; 50]), 2 + i, &mut out);
+    }
+    let held = p.buffered_bytes() - base;
+    assert!(
+        held <= 50_000 + GATHER_BLOCK + 16 * CHUNK_OVERHEAD,
+        "{held} for 50,000 bytes in 50-byte pieces"
+    );
+    // A small body holds about its size, not a whole block.
+    let mut q = ConnectionParser::new(HttpLimits::default());
+    q.feed(
+        Read,
+        &Bytes::from_static(b"POST / HTTP/1.1\r\nContent-Length: 300\r\n\r\n"),
+        1,
+        &mut out,
+    );
+    let base = q.buffered_bytes();
+    q.feed(Read, &Bytes::from(vec![b'x'; 100]), 2, &mut out);
+    assert_eq!(q.buffered_bytes() - base, MIN_GATHER_BLOCK);
+    q.feed(Read, &Bytes::from(vec![b'x'; 200]), 3, &mut out);
+    // The first block filled, a second one as large as what was kept.
+    assert_eq!(
+        q.buffered_bytes() - base,
+        2 * MIN_GATHER_BLOCK + CHUNK_OVERHEAD
+    );
+    // A piece at the slice threshold is sliced and counted as its whole event
+    // (and the gathered bytes before it become a chunk of their own).
+    let before = p.buffered_bytes();
+    p.feed(Read, &Bytes::from(vec![b'y'; SLICE_MIN]), 9000, &mut out);
+    assert_eq!(p.buffered_bytes() - before, SLICE_MIN + 2 * CHUNK_OVERHEAD);
+    // An upload keeping 100 bytes of a 64 KiB event copies them into a block
+    // sized to what may still be kept: the event is not pinned.
+    let mut p = ConnectionParser::new(HttpLimits {
+        max_request_body_kept: 100,
+        ..HttpLimits::default()
+    });
+    p.feed(
+        Read,
+        &Bytes::from_static(b"POST / HTTP/1.1\r\nContent-Length: 65536\r\n\r\n"),
+        1,
+        &mut out,
+    );
+    let base = p.buffered_bytes();
+    p.feed(Read, &Bytes::from(vec![b'z'; 64 * 1024]), 2, &mut out);
+    assert_eq!(p.buffered_bytes() - base, 100);
+    assert_eq!(out.request_body_bytes_not_kept, 64 * 1024 - 100);
+}
+
 /// A long body streamed in 16 KiB feeds: memory stays at the cap, the length is right.
 #[test]
 fn hundred_mib_body_bounded() {
@@ -580,8 +780,9 @@ fn hundred_mib_body_bounded() {
         if chunked {
             p.feed(Write, &Bytes::from_static(b"0\r\n\r\n"), u64::MAX, &mut out);
         }
+        // The kept bytes, plus 16 KiB feed slices' overhead (under 2 %).
         assert!(
-            max_buffered <= limits.max_body_bytes + 2 * limits.max_head_bytes,
+            max_buffered <= limits.max_body_bytes * 51 / 50 + 2 * limits.max_head_bytes,
             "{max_buffered}"
         );
         assert_eq!(out.exchanges.len(), 1);

@@ -203,11 +203,21 @@ pub struct Body {
     pub chunks: Vec<Bytes>,
     /// Decoded length of the whole body, including bytes past the cap or lost.
     pub len: u64,
-    /// Bytes were lost (capture hole) or not kept (past the body cap).
+    /// Bytes were lost (capture hole) or not kept (past the body cap,
+    /// `max_body_bytes`).  A request body cut at `max_request_body_kept` was
+    /// seen whole and is not truncated, but it is [`Body::is_partial`].
     pub truncated: bool,
 }
 
 impl Body {
+    /// Not every byte of the body is here: bytes were lost in a capture hole
+    /// or not kept (past the body cap, or past `max_request_body_kept`: requests
+    /// keep only their first bytes).  A parser of the kept bytes must not take
+    /// a value that runs into the end as whole.
+    pub fn is_partial(&self) -> bool {
+        self.truncated || (self.kept_len() as u64) < self.len
+    }
+
     pub fn kept_len(&self) -> usize {
         self.chunks.iter().map(|c| c.len()).sum()
     }

@@ -411,6 +411,44 @@ fn body_sources_form_json_multipart() {
 }
 
 #[test]
+fn partial_request_bodies_keep_only_whole_form_values() {
+    // Kept bytes short of the body's length (past the request body limit)
+    // make it partial even without the truncated flag: the last value may be
+    // cut, earlier ones are whole.
+    let body = format!("password={OPAQUE}&client_secret={}", &OPAQUE[..15]);
+    let req_body = Body {
+        len: body.len() as u64 + 1,
+        chunks: vec![Bytes::from(body)],
+        truncated: false,
+    };
+    assert!(req_body.is_partial());
+    let p = pair_full(
+        &[("content-type", b"application/x-www-form-urlencoded")],
+        "/",
+        req_body,
+        &[],
+        vec![Bytes::from(format!("{OPAQUE} {}", &OPAQUE[..15]))],
+    );
+    let f = one(&p);
+    assert_eq!(f.credential.name, "password");
+    // Cut right after a separator: every value is whole.
+    let body = format!("client_secret={OPAQUE}&");
+    let req_body = Body {
+        len: body.len() as u64 + 100,
+        chunks: vec![Bytes::from(body)],
+        truncated: true,
+    };
+    let p = pair_full(
+        &[("content-type", b"application/x-www-form-urlencoded")],
+        "/",
+        req_body,
+        &[],
+        vec![Bytes::from(OPAQUE)],
+    );
+    assert_eq!(one(&p).credential.name, "client_secret");
+}
+
+#[test]
 fn truncated_request_bodies_do_not_yield_cut_values() {
     // The form value is cut by the body cap: it is not taken (it would be a
     // shorter, different value).

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub connections_active: IntGauge,
     pub connections_evicted: IntCounterVec,
     pub body_bytes_over_cap: IntCounter,
+    pub request_body_bytes_not_kept: IntCounter,
     pub decompress_cap_hits: IntCounterVec,
     pub tls_attachments: IntGaugeVec,
     pub attach_errors: IntCounterVec,
@@ -138,6 +139,11 @@ impl Metrics {
                 r,
                 "sensor_http_body_bytes_over_cap_total",
                 "Body bytes seen but not kept because the body cap was reached.",
+            ),
+            request_body_bytes_not_kept: counter(
+                r,
+                "sensor_http_request_body_bytes_not_kept_total",
+                "Request body bytes seen but not kept: requests keep their first 64 KiB (max_request_body_kept) for credential extraction.",
             ),
             decompress_cap_hits: counter_vec(
                 r,

@@ -82,6 +82,8 @@ pub struct SensorOptions {
     pub ring_buffer_bytes: Option<u32>,
     /// `--pid` scope (empty: every process).
     pub pids: Vec<u32>,
+    /// `--max-buffered-bytes` (the pipeline's memory budget).
+    pub max_buffered_bytes: Option<u64>,
 }
 
 /// Starts the sensor and waits for `/readyz`.  `ports` are (metrics, api).
@@ -114,6 +116,9 @@ pub fn start(
     for p in &opts.pids {
         c.args(["--pid", &p.to_string()]);
     }
+    if let Some(n) = opts.max_buffered_bytes {
+        c.args(["--max-buffered-bytes", &n.to_string()]);
+    }
     let mut proc = Proc::spawn("sensor", &mut c, Some(&dir.join("sensor.log")))?;
     let ready_after = wait_200(metrics_addr, "/readyz", READY_TIMEOUT, || {
         proc.ensure_alive()
@@ -137,6 +142,13 @@ pub struct Counters {
     pub server_pairs: f64,
     pub pairs: f64,
     pub connections_active: f64,
+    /// Connections dropped to keep the pipeline under its memory budget.
+    pub memory_evictions: f64,
+    /// Request body bytes past the kept first 64 KiB.
+    pub request_body_bytes_not_kept: f64,
+    /// Events the reader dropped because the queue to the pipeline was full
+    /// (in batches or bytes); the rest of `lost_events` is the ring buffer's.
+    pub queue_dropped_events: f64,
 }
 
 impl Counters {
@@ -148,6 +160,10 @@ impl Counters {
             server_pairs: self.server_pairs - before.server_pairs,
             pairs: self.pairs - before.pairs,
             connections_active: self.connections_active,
+            memory_evictions: self.memory_evictions - before.memory_evictions,
+            request_body_bytes_not_kept: self.request_body_bytes_not_kept
+                - before.request_body_bytes_not_kept,
+            queue_dropped_events: self.queue_dropped_events - before.queue_dropped_events,
         }
     }
 }
@@ -194,6 +210,19 @@ impl Sensor {
                 .unwrap_or(0.0),
             pairs: f("sensor_http_pairs_total"),
             connections_active: f("sensor_connections_active"),
+            memory_evictions: prom_sum_where(
+                &m,
+                "sensor_connections_evicted_total",
+                "reason=\"memory\"",
+            )
+            .unwrap_or(0.0),
+            request_body_bytes_not_kept: f("sensor_http_request_body_bytes_not_kept_total"),
+            queue_dropped_events: prom_sum_where(
+                &m,
+                "sensor_capture_bad_events_total",
+                "reason=\"channel_full\"",
+            )
+            .unwrap_or(0.0),
         })
     }
 

@@ -248,7 +248,7 @@ proptest! {
     /// memory within the limits' bound (checked after every event by `run_with`).
     #[test]
     fn random_input_is_harmless(evs in prop::collection::vec(random_ev(), 0..40)) {
-        let lim = HttpLimits { max_body_bytes: 64, max_head_bytes: 256, max_headers: 8, max_pending_requests: 4 };
+        let lim = HttpLimits { max_body_bytes: 64, max_request_body_kept: 32, max_head_bytes: 256, max_headers: 8, max_pending_requests: 4 };
         let got = run_with(lim, &evs);
         prop_assert!(got.ex.len() <= evs.len());
     }
@@ -258,7 +258,7 @@ proptest! {
     fn mutated_streams_are_harmless(msgs in prop::collection::vec(msg(), 1..5),
                                     muts in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..6),
                                     cuts in prop::collection::vec(any::<usize>(), 0..8)) {
-        let lim = HttpLimits { max_body_bytes: 100, max_head_bytes: 200, max_headers: 6, max_pending_requests: 3 };
+        let lim = HttpLimits { max_body_bytes: 100, max_request_body_kept: 40, max_head_bytes: 200, max_headers: 6, max_pending_requests: 3 };
         let mut reqs: Vec<u8> = msgs.iter().flat_map(encode_req).collect();
         let mut resps: Vec<u8> = msgs.iter().flat_map(encode_resp).collect();
         for (i, (at, b, op)) in muts.iter().enumerate() {
@@ -329,9 +329,20 @@ fn samples_split_at_every_offset() {
             2,
         ),
     ];
-    for (reqs, resps, n) in samples {
+    // And with a request body limit the samples' bodies cross (4 > 3 ≥ 2):
+    // the same kept prefix whatever the split.
+    let cut = HttpLimits {
+        max_request_body_kept: 3,
+        ..limits()
+    };
+    for (lim, (reqs, resps, n)) in samples
+        .iter()
+        .cloned()
+        .map(|s| (limits(), s))
+        .chain(samples.iter().cloned().map(|s| (cut.clone(), s)))
+    {
         let base = run_with(
-            limits(),
+            lim.clone(),
             &[Ev::R(reqs.clone()), Ev::W(resps.clone()), Ev::Close],
         );
         assert_eq!(base.ex.len(), n);
@@ -339,7 +350,7 @@ fn samples_split_at_every_offset() {
         let want = summary(&base.ex);
         for k in 0..=reqs.len() {
             let got = run_with(
-                limits(),
+                lim.clone(),
                 &[
                     Ev::R(reqs[..k].to_vec()),
                     Ev::R(reqs[k..].to_vec()),
@@ -351,7 +362,7 @@ fn samples_split_at_every_offset() {
         }
         for k in 0..=resps.len() {
             let got = run_with(
-                limits(),
+                lim.clone(),
                 &[
                     Ev::R(reqs.clone()),
                     Ev::W(resps[..k].to_vec()),
@@ -361,7 +372,7 @@ fn samples_split_at_every_offset() {
             );
             assert_eq!(summary(&got.ex), want, "response split at {k}");
         }
-        let mut p = ConnectionParser::new(limits());
+        let mut p = ConnectionParser::new(lim.clone());
         let mut out = ParserOutput::default();
         for b in &reqs {
             p.feed(Read, &Bytes::copy_from_slice(&[*b]), 1, &mut out);
@@ -371,5 +382,12 @@ fn samples_split_at_every_offset() {
         }
         p.close(3, &mut out);
         assert_eq!(summary(&out.exchanges), want, "byte at a time");
+        if lim.max_request_body_kept == 3 {
+            for e in &base.ex {
+                let b = &e.request.body;
+                assert_eq!(b.kept_len() as u64, b.len.min(3));
+                assert_eq!(b.is_partial(), b.len > 3);
+            }
+        }
     }
 }
