@@ -219,11 +219,11 @@ fn request_body_limit_end_to_end_at_every_split() {
                 ..PipelineConfig::default()
             });
             h.pipeline
-                .handle_raw(&data(SERVER, Direction::Read, 1, &req[..at]));
+                .handle_raw(data(SERVER, Direction::Read, 1, &req[..at]));
             h.pipeline
-                .handle_raw(&data(SERVER, Direction::Read, 2, &req[at..]));
+                .handle_raw(data(SERVER, Direction::Read, 2, &req[at..]));
             h.pipeline
-                .handle_raw(&data(SERVER, Direction::Write, 3, resp.as_bytes()));
+                .handle_raw(data(SERVER, Direction::Write, 3, resp.as_bytes()));
             h.pipeline.finish();
             assert_eq!(
                 h.findings.lock().unwrap().len(),
@@ -245,7 +245,7 @@ fn budget_run(budget: usize) -> Harness {
     // kept as slices) and one with many small events (gathered).
     for (i, piece) in [(0u64, 16 * 1024), (1, 100)] {
         let conn = ConnId { tgid: 9, ssl: i };
-        h.pipeline.handle_raw(&data(
+        h.pipeline.handle_raw(data(
             conn,
             Direction::Read,
             1,
@@ -253,7 +253,7 @@ fn budget_run(budget: usize) -> Harness {
         ));
         for seq in 0..3 {
             h.pipeline
-                .handle_raw(&data(conn, Direction::Read, 2 + seq, &vec![b'x'; piece]));
+                .handle_raw(data(conn, Direction::Read, 2 + seq, &vec![b'x'; piece]));
         }
     }
     h
@@ -294,7 +294,7 @@ fn memory_budget_at_and_one_byte_under_what_is_held() {
 fn tiny_events_do_not_inflate_what_is_held() {
     let mut h = harness(PipelineConfig::default());
     let conn = ConnId { tgid: 9, ssl: 1 };
-    h.pipeline.handle_raw(&data(
+    h.pipeline.handle_raw(data(
         conn,
         Direction::Read,
         1,
@@ -304,7 +304,7 @@ fn tiny_events_do_not_inflate_what_is_held() {
     // 64 KiB of request body in 200-byte events: gathered into 8 KiB blocks.
     for seq in 0..(64 * 1024 / 200) {
         h.pipeline
-            .handle_raw(&data(conn, Direction::Read, 2 + seq, &[b'x'; 200]));
+            .handle_raw(data(conn, Direction::Read, 2 + seq, &[b'x'; 200]));
     }
     let held = h.pipeline.buffered_bytes() - base;
     assert!(held <= 64 * 1024 + 8 * 1024 + 16 * 128, "{held}");
