@@ -6,11 +6,12 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
+use super::cache::{CacheStats, MatcherCache, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
 use super::config::LeakConfig;
 use super::decode::{decode_stream, parse_content_encoding};
 use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
-use super::matcher::{Matcher, StreamState};
+use super::matcher::{Matcher, StreamState, LARGE_HAYSTACK};
 use crate::finding::{
     ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
     RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
@@ -47,6 +48,14 @@ pub struct Inspection {
 pub struct Detector {
     config: LeakConfig,
     fingerprinter: Fingerprinter,
+    /// Matchers built for recent credential sets (see `cache`).
+    matchers: MatcherCache<Built>,
+}
+
+/// A matcher over every needle of a credential set, and what each needle means.
+struct Built {
+    matcher: Matcher,
+    needles: Vec<Needle>,
 }
 
 /// What matched in one sink, per credential: earliest full, partial, masked hit.
@@ -64,7 +73,13 @@ impl Detector {
         Detector {
             config,
             fingerprinter,
+            matchers: MatcherCache::new(MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE),
         }
+    }
+
+    /// Lookups of built matchers so far.
+    pub fn matcher_cache_stats(&self) -> CacheStats {
+        self.matchers.stats()
     }
 
     pub fn config(&self) -> &LeakConfig {
@@ -84,9 +99,17 @@ impl Detector {
         if creds.is_empty() {
             return insp;
         }
-        let (needle_bytes, needles) = self.needles(&creds);
-        let matcher = Matcher::for_haystack(&needle_bytes[..], pair.exchange.response.body.len);
-        drop(needle_bytes);
+        // Small and large responses get differently tuned matchers.
+        let large = pair.exchange.response.body.len >= LARGE_HAYSTACK;
+        let built = self.matchers.get_or_build(&creds, u64::from(large), || {
+            let (needle_bytes, needles) = self.needles(&creds);
+            let hint = if large { LARGE_HAYSTACK } else { 0 };
+            Built {
+                matcher: Matcher::for_haystack(&needle_bytes[..], hint),
+                needles,
+            }
+        });
+        let (matcher, needles) = (&built.matcher, &built.needles[..]);
 
         let resp = &pair.exchange.response;
         // Sinks in order of first appearance, and what matched in each.
@@ -110,12 +133,12 @@ impl Detector {
 
         for h in &resp.headers {
             let mut per = vec![SinkHits::default(); creds.len()];
-            scan(&matcher, &needles, &[&h.value[..]], &mut per, false);
+            scan(matcher, needles, &[&h.value[..]], &mut per, false);
             if h.name == "location" {
                 // Credentials percent-encoded in any style: search the decoded URL too.
                 let dec = Zeroizing::new(url_decode(&h.value, false));
                 if dec[..] != h.value[..] {
-                    scan(&matcher, &needles, &[&dec[..]], &mut per, true);
+                    scan(matcher, needles, &[&dec[..]], &mut per, true);
                 }
             }
             if h.name == "set-cookie" {

@@ -105,8 +105,26 @@ fn pair_full(
 }
 
 /// Inspects and checks that nothing emitted carries a raw secret.
+///
+/// Inspects twice with the same detector: the second time the matcher comes
+/// from the cache, and must find exactly what the freshly built one found.
 fn inspect(p: &HttpPair) -> Inspection {
-    let insp = detector().inspect(p);
+    let det = detector();
+    let insp = det.inspect(p);
+    let misses = det.matcher_cache_stats().misses;
+    let again = det.inspect(p);
+    assert_eq!(
+        det.matcher_cache_stats().misses,
+        misses,
+        "the second inspection used the cached matcher"
+    );
+    assert_eq!(
+        format!("{:?}", insp.findings),
+        format!("{:?}", again.findings)
+    );
+    assert_eq!(insp.masked_echoes, again.masked_echoes);
+    assert_eq!(insp.decompress_cap_hit, again.decompress_cap_hit);
+    assert_eq!(insp.decode_errors, again.decode_errors);
     for f in &insp.findings {
         let json = serde_json::to_string(f).unwrap();
         let dbg = format!("{f:?}");
@@ -1036,4 +1054,45 @@ mod props {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+/// One detector, many credential sets: each response is searched for the
+/// credentials of its own request only, whether its matcher is built fresh
+/// or comes from the cache.
+#[test]
+fn cached_matchers_are_never_shared_between_credential_sets() {
+    let det = detector();
+    // No two share a run long enough to be a partial exposure.
+    const ALNUM: &[u8] = b"Qw8ErT5yU2iO9pA3sD6fG1hJkL4zX7cV0bNmWq";
+    let keys: Vec<String> = (0..6)
+        .map(|i| {
+            let rot: String = (0..24)
+                .map(|j| ALNUM[(j * (i + 1) + 5 * i) % ALNUM.len()] as char)
+                .collect();
+            format!("sk_live_{rot}")
+        })
+        .collect();
+    let echo = |k: &str| format!("{{\"error\":\"invalid key\",\"key\":\"{k}\"}}");
+    for round in 0..3 {
+        for (i, k) in keys.iter().enumerate() {
+            // Echoes its own key: one finding, for this key.
+            let p = pair(&[("x-api-key", k.as_bytes())], "/", &[], echo(k).as_bytes());
+            let insp = det.inspect(&p);
+            assert_eq!(insp.findings.len(), 1, "round {round} key {i}");
+            let fp = Fingerprinter::new([7; 32]).fingerprint(k.as_bytes());
+            assert_eq!(insp.findings[0].credential.fingerprint, fp);
+            // Echoes another request's key: not this request's leak.
+            let other = &keys[(i + 1) % keys.len()];
+            let p = pair(
+                &[("x-api-key", k.as_bytes())],
+                "/",
+                &[],
+                echo(other).as_bytes(),
+            );
+            assert!(det.inspect(&p).findings.is_empty(), "round {round} key {i}");
+        }
+    }
+    let st = det.matcher_cache_stats();
+    assert_eq!(st.misses, keys.len() as u64);
+    assert_eq!(st.hits, (3 * 2 * keys.len() - keys.len()) as u64);
 }
