@@ -13,6 +13,11 @@
 //! [`MATCHER_CACHE_ENTRIES`]), and an entry unused for [`MATCHER_CACHE_IDLE`]
 //! is dropped at the next lookup.  Nothing here is logged.
 //!
+//! A set is kept from its second sighting on: the first time, only a keyed
+//! hash of it is noted (a small direct-mapped table, [`DOORKEEPER_SLOTS`]), and
+//! the caller builds for one use.  A stream of never-repeated credentials so
+//! neither churns the table nor leaves their matchers behind.
+//!
 //! Two credential sets never share a matcher: a hash hit is only used when
 //! the stored values are byte-for-byte those of the request; a collision is
 //! a miss, and the new set replaces the old one.
@@ -32,6 +37,16 @@ use crate::finding::CredentialType;
 pub const MATCHER_CACHE_ENTRIES: usize = 2048;
 /// An entry not used for this long is dropped (its secrets with it).
 pub const MATCHER_CACHE_IDLE: Duration = Duration::from_secs(60);
+
+/// Hashes of recently seen sets (first sightings), per cached entry.
+pub const DOORKEEPER_PER_ENTRY: usize = 4;
+
+/// What the built value is for: this one lookup, or the cache (many uses).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Use {
+    Once,
+    Cached,
+}
 
 /// What a matcher is built from, per credential: the value and what, besides
 /// the value, decides its needles.
@@ -77,7 +92,10 @@ impl<T> Entry<T> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
+    /// Lookups that built (first sightings included).
     pub misses: u64,
+    /// Misses that were first sightings: built for one use, not kept.
+    pub first_seen: u64,
     /// Entries dropped to stay within the bound.
     pub evictions: u64,
     /// Entries dropped because they were idle too long.
@@ -86,6 +104,9 @@ pub struct CacheStats {
 
 struct Inner<T> {
     map: LruCache<u64, Entry<T>>,
+    /// Direct-mapped: slot `hash % len` holds the last first-seen hash there
+    /// (0 = empty; hashes are stored with the low bit set).
+    seen: Box<[u64]>,
     stats: CacheStats,
 }
 
@@ -108,6 +129,8 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
         MatcherCache {
             inner: Mutex::new(Inner {
                 map: LruCache::new(NonZeroUsize::new(entries.max(1)).expect("non-zero")),
+                seen: vec![0; (entries.max(1) * DOORKEEPER_PER_ENTRY).next_power_of_two()]
+                    .into_boxed_slice(),
                 stats: CacheStats::default(),
             }),
             hasher,
@@ -129,20 +152,21 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
     }
 
     /// The value built for exactly `creds` (same values, same order) and
-    /// `variant`, building it with `build` on a miss.  `build` runs without
-    /// the lock held.
+    /// `variant`, building it with `build` on a miss: for one use the first
+    /// time the set is seen, for the cache the second time.  `build` runs
+    /// without the lock held.
     pub fn get_or_build(
         &self,
         creds: &[Credential],
         variant: u64,
-        build: impl FnOnce() -> T,
+        build: impl FnOnce(Use) -> T,
     ) -> Arc<T> {
         let key = self.key(creds, variant);
         let now = Instant::now();
         {
             let mut inner = self.lock();
             Self::expire(&mut inner, now, self.idle);
-            let Inner { map, stats } = &mut *inner;
+            let Inner { map, seen, stats } = &mut *inner;
             if let Some(e) = map.get_mut(&key) {
                 if e.matches(creds, variant) {
                     e.last_used = now;
@@ -151,8 +175,15 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
                 }
             }
             stats.misses += 1;
+            let slot = (key as usize) & (seen.len() - 1);
+            if seen[slot] != key | 1 {
+                seen[slot] = key | 1;
+                stats.first_seen += 1;
+                drop(inner);
+                return Arc::new(build(Use::Once));
+            }
         }
-        let built = Arc::new(build());
+        let built = Arc::new(build(Use::Cached));
         let entry = Entry {
             creds: creds.iter().map(CredKey::of).collect(),
             variant,
@@ -197,9 +228,11 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
         self.len() == 0
     }
 
-    /// Drops every entry (and the secrets they hold).
+    /// Drops every entry (and the secrets they hold) and every sighting.
     pub fn clear(&self) {
-        self.lock().map.clear();
+        let mut inner = self.lock();
+        inner.map.clear();
+        inner.seen.fill(0);
     }
 }
 
@@ -228,7 +261,22 @@ mod tests {
         cache: &MatcherCache<Vec<Vec<u8>>, impl BuildHasher>,
         creds: &[Credential],
     ) -> Arc<Vec<Vec<u8>>> {
-        cache.get_or_build(creds, 0, || build_of(creds))
+        cache.get_or_build(creds, 0, |_| build_of(creds))
+    }
+
+    /// Seen once (not kept), then built for the cache.
+    fn admit(cache: &MatcherCache<Vec<Vec<u8>>, impl BuildHasher>, creds: &[Credential]) {
+        let uses: Vec<Use> = (0..2)
+            .map(|_| {
+                let mut used = None;
+                cache.get_or_build(creds, 0, |u| {
+                    used = Some(u);
+                    build_of(creds)
+                });
+                used.expect("a miss builds")
+            })
+            .collect();
+        assert_eq!(uses, [Use::Once, Use::Cached]);
     }
 
     #[test]
@@ -236,27 +284,33 @@ mod tests {
         let cache = MatcherCache::new(8, MATCHER_CACHE_IDLE);
         let a = [cred("AAAAAAAAAAAA1")];
         let b = [cred("BBBBBBBBBBBB2")];
+        let once = get(&cache, &a);
+        assert_eq!(*once, build_of(&a));
+        assert!(cache.is_empty(), "a first sighting is not kept");
         let first = get(&cache, &a);
         let again = get(&cache, &a);
         assert!(
             Arc::ptr_eq(&first, &again),
             "same set: the built value is reused"
         );
-        let other = get(&cache, &b);
-        assert_eq!(*other, build_of(&b));
+        admit(&cache, &b);
+        assert_eq!(*get(&cache, &b), build_of(&b));
         assert_eq!(
             cache.stats(),
             CacheStats {
-                hits: 1,
-                misses: 2,
+                hits: 2,
+                misses: 4,
+                first_seen: 2,
                 evictions: 0,
                 expired: 0
             }
         );
         // Another variant of the same set is its own entry.
-        let v = cache.get_or_build(&a, 1, || vec![b"variant".to_vec()]);
-        assert_eq!(*v, vec![b"variant".to_vec()]);
-        assert_eq!(cache.stats().misses, 3);
+        for _ in 0..2 {
+            let v = cache.get_or_build(&a, 1, |_| vec![b"variant".to_vec()]);
+            assert_eq!(*v, vec![b"variant".to_vec()]);
+        }
+        assert_eq!(cache.stats().misses, 6);
         assert_eq!(cache.len(), 3);
     }
 
@@ -266,7 +320,7 @@ mod tests {
         let (x, y) = (cred("XXXXXXXXXXXX1"), cred("YYYYYYYYYYYY2"));
         let xy = [cred("XXXXXXXXXXXX1"), cred("YYYYYYYYYYYY2")];
         let yx = [y, x];
-        assert_eq!(*get(&cache, &xy), build_of(&xy));
+        admit(&cache, &xy);
         assert_eq!(*get(&cache, &yx), build_of(&yx));
         assert_eq!(*get(&cache, &xy[..1]), build_of(&xy[..1]));
         let mut basic = cred("XXXXXXXXXXXX1");
@@ -276,28 +330,39 @@ mod tests {
         get(&cache, &[basic]);
         get(&cache, &[prefixed]);
         assert_eq!(cache.stats().hits, 0);
-        assert_eq!(cache.stats().misses, 5);
+        assert_eq!(cache.stats().misses, 6);
+        assert_eq!(*get(&cache, &xy), build_of(&xy));
+        assert_eq!(cache.stats().hits, 1);
     }
 
     #[test]
     fn evicts_least_recently_used_at_the_bound() {
-        let cache = MatcherCache::new(3, MATCHER_CACHE_IDLE);
+        // A fixed hasher: which sightings share a doorkeeper slot is the same every run.
+        let hasher =
+            std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default();
+        let cache = MatcherCache::with_hasher(3, MATCHER_CACHE_IDLE, hasher);
         let sets: Vec<[Credential; 1]> = (0..4)
             .map(|i| [cred(&format!("KEY-{i}-abcdefgh"))])
             .collect();
         for s in &sets[..3] {
-            get(&cache, s);
+            admit(&cache, s);
         }
         get(&cache, &sets[0]); // 0 is now the most recent; 1 the least
         assert_eq!(cache.stats().hits, 1);
-        get(&cache, &sets[3]);
+        admit(&cache, &sets[3]);
         assert_eq!(cache.len(), 3);
         assert_eq!(cache.stats().evictions, 1);
         get(&cache, &sets[0]);
         get(&cache, &sets[2]);
         assert_eq!(cache.stats().hits, 3, "0 and 2 were kept");
-        get(&cache, &sets[1]);
-        assert_eq!(cache.stats().misses, 5, "1 was evicted");
+        let misses = cache.stats().misses;
+        let mut used = None;
+        cache.get_or_build(&sets[1], 0, |u| {
+            used = Some(u);
+            build_of(&sets[1])
+        });
+        assert_eq!(cache.stats().misses, misses + 1, "1 was evicted");
+        assert_eq!(used, Some(Use::Cached), "and is still known as seen");
         assert_eq!(cache.len(), 3);
     }
 
@@ -324,13 +389,13 @@ mod tests {
         let sets: Vec<[Credential; 1]> = (0..5)
             .map(|i| [cred(&format!("COLLIDE-{i}-abcdefgh"))])
             .collect();
-        for round in 0..2 {
+        for round in 0..3 {
             for s in &sets {
                 assert_eq!(*get(&cache, s), build_of(s), "round {round}");
             }
         }
         assert_eq!(cache.stats().hits, 0);
-        assert_eq!(cache.stats().misses, 10);
+        assert_eq!(cache.stats().misses, 15);
         assert_eq!(cache.len(), 1);
         // The last one is there and is reused.
         let last = &sets[4];
@@ -348,11 +413,11 @@ mod tests {
         let cache = MatcherCache::new(8, Duration::ZERO);
         let a = [cred("AAAAAAAAAAAA1")];
         let b = [cred("BBBBBBBBBBBB2")];
-        get(&cache, &a);
-        std::thread::sleep(Duration::from_millis(2));
-        get(&cache, &b); // the lookup drops a (idle longer than zero)
-        assert_eq!(cache.stats().expired, 1);
+        admit(&cache, &a);
         assert_eq!(cache.len(), 1);
+        std::thread::sleep(Duration::from_millis(2));
+        admit(&cache, &b); // the lookups drop a (idle longer than zero)
+        assert_eq!(cache.stats().expired, 1);
         cache.clear();
         assert!(cache.is_empty());
     }

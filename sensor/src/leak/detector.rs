@@ -6,12 +6,12 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
-use super::cache::{CacheStats, MatcherCache, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
+use super::cache::{CacheStats, MatcherCache, Use, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
 use super::config::LeakConfig;
 use super::decode::{decode_stream, parse_content_encoding};
 use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
-use super::matcher::{Matcher, StreamState, LARGE_HAYSTACK};
+use super::matcher::{Build, Matcher, StreamState, LARGE_HAYSTACK};
 use crate::finding::{
     ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
     RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
@@ -101,14 +101,24 @@ impl Detector {
         }
         // Small and large responses get differently tuned matchers.
         let large = pair.exchange.response.body.len >= LARGE_HAYSTACK;
-        let built = self.matchers.get_or_build(&creds, u64::from(large), || {
-            let (needle_bytes, needles) = self.needles(&creds);
-            let hint = if large { LARGE_HAYSTACK } else { 0 };
-            Built {
-                matcher: Matcher::for_haystack(&needle_bytes[..], hint),
-                needles,
-            }
-        });
+        let built = self
+            .matchers
+            .get_or_build(&creds, u64::from(large), |used| {
+                let (needle_bytes, needles) = self.needles(&creds);
+                let how = match used {
+                    // Size classes, not the size: the matcher serves later pairs too.
+                    Use::Cached => Build::Reused {
+                        hint: if large { LARGE_HAYSTACK } else { 0 },
+                    },
+                    Use::Once => Build::Once {
+                        hint: pair.exchange.response.body.len,
+                    },
+                };
+                Built {
+                    matcher: Matcher::build(&needle_bytes[..], how),
+                    needles,
+                }
+            });
         let (matcher, needles) = (&built.matcher, &built.needles[..]);
 
         let resp = &pair.exchange.response;
