@@ -17,6 +17,9 @@ fn is_unreserved(b: u8) -> bool {
 /// Percent-encodings: upper- and lower-case hex, and `+` for space.
 pub fn percent(v: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
+    if v.iter().all(|&b| is_unreserved(b)) {
+        return out; // every form is the value itself
+    }
     for (upper, plus) in [(true, false), (false, false), (true, true), (false, true)] {
         let mut s = Vec::with_capacity(v.len() * 3);
         for &b in v {
@@ -25,12 +28,8 @@ pub fn percent(v: &[u8]) -> Vec<Vec<u8>> {
             } else if plus && b == b' ' {
                 s.push(b'+');
             } else {
-                let h = if upper {
-                    format!("%{b:02X}")
-                } else {
-                    format!("%{b:02x}")
-                };
-                s.extend_from_slice(h.as_bytes());
+                s.push(b'%');
+                push_hex(&mut s, b, upper);
             }
         }
         push_distinct(&mut out, v, s);
@@ -43,16 +42,15 @@ pub fn percent(v: &[u8]) -> Vec<Vec<u8>> {
 /// (Go's HTML-safe `<>&`, `+`, `=` …), lower- and upper-case hex.
 pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
+    if !v.iter().any(|&b| b <= 0x1f || b.is_ascii_punctuation()) {
+        return out; // `"`, `\\`, `/` are punctuation: every form is the value itself
+    }
     for variant in 0..4 {
         let mut s = Vec::with_capacity(v.len() * 2);
         for &b in v {
             let u = |s: &mut Vec<u8>, upper: bool| {
-                let h = if upper {
-                    format!("\\u{:04X}", b)
-                } else {
-                    format!("\\u{:04x}", b)
-                };
-                s.extend_from_slice(h.as_bytes());
+                s.extend_from_slice(b"\\u00");
+                push_hex(s, b, upper);
             };
             match b {
                 b'"' if variant < 2 => s.extend_from_slice(b"\\\""),
@@ -71,6 +69,14 @@ pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
 /// HTML entity escapes of the special characters: named, decimal and hex.
 pub fn html_entity(v: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
+    if !v.iter().any(|&b| {
+        matches!(
+            b,
+            b'&' | b'<' | b'>' | b'"' | b'\'' | b'=' | b'/' | b'+' | b'`'
+        )
+    }) {
+        return out; // nothing any variant escapes: every form is the value itself
+    }
     for variant in 0..5 {
         let mut s = Vec::with_capacity(v.len() * 2);
         for &b in v {
@@ -128,6 +134,17 @@ pub fn base64_inner(v: &[u8], url: bool) -> Vec<Vec<u8>> {
     out
 }
 
+/// Two hex digits of `b`.
+fn push_hex(s: &mut Vec<u8>, b: u8, upper: bool) {
+    let digits: &[u8; 16] = if upper {
+        b"0123456789ABCDEF"
+    } else {
+        b"0123456789abcdef"
+    };
+    s.push(digits[usize::from(b >> 4)]);
+    s.push(digits[usize::from(b & 0xf)]);
+}
+
 fn push_distinct(out: &mut Vec<Vec<u8>>, plain: &[u8], s: Vec<u8>) {
     if s != plain && !out.contains(&s) {
         out.push(s);
@@ -174,6 +191,37 @@ mod tests {
         assert!(json_escaped(v).contains(&b"a\\u002fb\\u002bc\\u003dd\\u0022e\\u003cf".to_vec()));
         assert!(html_entity(v).contains(&b"a/b+c=d&quot;e&lt;f".to_vec()));
         assert!(html_entity(v).contains(&b"a&#47;b&#43;c&#61;d&#34;e&#60;f".to_vec()));
+    }
+
+    #[test]
+    fn values_without_special_bytes_have_no_escaped_forms() {
+        let v = b"sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+        assert!(percent(v).is_empty());
+        assert!(html_entity(v).is_empty());
+        // `_` is punctuation: the escape-everything JSON encoders change it.
+        assert_eq!(
+            json_escaped(v),
+            vec![
+                b"sk\\u005flive\\u005f4eC39HqLyjWDarjtT1zdp7dc".to_vec(),
+                b"sk\\u005Flive\\u005F4eC39HqLyjWDarjtT1zdp7dc".to_vec(),
+            ]
+        );
+        assert!(json_escaped(b"4eC39HqLyjWDarjtT1zdp7dc").is_empty());
+        // Every byte value, alone and in a run: the hex escapes are right.
+        for b in 0..=255u8 {
+            let v = [b'a', b, b'z'];
+            for f in percent(&v) {
+                let dec = crate::leak::extract::url_decode(&f, true);
+                assert!(dec == v || (b == b' ' && dec == b"a z"), "byte {b}");
+            }
+            for f in json_escaped(&v) {
+                if f.windows(2).any(|w| w == b"\\u") {
+                    let s = format!("\"{}\"", String::from_utf8_lossy(&f));
+                    let back: String = serde_json::from_str(&s).unwrap();
+                    assert_eq!(back.as_bytes(), &v[..], "byte {b}");
+                }
+            }
+        }
     }
 
     #[test]

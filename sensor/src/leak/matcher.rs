@@ -42,10 +42,16 @@ enum Engine {
 
 struct Anchored {
     /// Leftmost-first searchers over the distinct anchors (all the same
-    /// length), at most `ANCHOR_GROUP` each so each stays on Teddy.
-    groups: Vec<AnchorGroup>,
-    /// Engine needle index → its bytes.
-    needles: Vec<Box<[u8]>>,
+    /// length), at most `ANCHOR_GROUP` each so each stays on Teddy; group g
+    /// holds anchors `g * ANCHOR_GROUP ..`.
+    groups: Vec<AnchorSearcher>,
+    /// The owners of anchor a are `owners[owner_start[a]..owner_start[a + 1]]`:
+    /// (engine needle index, offset of the anchor in it).
+    owner_start: Vec<u32>,
+    owners: Vec<(u32, u32)>,
+    /// Every needle's bytes, one after the other; needle i is `spans[i]`.
+    bytes: Vec<u8>,
+    spans: Vec<(u32, u32)>,
 }
 
 /// The anchors' searcher.  A matcher is built for every pair, so its build
@@ -188,17 +194,10 @@ impl AnchorSearcher {
     }
 }
 
-struct AnchorGroup {
-    anchors: AnchorSearcher,
-    /// Per anchor pattern: (engine needle index, offset of the anchor in it).
-    owners: Vec<Vec<(usize, usize)>>,
-}
 impl Drop for Anchored {
     fn drop(&mut self) {
         // Credential forms: do not leave them in freed memory.
-        for n in &mut self.needles {
-            zeroize::Zeroize::zeroize(&mut n[..]);
-        }
+        zeroize::Zeroize::zeroize(&mut self.bytes);
     }
 }
 
@@ -256,68 +255,98 @@ fn anchor_offset(needle: &[u8], len: usize) -> usize {
     best.1
 }
 
+/// An anchor (at most 8 bytes) as one integer, to compare and deduplicate cheaply.
+fn anchor_key(a: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    k[..a.len()].copy_from_slice(a);
+    u64::from_le_bytes(k)
+}
+
 impl Anchored {
     fn new(needles: Vec<&[u8]>, len: usize, build: Build) -> Self {
-        let mut anchor_ids: std::collections::HashMap<&[u8], usize> = Default::default();
+        debug_assert!(len <= 8);
+        // Distinct anchors, and each needle's (anchor, offset).
+        let mut keys: Vec<u64> = Vec::new();
         let mut anchors: Vec<&[u8]> = Vec::new();
-        let mut owners: Vec<Vec<(usize, usize)>> = Vec::new();
-        for (i, n) in needles.iter().enumerate() {
+        let mut of_needle: Vec<(u32, u32)> = Vec::with_capacity(needles.len());
+        for n in &needles {
             let off = anchor_offset(n, len);
             let a = &n[off..off + len];
-            let id = *anchor_ids.entry(a).or_insert_with(|| {
-                anchors.push(a);
-                owners.push(Vec::new());
-                anchors.len() - 1
-            });
-            owners[id].push((i, off));
+            let k = anchor_key(a);
+            let id = match keys.iter().position(|&x| x == k) {
+                Some(id) => id,
+                None => {
+                    keys.push(k);
+                    anchors.push(a);
+                    anchors.len() - 1
+                }
+            };
+            of_needle.push((id as u32, off as u32));
+        }
+        // Owners grouped by anchor (counting sort, needle order kept).
+        let mut owner_start = vec![0u32; anchors.len() + 1];
+        for &(a, _) in &of_needle {
+            owner_start[a as usize + 1] += 1;
+        }
+        for a in 0..anchors.len() {
+            owner_start[a + 1] += owner_start[a];
+        }
+        let mut fill = owner_start.clone();
+        let mut owners = vec![(0u32, 0u32); needles.len()];
+        for (i, &(a, off)) in of_needle.iter().enumerate() {
+            owners[fill[a as usize] as usize] = (i as u32, off);
+            fill[a as usize] += 1;
         }
         let groups = anchors
             .chunks(ANCHOR_GROUP)
-            .zip(owners.chunks(ANCHOR_GROUP))
-            .map(|(anchors, owners)| AnchorGroup {
-                anchors: AnchorSearcher::new(anchors, build),
-                owners: owners.to_vec(),
-            })
+            .map(|g| AnchorSearcher::new(g, build))
             .collect();
+        let total = needles.iter().map(|n| n.len()).sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(needles.len());
+        for n in &needles {
+            spans.push((bytes.len() as u32, n.len() as u32));
+            bytes.extend_from_slice(n);
+        }
         Anchored {
             groups,
-            needles: needles.into_iter().map(Box::from).collect(),
+            owner_start,
+            owners,
+            bytes,
+            spans,
         }
+    }
+
+    fn needle(&self, id: usize) -> &[u8] {
+        let (start, len) = self.spans[id];
+        &self.bytes[start as usize..(start + len) as usize]
     }
 
     /// Every occurrence of every needle in `hay`, ending after `min_end`.
     fn search(&self, hay: &[u8], min_end: usize, mut on: impl FnMut(usize, usize)) {
-        for g in &self.groups {
-            g.search(&self.needles, hay, min_end, &mut on);
-        }
-    }
-}
-
-impl AnchorGroup {
-    fn search(
-        &self,
-        needles: &[Box<[u8]>],
-        hay: &[u8],
-        min_end: usize,
-        on: &mut impl FnMut(usize, usize),
-    ) {
-        let mut at = 0;
-        while at < hay.len() {
-            let Some((p, anchor)) = self.anchors.find(hay, at) else {
-                break;
-            };
-            for &(id, off) in &self.owners[anchor] {
-                let n = &needles[id];
-                let Some(s) = p.checked_sub(off) else {
-                    continue;
+        for (g, searcher) in self.groups.iter().enumerate() {
+            let base = g * ANCHOR_GROUP;
+            let mut at = 0;
+            while at < hay.len() {
+                let Some((p, anchor)) = searcher.find(hay, at) else {
+                    break;
                 };
-                let e = s + n.len();
-                if e > min_end && e <= hay.len() && hay[s..e] == n[..] {
-                    on(id, s);
+                let a = base + anchor;
+                let owners =
+                    &self.owners[self.owner_start[a] as usize..self.owner_start[a + 1] as usize];
+                for &(id, off) in owners {
+                    let n = self.needle(id as usize);
+                    let Some(s) = p.checked_sub(off as usize) else {
+                        continue;
+                    };
+                    let e = s + n.len();
+                    if e > min_end && e <= hay.len() && hay[s..e] == n[..] {
+                        on(id as usize, s);
+                    }
                 }
+                // Not m.end(): another anchor (or this one) may start inside this hit.
+                at = p + 1;
             }
-            // Not m.end(): another anchor (or this one) may start inside this hit.
-            at = p + 1;
         }
     }
 }
