@@ -2,8 +2,9 @@
 //! each function returns the byte strings to search for, deduplicated by the
 //! caller.  A form identical to the plain value is not produced.
 
-use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
+use zeroize::Zeroizing;
 
 use crate::finding::Encoding;
 
@@ -45,7 +46,14 @@ pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
     if !v.iter().any(|&b| b <= 0x1f || b.is_ascii_punctuation()) {
         return out; // `"`, `\\`, `/` are punctuation: every form is the value itself
     }
+    // Variants 0 and 1 escape only these (and control bytes).
+    let minimal = v
+        .iter()
+        .any(|&b| b <= 0x1f || matches!(b, b'"' | b'\\' | b'/'));
     for variant in 0..4 {
+        if variant < 2 && !minimal {
+            continue; // the value itself
+        }
         let mut s = Vec::with_capacity(v.len() * 2);
         for &b in v {
             let u = |s: &mut Vec<u8>, upper: bool| {
@@ -110,28 +118,50 @@ pub fn html_entity(v: &[u8]) -> Vec<Vec<u8>> {
 /// of the three byte alignments it can have inside a larger encoded blob: the
 /// characters whose six bits all come from `v`.
 pub fn base64_inner(v: &[u8], url: bool) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
+    let [std, url_safe] = base64_inner_both(v);
+    if url {
+        url_safe
+    } else {
+        std
+    }
+}
+
+/// [`base64_inner`] for both alphabets from one encoding per alignment
+/// (base64url is base64 with `-` for `+` and `_` for `/`).
+pub fn base64_inner_both(v: &[u8]) -> [Vec<Vec<u8>>; 2] {
+    let mut std = Vec::new();
+    let mut url = Vec::new();
+    let mut x = Zeroizing::new(Vec::with_capacity(v.len() + 2));
+    let mut enc = Zeroizing::new(Vec::new());
     for align in 0..3usize {
-        let mut x = vec![0u8; align];
+        x.clear();
+        x.resize(align, 0);
         x.extend_from_slice(v);
-        let enc = if url {
-            URL_SAFE_NO_PAD.encode(&x)
-        } else {
-            STANDARD_NO_PAD.encode(&x)
-        };
-        zeroize::Zeroize::zeroize(&mut x);
+        enc.clear();
+        enc.resize((x.len() * 4).div_ceil(3), 0);
+        let n = STANDARD_NO_PAD
+            .encode_slice(&x[..], &mut enc[..])
+            .expect("the buffer fits the encoding");
         let first = (8 * align).div_ceil(6);
-        let last = (8 * (align + v.len())) / 6; // exclusive: chars fully inside v
+        let last = ((8 * (align + v.len())) / 6).min(n); // exclusive: chars fully inside v
         if last > first && last - first >= MIN_BASE64_NEEDLE {
-            let inner = enc.as_bytes()[first..last].to_vec();
-            if !out.contains(&inner) {
-                out.push(inner);
+            let inner = &enc[first..last];
+            if !std.iter().any(|s: &Vec<u8>| s[..] == inner[..]) {
+                std.push(inner.to_vec());
+                url.push(
+                    inner
+                        .iter()
+                        .map(|&b| match b {
+                            b'+' => b'-',
+                            b'/' => b'_',
+                            b => b,
+                        })
+                        .collect(),
+                );
             }
         }
-        let mut enc = enc;
-        zeroize::Zeroize::zeroize(&mut enc);
     }
-    out
+    [std, url]
 }
 
 /// Two hex digits of `b`.
@@ -165,16 +195,9 @@ pub fn all_forms(v: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
             .into_iter()
             .map(|s| (Encoding::HtmlEntity, s)),
     );
-    out.extend(
-        base64_inner(v, false)
-            .into_iter()
-            .map(|s| (Encoding::Base64, s)),
-    );
-    out.extend(
-        base64_inner(v, true)
-            .into_iter()
-            .map(|s| (Encoding::Base64url, s)),
-    );
+    let [std, url] = base64_inner_both(v);
+    out.extend(std.into_iter().map(|s| (Encoding::Base64, s)));
+    out.extend(url.into_iter().map(|s| (Encoding::Base64url, s)));
     out
 }
 
@@ -220,6 +243,28 @@ mod tests {
                     let back: String = serde_json::from_str(&s).unwrap();
                     assert_eq!(back.as_bytes(), &v[..], "byte {b}");
                 }
+            }
+        }
+    }
+
+    /// The derived base64url needles are what the base64url encoder gives.
+    #[test]
+    fn base64url_from_standard_matches_the_encoder() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut v: Vec<u8> = (0..=255u8).collect();
+        v.extend_from_slice(b"\xfb\xff\xfe>>>???");
+        for n in [8, 9, 10, 11, 12, 40, v.len()] {
+            let v = &v[v.len() - n..];
+            let url = base64_inner(v, true);
+            assert_eq!(url.len(), base64_inner(v, false).len());
+            for align in 0..3usize {
+                let mut x = vec![0u8; align];
+                x.extend_from_slice(v);
+                let enc = URL_SAFE_NO_PAD.encode(&x);
+                let first = (8 * align).div_ceil(6);
+                let last = (8 * (align + v.len())) / 6;
+                let inner = enc.as_bytes()[first..last].to_vec();
+                assert!(url.contains(&inner), "len {n} align {align}");
             }
         }
     }

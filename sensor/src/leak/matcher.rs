@@ -85,21 +85,30 @@ impl Build {
     }
 }
 
-/// Anchors (all `len` bytes, 4 to 8) found by their first four bytes: a
-/// 4096-bit filter over a hash of those bytes, checked at every position,
-/// then the anchors themselves.  Building it is a few stores, no allocation
-/// beyond the anchors' copy.
+/// Anchors (all `len` bytes, 4 to 8) found by their four-byte windows.
+/// Every window of every anchor (`len − 3` of them) goes into a 4096-bit
+/// filter and a sorted table; the haystack is probed only every `len − 3`
+/// bytes, since each occurrence of an anchor has exactly one of its windows
+/// at such a position.  A probe that passes the filter looks the window up
+/// and checks the anchors it may belong to.  Building it is a few stores and
+/// a small sort.
 struct WindowFilter {
     len: usize,
+    /// Probe every `stride` bytes (`len − 3`).
+    stride: usize,
     filter: Box<[u64; WINDOW_FILTER_BITS / 64]>,
-    /// First four bytes of each anchor (little-endian), and all anchors' bytes.
-    heads: Vec<u32>,
+    /// (window bytes little-endian, anchor, offset of the window in it), sorted.
+    windows: Vec<(u32, u32, u32)>,
+    /// All anchors' bytes, anchor a at `a * len`.
     bytes: Vec<u8>,
 }
 
 impl Drop for WindowFilter {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.bytes);
+        for w in &mut self.windows {
+            w.0 = 0;
+        }
     }
 }
 
@@ -107,48 +116,73 @@ fn window_hash(w: u32) -> usize {
     (w.wrapping_mul(0x9E37_79B1) >> (32 - WINDOW_FILTER_BITS.trailing_zeros())) as usize
 }
 
+fn window_at(hay: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([hay[i], hay[i + 1], hay[i + 2], hay[i + 3]])
+}
+
 impl WindowFilter {
     fn new(anchors: &[&[u8]]) -> Self {
         let len = anchors.first().map_or(MIN_ANCHOR_LEN, |a| a.len());
         debug_assert!(anchors.iter().all(|a| a.len() == len && len >= 4));
+        let stride = len - 3;
         let mut filter = Box::new([0u64; WINDOW_FILTER_BITS / 64]);
-        let mut heads = Vec::with_capacity(anchors.len());
+        let mut windows = Vec::with_capacity(anchors.len() * stride);
         let mut bytes = Vec::with_capacity(anchors.len() * len);
-        for a in anchors {
-            let head = u32::from_le_bytes([a[0], a[1], a[2], a[3]]);
-            let h = window_hash(head);
-            filter[h / 64] |= 1 << (h % 64);
-            heads.push(head);
-            bytes.extend_from_slice(a);
+        for (a, anchor) in anchors.iter().enumerate() {
+            for k in 0..stride {
+                let w = window_at(anchor, k);
+                let h = window_hash(w);
+                filter[h / 64] |= 1 << (h % 64);
+                windows.push((w, a as u32, k as u32));
+            }
+            bytes.extend_from_slice(anchor);
         }
+        windows.sort_unstable();
         WindowFilter {
             len,
+            stride,
             filter,
-            heads,
+            windows,
             bytes,
         }
     }
 
-    /// Leftmost anchor at or after `at` (anchors are distinct and of one
-    /// length, so at most one matches at a position).
+    /// Leftmost anchor starting at or after `at` (anchors are distinct and
+    /// of one length, so at most one matches at a position).
     fn find(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
-        let len = self.len;
+        let (len, stride) = (self.len, self.stride);
         if hay.len() < len {
             return None;
         }
-        let last = hay.len() - len;
-        let mut i = at;
-        while i <= last {
-            let w = u32::from_le_bytes([hay[i], hay[i + 1], hay[i + 2], hay[i + 3]]);
+        // The probe at i sees the anchors starting in (i − stride, i].
+        let mut i = at.div_ceil(stride) * stride;
+        while i + 4 <= hay.len() {
+            let w = window_at(hay, i);
             let h = window_hash(w);
             if self.filter[h / 64] & (1 << (h % 64)) != 0 {
-                for (a, &head) in self.heads.iter().enumerate() {
-                    if head == w && hay[i..i + len] == self.bytes[a * len..(a + 1) * len] {
-                        return Some((i, a));
+                let first = self.windows.partition_point(|e| e.0 < w);
+                let mut best: Option<(usize, usize)> = None;
+                for &(ew, a, k) in &self.windows[first..] {
+                    if ew != w {
+                        break;
+                    }
+                    let Some(p) = i.checked_sub(k as usize) else {
+                        continue;
+                    };
+                    let a = a as usize;
+                    if p >= at
+                        && p + len <= hay.len()
+                        && best.is_none_or(|(b, _)| p < b)
+                        && hay[p..p + len] == self.bytes[a * len..(a + 1) * len]
+                    {
+                        best = Some((p, a));
                     }
                 }
+                if best.is_some() {
+                    return best;
+                }
             }
-            i += 1;
+            i += stride;
         }
         None
     }
