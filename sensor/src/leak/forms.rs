@@ -55,7 +55,15 @@ pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
             continue; // the value itself
         }
         let mut s = Vec::with_capacity(v.len() * 2);
-        for &b in v {
+        let mut rest = v;
+        while let Some(i) = rest
+            .iter()
+            .position(|&b| b <= 0x1f || b.is_ascii_punctuation())
+        {
+            // Bytes before the next one any variant may escape are kept as is.
+            s.extend_from_slice(&rest[..i]);
+            let b = rest[i];
+            rest = &rest[i + 1..];
             let u = |s: &mut Vec<u8>, upper: bool| {
                 s.extend_from_slice(b"\\u00");
                 push_hex(s, b, upper);
@@ -69,6 +77,7 @@ pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
                 _ => s.push(b),
             }
         }
+        s.extend_from_slice(rest);
         push_distinct(&mut out, v, s);
     }
     out

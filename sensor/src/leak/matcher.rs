@@ -97,8 +97,11 @@ struct WindowFilter {
     /// Probe every `stride` bytes (`len − 3`).
     stride: usize,
     filter: Box<[u64; WINDOW_FILTER_BITS / 64]>,
-    /// (window bytes little-endian, anchor, offset of the window in it), sorted.
+    /// (window bytes little-endian, anchor, offset of the window in it),
+    /// grouped by the filter word their hash falls in: word j's windows are
+    /// `windows[word_start[j]..word_start[j + 1]]`.
     windows: Vec<(u32, u32, u32)>,
+    word_start: Box<[u32; WINDOW_FILTER_BITS / 64 + 1]>,
     /// All anchors' bytes, anchor a at `a * len`.
     bytes: Vec<u8>,
 }
@@ -125,24 +128,38 @@ impl WindowFilter {
         let len = anchors.first().map_or(MIN_ANCHOR_LEN, |a| a.len());
         debug_assert!(anchors.iter().all(|a| a.len() == len && len >= 4));
         let stride = len - 3;
-        let mut filter = Box::new([0u64; WINDOW_FILTER_BITS / 64]);
-        let mut windows = Vec::with_capacity(anchors.len() * stride);
+        const WORDS: usize = WINDOW_FILTER_BITS / 64;
+        let mut filter = Box::new([0u64; WORDS]);
+        let mut word_start = Box::new([0u32; WORDS + 1]);
+        let mut unsorted = Vec::with_capacity(anchors.len() * stride);
         let mut bytes = Vec::with_capacity(anchors.len() * len);
         for (a, anchor) in anchors.iter().enumerate() {
             for k in 0..stride {
                 let w = window_at(anchor, k);
                 let h = window_hash(w);
                 filter[h / 64] |= 1 << (h % 64);
-                windows.push((w, a as u32, k as u32));
+                word_start[h / 64 + 1] += 1;
+                unsorted.push((w, a as u32, k as u32));
             }
             bytes.extend_from_slice(anchor);
         }
-        windows.sort_unstable();
+        // Counting sort by filter word.
+        for j in 0..WORDS {
+            word_start[j + 1] += word_start[j];
+        }
+        let mut fill = *word_start;
+        let mut windows = vec![(0u32, 0u32, 0u32); unsorted.len()];
+        for e in unsorted {
+            let j = window_hash(e.0) / 64;
+            windows[fill[j] as usize] = e;
+            fill[j] += 1;
+        }
         WindowFilter {
             len,
             stride,
             filter,
             windows,
+            word_start,
             bytes,
         }
     }
@@ -160,11 +177,12 @@ impl WindowFilter {
             let w = window_at(hay, i);
             let h = window_hash(w);
             if self.filter[h / 64] & (1 << (h % 64)) != 0 {
-                let first = self.windows.partition_point(|e| e.0 < w);
+                let word = &self.windows
+                    [self.word_start[h / 64] as usize..self.word_start[h / 64 + 1] as usize];
                 let mut best: Option<(usize, usize)> = None;
-                for &(ew, a, k) in &self.windows[first..] {
+                for &(ew, a, k) in word {
                     if ew != w {
-                        break;
+                        continue;
                     }
                     let Some(p) = i.checked_sub(k as usize) else {
                         continue;
