@@ -2,8 +2,6 @@
 //! (`extract`), their forms (`forms`) become the needles of one matcher
 //! (`matcher`), which runs over every response header and the decoded body.
 
-use std::collections::HashMap;
-
 use zeroize::Zeroizing;
 
 use super::cache::{CacheStats, MatcherCache, Use, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
@@ -66,6 +64,12 @@ struct SinkHits {
     masked: bool,
 }
 
+impl SinkHits {
+    fn is_empty(&self) -> bool {
+        self.full.is_none() && self.partial.is_none() && !self.masked
+    }
+}
+
 type SinkKey = (SinkLocation, Option<String>);
 
 impl Detector {
@@ -122,14 +126,24 @@ impl Detector {
         let (matcher, needles) = (&built.matcher, &built.needles[..]);
 
         let resp = &pair.exchange.response;
-        // Sinks in order of first appearance, and what matched in each.
-        let mut order: Vec<SinkKey> = Vec::new();
-        let mut hits: HashMap<SinkKey, Vec<SinkHits>> = HashMap::new();
-        let mut record = |key: &SinkKey, per: Vec<SinkHits>| {
-            let slot = hits.entry(key.clone()).or_insert_with(|| {
-                order.push(key.clone());
-                vec![SinkHits::default(); creds.len()]
-            });
+        // Sinks with a match, what matched in each, and where each sink first
+        // appears (headers by their first header of that name, then the body):
+        // findings come in that order.  Sinks without a match cost nothing.
+        let mut sinks: Vec<(usize, SinkKey, Vec<SinkHits>)> = Vec::new();
+        let record = |sinks: &mut Vec<(usize, SinkKey, Vec<SinkHits>)>,
+                      first: usize,
+                      key: SinkKey,
+                      per: &[SinkHits]| {
+            if per.iter().all(SinkHits::is_empty) {
+                return;
+            }
+            let slot = match sinks.iter().position(|(_, k, _)| *k == key) {
+                Some(i) => &mut sinks[i].2,
+                None => {
+                    sinks.push((first, key, vec![SinkHits::default(); creds.len()]));
+                    &mut sinks.last_mut().expect("just pushed").2
+                }
+            };
             for (s, p) in slot.iter_mut().zip(per) {
                 if s.full.is_none() {
                     s.full = p.full;
@@ -141,8 +155,9 @@ impl Detector {
             }
         };
 
+        let mut per = vec![SinkHits::default(); creds.len()];
         for h in &resp.headers {
-            let mut per = vec![SinkHits::default(); creds.len()];
+            per.fill(SinkHits::default());
             scan(matcher, needles, &[&h.value[..]], &mut per, false);
             if h.name == "location" {
                 // Credentials percent-encoded in any style: search the decoded URL too.
@@ -154,7 +169,19 @@ impl Detector {
             if h.name == "set-cookie" {
                 same_cookie_refresh(&creds, &h.value, &mut per);
             }
-            record(&(SinkLocation::Header, Some(h.name.to_string())), per);
+            if per.iter().any(|p| !p.is_empty()) {
+                let first = resp
+                    .headers
+                    .iter()
+                    .position(|x| x.name == h.name)
+                    .expect("h is one of them");
+                record(
+                    &mut sinks,
+                    first,
+                    (SinkLocation::Header, Some(h.name.to_string())),
+                    &per,
+                );
+            }
         }
 
         let ce = match parse_content_encoding(resp.header("content-encoding").map(|v| &v[..])) {
@@ -164,7 +191,7 @@ impl Detector {
                 ContentEncoding::Identity
             }
         };
-        let mut per = vec![SinkHits::default(); creds.len()];
+        per.fill(SinkHits::default());
         let mut st = StreamState::new();
         let outcome = decode_stream(
             ce,
@@ -186,10 +213,15 @@ impl Detector {
                 e
             });
         }
-        record(&(SinkLocation::Body, None), per);
+        record(
+            &mut sinks,
+            resp.headers.len(),
+            (SinkLocation::Body, None),
+            &per,
+        );
+        sinks.sort_by_key(|(first, _, _)| *first);
 
-        for key in &order {
-            let per = &hits[key];
+        for (_, key, per) in &sinks {
             for (ci, h) in per.iter().enumerate() {
                 let (exposure, offset, encoding) = match (h.full, h.partial) {
                     (Some((off, enc)), _) => (Exposure::Full, off, enc),

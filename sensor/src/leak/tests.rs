@@ -465,6 +465,43 @@ fn truncated_request_bodies_do_not_yield_cut_values() {
 
 // ---------- sinks ----------
 
+/// Findings come in the order their sinks first appear in the response, a
+/// header name's first occurrence counting even when only a later one matches;
+/// repeated headers are one sink.
+#[test]
+fn findings_follow_the_first_appearance_of_their_sink() {
+    let req: &[(&str, &[u8])] = &[("x-api-key", OPAQUE.as_bytes())];
+    let p = pair(
+        req,
+        "/",
+        &[
+            ("x-debug", b"nothing here"),
+            ("server", b"bench"),
+            (
+                "location",
+                format!("https://a.example/#t={OPAQUE}").as_bytes(),
+            ),
+            ("x-debug", OPAQUE.as_bytes()),
+            ("x-debug", format!("again {OPAQUE}").as_bytes()),
+        ],
+        format!("{{\"k\":\"{OPAQUE}\"}}").as_bytes(),
+    );
+    let insp = inspect(&p);
+    let sinks: Vec<(SinkLocation, Option<&str>, u64)> = insp
+        .findings
+        .iter()
+        .map(|f| (f.sink.location, f.sink.name.as_deref(), f.sink.offset))
+        .collect();
+    assert_eq!(
+        sinks,
+        vec![
+            (SinkLocation::Header, Some("x-debug"), 0),
+            (SinkLocation::Header, Some("location"), 21),
+            (SinkLocation::Body, None, 6),
+        ]
+    );
+}
+
 #[test]
 fn header_sinks() {
     let req: &[(&str, &[u8])] = &[("x-api-key", OPAQUE.as_bytes())];
