@@ -83,15 +83,22 @@ pub fn json_escaped(v: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// Bytes some HTML-escaping variant changes.
+static HTML_SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let specials = b"&<>\"'=/+`";
+    let mut i = 0;
+    while i < specials.len() {
+        t[specials[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 /// HTML entity escapes of the special characters: named, decimal and hex.
 pub fn html_entity(v: &[u8]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    if !v.iter().any(|&b| {
-        matches!(
-            b,
-            b'&' | b'<' | b'>' | b'"' | b'\'' | b'=' | b'/' | b'+' | b'`'
-        )
-    }) {
+    if !v.iter().any(|&b| HTML_SPECIAL[usize::from(b)]) {
         return out; // nothing any variant escapes: every form is the value itself
     }
     for variant in 0..5 {
