@@ -258,8 +258,9 @@ impl Detector {
     /// byte strings are kept once, the first (most specific) meaning winning:
     /// full forms of every credential, then partial runs, then masked echoes.
     fn needles(&self, creds: &[Credential]) -> (Vec<Zeroizing<Vec<u8>>>, Vec<Needle>) {
-        let mut bytes: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-        let mut meta: Vec<Needle> = Vec::new();
+        // About 20 needles per credential (forms, runs, masks): sized up front.
+        let mut bytes: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(24 * creds.len());
+        let mut meta: Vec<Needle> = Vec::with_capacity(24 * creds.len());
         let mut push = |b: Vec<u8>, cred: usize, kind: NeedleKind| {
             let b = Zeroizing::new(b);
             if b.is_empty() || bytes.iter().any(|x| x[..] == b[..]) {
@@ -392,7 +393,7 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
 /// a vendor prefix is random enough; plus a JWT's signature alone.
 fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
     let v = &c.value[..];
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(3);
     if c.kind == CredentialType::BasicCredentials {
         // Its secret part is the `basic_password` credential; runs of the pair
         // would only repeat that finding or point at the (public) username.
@@ -427,7 +428,7 @@ fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
     }
     let last4 = &v[v.len() - 4..];
     let first4 = &v[..4];
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(10);
     for mask in [
         &b"***"[..],
         "\u{2022}\u{2022}\u{2022}".as_bytes(),
@@ -435,12 +436,8 @@ fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
         "\u{2026}".as_bytes(),
         b"...",
     ] {
-        let mut m = mask.to_vec();
-        m.extend_from_slice(last4);
-        out.push(m);
-        let mut m = first4.to_vec();
-        m.extend_from_slice(mask);
-        out.push(m);
+        out.push([mask, last4].concat());
+        out.push([first4, mask].concat());
     }
     out
 }

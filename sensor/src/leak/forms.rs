@@ -199,7 +199,8 @@ fn push_distinct(out: &mut Vec<Vec<u8>>, plain: &[u8], s: Vec<u8>) {
 
 /// Every full-value form, in the order of preference when two forms coincide.
 pub fn all_forms(v: &[u8]) -> Vec<(Encoding, Vec<u8>)> {
-    let mut out = vec![(Encoding::Plain, v.to_vec())];
+    let mut out = Vec::with_capacity(16);
+    out.push((Encoding::Plain, v.to_vec()));
     out.extend(percent(v).into_iter().map(|s| (Encoding::Percent, s)));
     out.extend(
         json_escaped(v)

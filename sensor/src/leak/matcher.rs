@@ -120,7 +120,7 @@ fn window_hash(w: u32) -> usize {
 }
 
 fn window_at(hay: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([hay[i], hay[i + 1], hay[i + 2], hay[i + 3]])
+    u32::from_le_bytes(hay[i..i + 4].try_into().expect("four bytes"))
 }
 
 impl WindowFilter {
@@ -288,17 +288,25 @@ const fn commonness_of(b: u8) -> u8 {
 /// rare bytes, no repeats, away from the (shared, public) vendor prefix; the
 /// rightmost on ties, where the random part of a token usually is.
 fn anchor_offset(needle: &[u8], len: usize) -> usize {
-    let prefix_zone = (needle.len() / 3).min(12);
-    // Rolling window sums: O(needle) per needle, built once per pair.
-    let repeat = |i: usize| 4 * u32::from(needle[i] == needle[i + 1]);
+    let n = needle.len();
+    let prefix_zone = (n / 3).min(12);
+    let rep = |w: &[u8]| 4 * u32::from(w[0] == w[1]);
+    // Rolling window sums: O(needle) per needle, built once per matcher.
+    // Moving the window from start − 1 to start drops byte start − 1 and the
+    // pair (start − 1, start), and takes byte start + len − 1 and the pair
+    // (start + len − 2, start + len − 1); zipped slices, no index checks.
     let mut common: u32 = needle[..len].iter().map(|&b| commonness(b)).sum();
-    let mut repeats: u32 = (0..len - 1).map(repeat).sum();
-    let mut best = (u32::MAX, 0);
-    for start in 0..=needle.len() - len {
-        if start > 0 {
-            common = common - commonness(needle[start - 1]) + commonness(needle[start + len - 1]);
-            repeats = repeats - repeat(start - 1) + repeat(start + len - 2);
-        }
+    let mut repeats: u32 = needle[..len].windows(2).map(rep).sum();
+    let mut best = (common + repeats + if prefix_zone > 0 { 8 } else { 0 }, 0);
+    let moves = needle[..n - len]
+        .iter()
+        .zip(&needle[len..])
+        .zip(needle[..=n - len].windows(2))
+        .zip(needle[len - 1..].windows(2));
+    for (i, (((&out, &inc), out_pair), in_pair)) in moves.enumerate() {
+        let start = i + 1;
+        common = common + commonness(inc) - commonness(out);
+        repeats = repeats + rep(in_pair) - rep(out_pair);
         let score = common + repeats + if start < prefix_zone { 8 } else { 0 };
         if score <= best.0 {
             best = (score, start);
@@ -672,6 +680,42 @@ mod tests {
             for b in builds {
                 let m = Matcher::build(&needles, b);
                 assert_eq!(all(&m, &chunks), want, "case {case} {b:?}");
+            }
+        }
+    }
+
+    /// The rolling anchor choice is the plain per-window one.
+    #[test]
+    fn anchor_offset_is_the_best_window() {
+        let reference = |needle: &[u8], len: usize| {
+            let prefix_zone = (needle.len() / 3).min(12);
+            let mut best = (u32::MAX, 0);
+            for start in 0..=needle.len() - len {
+                let w = &needle[start..start + len];
+                let common: u32 = w.iter().map(|&b| commonness(b)).sum();
+                let repeats: u32 = w.windows(2).map(|p| 4 * u32::from(p[0] == p[1])).sum();
+                let score = common + repeats + if start < prefix_zone { 8 } else { 0 };
+                if score <= best.0 {
+                    best = (score, start);
+                }
+            }
+            best.1
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for case in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = 1 + (x % 60) as usize;
+            let needle: Vec<u8> = (0..n)
+                .map(|i| b"aaXk_9 e\"Q"[((x >> (i % 50)) as usize + i * 7) % 10])
+                .collect();
+            for len in 1..=n.min(8) {
+                assert_eq!(
+                    anchor_offset(&needle, len),
+                    reference(&needle, len),
+                    "case {case} len {len}"
+                );
             }
         }
     }
