@@ -148,7 +148,7 @@ pub fn base64_inner_both(v: &[u8]) -> [Vec<Vec<u8>>; 2] {
     let mut std = Vec::new();
     let mut url = Vec::new();
     let mut x = Zeroizing::new(Vec::with_capacity(v.len() + 2));
-    let mut enc = Zeroizing::new(Vec::new());
+    let mut enc = Zeroizing::new(Vec::with_capacity((v.len() + 2) * 4 / 3 + 4));
     for align in 0..3usize {
         x.clear();
         x.resize(align, 0);

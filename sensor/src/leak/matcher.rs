@@ -469,9 +469,8 @@ impl Matcher {
 
     /// As [`Matcher::new`], built for `how` it will be used.
     pub fn build<P: AsRef<[u8]>>(needles: &[P], how: Build) -> Self {
-        let ids: Vec<usize> = (0..needles.len())
-            .filter(|&i| !needles[i].as_ref().is_empty())
-            .collect();
+        let mut ids: Vec<usize> = Vec::with_capacity(needles.len());
+        ids.extend((0..needles.len()).filter(|&i| !needles[i].as_ref().is_empty()));
         let max_len = needles.iter().map(|n| n.as_ref().len()).max().unwrap_or(0);
         let min_len = ids
             .iter()
@@ -564,6 +563,7 @@ impl Matcher {
             if chunk.len() >= keep {
                 zeroize::Zeroize::zeroize(&mut st.carry);
                 st.carry.clear();
+                st.carry.reserve_exact(keep);
                 st.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
             } else {
                 st.carry.extend_from_slice(chunk);
