@@ -50,6 +50,18 @@ pub struct Detector {
     matchers: MatcherCache<Built>,
 }
 
+/// Needle bytes one after another (zeroized on drop); needle i is `spans[i]`.
+struct NeedleBytes {
+    bytes: Zeroizing<Vec<u8>>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl NeedleBytes {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans.iter().map(|&(s, n)| &self.bytes[s..s + n])
+    }
+}
+
 /// A matcher over every needle of a credential set, and what each needle means.
 struct Built {
     matcher: Matcher,
@@ -118,8 +130,9 @@ impl Detector {
                         hint: pair.exchange.response.body.len,
                     },
                 };
+                let slices: Vec<&[u8]> = needle_bytes.iter().collect();
                 Built {
-                    matcher: Matcher::build(&needle_bytes[..], how),
+                    matcher: Matcher::build(&slices, how),
                     needles,
                 }
             });
@@ -257,34 +270,40 @@ impl Detector {
     /// Needle bytes (zeroized on drop) and what each one means.  Identical
     /// byte strings are kept once, the first (most specific) meaning winning:
     /// full forms of every credential, then partial runs, then masked echoes.
-    fn needles(&self, creds: &[Credential]) -> (Vec<Zeroizing<Vec<u8>>>, Vec<Needle>) {
+    fn needles(&self, creds: &[Credential]) -> (NeedleBytes, Vec<Needle>) {
         // About 20 needles per credential (forms, runs, masks): sized up front.
-        let mut bytes: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(24 * creds.len());
+        let total: usize = creds.iter().map(|c| c.value.len()).sum();
+        let mut set = NeedleBytes {
+            bytes: Zeroizing::new(Vec::with_capacity(16 * total + 128 * creds.len())),
+            spans: Vec::with_capacity(24 * creds.len()),
+        };
         let mut meta: Vec<Needle> = Vec::with_capacity(24 * creds.len());
-        let mut push = |b: Vec<u8>, cred: usize, kind: NeedleKind| {
-            let b = Zeroizing::new(b);
-            if b.is_empty() || bytes.iter().any(|x| x[..] == b[..]) {
+        let mut push = |set: &mut NeedleBytes, b: &[u8], cred: usize, kind: NeedleKind| {
+            if b.is_empty() || set.iter().any(|x| x == b) {
                 return;
             }
-            bytes.push(b);
+            set.spans.push((set.bytes.len(), b.len()));
+            set.bytes.extend_from_slice(b);
             meta.push(Needle { cred, kind });
         };
         for (ci, c) in creds.iter().enumerate() {
             for (enc, f) in super::forms::all_forms(&c.value) {
-                push(f, ci, NeedleKind::Full(enc));
+                let f = Zeroizing::new(f);
+                push(&mut set, &f, ci, NeedleKind::Full(enc));
             }
         }
         for (ci, c) in creds.iter().enumerate() {
-            for run in partial_runs(c, &self.config) {
-                push(run, ci, NeedleKind::Partial);
-            }
+            partial_runs(c, &self.config, |run| {
+                push(&mut set, run, ci, NeedleKind::Partial)
+            });
         }
+        let mut scratch = Zeroizing::new(Vec::with_capacity(16));
         for (ci, c) in creds.iter().enumerate() {
-            for m in masked_forms(c) {
-                push(m, ci, NeedleKind::Masked);
-            }
+            masked_forms(c, &mut scratch, |m| {
+                push(&mut set, m, ci, NeedleKind::Masked)
+            });
         }
-        (bytes, meta)
+        (set, meta)
     }
 
     fn finding(&self, pair: &HttpPair, c: &Credential, exposure: Exposure, sink: Sink) -> Finding {
@@ -390,14 +409,14 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
 /// Unmasked runs that make a partial exposure: the leading and trailing run of
 /// max(`partial_min_chars`, vendor prefix + 8) chars — or 50 % of the value when
 /// that is shorter — but never the whole value, and only when the part beyond
-/// a vendor prefix is random enough; plus a JWT's signature alone.
-fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
+/// a vendor prefix is random enough; plus a JWT's signature alone.  Each is
+/// handed to `out` (slices of the value, nothing copied).
+fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
     let v = &c.value[..];
-    let mut out = Vec::with_capacity(3);
     if c.kind == CredentialType::BasicCredentials {
         // Its secret part is the `basic_password` credential; runs of the pair
         // would only repeat that finding or point at the (public) username.
-        return out;
+        return;
     }
     let half = v.len().div_ceil(2);
     let base = cfg.partial_min_chars.min(half).max(1);
@@ -405,30 +424,29 @@ fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
     if len < v.len() {
         let head = &v[..len];
         if entropy(&head[c.vendor_prefix_len..]) >= PARTIAL_MIN_ENTROPY {
-            out.push(head.to_vec());
+            out(head);
         }
         let tail = &v[v.len() - len..];
         if entropy(tail) >= PARTIAL_MIN_ENTROPY {
-            out.push(tail.to_vec());
+            out(tail);
         }
     }
     if let Some((s, e)) = c.jwt_signature {
         if e - s >= cfg.min_length {
-            out.push(v[s..e].to_vec());
+            out(&v[s..e]);
         }
     }
-    out
 }
 
-/// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`.
-fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
+/// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`,
+/// each written into `scratch` and handed to `out`.
+fn masked_forms(c: &Credential, scratch: &mut Vec<u8>, mut out: impl FnMut(&[u8])) {
     let v = &c.value[..];
     if v.len() < 12 {
-        return Vec::new(); // first/last 4 of a short value say too much to call it masked
+        return; // first/last 4 of a short value say too much to call it masked
     }
     let last4 = &v[v.len() - 4..];
     let first4 = &v[..4];
-    let mut out = Vec::with_capacity(10);
     for mask in [
         &b"***"[..],
         "\u{2022}\u{2022}\u{2022}".as_bytes(),
@@ -436,10 +454,13 @@ fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
         "\u{2026}".as_bytes(),
         b"...",
     ] {
-        out.push([mask, last4].concat());
-        out.push([first4, mask].concat());
+        for (a, b) in [(mask, last4), (first4, mask)] {
+            scratch.clear();
+            scratch.extend_from_slice(a);
+            scratch.extend_from_slice(b);
+            out(scratch);
+        }
     }
-    out
 }
 
 /// Path with every query value redacted; keys kept, values (and bare entries,
