@@ -54,10 +54,12 @@ struct Anchored {
     spans: Vec<(u32, u32)>,
 }
 
-/// The anchors' searcher.  A matcher is built for every pair, so its build
-/// cost counts as much as its speed: Teddy alone (no automaton) for small
-/// haystacks when the CPU has it, else a contiguous NFA (never a DFA: its
-/// build dominated replay of small pairs, 3.4× fewer pairs/s).
+/// The anchors' searcher.  A matcher is built for a pair's credentials the
+/// first time they are seen (used once) and again when they come back (then
+/// cached, `leak::cache`), so its build cost counts as much as its speed: a
+/// window filter for one use over a small response, Teddy alone (no
+/// automaton) for small haystacks when the CPU has it, else a contiguous NFA
+/// (never a DFA: its build dominated replay of small pairs, 3.4× fewer pairs/s).
 enum AnchorSearcher {
     Teddy(packed::Searcher),
     Automaton(AhoCorasick),
