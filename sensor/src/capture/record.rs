@@ -12,7 +12,7 @@
 //! process records) are still read.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use sensor_common::{MAX_EVENT_LEN, RECORDING_MAGIC, RECORDING_VERSION};
@@ -190,6 +190,13 @@ impl RecordingReader {
                 len,
                 offset: at,
             });
+        }
+        if let Some(data) = self.input.buffer().get(..len as usize) {
+            // Already buffered (nearly always): one copy, no zero-fill.
+            let buf = data.to_vec();
+            self.input.consume(len as usize);
+            self.offset += len as u64;
+            return Ok(Some(Record::Event(buf)));
         }
         let mut buf = vec![0u8; len as usize];
         match read_full(&mut self.input, &mut buf) {

@@ -2,15 +2,14 @@
 //! (`extract`), their forms (`forms`) become the needles of one matcher
 //! (`matcher`), which runs over every response header and the decoded body.
 
-use std::collections::HashMap;
-
 use zeroize::Zeroizing;
 
+use super::cache::{CacheStats, MatcherCache, Use, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
 use super::config::LeakConfig;
 use super::decode::{decode_stream, parse_content_encoding};
 use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
-use super::matcher::{Matcher, StreamState};
+use super::matcher::{Build, Matcher, StreamState, LARGE_HAYSTACK};
 use crate::finding::{
     ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
     RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
@@ -47,6 +46,26 @@ pub struct Inspection {
 pub struct Detector {
     config: LeakConfig,
     fingerprinter: Fingerprinter,
+    /// Matchers built for recent credential sets (see `cache`).
+    matchers: MatcherCache<Built>,
+}
+
+/// Needle bytes one after another (zeroized on drop); needle i is `spans[i]`.
+struct NeedleBytes {
+    bytes: Zeroizing<Vec<u8>>,
+    spans: Vec<(usize, usize)>,
+}
+
+impl NeedleBytes {
+    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        self.spans.iter().map(|&(s, n)| &self.bytes[s..s + n])
+    }
+}
+
+/// A matcher over every needle of a credential set, and what each needle means.
+struct Built {
+    matcher: Matcher,
+    needles: Vec<Needle>,
 }
 
 /// What matched in one sink, per credential: earliest full, partial, masked hit.
@@ -57,6 +76,12 @@ struct SinkHits {
     masked: bool,
 }
 
+impl SinkHits {
+    fn is_empty(&self) -> bool {
+        self.full.is_none() && self.partial.is_none() && !self.masked
+    }
+}
+
 type SinkKey = (SinkLocation, Option<String>);
 
 impl Detector {
@@ -64,7 +89,13 @@ impl Detector {
         Detector {
             config,
             fingerprinter,
+            matchers: MatcherCache::new(MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE),
         }
+    }
+
+    /// Lookups of built matchers so far.
+    pub fn matcher_cache_stats(&self) -> CacheStats {
+        self.matchers.stats()
     }
 
     pub fn config(&self) -> &LeakConfig {
@@ -84,19 +115,48 @@ impl Detector {
         if creds.is_empty() {
             return insp;
         }
-        let (needle_bytes, needles) = self.needles(&creds);
-        let matcher = Matcher::for_haystack(&needle_bytes[..], pair.exchange.response.body.len);
-        drop(needle_bytes);
+        // Small and large responses get differently tuned matchers.
+        let large = pair.exchange.response.body.len >= LARGE_HAYSTACK;
+        let built = self
+            .matchers
+            .get_or_build(&creds, u64::from(large), |used| {
+                let (needle_bytes, needles) = self.needles(&creds);
+                let how = match used {
+                    // Size classes, not the size: the matcher serves later pairs too.
+                    Use::Cached => Build::Reused {
+                        hint: if large { LARGE_HAYSTACK } else { 0 },
+                    },
+                    Use::Once => Build::Once {
+                        hint: pair.exchange.response.body.len,
+                    },
+                };
+                let slices: Vec<&[u8]> = needle_bytes.iter().collect();
+                Built {
+                    matcher: Matcher::build(&slices, how),
+                    needles,
+                }
+            });
+        let (matcher, needles) = (&built.matcher, &built.needles[..]);
 
         let resp = &pair.exchange.response;
-        // Sinks in order of first appearance, and what matched in each.
-        let mut order: Vec<SinkKey> = Vec::new();
-        let mut hits: HashMap<SinkKey, Vec<SinkHits>> = HashMap::new();
-        let mut record = |key: &SinkKey, per: Vec<SinkHits>| {
-            let slot = hits.entry(key.clone()).or_insert_with(|| {
-                order.push(key.clone());
-                vec![SinkHits::default(); creds.len()]
-            });
+        // Sinks with a match, what matched in each, and where each sink first
+        // appears (headers by their first header of that name, then the body):
+        // findings come in that order.  Sinks without a match cost nothing.
+        let mut sinks: Vec<(usize, SinkKey, Vec<SinkHits>)> = Vec::new();
+        let record = |sinks: &mut Vec<(usize, SinkKey, Vec<SinkHits>)>,
+                      first: usize,
+                      key: SinkKey,
+                      per: &[SinkHits]| {
+            if per.iter().all(SinkHits::is_empty) {
+                return;
+            }
+            let slot = match sinks.iter().position(|(_, k, _)| *k == key) {
+                Some(i) => &mut sinks[i].2,
+                None => {
+                    sinks.push((first, key, vec![SinkHits::default(); creds.len()]));
+                    &mut sinks.last_mut().expect("just pushed").2
+                }
+            };
             for (s, p) in slot.iter_mut().zip(per) {
                 if s.full.is_none() {
                     s.full = p.full;
@@ -108,20 +168,33 @@ impl Detector {
             }
         };
 
+        let mut per = vec![SinkHits::default(); creds.len()];
         for h in &resp.headers {
-            let mut per = vec![SinkHits::default(); creds.len()];
-            scan(&matcher, &needles, &[&h.value[..]], &mut per, false);
+            per.fill(SinkHits::default());
+            scan(matcher, needles, &[&h.value[..]], &mut per, false);
             if h.name == "location" {
                 // Credentials percent-encoded in any style: search the decoded URL too.
                 let dec = Zeroizing::new(url_decode(&h.value, false));
                 if dec[..] != h.value[..] {
-                    scan(&matcher, &needles, &[&dec[..]], &mut per, true);
+                    scan(matcher, needles, &[&dec[..]], &mut per, true);
                 }
             }
             if h.name == "set-cookie" {
                 same_cookie_refresh(&creds, &h.value, &mut per);
             }
-            record(&(SinkLocation::Header, Some(h.name.to_string())), per);
+            if per.iter().any(|p| !p.is_empty()) {
+                let first = resp
+                    .headers
+                    .iter()
+                    .position(|x| x.name == h.name)
+                    .expect("h is one of them");
+                record(
+                    &mut sinks,
+                    first,
+                    (SinkLocation::Header, Some(h.name.to_string())),
+                    &per,
+                );
+            }
         }
 
         let ce = match parse_content_encoding(resp.header("content-encoding").map(|v| &v[..])) {
@@ -131,7 +204,7 @@ impl Detector {
                 ContentEncoding::Identity
             }
         };
-        let mut per = vec![SinkHits::default(); creds.len()];
+        per.fill(SinkHits::default());
         let mut st = StreamState::new();
         let outcome = decode_stream(
             ce,
@@ -153,10 +226,15 @@ impl Detector {
                 e
             });
         }
-        record(&(SinkLocation::Body, None), per);
+        record(
+            &mut sinks,
+            resp.headers.len(),
+            (SinkLocation::Body, None),
+            &per,
+        );
+        sinks.sort_by_key(|(first, _, _)| *first);
 
-        for key in &order {
-            let per = &hits[key];
+        for (_, key, per) in &sinks {
             for (ci, h) in per.iter().enumerate() {
                 let (exposure, offset, encoding) = match (h.full, h.partial) {
                     (Some((off, enc)), _) => (Exposure::Full, off, enc),
@@ -192,33 +270,40 @@ impl Detector {
     /// Needle bytes (zeroized on drop) and what each one means.  Identical
     /// byte strings are kept once, the first (most specific) meaning winning:
     /// full forms of every credential, then partial runs, then masked echoes.
-    fn needles(&self, creds: &[Credential]) -> (Vec<Zeroizing<Vec<u8>>>, Vec<Needle>) {
-        let mut bytes: Vec<Zeroizing<Vec<u8>>> = Vec::new();
-        let mut meta: Vec<Needle> = Vec::new();
-        let mut push = |b: Vec<u8>, cred: usize, kind: NeedleKind| {
-            let b = Zeroizing::new(b);
-            if b.is_empty() || bytes.iter().any(|x| x[..] == b[..]) {
+    fn needles(&self, creds: &[Credential]) -> (NeedleBytes, Vec<Needle>) {
+        // About 20 needles per credential (forms, runs, masks): sized up front.
+        let total: usize = creds.iter().map(|c| c.value.len()).sum();
+        let mut set = NeedleBytes {
+            bytes: Zeroizing::new(Vec::with_capacity(16 * total + 128 * creds.len())),
+            spans: Vec::with_capacity(24 * creds.len()),
+        };
+        let mut meta: Vec<Needle> = Vec::with_capacity(24 * creds.len());
+        let mut push = |set: &mut NeedleBytes, b: &[u8], cred: usize, kind: NeedleKind| {
+            if b.is_empty() || set.iter().any(|x| x == b) {
                 return;
             }
-            bytes.push(b);
+            set.spans.push((set.bytes.len(), b.len()));
+            set.bytes.extend_from_slice(b);
             meta.push(Needle { cred, kind });
         };
         for (ci, c) in creds.iter().enumerate() {
             for (enc, f) in super::forms::all_forms(&c.value) {
-                push(f, ci, NeedleKind::Full(enc));
+                let f = Zeroizing::new(f);
+                push(&mut set, &f, ci, NeedleKind::Full(enc));
             }
         }
         for (ci, c) in creds.iter().enumerate() {
-            for run in partial_runs(c, &self.config) {
-                push(run, ci, NeedleKind::Partial);
-            }
+            partial_runs(c, &self.config, |run| {
+                push(&mut set, run, ci, NeedleKind::Partial)
+            });
         }
+        let mut scratch = Zeroizing::new(Vec::with_capacity(16));
         for (ci, c) in creds.iter().enumerate() {
-            for m in masked_forms(c) {
-                push(m, ci, NeedleKind::Masked);
-            }
+            masked_forms(c, &mut scratch, |m| {
+                push(&mut set, m, ci, NeedleKind::Masked)
+            });
         }
-        (bytes, meta)
+        (set, meta)
     }
 
     fn finding(&self, pair: &HttpPair, c: &Credential, exposure: Exposure, sink: Sink) -> Finding {
@@ -324,14 +409,14 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
 /// Unmasked runs that make a partial exposure: the leading and trailing run of
 /// max(`partial_min_chars`, vendor prefix + 8) chars — or 50 % of the value when
 /// that is shorter — but never the whole value, and only when the part beyond
-/// a vendor prefix is random enough; plus a JWT's signature alone.
-fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
+/// a vendor prefix is random enough; plus a JWT's signature alone.  Each is
+/// handed to `out` (slices of the value, nothing copied).
+fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
     let v = &c.value[..];
-    let mut out = Vec::new();
     if c.kind == CredentialType::BasicCredentials {
         // Its secret part is the `basic_password` credential; runs of the pair
         // would only repeat that finding or point at the (public) username.
-        return out;
+        return;
     }
     let half = v.len().div_ceil(2);
     let base = cfg.partial_min_chars.min(half).max(1);
@@ -339,30 +424,29 @@ fn partial_runs(c: &Credential, cfg: &LeakConfig) -> Vec<Vec<u8>> {
     if len < v.len() {
         let head = &v[..len];
         if entropy(&head[c.vendor_prefix_len..]) >= PARTIAL_MIN_ENTROPY {
-            out.push(head.to_vec());
+            out(head);
         }
         let tail = &v[v.len() - len..];
         if entropy(tail) >= PARTIAL_MIN_ENTROPY {
-            out.push(tail.to_vec());
+            out(tail);
         }
     }
     if let Some((s, e)) = c.jwt_signature {
         if e - s >= cfg.min_length {
-            out.push(v[s..e].to_vec());
+            out(&v[s..e]);
         }
     }
-    out
 }
 
-/// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`.
-fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
+/// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`,
+/// each written into `scratch` and handed to `out`.
+fn masked_forms(c: &Credential, scratch: &mut Vec<u8>, mut out: impl FnMut(&[u8])) {
     let v = &c.value[..];
     if v.len() < 12 {
-        return Vec::new(); // first/last 4 of a short value say too much to call it masked
+        return; // first/last 4 of a short value say too much to call it masked
     }
     let last4 = &v[v.len() - 4..];
     let first4 = &v[..4];
-    let mut out = Vec::new();
     for mask in [
         &b"***"[..],
         "\u{2022}\u{2022}\u{2022}".as_bytes(),
@@ -370,14 +454,13 @@ fn masked_forms(c: &Credential) -> Vec<Vec<u8>> {
         "\u{2026}".as_bytes(),
         b"...",
     ] {
-        let mut m = mask.to_vec();
-        m.extend_from_slice(last4);
-        out.push(m);
-        let mut m = first4.to_vec();
-        m.extend_from_slice(mask);
-        out.push(m);
+        for (a, b) in [(mask, last4), (first4, mask)] {
+            scratch.clear();
+            scratch.extend_from_slice(a);
+            scratch.extend_from_slice(b);
+            out(scratch);
+        }
     }
-    out
 }
 
 /// Path with every query value redacted; keys kept, values (and bare entries,

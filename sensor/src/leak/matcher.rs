@@ -26,6 +26,12 @@ pub const MIN_ANCHOR_LEN: usize = 4;
 pub const ANCHOR_GROUP: usize = 64;
 /// Input size from which the matcher builds an automaton for the anchors.
 pub const LARGE_HAYSTACK: u64 = 256 * 1024;
+/// A matcher built for one search of less than this uses a window filter
+/// for its anchors: nearly free to build, slower to scan than Teddy (whose
+/// build and teardown cost more than scanning a few KiB).
+pub const ONCE_SMALL_HAYSTACK: u64 = 16 * 1024;
+/// Bits of the window filter (a power of two).
+const WINDOW_FILTER_BITS: usize = 4096;
 
 enum Engine {
     None,
@@ -36,26 +42,181 @@ enum Engine {
 
 struct Anchored {
     /// Leftmost-first searchers over the distinct anchors (all the same
-    /// length), at most `ANCHOR_GROUP` each so each stays on Teddy.
-    groups: Vec<AnchorGroup>,
-    /// Engine needle index → its bytes.
-    needles: Vec<Box<[u8]>>,
+    /// length), at most `ANCHOR_GROUP` each so each stays on Teddy; group g
+    /// holds anchors `g * ANCHOR_GROUP ..`.
+    groups: Vec<AnchorSearcher>,
+    /// The owners of anchor a are `owners[owner_start[a]..owner_start[a + 1]]`:
+    /// (engine needle index, offset of the anchor in it).
+    owner_start: Vec<u32>,
+    owners: Vec<(u32, u32)>,
+    /// Every needle's bytes, one after the other; needle i is `spans[i]`.
+    bytes: Vec<u8>,
+    spans: Vec<(u32, u32)>,
 }
 
-/// The anchors' searcher.  A matcher is built for every pair, so its build
-/// cost counts as much as its speed: Teddy alone (no automaton) for small
-/// haystacks when the CPU has it, else a contiguous NFA (never a DFA: its
-/// build dominated replay of small pairs, 3.4× fewer pairs/s).
+/// The anchors' searcher.  A matcher is built for a pair's credentials the
+/// first time they are seen (used once) and again when they come back (then
+/// cached, `leak::cache`), so its build cost counts as much as its speed: a
+/// window filter for one use over a small response, Teddy alone (no
+/// automaton) for small haystacks when the CPU has it, else a contiguous NFA
+/// (never a DFA: its build dominated replay of small pairs, 3.4× fewer pairs/s).
 enum AnchorSearcher {
     Teddy(packed::Searcher),
     Automaton(AhoCorasick),
+    Windows(WindowFilter),
+}
+
+/// How a matcher will be used, which decides what it is worth building.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Build {
+    /// Searched many times (kept in a cache), on inputs of about `hint` bytes.
+    Reused { hint: u64 },
+    /// Searched once, over about `hint` bytes.
+    Once { hint: u64 },
+}
+
+impl Build {
+    fn large(self) -> bool {
+        match self {
+            Build::Reused { hint } | Build::Once { hint } => hint >= LARGE_HAYSTACK,
+        }
+    }
+
+    fn window_filter(self) -> bool {
+        matches!(self, Build::Once { hint } if hint < ONCE_SMALL_HAYSTACK)
+    }
+}
+
+/// Anchors (all `len` bytes, 4 to 8) found by their four-byte windows.
+/// Every window of every anchor (`len − 3` of them) goes into a 4096-bit
+/// filter and a sorted table; the haystack is probed only every `len − 3`
+/// bytes, since each occurrence of an anchor has exactly one of its windows
+/// at such a position.  A probe that passes the filter looks the window up
+/// and checks the anchors it may belong to.  Building it is a few stores and
+/// a small sort.
+struct WindowFilter {
+    len: usize,
+    /// Probe every `stride` bytes (`len − 3`).
+    stride: usize,
+    filter: Box<[u64; WINDOW_FILTER_BITS / 64]>,
+    /// (window bytes little-endian, anchor, offset of the window in it),
+    /// grouped by the filter word their hash falls in: word j's windows are
+    /// `windows[word_start[j]..word_start[j + 1]]`.
+    windows: Vec<(u32, u32, u32)>,
+    word_start: Box<[u32; WINDOW_FILTER_BITS / 64 + 1]>,
+    /// All anchors' bytes, anchor a at `a * len`.
+    bytes: Vec<u8>,
+}
+
+impl Drop for WindowFilter {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.bytes);
+        for w in &mut self.windows {
+            w.0 = 0;
+        }
+    }
+}
+
+fn window_hash(w: u32) -> usize {
+    (w.wrapping_mul(0x9E37_79B1) >> (32 - WINDOW_FILTER_BITS.trailing_zeros())) as usize
+}
+
+fn window_at(hay: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(hay[i..i + 4].try_into().expect("four bytes"))
+}
+
+impl WindowFilter {
+    fn new(anchors: &[&[u8]]) -> Self {
+        let len = anchors.first().map_or(MIN_ANCHOR_LEN, |a| a.len());
+        debug_assert!(anchors.iter().all(|a| a.len() == len && len >= 4));
+        let stride = len - 3;
+        const WORDS: usize = WINDOW_FILTER_BITS / 64;
+        let mut filter = Box::new([0u64; WORDS]);
+        let mut word_start = Box::new([0u32; WORDS + 1]);
+        let mut unsorted = Vec::with_capacity(anchors.len() * stride);
+        let mut bytes = Vec::with_capacity(anchors.len() * len);
+        for (a, anchor) in anchors.iter().enumerate() {
+            for k in 0..stride {
+                let w = window_at(anchor, k);
+                let h = window_hash(w);
+                filter[h / 64] |= 1 << (h % 64);
+                word_start[h / 64 + 1] += 1;
+                unsorted.push((w, a as u32, k as u32));
+            }
+            bytes.extend_from_slice(anchor);
+        }
+        // Counting sort by filter word.
+        for j in 0..WORDS {
+            word_start[j + 1] += word_start[j];
+        }
+        let mut fill = *word_start;
+        let mut windows = vec![(0u32, 0u32, 0u32); unsorted.len()];
+        for e in unsorted {
+            let j = window_hash(e.0) / 64;
+            windows[fill[j] as usize] = e;
+            fill[j] += 1;
+        }
+        WindowFilter {
+            len,
+            stride,
+            filter,
+            windows,
+            word_start,
+            bytes,
+        }
+    }
+
+    /// Leftmost anchor starting at or after `at` (anchors are distinct and
+    /// of one length, so at most one matches at a position).
+    fn find(&self, hay: &[u8], at: usize) -> Option<(usize, usize)> {
+        let (len, stride) = (self.len, self.stride);
+        if hay.len() < len {
+            return None;
+        }
+        // The probe at i sees the anchors starting in (i − stride, i].
+        let mut i = at.div_ceil(stride) * stride;
+        while i + 4 <= hay.len() {
+            let w = window_at(hay, i);
+            let h = window_hash(w);
+            if self.filter[h / 64] & (1 << (h % 64)) != 0 {
+                let word = &self.windows
+                    [self.word_start[h / 64] as usize..self.word_start[h / 64 + 1] as usize];
+                let mut best: Option<(usize, usize)> = None;
+                for &(ew, a, k) in word {
+                    if ew != w {
+                        continue;
+                    }
+                    let Some(p) = i.checked_sub(k as usize) else {
+                        continue;
+                    };
+                    let a = a as usize;
+                    if p >= at
+                        && p + len <= hay.len()
+                        && best.is_none_or(|(b, _)| p < b)
+                        && hay[p..p + len] == self.bytes[a * len..(a + 1) * len]
+                    {
+                        best = Some((p, a));
+                    }
+                }
+                if best.is_some() {
+                    return best;
+                }
+            }
+            i += stride;
+        }
+        None
+    }
 }
 
 impl AnchorSearcher {
     /// `large`: the haystack is big enough to repay building an automaton,
     /// whose own prefilter choice (rare bytes, Teddy) scans large bodies
     /// faster than bare Teddy (measured: 1.7× on 1 MiB bodies in replay).
-    fn new(anchors: &[&[u8]], large: bool) -> Self {
+    fn new(anchors: &[&[u8]], build: Build) -> Self {
+        if build.window_filter() {
+            return AnchorSearcher::Windows(WindowFilter::new(anchors));
+        }
+        let large = build.large();
         let teddy = packed::Config::new()
             .match_kind(packed::MatchKind::LeftmostFirst)
             .builder()
@@ -82,21 +243,15 @@ impl AnchorSearcher {
             AnchorSearcher::Automaton(ac) => ac
                 .find(Input::new(hay).span(at..hay.len()))
                 .map(|m| (m.start(), m.pattern().as_usize())),
+            AnchorSearcher::Windows(w) => w.find(hay, at),
         }
     }
 }
 
-struct AnchorGroup {
-    anchors: AnchorSearcher,
-    /// Per anchor pattern: (engine needle index, offset of the anchor in it).
-    owners: Vec<Vec<(usize, usize)>>,
-}
 impl Drop for Anchored {
     fn drop(&mut self) {
         // Credential forms: do not leave them in freed memory.
-        for n in &mut self.needles {
-            zeroize::Zeroize::zeroize(&mut n[..]);
-        }
+        zeroize::Zeroize::zeroize(&mut self.bytes);
     }
 }
 
@@ -135,17 +290,25 @@ const fn commonness_of(b: u8) -> u8 {
 /// rare bytes, no repeats, away from the (shared, public) vendor prefix; the
 /// rightmost on ties, where the random part of a token usually is.
 fn anchor_offset(needle: &[u8], len: usize) -> usize {
-    let prefix_zone = (needle.len() / 3).min(12);
-    // Rolling window sums: O(needle) per needle, built once per pair.
-    let repeat = |i: usize| 4 * u32::from(needle[i] == needle[i + 1]);
+    let n = needle.len();
+    let prefix_zone = (n / 3).min(12);
+    let rep = |w: &[u8]| 4 * u32::from(w[0] == w[1]);
+    // Rolling window sums: O(needle) per needle, built once per matcher.
+    // Moving the window from start − 1 to start drops byte start − 1 and the
+    // pair (start − 1, start), and takes byte start + len − 1 and the pair
+    // (start + len − 2, start + len − 1); zipped slices, no index checks.
     let mut common: u32 = needle[..len].iter().map(|&b| commonness(b)).sum();
-    let mut repeats: u32 = (0..len - 1).map(repeat).sum();
-    let mut best = (u32::MAX, 0);
-    for start in 0..=needle.len() - len {
-        if start > 0 {
-            common = common - commonness(needle[start - 1]) + commonness(needle[start + len - 1]);
-            repeats = repeats - repeat(start - 1) + repeat(start + len - 2);
-        }
+    let mut repeats: u32 = needle[..len].windows(2).map(rep).sum();
+    let mut best = (common + repeats + if prefix_zone > 0 { 8 } else { 0 }, 0);
+    let moves = needle[..n - len]
+        .iter()
+        .zip(&needle[len..])
+        .zip(needle[..=n - len].windows(2))
+        .zip(needle[len - 1..].windows(2));
+    for (i, (((&out, &inc), out_pair), in_pair)) in moves.enumerate() {
+        let start = i + 1;
+        common = common + commonness(inc) - commonness(out);
+        repeats = repeats + rep(in_pair) - rep(out_pair);
         let score = common + repeats + if start < prefix_zone { 8 } else { 0 };
         if score <= best.0 {
             best = (score, start);
@@ -154,68 +317,105 @@ fn anchor_offset(needle: &[u8], len: usize) -> usize {
     best.1
 }
 
+/// An anchor (at most 8 bytes) as one integer, to compare and deduplicate cheaply.
+fn anchor_key(a: &[u8]) -> u64 {
+    let mut k = [0u8; 8];
+    k[..a.len()].copy_from_slice(a);
+    u64::from_le_bytes(k)
+}
+
 impl Anchored {
-    fn new(needles: Vec<&[u8]>, len: usize, large: bool) -> Self {
-        let mut anchor_ids: std::collections::HashMap<&[u8], usize> = Default::default();
+    fn new(needles: Vec<&[u8]>, len: usize, build: Build) -> Self {
+        debug_assert!(len <= 8);
+        // Distinct anchors, and each needle's (anchor, offset).
+        let mut keys: Vec<u64> = Vec::new();
         let mut anchors: Vec<&[u8]> = Vec::new();
-        let mut owners: Vec<Vec<(usize, usize)>> = Vec::new();
-        for (i, n) in needles.iter().enumerate() {
-            let off = anchor_offset(n, len);
+        let mut of_needle: Vec<(u32, u32)> = Vec::with_capacity(needles.len());
+        for n in &needles {
+            // A one-use window filter over a few KiB gains little from the
+            // rarest window; the last one (the random end of a key, in nearly
+            // every form) is taken without scoring every window.
+            let off = if build.window_filter() {
+                n.len() - len
+            } else {
+                anchor_offset(n, len)
+            };
             let a = &n[off..off + len];
-            let id = *anchor_ids.entry(a).or_insert_with(|| {
-                anchors.push(a);
-                owners.push(Vec::new());
-                anchors.len() - 1
-            });
-            owners[id].push((i, off));
+            let k = anchor_key(a);
+            let id = match keys.iter().position(|&x| x == k) {
+                Some(id) => id,
+                None => {
+                    keys.push(k);
+                    anchors.push(a);
+                    anchors.len() - 1
+                }
+            };
+            of_needle.push((id as u32, off as u32));
+        }
+        // Owners grouped by anchor (counting sort, needle order kept).
+        let mut owner_start = vec![0u32; anchors.len() + 1];
+        for &(a, _) in &of_needle {
+            owner_start[a as usize + 1] += 1;
+        }
+        for a in 0..anchors.len() {
+            owner_start[a + 1] += owner_start[a];
+        }
+        let mut fill = owner_start.clone();
+        let mut owners = vec![(0u32, 0u32); needles.len()];
+        for (i, &(a, off)) in of_needle.iter().enumerate() {
+            owners[fill[a as usize] as usize] = (i as u32, off);
+            fill[a as usize] += 1;
         }
         let groups = anchors
             .chunks(ANCHOR_GROUP)
-            .zip(owners.chunks(ANCHOR_GROUP))
-            .map(|(anchors, owners)| AnchorGroup {
-                anchors: AnchorSearcher::new(anchors, large),
-                owners: owners.to_vec(),
-            })
+            .map(|g| AnchorSearcher::new(g, build))
             .collect();
+        let total = needles.iter().map(|n| n.len()).sum();
+        let mut bytes = Vec::with_capacity(total);
+        let mut spans = Vec::with_capacity(needles.len());
+        for n in &needles {
+            spans.push((bytes.len() as u32, n.len() as u32));
+            bytes.extend_from_slice(n);
+        }
         Anchored {
             groups,
-            needles: needles.into_iter().map(Box::from).collect(),
+            owner_start,
+            owners,
+            bytes,
+            spans,
         }
+    }
+
+    fn needle(&self, id: usize) -> &[u8] {
+        let (start, len) = self.spans[id];
+        &self.bytes[start as usize..(start + len) as usize]
     }
 
     /// Every occurrence of every needle in `hay`, ending after `min_end`.
     fn search(&self, hay: &[u8], min_end: usize, mut on: impl FnMut(usize, usize)) {
-        for g in &self.groups {
-            g.search(&self.needles, hay, min_end, &mut on);
-        }
-    }
-}
-
-impl AnchorGroup {
-    fn search(
-        &self,
-        needles: &[Box<[u8]>],
-        hay: &[u8],
-        min_end: usize,
-        on: &mut impl FnMut(usize, usize),
-    ) {
-        let mut at = 0;
-        while at < hay.len() {
-            let Some((p, anchor)) = self.anchors.find(hay, at) else {
-                break;
-            };
-            for &(id, off) in &self.owners[anchor] {
-                let n = &needles[id];
-                let Some(s) = p.checked_sub(off) else {
-                    continue;
+        for (g, searcher) in self.groups.iter().enumerate() {
+            let base = g * ANCHOR_GROUP;
+            let mut at = 0;
+            while at < hay.len() {
+                let Some((p, anchor)) = searcher.find(hay, at) else {
+                    break;
                 };
-                let e = s + n.len();
-                if e > min_end && e <= hay.len() && hay[s..e] == n[..] {
-                    on(id, s);
+                let a = base + anchor;
+                let owners =
+                    &self.owners[self.owner_start[a] as usize..self.owner_start[a + 1] as usize];
+                for &(id, off) in owners {
+                    let n = self.needle(id as usize);
+                    let Some(s) = p.checked_sub(off as usize) else {
+                        continue;
+                    };
+                    let e = s + n.len();
+                    if e > min_end && e <= hay.len() && hay[s..e] == n[..] {
+                        on(id as usize, s);
+                    }
                 }
+                // Not m.end(): another anchor (or this one) may start inside this hit.
+                at = p + 1;
             }
-            // Not m.end(): another anchor (or this one) may start inside this hit.
-            at = p + 1;
         }
     }
 }
@@ -261,9 +461,18 @@ impl Matcher {
     /// As [`Matcher::new`], tuned for about `haystack_hint` bytes of input
     /// (cheap to build for small responses, fast to scan for large ones).
     pub fn for_haystack<P: AsRef<[u8]>>(needles: &[P], haystack_hint: u64) -> Self {
-        let ids: Vec<usize> = (0..needles.len())
-            .filter(|&i| !needles[i].as_ref().is_empty())
-            .collect();
+        Self::build(
+            needles,
+            Build::Reused {
+                hint: haystack_hint,
+            },
+        )
+    }
+
+    /// As [`Matcher::new`], built for `how` it will be used.
+    pub fn build<P: AsRef<[u8]>>(needles: &[P], how: Build) -> Self {
+        let mut ids: Vec<usize> = Vec::with_capacity(needles.len());
+        ids.extend((0..needles.len()).filter(|&i| !needles[i].as_ref().is_empty()));
         let max_len = needles.iter().map(|n| n.as_ref().len()).max().unwrap_or(0);
         let min_len = ids
             .iter()
@@ -278,7 +487,7 @@ impl Matcher {
             _ if min_len >= MIN_ANCHOR_LEN => Engine::Anchored(Anchored::new(
                 ids.iter().map(|&i| needles[i].as_ref()).collect(),
                 min_len.min(ANCHOR_LEN),
-                haystack_hint >= LARGE_HAYSTACK,
+                how,
             )),
             _ => Engine::Multi(
                 AhoCorasickBuilder::new()
@@ -356,6 +565,7 @@ impl Matcher {
             if chunk.len() >= keep {
                 zeroize::Zeroize::zeroize(&mut st.carry);
                 st.carry.clear();
+                st.carry.reserve_exact(keep);
                 st.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
             } else {
                 st.carry.extend_from_slice(chunk);
@@ -436,6 +646,87 @@ mod tests {
         });
         naive.sort();
         assert_eq!(naive, all(&m2, &[hay]));
+    }
+
+    /// Random needles over a small alphabet (so anchors repeat and overlap),
+    /// planted in random haystacks split at a random point: every way of
+    /// building finds exactly what one memmem pass per needle finds.
+    #[test]
+    fn every_build_finds_what_naive_finds() {
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rnd = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n.max(1) as u64) as usize
+        };
+        let alpha = b"abcXY_%";
+        let builds = [
+            Build::Once { hint: 0 },
+            Build::Once {
+                hint: ONCE_SMALL_HAYSTACK,
+            },
+            Build::Reused { hint: 0 },
+            Build::Reused {
+                hint: LARGE_HAYSTACK,
+            },
+        ];
+        for case in 0..400 {
+            let needles: Vec<Vec<u8>> = (0..1 + rnd(12))
+                .map(|_| (0..4 + rnd(10)).map(|_| alpha[rnd(alpha.len())]).collect())
+                .collect();
+            let mut hay: Vec<u8> = (0..rnd(300)).map(|_| alpha[rnd(alpha.len())]).collect();
+            for _ in 0..rnd(6) {
+                let n = &needles[rnd(needles.len())];
+                let at = rnd(hay.len() + 1);
+                hay.splice(at..at, n.iter().copied());
+            }
+            let split = rnd(hay.len() + 1);
+            let chunks: [&[u8]; 2] = [&hay[..split], &hay[split..]];
+            let mut want = vec![];
+            naive_find_in_chunks(&needles, &chunks, |i, o| want.push((i, o)));
+            want.sort();
+            for b in builds {
+                let m = Matcher::build(&needles, b);
+                assert_eq!(all(&m, &chunks), want, "case {case} {b:?}");
+            }
+        }
+    }
+
+    /// The rolling anchor choice is the plain per-window one.
+    #[test]
+    fn anchor_offset_is_the_best_window() {
+        let reference = |needle: &[u8], len: usize| {
+            let prefix_zone = (needle.len() / 3).min(12);
+            let mut best = (u32::MAX, 0);
+            for start in 0..=needle.len() - len {
+                let w = &needle[start..start + len];
+                let common: u32 = w.iter().map(|&b| commonness(b)).sum();
+                let repeats: u32 = w.windows(2).map(|p| 4 * u32::from(p[0] == p[1])).sum();
+                let score = common + repeats + if start < prefix_zone { 8 } else { 0 };
+                if score <= best.0 {
+                    best = (score, start);
+                }
+            }
+            best.1
+        };
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for case in 0..2000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = 1 + (x % 60) as usize;
+            let needle: Vec<u8> = (0..n)
+                .map(|i| b"aaXk_9 e\"Q"[((x >> (i % 50)) as usize + i * 7) % 10])
+                .collect();
+            for len in 1..=n.min(8) {
+                assert_eq!(
+                    anchor_offset(&needle, len),
+                    reference(&needle, len),
+                    "case {case} len {len}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! Leak detection: credentials a request carried, searched for in its response.
+pub mod cache;
 pub mod config;
 pub use config::LeakConfig;
 pub mod decode;

@@ -105,8 +105,27 @@ fn pair_full(
 }
 
 /// Inspects and checks that nothing emitted carries a raw secret.
+///
+/// Inspects three times with the same detector: with a matcher built for
+/// one use, one built for the cache, and the cached one; all must agree.
 fn inspect(p: &HttpPair) -> Inspection {
-    let insp = detector().inspect(p);
+    let det = detector();
+    let insp = det.inspect(p);
+    for round in 0..2 {
+        let again = det.inspect(p);
+        assert_eq!(
+            format!("{:?}", insp.findings),
+            format!("{:?}", again.findings),
+            "round {round}"
+        );
+        assert_eq!(insp.masked_echoes, again.masked_echoes);
+        assert_eq!(insp.decompress_cap_hit, again.decompress_cap_hit);
+        assert_eq!(insp.decode_errors, again.decode_errors);
+    }
+    let st = det.matcher_cache_stats();
+    if st.misses > 0 {
+        assert_eq!((st.first_seen, st.misses, st.hits), (1, 2, 1));
+    }
     for f in &insp.findings {
         let json = serde_json::to_string(f).unwrap();
         let dbg = format!("{f:?}");
@@ -483,6 +502,43 @@ fn truncated_request_bodies_do_not_yield_cut_values() {
 }
 
 // ---------- sinks ----------
+
+/// Findings come in the order their sinks first appear in the response, a
+/// header name's first occurrence counting even when only a later one matches;
+/// repeated headers are one sink.
+#[test]
+fn findings_follow_the_first_appearance_of_their_sink() {
+    let req: &[(&str, &[u8])] = &[("x-api-key", OPAQUE.as_bytes())];
+    let p = pair(
+        req,
+        "/",
+        &[
+            ("x-debug", b"nothing here"),
+            ("server", b"bench"),
+            (
+                "location",
+                format!("https://a.example/#t={OPAQUE}").as_bytes(),
+            ),
+            ("x-debug", OPAQUE.as_bytes()),
+            ("x-debug", format!("again {OPAQUE}").as_bytes()),
+        ],
+        format!("{{\"k\":\"{OPAQUE}\"}}").as_bytes(),
+    );
+    let insp = inspect(&p);
+    let sinks: Vec<(SinkLocation, Option<&str>, u64)> = insp
+        .findings
+        .iter()
+        .map(|f| (f.sink.location, f.sink.name.as_deref(), f.sink.offset))
+        .collect();
+    assert_eq!(
+        sinks,
+        vec![
+            (SinkLocation::Header, Some("x-debug"), 0),
+            (SinkLocation::Header, Some("location"), 21),
+            (SinkLocation::Body, None, 6),
+        ]
+    );
+}
 
 #[test]
 fn header_sinks() {
@@ -1074,4 +1130,47 @@ mod props {
             prop_assert_eq!(got, want);
         }
     }
+}
+
+/// One detector, many credential sets: each response is searched for the
+/// credentials of its own request only, whether its matcher is built fresh
+/// or comes from the cache.
+#[test]
+fn cached_matchers_are_never_shared_between_credential_sets() {
+    let det = detector();
+    // No two share a run long enough to be a partial exposure.
+    const ALNUM: &[u8] = b"Qw8ErT5yU2iO9pA3sD6fG1hJkL4zX7cV0bNmWq";
+    let keys: Vec<String> = (0..6)
+        .map(|i| {
+            let rot: String = (0..24)
+                .map(|j| ALNUM[(j * (i + 1) + 5 * i) % ALNUM.len()] as char)
+                .collect();
+            format!("sk_live_{rot}")
+        })
+        .collect();
+    let echo = |k: &str| format!("{{\"error\":\"invalid key\",\"key\":\"{k}\"}}");
+    for round in 0..3 {
+        for (i, k) in keys.iter().enumerate() {
+            // Echoes its own key: one finding, for this key.
+            let p = pair(&[("x-api-key", k.as_bytes())], "/", &[], echo(k).as_bytes());
+            let insp = det.inspect(&p);
+            assert_eq!(insp.findings.len(), 1, "round {round} key {i}");
+            let fp = Fingerprinter::new([7; 32]).fingerprint(k.as_bytes());
+            assert_eq!(insp.findings[0].credential.fingerprint, fp);
+            // Echoes another request's key: not this request's leak.
+            let other = &keys[(i + 1) % keys.len()];
+            let p = pair(
+                &[("x-api-key", k.as_bytes())],
+                "/",
+                &[],
+                echo(other).as_bytes(),
+            );
+            assert!(det.inspect(&p).findings.is_empty(), "round {round} key {i}");
+        }
+    }
+    let st = det.matcher_cache_stats();
+    // Each key is seen first (built once), then cached (built again), then reused.
+    assert_eq!(st.first_seen, keys.len() as u64);
+    assert_eq!(st.misses, 2 * keys.len() as u64);
+    assert_eq!(st.hits, (3 * 2 * keys.len() - 2 * keys.len()) as u64);
 }

@@ -36,6 +36,9 @@ pub struct Workload {
     pub chunked_every: usize,
     pub leak_every: usize,
     pub upload_every: usize,
+    /// Every request carries a key never used before (no two pairs share a
+    /// credential set, so nothing keyed by credentials can be reused).
+    pub distinct_keys: bool,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -179,6 +182,15 @@ fn chunked(body: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A fresh API key: a GitHub token (sent as Bearer) or a Stripe-like key.
+fn new_key(rng: &mut Rng, bearer: bool) -> String {
+    if bearer {
+        format!("ghp_{}", rng.alnum(36))
+    } else {
+        format!("sk_live_{}", rng.alnum(32))
+    }
+}
+
 /// Body sizes are drawn from a few fixed sizes so compressed bodies can be reused.
 fn body_size(w: &Workload, rng: &mut Rng) -> usize {
     if w.body_min >= w.body_max {
@@ -209,11 +221,7 @@ pub fn write(path: &Path, w: &Workload, seed: u64) -> io::Result<Written> {
             Conn {
                 ssl: 0x5555_0000_0000 + (i as u64) * 0x1000,
                 call_seq: 0,
-                key: if bearer {
-                    format!("ghp_{}", rng.alnum(36))
-                } else {
-                    format!("sk_live_{}", rng.alnum(32))
-                },
+                key: new_key(&mut rng, bearer),
                 bearer,
             }
         })
@@ -225,6 +233,9 @@ pub fn write(path: &Path, w: &Workload, seed: u64) -> io::Result<Written> {
         let gz = every(w.gzip_every);
         let is_chunked = every(w.chunked_every);
         let upload = every(w.upload_every);
+        if w.distinct_keys && n >= w.connections.max(1) {
+            c.key = new_key(&mut rng, c.bearer);
+        }
 
         // Request.
         let auth = if c.bearer {
@@ -344,6 +355,7 @@ mod tests {
             chunked_every: 5,
             leak_every: 3,
             upload_every: 7,
+            distinct_keys: false,
         };
         let got = write(&p, &w, 7).unwrap();
         assert_eq!(got.pairs, 30);
@@ -377,6 +389,51 @@ mod tests {
         let p2 = dir.path().join("rec2");
         write(&p2, &w, 7).unwrap();
         assert_eq!(std::fs::read(&p2).unwrap(), bytes);
+    }
+
+    /// Every key a recording holds, in order (the values after `x-api-key: ` / `Bearer `).
+    fn keys(bytes: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(bytes);
+        let mut out = Vec::new();
+        for marker in ["x-api-key: ", "Bearer "] {
+            for (i, _) in text.match_indices(marker) {
+                let rest = &text[i + marker.len()..];
+                let end = rest.find('\r').unwrap_or(rest.len());
+                out.push((i, rest[..end].to_string()));
+            }
+        }
+        out.sort();
+        out.into_iter().map(|(_, k)| k).collect()
+    }
+
+    #[test]
+    fn distinct_keys_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Workload {
+            name: "t",
+            connections: 4,
+            pairs: 40,
+            body_min: 100,
+            body_max: 100,
+            gzip_every: 0,
+            chunked_every: 0,
+            leak_every: 3,
+            upload_every: 0,
+            distinct_keys: true,
+        };
+        let p = dir.path().join("distinct");
+        let got = write(&p, &w, 7).unwrap();
+        assert_eq!(got.pairs, 40);
+        let ks = keys(&std::fs::read(&p).unwrap());
+        assert_eq!(ks.len(), 40);
+        let set: std::collections::HashSet<&String> = ks.iter().collect();
+        assert_eq!(set.len(), 40, "every request has its own key");
+        w.distinct_keys = false;
+        let p = dir.path().join("shared");
+        write(&p, &w, 7).unwrap();
+        let ks = keys(&std::fs::read(&p).unwrap());
+        let set: std::collections::HashSet<&String> = ks.iter().collect();
+        assert_eq!(set.len(), 4, "one key per connection");
     }
 
     #[test]
