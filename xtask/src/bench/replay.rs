@@ -23,19 +23,20 @@ const REPLAY_LIMIT: Duration = Duration::from_secs(600);
 
 pub fn workloads(quick: bool) -> Vec<Workload> {
     let q = |full: usize, small: usize| if quick { small } else { full };
+    let small = Workload {
+        name: "small",
+        connections: 64,
+        pairs: q(200_000, 2_000),
+        body_min: 1024,
+        body_max: 1024,
+        gzip_every: 0,
+        chunked_every: 0,
+        leak_every: 100,
+        upload_every: 0,
+        distinct_keys: false,
+    };
     vec![
-        Workload {
-            name: "small",
-            connections: 64,
-            pairs: q(200_000, 2_000),
-            body_min: 1024,
-            body_max: 1024,
-            gzip_every: 0,
-            chunked_every: 0,
-            leak_every: 100,
-            upload_every: 0,
-            distinct_keys: false,
-        },
+        small.clone(),
         Workload {
             name: "large",
             connections: 8,
@@ -66,15 +67,8 @@ pub fn workloads(quick: bool) -> Vec<Workload> {
         // their seeds (0x5eed + index).
         Workload {
             name: "small-distinct",
-            connections: 64,
-            pairs: q(200_000, 2_000),
-            body_min: 1024,
-            body_max: 1024,
-            gzip_every: 0,
-            chunked_every: 0,
-            leak_every: 100,
-            upload_every: 0,
             distinct_keys: true,
+            ..small
         },
     ]
 }
