@@ -24,6 +24,17 @@ const FREQ: &str = "999";
 /// `-g` alone loses the callers of libc's memmove/malloc, which is what one
 /// needs to know to fix them.
 const CALL_GRAPH: [&str; 2] = ["--call-graph", "dwarf,16384"];
+
+/// The call-graph arguments of `perf record`: none in the smoke mode, where
+/// DWARF unwinding in `perf report` took ~100 s of a run meant to stay under
+/// two minutes (the smoke run checks the harness, not the callers).
+fn call_graph(quick: bool) -> &'static [&'static str] {
+    if quick {
+        &[]
+    } else {
+        &CALL_GRAPH
+    }
+}
 /// Symbols kept per profile in the report.
 const TOP: usize = 15;
 /// Of those, shown in the table.
@@ -62,7 +73,7 @@ pub fn parse_report(text: &str) -> Vec<Sym> {
     out
 }
 
-fn perf_report(data: &Path, txt_out: &Path) -> anyhow::Result<Vec<Sym>> {
+fn perf_report(data: &Path, txt_out: &Path, with_callers: bool) -> anyhow::Result<Vec<Sym>> {
     let out = Command::new("perf")
         .args(["report", "--stdio", "--no-children", "-g", "none"])
         .args([
@@ -84,6 +95,11 @@ fn perf_report(data: &Path, txt_out: &Path) -> anyhow::Result<Vec<Sym>> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     std::fs::write(txt_out, &text)?;
     // Who calls the hot symbols: the callers' chains of everything above 1 %.
+    if !with_callers {
+        let mut syms = parse_report(&text);
+        syms.truncate(TOP);
+        return Ok(syms);
+    }
     let graph = Command::new("perf")
         .args(["report", "--stdio", "--no-children", "-G"])
         .args(["--percent-limit", "1", "-i"])
@@ -100,10 +116,10 @@ fn perf_report(data: &Path, txt_out: &Path) -> anyhow::Result<Vec<Sym>> {
 }
 
 /// `perf record -g` of `pid` for `secs`, started now (in the background).
-fn record_pid(pid: u32, secs: u64, data: &Path, log: &Path) -> anyhow::Result<Proc> {
+fn record_pid(pid: u32, secs: u64, quick: bool, data: &Path, log: &Path) -> anyhow::Result<Proc> {
     let mut c = Command::new("perf");
     c.args(["record", "-F", FREQ])
-        .args(CALL_GRAPH)
+        .args(call_graph(quick))
         .args(["-p", &pid.to_string(), "-o"])
         .arg(data)
         .args(["--", "sleep", &secs.to_string()]);
@@ -147,6 +163,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         record_pid(
             nginx.worker,
             secs,
+            ctx.quick,
             &dir.join("nginx.data"),
             &dir.join("perf-nginx.log"),
         )?,
@@ -158,6 +175,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             record_pid(
                 s.pid(),
                 secs,
+                ctx.quick,
                 &dir.join("sensor.data"),
                 &dir.join("perf-sensor.log"),
             )?,
@@ -180,7 +198,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     }
     drop(nginx);
     for (name, data) in datas {
-        let syms = perf_report(&data, &ctx.out_dir.join(format!("profile-{name}.txt")))?;
+        let syms = perf_report(
+            &data,
+            &ctx.out_dir.join(format!("profile-{name}.txt")),
+            !ctx.quick,
+        )?;
         profiles.insert(name.into(), serde_json::to_value(&syms)?);
     }
 
@@ -195,7 +217,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         let data = dir.join("replay.data");
         let mut c = Command::new("perf");
         c.args(["record", "-F", FREQ])
-            .args(CALL_GRAPH)
+            .args(call_graph(ctx.quick))
             .arg("-o")
             .arg(&data)
             .arg("--")
@@ -219,7 +241,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                 std::fs::read_to_string(dir.join("replay.err")).unwrap_or_default()
             );
         }
-        let syms = perf_report(&data, &ctx.out_dir.join("profile-sensor_replay.txt"))?;
+        let syms = perf_report(
+            &data,
+            &ctx.out_dir.join("profile-sensor_replay.txt"),
+            !ctx.quick,
+        )?;
         profiles.insert("sensor_replay".into(), serde_json::to_value(&syms)?);
     }
 
