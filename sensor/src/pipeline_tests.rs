@@ -74,13 +74,16 @@ const LEAKY_REQUEST: &[u8] =
     b"GET /v1/items HTTP/1.1\r\nHost: api\r\nX-Api-Key: sk_live_5f2a9c81d7e34b6aa0c3\r\n\r\n";
 const LEAKY_RESPONSE: &[u8] = b"HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{\"error\":\"bad key sk_live_5f2a9c81d7e34b6aa0c3\"}\r\n";
 
+/// A request carrying a key and a response that echoes it, on `SERVER`.
+fn leaky_exchange(p: &mut Pipeline) {
+    p.handle_raw(data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
+    p.handle_raw(data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+}
+
 #[test]
 fn every_event_is_counted_once_by_direction() {
     let mut h = harness(PipelineConfig::default());
-    h.pipeline
-        .handle_raw(data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
-    h.pipeline
-        .handle_raw(data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+    leaky_exchange(&mut h.pipeline);
     h.pipeline.handle_raw(close(SERVER));
     assert_eq!(events(&h.metrics, "read"), 1);
     assert_eq!(events(&h.metrics, "write"), 1);
@@ -90,10 +93,7 @@ fn every_event_is_counted_once_by_direction() {
 #[test]
 fn a_leak_in_raw_events_becomes_one_finding_without_the_secret() {
     let mut h = harness(PipelineConfig::default());
-    h.pipeline
-        .handle_raw(data(SERVER, Direction::Read, 1, LEAKY_REQUEST));
-    h.pipeline
-        .handle_raw(data(SERVER, Direction::Write, 2, LEAKY_RESPONSE));
+    leaky_exchange(&mut h.pipeline);
     h.pipeline.finish();
     let findings = h.findings.lock().unwrap();
     assert_eq!(findings.len(), 1, "{findings:?}");
