@@ -668,14 +668,25 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
     }
     let _g = SERIAL.lock().await;
     let port = PORT_BASE + 11;
+    // The sink maps libssl before the capture starts, so the library is
+    // probed from the start (on a machine where no other process maps it, a
+    // later process would only be attached by the next rescan).
+    let _sink = start_sink(port);
     let (capture, rx) = Capture::start(config(ProbeMode::Auto), Metrics::new())
         .await
         .expect("capture starts (built with `cargo xtask build`?)");
+    assert!(
+        capture
+            .attached()
+            .iter()
+            .any(|a| a.path.ends_with("libssl.so.3")),
+        "system libssl attached: {:?}",
+        capture.attached()
+    );
     let drain = tokio::spawn(async move {
         let mut rx = rx;
         while rx.recv().await.is_some() {}
     });
-    let _sink = start_sink(port);
     let before = capture.kernel_counters();
     let mut client = Command::new(PYTHON)
         .arg(fixture())
