@@ -159,9 +159,14 @@ impl CaptureEvent {
     /// ring buffer once) and no reference-count traffic (a slice of a `Bytes`
     /// would make it shared).
     pub fn parse_owned(mut raw: Bytes) -> Result<CaptureEvent, EventError> {
-        let mut ev = Self::parse_with(&raw, |_| Bytes::new())?;
+        // The data is known to be valid once parsed; only its length is kept
+        // here (the header is read once).
+        let mut len = 0;
+        let mut ev = Self::parse_with(&raw, |data| {
+            len = data.len();
+            Bytes::new()
+        })?;
         if let EventKind::Data(data) = &mut ev.kind {
-            let len = parse_header(&raw)?.data_len as usize;
             raw.advance(EVENT_HEADER_LEN);
             if raw.len() > len {
                 raw.truncate(len);
