@@ -105,6 +105,15 @@ impl EventBatch {
     pub fn into_events(self) -> Vec<Bytes> {
         self.events
     }
+
+    /// Hands each event over by value; the batch's share of the queue is
+    /// given back only after the last one, so events being handled still
+    /// count against [`reader::MAX_QUEUED_BYTES`].
+    pub fn handle_each(self, mut f: impl FnMut(Bytes)) {
+        let EventBatch { events, queued } = self;
+        events.into_iter().for_each(&mut f);
+        drop(queued);
+    }
 }
 
 impl<'a> IntoIterator for &'a EventBatch {

@@ -280,6 +280,18 @@ mod tests {
     use crate::capture::event::{CaptureEvent, ConnId, Direction};
 
     #[tokio::test]
+    async fn a_batch_holds_its_share_until_its_last_event_is_handled() {
+        let q = QueueBudget::new(1000);
+        let events = vec![Bytes::from(vec![0u8; 300]), Bytes::from(vec![0u8; 200])];
+        let soon = tokio::time::Instant::now() + Duration::from_millis(20);
+        let batch = q.reserve(events, soon).await.unwrap();
+        let mut seen = Vec::new();
+        batch.handle_each(|e| seen.push((e.len(), q.available())));
+        assert_eq!(seen, vec![(300, 500), (200, 500)]);
+        assert_eq!(q.available(), 1000);
+    }
+
+    #[tokio::test]
     async fn the_queue_holds_at_most_its_bytes_until_batches_are_dropped() {
         let q = QueueBudget::new(1000);
         let ev = |n: usize| vec![Bytes::from(vec![0u8; n])];

@@ -131,9 +131,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
         tokio::select! {
             msg = rx.recv() => match msg {
                 Some(CaptureMsg::Events(batch)) => {
-                    for raw in batch {
-                        pipeline.handle_raw(raw);
-                    }
+                    batch.handle_each(|raw| pipeline.handle_raw(raw));
                     pipeline.flush();
                 }
                 Some(CaptureMsg::ProcessExited(tgid)) => pipeline.process_exited(tgid),
@@ -164,9 +162,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
         capture.shutdown().await;
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                CaptureMsg::Events(batch) => {
-                    batch.into_iter().for_each(|raw| pipeline.handle_raw(raw))
-                }
+                CaptureMsg::Events(batch) => batch.handle_each(|raw| pipeline.handle_raw(raw)),
                 CaptureMsg::ProcessExited(tgid) => pipeline.process_exited(tgid),
             }
         }
