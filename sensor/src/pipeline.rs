@@ -101,6 +101,20 @@ struct Connection {
     last_ts_ns: u64,
 }
 
+impl Connection {
+    /// Stands in for a connection in its table slot while that one is worked on.
+    fn placeholder() -> Box<Connection> {
+        Box::new(Connection {
+            parser: ConnectionParser::new(HttpLimits::default()),
+            id: String::new(),
+            pairs: 0,
+            buffered: 0,
+            ignored: true,
+            last_ts_ns: 0,
+        })
+    }
+}
+
 /// Where the results go.
 #[derive(Default)]
 pub struct Outputs {
@@ -127,6 +141,9 @@ pub struct Pipeline {
     /// The first memory-budget eviction was logged.
     budget_eviction_logged: bool,
     scratch: ParserOutput,
+    /// The placeholder a connection's slot holds while the connection is
+    /// worked on (see `data_event`).
+    spare: Option<Box<Connection>>,
 }
 
 impl Pipeline {
@@ -151,6 +168,7 @@ impl Pipeline {
             logged_reasons: HashSet::new(),
             budget_eviction_logged: false,
             scratch: ParserOutput::default(),
+            spare: None,
         }
     }
 
@@ -224,23 +242,31 @@ impl Pipeline {
     }
 
     fn data_event(&mut self, ev: &CaptureEvent, data: &Bytes) {
-        // The connection is taken out of the table while it is worked on and
-        // put back as the most recently used one.
-        let mut conn = match self.conns.pop(&ev.conn) {
-            Some(c) => c,
-            None => {
-                let generation = self.next_generation;
-                self.next_generation += 1;
-                Box::new(Connection {
-                    parser: ConnectionParser::new(self.cfg.http.clone()),
-                    id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation),
-                    pairs: 0,
-                    buffered: 0,
-                    ignored: false,
-                    last_ts_ns: ev.ts_ns,
-                })
+        // A known connection is worked on in place: its box is swapped out of
+        // the table for a placeholder and back (the lookup also makes it the
+        // most recently used).  Taking it out with `pop` and putting it back
+        // with `push` freed and allocated a table node per event (~7 % of the
+        // pipeline's instructions).
+        let known = match self.conns.get_mut(&ev.conn) {
+            Some(slot) => {
+                let placeholder = self.spare.take().unwrap_or_else(Connection::placeholder);
+                Some(std::mem::replace(slot, placeholder))
             }
+            None => None,
         };
+        let is_new = known.is_none();
+        let mut conn = known.unwrap_or_else(|| {
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            Box::new(Connection {
+                parser: ConnectionParser::new(self.cfg.http.clone()),
+                id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation),
+                pairs: 0,
+                buffered: 0,
+                ignored: false,
+                last_ts_ns: ev.ts_ns,
+            })
+        });
         conn.last_ts_ns = conn.last_ts_ns.max(ev.ts_ns);
         if !conn.ignored {
             let mut out = std::mem::take(&mut self.scratch);
@@ -265,16 +291,21 @@ impl Pipeline {
             self.drain_output(ev.conn, &mut conn, &ev.comm, &mut out);
             self.scratch = out;
         }
-        if let Some((old_key, old)) = self.conns.push(ev.conn, conn) {
-            // The table was full: the least recently used connection is dropped.
-            debug_assert!(old_key != ev.conn);
-            self.buffered_total -= old.buffered;
-            self.metrics
-                .connections_evicted
-                .with_label_values(&["lru"])
-                .inc();
+        if is_new {
+            if let Some((old_key, old)) = self.conns.push(ev.conn, conn) {
+                // The table was full: the least recently used connection is dropped.
+                debug_assert!(old_key != ev.conn);
+                self.buffered_total -= old.buffered;
+                self.metrics
+                    .connections_evicted
+                    .with_label_values(&["lru"])
+                    .inc();
+            }
+            self.metrics.connections_active.set(self.conns.len() as i64);
+        } else if let Some(slot) = self.conns.peek_mut(&ev.conn) {
+            // Nothing above touches the table, so the slot is still there.
+            self.spare = Some(std::mem::replace(slot, conn));
         }
-        self.metrics.connections_active.set(self.conns.len() as i64);
         self.enforce_memory_budget();
     }
 
