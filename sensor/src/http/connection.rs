@@ -470,19 +470,15 @@ impl ConnectionParser {
                     self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
                     return;
                 }
-                // A head is a zero-copy slice of its event unless it is the
-                // smaller part of it: then it is copied, so it does not pin
-                // the rest of the event (body bytes that may not be kept).
-                let (head, held) = if !side.head_buf.is_empty() {
+                // A head gets its own buffer (its header names are lower-cased
+                // in it): the one it was gathered in, or a copy of its bytes.
+                let head = if !side.head_buf.is_empty() {
                     side.head_buf.extend_from_slice(&data[*pos..*pos + end]);
-                    let held = side.head_buf.capacity() + CHUNK_OVERHEAD;
-                    (std::mem::take(&mut side.head_buf).freeze(), held)
-                } else if end.saturating_mul(2) < data.len() {
-                    let head = Bytes::copy_from_slice(&data[*pos..*pos + end]);
-                    (head, end + CHUNK_OVERHEAD)
+                    std::mem::take(&mut side.head_buf)
                 } else {
-                    (data.slice(*pos..*pos + end), data.len() + CHUNK_OVERHEAD)
+                    BytesMut::from(&data[*pos..*pos + end])
                 };
+                let held = head.capacity() + CHUNK_OVERHEAD;
                 *pos += end;
                 self.on_head(dir, head, held, ts_ns, out);
             }
@@ -541,7 +537,7 @@ impl ConnectionParser {
     fn on_head(
         &mut self,
         dir: Direction,
-        head: Bytes,
+        head: BytesMut,
         held: usize,
         ts_ns: u64,
         out: &mut ParserOutput,
@@ -560,7 +556,7 @@ impl ConnectionParser {
         let start_ns = self.sides[i].head_start_ns;
         match kind {
             Kind::Request => {
-                let (request, framing) = match head::parse_request(&head, self.limits.max_headers) {
+                let (request, framing) = match head::parse_request(head, self.limits.max_headers) {
                     Ok(r) => r,
                     Err(reason) => return self.head_error(dir, reason, true, out),
                 };
@@ -610,7 +606,7 @@ impl ConnectionParser {
                 let answers_id = answers.map(|p| p.id);
                 let connect = method == Some("CONNECT");
                 let (response, framing) =
-                    match head::parse_response(&head, self.limits.max_headers, method) {
+                    match head::parse_response(head, self.limits.max_headers, method) {
                         Ok(r) => r,
                         Err(reason) => return self.head_error(dir, reason, true, out),
                     };

@@ -3,11 +3,11 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 
 use super::decode::{Chunked, Decoder};
 use super::error::ParseErrorReason;
-use super::types::{Header, HeaderName, Request, Response};
+use super::types::{lower_case_names, HeaderSpan, Headers, Request, Response};
 
 /// httparse needs its header slots up front; `max_headers` is clamped to this.
 pub const HARD_MAX_HEADERS: usize = 512;
@@ -190,14 +190,26 @@ fn map_err(e: httparse::Error, too_many: bool, kind: ParseErrorReason) -> ParseE
     }
 }
 
-fn headers_of(head: &Bytes, parsed: &[httparse::Header<'_>]) -> Vec<Header> {
+/// Where httparse found each header, as offsets into `head` (which every
+/// slice it returned points into).
+fn spans_of(head: &[u8], parsed: &[httparse::Header<'_>]) -> Vec<HeaderSpan> {
+    let base = head.as_ptr() as usize;
+    let at = |p: *const u8| (p as usize - base) as u32;
     parsed
         .iter()
-        .map(|h| Header {
-            name: HeaderName::from_wire(h.name),
-            value: head.slice_ref(h.value),
+        .map(|h| HeaderSpan {
+            name_at: at(h.name.as_ptr()),
+            name_len: h.name.len() as u32,
+            value_at: at(h.value.as_ptr()),
+            value_len: h.value.len() as u32,
         })
         .collect()
+}
+
+/// The head's headers, names lower-cased in the head itself.
+fn headers_of(mut head: BytesMut, spans: Vec<HeaderSpan>) -> Headers {
+    lower_case_names(&mut head, &spans);
+    Headers::from_spans(head.freeze(), spans)
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -213,10 +225,10 @@ fn trim(v: &[u8]) -> &[u8] {
 }
 
 /// All Content-Length values (headers and comma lists) must be the same number.
-fn content_length(headers: &[Header]) -> Result<Option<u64>, ParseErrorReason> {
+fn content_length(headers: &Headers) -> Result<Option<u64>, ParseErrorReason> {
     let mut found: Option<u64> = None;
-    for h in headers.iter().filter(|h| h.name == "content-length") {
-        for part in h.value.split(|&b| b == b',') {
+    for value in headers.get_all("content-length") {
+        for part in value.split(|&b| b == b',') {
             let part = trim(part);
             if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
                 return Err(ParseErrorReason::InvalidContentLength);
@@ -232,10 +244,10 @@ fn content_length(headers: &[Header]) -> Result<Option<u64>, ParseErrorReason> {
 }
 
 /// Some(is the last coding chunked) when Transfer-Encoding is present.
-fn transfer_chunked(headers: &[Header]) -> Option<bool> {
+fn transfer_chunked(headers: &Headers) -> Option<bool> {
     let mut last: Option<&[u8]> = None;
-    for h in headers.iter().filter(|h| h.name == "transfer-encoding") {
-        for part in h.value.split(|&b| b == b',') {
+    for value in headers.get_all("transfer-encoding") {
+        for part in value.split(|&b| b == b',') {
             let part = trim(part);
             if !part.is_empty() {
                 last = Some(part);
@@ -254,7 +266,7 @@ fn uninit_slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; HARD_MAX_HEADERS] {
 
 /// Parses a complete request head (`head` ends with its empty line).
 pub(crate) fn parse_request(
-    head: &Bytes,
+    head: BytesMut,
     max_headers: usize,
 ) -> Result<(Request, Framing), ParseErrorReason> {
     let mut slots = uninit_slots();
@@ -263,13 +275,17 @@ pub(crate) fn parse_request(
     let bad = ParseErrorReason::InvalidRequest;
     match httparse::ParserConfig::default()
         .allow_multiple_spaces_in_request_line_delimiters(true)
-        .parse_request_with_uninit_headers(&mut req, head, &mut slots[..n])
+        .parse_request_with_uninit_headers(&mut req, &head, &mut slots[..n])
     {
         Ok(httparse::Status::Complete(len)) if len == head.len() => {}
         Ok(_) => return Err(bad),
         Err(e) => return Err(map_err(e, true, bad)),
     }
-    let headers = headers_of(head, req.headers);
+    let spans = spans_of(&head, req.headers);
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default().to_owned();
+    let version = version_str(req.version);
+    let headers = headers_of(head, spans);
     let decoder = match transfer_chunked(&headers) {
         Some(true) => Decoder::Chunked(Chunked::new()),
         // A request body cannot be delimited by close (RFC 9112 §6.3 rule 4).
@@ -277,9 +293,9 @@ pub(crate) fn parse_request(
         None => Decoder::Length(content_length(&headers)?.unwrap_or(0)),
     };
     let request = Request {
-        method: req.method.unwrap_or_default().to_owned(),
-        target: req.path.unwrap_or_default().to_owned(),
-        version: version_str(req.version),
+        method,
+        target,
+        version,
         headers,
         body: Default::default(),
     };
@@ -289,7 +305,7 @@ pub(crate) fn parse_request(
 /// Parses a complete response head; `request_method` is the method of the
 /// request it answers (None when there is none).
 pub(crate) fn parse_response(
-    head: &Bytes,
+    head: BytesMut,
     max_headers: usize,
     request_method: Option<&str>,
 ) -> Result<(Response, Framing), ParseErrorReason> {
@@ -301,14 +317,16 @@ pub(crate) fn parse_response(
         .allow_spaces_after_header_name_in_responses(true)
         .allow_obsolete_multiline_headers_in_responses(true)
         .allow_multiple_spaces_in_response_status_delimiters(true)
-        .parse_response_with_uninit_headers(&mut resp, head, &mut slots[..n])
+        .parse_response_with_uninit_headers(&mut resp, &head, &mut slots[..n])
     {
         Ok(httparse::Status::Complete(len)) if len == head.len() => {}
         Ok(_) => return Err(bad),
         Err(e) => return Err(map_err(e, true, bad)),
     }
     let status = resp.code.unwrap_or(0);
-    let headers = headers_of(head, resp.headers);
+    let version = resp.version;
+    let spans = spans_of(&head, resp.headers);
+    let headers = headers_of(head, spans);
     let no_body = (100..200).contains(&status)
         || status == 204
         || status == 304
@@ -328,7 +346,7 @@ pub(crate) fn parse_response(
     };
     let response = Response {
         status,
-        version: version_str(resp.version),
+        version: version_str(version),
         headers,
         body: Default::default(),
     };
@@ -410,14 +428,7 @@ mod tests {
 
     #[test]
     fn content_length_rules() {
-        let h = |vals: &[&str]| -> Vec<Header> {
-            vals.iter()
-                .map(|v| Header {
-                    name: "content-length".into(),
-                    value: Bytes::copy_from_slice(v.as_bytes()),
-                })
-                .collect()
-        };
+        let h = |vals: &[&str]| Headers::from_pairs(vals.iter().map(|v| ("Content-Length", v)));
         assert_eq!(content_length(&h(&["5"])), Ok(Some(5)));
         assert_eq!(content_length(&h(&[" 5 , 5"])), Ok(Some(5)));
         assert_eq!(content_length(&h(&["5", "5"])), Ok(Some(5)));

@@ -171,16 +171,16 @@ impl Detector {
         let mut per = vec![SinkHits::default(); creds.len()];
         for h in &resp.headers {
             per.fill(SinkHits::default());
-            scan(matcher, needles, &[&h.value[..]], &mut per, false);
+            scan(matcher, needles, &[h.value], &mut per, false);
             if h.name == "location" {
                 // Credentials percent-encoded in any style: search the decoded URL too.
-                let dec = Zeroizing::new(url_decode(&h.value, false));
+                let dec = Zeroizing::new(url_decode(h.value, false));
                 if dec[..] != h.value[..] {
                     scan(matcher, needles, &[&dec[..]], &mut per, true);
                 }
             }
             if h.name == "set-cookie" {
-                same_cookie_refresh(&creds, &h.value, &mut per);
+                same_cookie_refresh(&creds, h.value, &mut per);
             }
             if per.iter().any(|p| !p.is_empty()) {
                 let first = resp
@@ -197,7 +197,7 @@ impl Detector {
             }
         }
 
-        let ce = match parse_content_encoding(resp.header("content-encoding").map(|v| &v[..])) {
+        let ce = match parse_content_encoding(resp.header("content-encoding")) {
             Ok(ce) => ce,
             Err(e) => {
                 insp.decode_errors.push(e);
@@ -343,11 +343,11 @@ impl Detector {
             request: RequestSummary {
                 method: text(req.method.as_bytes()),
                 path: redact_target(&req.target),
-                host: req.header("host").map(|h| text(h)),
+                host: req.header("host").map(text),
             },
             response: ResponseSummary {
                 status: resp.status,
-                content_type: resp.header("content-type").map(|h| text(h)),
+                content_type: resp.header("content-type").map(text),
             },
             role: pair.exchange.role,
             process: (*pair.process).clone(),

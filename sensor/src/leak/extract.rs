@@ -296,8 +296,8 @@ pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
         out: Vec::new(),
     };
     for h in &req.headers {
-        let v = trim(&h.value);
-        match h.name.as_str() {
+        let v = trim(h.value);
+        match h.name {
             "authorization" | "proxy-authorization" => authorization(&mut ex, v),
             "cookie" => cookies(&mut ex, v),
             name if is_credential_header_name(cfg, name) => {

@@ -51,13 +51,8 @@ fn pair(
     )
 }
 
-fn hdrs(h: &[(&str, &[u8])]) -> Vec<Header> {
-    h.iter()
-        .map(|(n, v)| Header {
-            name: HeaderName::from(*n),
-            value: Bytes::copy_from_slice(v),
-        })
-        .collect()
+fn hdrs(h: &[(&str, &[u8])]) -> Headers {
+    Headers::from_pairs(h.iter().copied())
 }
 
 fn pair_full(

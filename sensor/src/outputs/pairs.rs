@@ -94,7 +94,7 @@ const SECRET_BEARING_RESPONSE_HEADERS: &[&str] =
     &["set-cookie", "www-authenticate", "authorization"];
 
 fn value_string(h: &Header) -> String {
-    String::from_utf8_lossy(&h.value).into_owned()
+    String::from_utf8_lossy(h.value).into_owned()
 }
 
 fn redact_cookie_like(v: &str) -> String {
@@ -112,11 +112,11 @@ fn request_headers(pair: &HttpPair, detector: &Detector) -> Vec<(String, String)
         .iter()
         .map(|h| {
             let v = if h.name == "referer" || h.name == "origin" {
-                redact_target(&value_string(h))
-            } else if SHOWN_REQUEST_HEADERS.contains(&h.name.as_str())
-                && !detector.is_credential_header(&h.name)
+                redact_target(&value_string(&h))
+            } else if SHOWN_REQUEST_HEADERS.contains(&h.name)
+                && !detector.is_credential_header(h.name)
             {
-                value_string(h)
+                value_string(&h)
             } else {
                 REDACTED.to_string()
             };
@@ -132,16 +132,16 @@ fn response_headers(pair: &HttpPair, findings: &[Finding]) -> Vec<(String, Strin
         .iter()
         .map(|h| {
             let leaked = findings.iter().any(|f| {
-                f.sink.location == SinkLocation::Header && f.sink.name.as_deref() == Some(&h.name)
+                f.sink.location == SinkLocation::Header && f.sink.name.as_deref() == Some(h.name)
             });
             let v = if h.name == "set-cookie" {
-                redact_cookie_like(&value_string(h))
+                redact_cookie_like(&value_string(&h))
             } else if h.name == "location" || h.name == "content-location" || h.name == "refresh" {
-                redact_target(&value_string(h))
-            } else if leaked || SECRET_BEARING_RESPONSE_HEADERS.contains(&h.name.as_str()) {
+                redact_target(&value_string(&h))
+            } else if leaked || SECRET_BEARING_RESPONSE_HEADERS.contains(&h.name) {
                 REDACTED.to_string()
             } else {
-                value_string(h)
+                value_string(&h)
             };
             (h.name.to_string(), v)
         })
@@ -193,15 +193,11 @@ pub fn pair_record<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::types::{Body, ConnInfo, Exchange, Request, Response, Role};
+    use crate::http::types::{Body, ConnInfo, Exchange, Headers, Request, Response, Role};
     use crate::leak::{Fingerprinter, LeakConfig};
-    use bytes::Bytes;
 
-    fn h(name: &str, value: &str) -> Header {
-        Header {
-            name: name.into(),
-            value: Bytes::copy_from_slice(value.as_bytes()),
-        }
+    fn h(name: &str, value: &str) -> (String, String) {
+        (name.to_string(), value.to_string())
     }
 
     #[test]
@@ -213,20 +209,20 @@ mod tests {
                     method: "GET".into(),
                     target: format!("/cb?token={secret}&page=2"),
                     version: "HTTP/1.1",
-                    headers: vec![
+                    headers: Headers::from_pairs([
                         h("host", "api.example"),
                         h("user-agent", "curl/8"),
                         h("x-partner-credential", secret),
                         h("x-api-key", secret),
                         h("authorization", &format!("Bearer {secret}")),
                         h("referer", &format!("https://a.example/?key={secret}")),
-                    ],
+                    ]),
                     body: Body::default(),
                 },
                 response: Response {
                     status: 200,
                     version: "HTTP/1.1",
-                    headers: vec![h("content-type", "application/json")],
+                    headers: Headers::from_pairs([h("content-type", "application/json")]),
                     body: Body::default(),
                 },
                 timing: Default::default(),
