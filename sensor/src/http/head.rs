@@ -132,7 +132,16 @@ pub(crate) fn resync_candidate(p: &[u8], want_request: bool, want_response: bool
 /// Where the head ends: the index in `data` just past the empty line, if it is
 /// there.  `tail` is the head buffered so far (its last bytes may begin the
 /// empty line).  The head's first line is never empty (leading CR/LF are skipped).
+///
+/// The empty line is the first `\n\n` or `\n\r\n`: found with two SIMD
+/// substring searches rather than by stopping at every line's `\n` (which
+/// cost ~7 % of the pipeline, a `memchr` restart per header line).
 pub(crate) fn find_head_end(tail: &[u8], data: &[u8]) -> Option<usize> {
+    static LF_CRLF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n\r\n"));
+    static LF_LF: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\n\n"));
+    // An empty line that begins in `tail`: its `\n` is data[0] or data[1].
     let before = |i: usize, k: usize| -> Option<u8> {
         // byte k positions before data[i], looking into `tail` if needed
         if i >= k {
@@ -142,14 +151,22 @@ pub(crate) fn find_head_end(tail: &[u8], data: &[u8]) -> Option<usize> {
             tail.len().checked_sub(back).map(|j| tail[j])
         }
     };
-    for i in memchr::memchr_iter(b'\n', data) {
+    for i in memchr::memchr_iter(b'\n', &data[..data.len().min(2)]) {
         match before(i, 1) {
             Some(b'\n') => return Some(i + 1),
             Some(b'\r') if before(i, 2) == Some(b'\n') => return Some(i + 1),
             _ => {}
         }
     }
-    None
+    // Wholly in `data`: the earlier of the two forms.
+    let crlf_end = LF_CRLF.find(data).map(|p| p + 3);
+    let lf_end = LF_LF
+        .find(&data[..crlf_end.unwrap_or(data.len())])
+        .map(|p| p + 2);
+    match (lf_end, crlf_end) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Whether a complete start line (ending in `\n`, no headers yet) parses.
@@ -411,6 +428,62 @@ mod tests {
         assert!(start_line_valid(b"HTTP/1.1 200 OK\r\n", false));
         assert!(start_line_valid(b"HTTP/1.1 200\r\n", false));
         assert!(!start_line_valid(b"HTTP/1.1 2000 OK\r\n", false));
+    }
+
+    /// The definition: the first `\n` that ends an empty line.
+    fn head_end_by_definition(tail: &[u8], data: &[u8]) -> Option<usize> {
+        let all: Vec<u8> = tail.iter().chain(data).copied().collect();
+        (tail.len()..all.len()).find_map(|j| {
+            let ends = all[j] == b'\n'
+                && (j >= 1 && all[j - 1] == b'\n'
+                    || j >= 2 && all[j - 1] == b'\r' && all[j - 2] == b'\n');
+            ends.then_some(j + 1 - tail.len())
+        })
+    }
+
+    #[test]
+    fn head_end_is_the_definition_at_every_split() {
+        let samples: [&[u8]; 6] = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody\n\nmore",
+            b"HTTP/1.1 200 OK\nA: b\n\nrest\r\n\r\n",
+            b"GET / HTTP/1.1\r\nA: b\n\r\nx",
+            b"POST / HTTP/1.1\r\nA: b\r\nB: \r\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: \n\n\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno end\r\n\r",
+        ];
+        for s in samples {
+            for cut in 1..s.len() {
+                let (tail, data) = s.split_at(cut);
+                assert_eq!(
+                    find_head_end(tail, data),
+                    head_end_by_definition(tail, data),
+                    "{:?} | {:?}",
+                    String::from_utf8_lossy(tail),
+                    String::from_utf8_lossy(data)
+                );
+            }
+        }
+        // Random bytes over a small alphabet full of CR and LF.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut buf = Vec::new();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            for k in 0..len {
+                buf.push(b"\r\nab"[((x >> (2 * k % 60)) & 3) as usize]);
+            }
+            let cut = ((x >> 40) as usize % (len + 1)).max(1).min(len.max(1));
+            let (tail, data) = buf.split_at(cut.min(buf.len()));
+            // The first line is never empty: tails start with a byte of text.
+            let tail: Vec<u8> = [&b"G"[..], tail].concat();
+            assert_eq!(
+                find_head_end(&tail, data),
+                head_end_by_definition(&tail, data),
+                "{tail:?} | {data:?}"
+            );
+        }
     }
 
     #[test]
