@@ -423,6 +423,84 @@ fn bodies_are_zero_copy_slices_of_the_fed_bytes() {
     assert_eq!(e.response.body.to_vec(), vec![b'b'; 4000]);
 }
 
+/// The capture reader puts events shorter than `SLICE_MIN` into one buffer
+/// per batch (`capture::reader::SHARED_EVENT_MAX`): that is only safe while
+/// nothing the parser keeps points into such an event.  Every way a kept
+/// piece can arrive (request body, response body, chunked data, a head split
+/// over events), each in pieces of `SLICE_MIN - 1` bytes or fewer.
+#[test]
+fn nothing_kept_points_into_an_event_shorter_than_slice_min() {
+    use super::decode::SLICE_MIN;
+    let body = vec![b'q'; 3 * SLICE_MIN];
+    let chunked: Vec<u8> = [
+        format!("{:x}\r\n", body.len()).as_bytes(),
+        &body[..],
+        b"\r\n0\r\n\r\n",
+    ]
+    .concat();
+    let req: Vec<u8> = [
+        format!(
+            "POST /u HTTP/1.1\r\nHost: h\r\nX-Api-Key: k\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+        &body[..],
+    ]
+    .concat();
+    let resp_len: Vec<u8> = [
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes(),
+        &body[..],
+    ]
+    .concat();
+    let resp_chunked: Vec<u8> = [
+        &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+        &chunked[..],
+    ]
+    .concat();
+    for resp in [&resp_len, &resp_chunked] {
+        for piece in [1, 7, 100, SLICE_MIN / 2, SLICE_MIN - 1] {
+            let mut p = ConnectionParser::new(HttpLimits::default());
+            let mut out = ParserOutput::default();
+            let mut fed: Vec<Bytes> = Vec::new();
+            for (dir, stream) in [(Read, &req), (Write, resp)] {
+                for (i, c) in stream.chunks(piece).enumerate() {
+                    let ev = Bytes::copy_from_slice(c);
+                    p.feed(dir, &ev, i as u64 + 1, &mut out);
+                    fed.push(ev);
+                }
+            }
+            assert_eq!(out.exchanges.len(), 1, "piece {piece}");
+            let e = &out.exchanges[0];
+            assert_eq!(e.request.body.to_vec(), body);
+            assert_eq!(e.response.body.to_vec(), body);
+            let kept = e
+                .request
+                .body
+                .chunks
+                .iter()
+                .chain(&e.response.body.chunks)
+                .map(|c| c.as_ptr() as usize)
+                .chain(
+                    [
+                        e.request.header("x-api-key"),
+                        e.response.header("content-length"),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_ptr() as usize),
+                );
+            for at in kept {
+                assert!(
+                    !fed.iter()
+                        .any(|ev| (ev.as_ptr() as usize..ev.as_ptr() as usize + ev.len())
+                            .contains(&at)),
+                    "piece {piece}: a kept piece points into a fed event"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn header_values_raw_and_names_lower_case() {
     let got = run(&[
