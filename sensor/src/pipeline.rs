@@ -275,7 +275,11 @@ impl Pipeline {
                     .gap(ev.direction, ev.lost_before as u64, ev.ts_ns, &mut out);
             }
             if !data.is_empty() {
-                conn.parser.feed(ev.direction, data, ev.ts_ns, &mut out);
+                let detector = &self.detector;
+                conn.parser
+                    .feed_with(ev.direction, data, ev.ts_ns, &mut out, &|req| {
+                        detector.wants_response_body(req)
+                    });
             }
             // Bytes past the per-call cap are announced by the kernel as
             // `lost_before` on the next event of this direction: nothing to do here.

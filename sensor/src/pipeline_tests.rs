@@ -161,7 +161,8 @@ fn buffered_bytes_stay_under_the_budget() {
         max_buffered_bytes: budget,
         ..PipelineConfig::default()
     });
-    // Many connections each stuck in the middle of a large response body.
+    // Many connections each stuck in the middle of a large response body
+    // (to a request with a credential: those bodies are kept).
     let head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n";
     let chunk = vec![b'x'; 16 * 1024];
     for i in 0..40u64 {
@@ -170,7 +171,7 @@ fn buffered_bytes_stay_under_the_budget() {
             conn,
             Direction::Read,
             1,
-            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer tok_9fK2mQ7xLp4Rz8Wv1Nb6\r\n\r\n",
         ));
         h.pipeline.handle_raw(data(conn, Direction::Write, 2, head));
         h.pipeline
@@ -187,6 +188,47 @@ fn buffered_bytes_stay_under_the_budget() {
         .with_label_values(&["memory"])
         .get();
     assert!(evicted > 0, "the budget never forced an eviction");
+}
+
+/// A response to a request without a credential keeps no body (the leak
+/// stage would not look at it): only its length is counted.  One to a request
+/// with a credential keeps it, so a leak at its very end is found.
+#[test]
+fn only_responses_to_requests_with_credentials_keep_their_body() {
+    const KEY: &str = "sk_live_5f2a9c81d7e34b6aa0c3";
+    let mut h = harness(PipelineConfig::default());
+    let filler = vec![b'x'; 100_000];
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+        filler.len() + KEY.len()
+    );
+    let exchange = |h: &mut Harness, conn: ConnId, request: &[u8]| -> usize {
+        h.pipeline
+            .handle_raw(data(conn, Direction::Read, 1, request));
+        h.pipeline
+            .handle_raw(data(conn, Direction::Write, 2, head.as_bytes()));
+        h.pipeline
+            .handle_raw(data(conn, Direction::Write, 3, &filler));
+        let held = h.pipeline.buffered_bytes();
+        h.pipeline
+            .handle_raw(data(conn, Direction::Write, 4, KEY.as_bytes()));
+        held
+    };
+    let plain = exchange(
+        &mut h,
+        ConnId { tgid: 9, ssl: 1 },
+        b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    );
+    assert!(plain < 8 * 1024, "held {plain} for a body nobody needs");
+    let keyed = exchange(
+        &mut h,
+        ConnId { tgid: 9, ssl: 2 },
+        format!("GET / HTTP/1.1\r\nHost: a\r\nX-Api-Key: {KEY}\r\n\r\n").as_bytes(),
+    );
+    assert!(keyed >= filler.len(), "held {keyed}");
+    assert_eq!(h.metrics.hot.pairs_server.get(), 2);
+    assert_eq!(h.findings.lock().unwrap().len(), 1);
+    assert!(h.pipeline.buffered_bytes() < 8 * 1024);
 }
 
 /// A form body of exactly the request body limit yields its last field; one

@@ -37,6 +37,9 @@ impl ParserOutput {
     }
 }
 
+/// Whether the body of a response to this (complete) request is kept.
+pub type BodyWanted<'a> = &'a dyn Fn(&Request) -> bool;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Request,
@@ -217,6 +220,23 @@ impl ConnectionParser {
 
     /// Bytes the process read or wrote on this connection, in order.
     pub fn feed(&mut self, dir: Direction, data: &Bytes, ts_ns: u64, out: &mut ParserOutput) {
+        self.feed_with(dir, data, ts_ns, out, &|_| true);
+    }
+
+    /// [`Self::feed`], keeping a response's body only when `body_wanted` says
+    /// so of the complete request it answers (otherwise only its length is
+    /// counted).  The leak stage needs no body of a response whose request
+    /// carried no credential; copying and freeing those bodies was ~5 % of the
+    /// pipeline on credential-less traffic.  A response to a request not yet
+    /// complete keeps its body.
+    pub fn feed_with(
+        &mut self,
+        dir: Direction,
+        data: &Bytes,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+        body_wanted: BodyWanted<'_>,
+    ) {
         let side = &mut self.sides[idx(dir)];
         if side.state == State::Resync && side.resync_carry.is_empty() {
             // One SSL call usually carries one message or its start: a feed
@@ -227,7 +247,7 @@ impl ConnectionParser {
         while pos < data.len() && !self.ignored && !self.closed {
             match self.sides[idx(dir)].state {
                 State::Resync => self.resync_scan(dir, data, &mut pos, ts_ns),
-                State::Head => self.read_head(dir, data, &mut pos, ts_ns, out),
+                State::Head => self.read_head(dir, data, &mut pos, ts_ns, out, body_wanted),
                 State::Body => self.read_body(dir, data, &mut pos, ts_ns, out),
             }
         }
@@ -433,6 +453,7 @@ impl ConnectionParser {
         pos: &mut usize,
         ts_ns: u64,
         out: &mut ParserOutput,
+        body_wanted: BodyWanted<'_>,
     ) {
         let max_head = self.limits.max_head_bytes;
         let i = idx(dir);
@@ -480,7 +501,7 @@ impl ConnectionParser {
                 };
                 let held = head.capacity() + CHUNK_OVERHEAD;
                 *pos += end;
-                self.on_head(dir, head, held, ts_ns, out);
+                self.on_head(dir, head, held, ts_ns, out, body_wanted);
             }
             None => {
                 let rest = data.len() - *pos;
@@ -541,6 +562,7 @@ impl ConnectionParser {
         held: usize,
         ts_ns: u64,
         out: &mut ParserOutput,
+        body_wanted: BodyWanted<'_>,
     ) {
         let kind = match self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) {
             Some(k) => k,
@@ -604,6 +626,7 @@ impl ConnectionParser {
                 let answers = self.pending.iter().find(|p| p.response.is_none());
                 let method = answers.map(|p| p.request.method.as_str());
                 let answers_id = answers.map(|p| p.id);
+                let keep_body = answers.is_some_and(|p| !p.complete || body_wanted(&p.request));
                 let connect = method == Some("CONNECT");
                 let (response, framing) =
                     match head::parse_response(head, self.limits.max_headers, method) {
@@ -628,15 +651,7 @@ impl ConnectionParser {
                     answers: answers_id,
                     tunnel,
                 };
-                self.start_body(
-                    dir,
-                    framing.decoder,
-                    answers_id.is_none(),
-                    start_ns,
-                    kind,
-                    ts_ns,
-                    out,
-                );
+                self.start_body(dir, framing.decoder, !keep_body, start_ns, kind, ts_ns, out);
             }
         }
     }

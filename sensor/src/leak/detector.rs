@@ -14,7 +14,7 @@ use crate::finding::{
     ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
     RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
 };
-use crate::http::types::HttpPair;
+use crate::http::types::{HttpPair, Request};
 
 /// Longest content-type / host kept in a finding (they are request/response data).
 pub const MAX_SUMMARY_FIELD: usize = 256;
@@ -100,6 +100,12 @@ impl Detector {
 
     pub fn config(&self) -> &LeakConfig {
         &self.config
+    }
+
+    /// Whether a response to `req` needs its body kept: only when `req`
+    /// carried a credential ([`Detector::inspect`] looks at nothing else).
+    pub fn wants_response_body(&self, req: &Request) -> bool {
+        !extract::extract(req, &self.config).is_empty()
     }
 
     pub fn is_credential_header(&self, lower_name: &str) -> bool {
