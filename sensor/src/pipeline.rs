@@ -90,7 +90,7 @@ pub type FindingListener = Box<dyn FnMut(&Finding) + Send>;
 
 struct Connection {
     parser: ConnectionParser,
-    id: String,
+    id: Arc<str>,
     pairs: u64,
     /// Memory it held after the last feed: [`CONNECTION_BYTES`] +
     /// `parser.buffered_bytes()` (for the global budget).
@@ -106,7 +106,7 @@ impl Connection {
     fn placeholder() -> Box<Connection> {
         Box::new(Connection {
             parser: ConnectionParser::new(HttpLimits::default()),
-            id: String::new(),
+            id: Arc::from(""),
             pairs: 0,
             buffered: 0,
             ignored: true,
@@ -144,6 +144,8 @@ pub struct Pipeline {
     /// The placeholder a connection's slot holds while the connection is
     /// worked on (see `data_event`).
     spare: Option<Box<Connection>>,
+    /// The process of the last pairs (a copy of its `processes` entry).
+    last_process: Option<(u32, Arc<ProcessInfo>)>,
 }
 
 impl Pipeline {
@@ -169,6 +171,7 @@ impl Pipeline {
             budget_eviction_logged: false,
             scratch: ParserOutput::default(),
             spare: None,
+            last_process: None,
         }
     }
 
@@ -260,7 +263,7 @@ impl Pipeline {
             self.next_generation += 1;
             Box::new(Connection {
                 parser: ConnectionParser::new(self.cfg.http.clone()),
-                id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation),
+                id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation).into(),
                 pairs: 0,
                 buffered: 0,
                 ignored: false,
@@ -344,6 +347,7 @@ impl Pipeline {
             self.close_connection(id, 0, &comm);
         }
         self.processes.remove(&tgid);
+        self.last_process = None;
     }
 
     fn enforce_memory_budget(&mut self) {
@@ -393,6 +397,7 @@ impl Pipeline {
     }
 
     fn cache_process(&mut self, tgid: u32, info: Arc<ProcessInfo>) {
+        self.last_process = None;
         if self.processes.len() >= MAX_CACHED_PROCESSES {
             self.processes.clear();
         }
@@ -400,7 +405,14 @@ impl Pipeline {
     }
 
     fn process_info(&mut self, tgid: u32, comm: &Comm) -> Arc<ProcessInfo> {
+        // Pairs come in runs from one process: no hash lookup for those.
+        if let Some((t, p)) = &self.last_process {
+            if *t == tgid {
+                return p.clone();
+            }
+        }
         if let Some(p) = self.processes.get(&tgid) {
+            self.last_process = Some((tgid, p.clone()));
             return p.clone();
         }
         let info = Arc::new((self.resolver)(tgid, &comm.to_string_lossy()));

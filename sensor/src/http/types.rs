@@ -341,8 +341,9 @@ pub struct ProcessInfo {
 /// The connection a pair travelled on.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnInfo {
-    /// "tgid:ssl-hex:generation", stable for the connection's life.
-    pub id: String,
+    /// "tgid:ssl-hex:generation", stable for the connection's life (shared
+    /// by every pair of the connection: cloned per pair, never copied).
+    pub id: Arc<str>,
     /// Remote address when known.
     pub peer: Option<String>,
 }

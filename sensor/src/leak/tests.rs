@@ -602,7 +602,7 @@ fn one_finding_per_credential_and_sink_first_offset() {
     assert_eq!(b.severity, Severity::High);
     assert_eq!(b.role, Role::Server);
     assert_eq!(b.process.pid, 4242);
-    assert_eq!(b.connection.id, "4242:7:1");
+    assert_eq!(&*b.connection.id, "4242:7:1");
     assert_eq!(b.response.status, 400);
 }
 

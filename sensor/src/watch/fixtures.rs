@@ -59,7 +59,7 @@ pub fn finding(i: u32, path: &str, sink: &str) -> Finding {
             ..Default::default()
         },
         connection: ConnInfo {
-            id: "4242:7:1".to_string(),
+            id: "4242:7:1".into(),
             peer: None,
         },
     }

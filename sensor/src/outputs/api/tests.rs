@@ -50,7 +50,7 @@ pub(crate) fn sample_finding(n: u64) -> Finding {
             ..Default::default()
         },
         connection: ConnInfo {
-            id: format!("4242:7:{n}"),
+            id: format!("4242:7:{n}").into(),
             peer: None,
         },
     }
@@ -743,7 +743,7 @@ async fn stream_since_replays_the_ring_then_follows() {
                 .map(|_| {
                     let l = c.next_line(Duration::from_secs(2)).expect("a line");
                     match serde_json::from_str::<StreamItem>(&l).unwrap() {
-                        StreamItem::Finding(f) => f.connection.id,
+                        StreamItem::Finding(f) => f.connection.id.to_string(),
                         StreamItem::Stats(_) => panic!("no stats published"),
                     }
                 })
