@@ -49,8 +49,12 @@ pub fn entropy(v: &[u8]) -> f64 {
         return 0.0;
     }
     let mut counts = [0u32; 256];
+    // Which byte values occur: only those are visited below (a key has a
+    // few dozen of the 256).
+    let mut present = [0u64; 4];
     for &b in v {
         counts[b as usize] += 1;
+        present[usize::from(b >> 6)] |= 1 << (b & 63);
     }
     let n = v.len() as f64;
     let term = |c: u32| {
@@ -59,16 +63,28 @@ pub fn entropy(v: &[u8]) -> f64 {
     };
     // Most bytes of a key occur once or twice: each small count's term is
     // computed once (the same arithmetic, so the same bits) instead of once
-    // per byte value; the sum runs in the same order as ever.
+    // per byte value; the sum runs in the same order as ever (ascending
+    // byte values), from the same start.
     let mut memo = [None; 8];
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| match memo.get_mut(c as usize) {
-            Some(slot) => *slot.get_or_insert_with(|| term(c)),
-            None => term(c),
-        })
-        .sum()
+    let mut word = 0;
+    let mut bits = present[0];
+    std::iter::from_fn(|| {
+        while bits == 0 {
+            word += 1;
+            if word == 4 {
+                return None;
+            }
+            bits = present[word];
+        }
+        let b = word * 64 + bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        Some(counts[b])
+    })
+    .map(|c| match memo.get_mut(c as usize) {
+        Some(slot) => *slot.get_or_insert_with(|| term(c)),
+        None => term(c),
+    })
+    .sum()
 }
 
 #[cfg(test)]
