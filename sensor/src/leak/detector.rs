@@ -149,10 +149,14 @@ impl NeedleSet {
 
 /// The first (up to) eight bytes of `b` as one integer.
 fn prefix_key(b: &[u8]) -> u64 {
-    let mut k = [0u8; 8];
-    let n = b.len().min(8);
-    k[..n].copy_from_slice(&b[..n]);
-    u64::from_le_bytes(k)
+    match b.first_chunk::<8>() {
+        Some(head) => u64::from_le_bytes(*head),
+        None => {
+            let mut k = [0u8; 8];
+            k[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(k)
+        }
+    }
 }
 
 /// Scratch buffers larger than this are freed after use rather than kept.

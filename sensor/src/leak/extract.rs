@@ -1,6 +1,8 @@
 //! Credentials a request carried (sources of contract.md), filtered to values
 //! that can be secrets, typed, and deduplicated.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use zeroize::Zeroizing;
@@ -239,7 +241,18 @@ impl Extractor<'_> {
 
 /// The type a header/param/field name implies.
 fn kind_for_name(name: &str) -> CredentialType {
-    let n = name.to_ascii_lowercase();
+    // Lower-cased on the stack when short (every usual name): no allocation.
+    let mut buf = [0u8; 64];
+    let owned;
+    let n: &str = if name.len() <= buf.len() {
+        let b = &mut buf[..name.len()];
+        b.copy_from_slice(name.as_bytes());
+        b.make_ascii_lowercase();
+        std::str::from_utf8(b).expect("ASCII lower-casing keeps UTF-8 valid")
+    } else {
+        owned = name.to_ascii_lowercase();
+        &owned
+    };
     if n.contains("client_secret") || n.contains("client-secret") {
         CredentialType::ClientSecret
     } else if n.contains("refresh") {
@@ -324,9 +337,21 @@ pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
     }
     if let Some(q) = req.target.split_once('?').map(|(_, q)| q) {
         let q = q.split('#').next().unwrap_or("");
-        for (k, v) in urlencoded_pairs(q.as_bytes()) {
-            let k = String::from_utf8_lossy(&k).into_owned();
+        // As `urlencoded_pairs`, but a key is decoded (and its value at all)
+        // only when that can change it or it names a credential.
+        for p in q.as_bytes().split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let (raw_k, raw_v) = match p.iter().position(|&b| b == b'=') {
+                Some(i) => (&p[..i], Some(&p[i + 1..])),
+                None => (p, None),
+            };
+            let k: Cow<[u8]> = if raw_k.iter().any(|&b| b == b'%' || b == b'+') {
+                Cow::Owned(percent_decode(raw_k, true))
+            } else {
+                Cow::Borrowed(raw_k)
+            };
+            let k = String::from_utf8_lossy(&k);
             if cfg.query_params.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
+                let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
                 ex.add(CredentialSource::Query, &k, kind_for_name(&k), &v);
             }
         }
@@ -361,8 +386,15 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
         Some(i) => (&v[..i], trim(&v[i + 1..])),
         None => (&b""[..], v),
     };
-    let scheme_l = String::from_utf8_lossy(scheme).to_ascii_lowercase();
-    match scheme_l.as_str() {
+    // The usual schemes without allocating; any other as before.
+    let scheme_l = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Cow::Borrowed("bearer")
+    } else if scheme.eq_ignore_ascii_case(b"basic") {
+        Cow::Borrowed("basic")
+    } else {
+        Cow::Owned(String::from_utf8_lossy(scheme).to_ascii_lowercase())
+    };
+    match &*scheme_l {
         "bearer" => ex.add(
             CredentialSource::Authorization,
             "bearer",
