@@ -10,8 +10,20 @@ use crate::finding::Encoding;
 pub const MIN_BASE64_NEEDLE: usize = 8;
 
 fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+    UNRESERVED[usize::from(b)]
 }
+
+/// Bytes percent-encoding leaves as they are (RFC 3986 unreserved).
+static UNRESERVED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+        i += 1;
+    }
+    t
+};
 
 /// Makes room for `extra` more bytes in `buf` without leaving its contents
 /// in freed memory: a buffer that must grow is copied into a larger one and
@@ -71,8 +83,19 @@ fn percent_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
     }
 }
 
+/// Bytes some JSON-escaping variant changes: control bytes and ASCII punctuation.
+static JSON_ESCAPABLE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = i <= 0x1f || (i as u8).is_ascii_punctuation();
+        i += 1;
+    }
+    t
+};
+
 fn json_escaped_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
-    let escapable = |b: u8| b <= 0x1f || b.is_ascii_punctuation();
+    let escapable = |b: u8| JSON_ESCAPABLE[usize::from(b)];
     if !v.iter().any(|&b| escapable(b)) {
         return; // `"`, `\\`, `/` are punctuation: every form is the value itself
     }
@@ -86,12 +109,11 @@ fn json_escaped_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
         }
         reserve_zeroizing(out, MAX_EXPANSION * v.len());
         let start = out.len();
-        let mut rest = v;
-        while let Some(i) = rest.iter().position(|&b| escapable(b)) {
-            // Bytes before the next one any variant may escape are kept as is.
-            out.extend_from_slice(&rest[..i]);
-            let b = rest[i];
-            rest = &rest[i + 1..];
+        for &b in v {
+            if !escapable(b) {
+                out.push(b);
+                continue;
+            }
             let u = |s: &mut Vec<u8>, upper: bool| {
                 s.extend_from_slice(b"\\u00");
                 push_hex(s, b, upper);
@@ -101,11 +123,10 @@ fn json_escaped_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
                 b'\\' if variant < 2 => out.extend_from_slice(b"\\\\"),
                 b'/' if variant == 1 => out.extend_from_slice(b"\\/"),
                 0..=0x1f => u(out, variant == 3),
-                _ if variant >= 2 && b.is_ascii_punctuation() => u(out, variant == 3),
+                _ if variant >= 2 => u(out, variant == 3),
                 _ => out.push(b),
             }
         }
-        out.extend_from_slice(rest);
         done(out, start, Encoding::JsonEscaped);
     }
 }

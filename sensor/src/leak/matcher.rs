@@ -151,7 +151,6 @@ impl WindowFilter {
     fn new(keys: &[u64], len: usize, parts: Option<WindowParts>) -> Self {
         debug_assert!((4..=8).contains(&len));
         let stride = len - 3;
-        const WORDS: usize = WINDOW_FILTER_BITS / 64;
         let WindowParts {
             mut filter,
             mut windows,
@@ -169,8 +168,10 @@ impl WindowFilter {
             }
         }
         // Counting sort by filter word.
-        for j in 0..WORDS {
-            word_start[j + 1] += word_start[j];
+        let mut sum = 0;
+        for x in word_start.iter_mut() {
+            sum += *x;
+            *x = sum;
         }
         let mut fill = *word_start;
         windows.0.clear();
@@ -366,9 +367,19 @@ fn anchor_offset(needle: &[u8], len: usize) -> usize {
 
 /// An anchor (at most 8 bytes) as one integer, to compare and deduplicate cheaply.
 fn anchor_key(a: &[u8]) -> u64 {
-    let mut k = [0u8; 8];
-    k[..a.len()].copy_from_slice(a);
-    u64::from_le_bytes(k)
+    let n = a.len();
+    match (a.first_chunk::<4>(), a.last_chunk::<4>()) {
+        // Two (overlapping) four-byte reads: no byte-wise copy through
+        // memory, which the eight-byte read after it would have to wait for.
+        (Some(lo), Some(hi)) if n <= 8 => {
+            u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4))
+        }
+        _ => {
+            let mut k = [0u8; 8];
+            k[..n].copy_from_slice(a);
+            u64::from_le_bytes(k)
+        }
+    }
 }
 
 /// The buffers of a matcher, emptied (and zeroized where they held needle
@@ -450,8 +461,10 @@ impl Anchored {
         for &(a, _) in of_needle.iter() {
             owner_start[a as usize + 1] += 1;
         }
-        for a in 0..anchors {
-            owner_start[a + 1] += owner_start[a];
+        let mut sum = 0;
+        for x in owner_start.iter_mut() {
+            sum += *x;
+            *x = sum;
         }
         let fill = &mut parts.fill;
         fill.clear();
@@ -919,6 +932,16 @@ mod tests {
                     "case {case} len {len}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn anchor_key_is_the_bytes_little_endian() {
+        let b = b"\x01\x82\x03\xf4\x05\x06\x77\x08\x09";
+        for n in 0..=8 {
+            let mut k = [0u8; 8];
+            k[..n].copy_from_slice(&b[..n]);
+            assert_eq!(anchor_key(&b[..n]), u64::from_le_bytes(k), "len {n}");
         }
     }
 
