@@ -63,7 +63,7 @@ pub fn write_forms(
 type Done<'a> = &'a mut dyn FnMut(&mut Vec<u8>, usize, Encoding);
 
 fn percent_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
-    if v.iter().all(|&b| is_unreserved(b)) {
+    if v.iter().fold(true, |all, &b| all & is_unreserved(b)) {
         return; // every form is the value itself
     }
     for (upper, plus) in [(true, false), (false, false), (true, true), (false, true)] {
@@ -84,25 +84,36 @@ fn percent_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
 }
 
 /// Bytes some JSON-escaping variant changes: control bytes and ASCII punctuation.
-static JSON_ESCAPABLE: [bool; 256] = {
-    let mut t = [false; 256];
+/// Bit 0: a byte some JSON-escaping variant changes (control bytes and
+/// ASCII punctuation); bit 1: one the minimal escaping changes (control
+/// bytes, `"`, `\\`, `/`).
+static JSON_ESCAPABLE: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = i <= 0x1f || (i as u8).is_ascii_punctuation();
+        let b = i as u8;
+        if b <= 0x1f || b.is_ascii_punctuation() {
+            t[i] |= 1;
+        }
+        if b <= 0x1f || matches!(b, b'"' | b'\\' | b'/') {
+            t[i] |= 2;
+        }
         i += 1;
     }
     t
 };
 
 fn json_escaped_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
-    let escapable = |b: u8| JSON_ESCAPABLE[usize::from(b)];
-    if !v.iter().any(|&b| escapable(b)) {
+    let escapable = |b: u8| JSON_ESCAPABLE[usize::from(b)] & 1 != 0;
+    // Both questions in one pass without a branch per byte.
+    let kinds = v
+        .iter()
+        .fold(0u8, |k, &b| k | JSON_ESCAPABLE[usize::from(b)]);
+    if kinds & 1 == 0 {
         return; // `"`, `\\`, `/` are punctuation: every form is the value itself
     }
     // Variants 0 and 1 escape only these (and control bytes).
-    let minimal = v
-        .iter()
-        .any(|&b| b <= 0x1f || matches!(b, b'"' | b'\\' | b'/'));
+    let minimal = kinds & 2 != 0;
     for variant in 0..4 {
         if variant < 2 && !minimal {
             continue; // the value itself
@@ -144,7 +155,10 @@ static HTML_SPECIAL: [bool; 256] = {
 };
 
 fn html_entity_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
-    if !v.iter().any(|&b| HTML_SPECIAL[usize::from(b)]) {
+    if !v
+        .iter()
+        .fold(false, |any, &b| any | HTML_SPECIAL[usize::from(b)])
+    {
         return; // nothing any variant escapes: every form is the value itself
     }
     for variant in 0..5 {

@@ -225,32 +225,48 @@ impl WindowFilter {
         }
         // The probe at i sees the anchors starting in (i − stride, i].
         let mut i = at.div_ceil(stride) * stride;
-        while i + 4 <= hay.len() {
+        while let Some(next) = self.next_probe_hit(hay, i) {
+            i = next;
             let w = window_at(hay, i);
             let h = window_hash(w);
-            if self.filter[h / 64] & (1 << (h % 64)) != 0 {
-                let word = &self.windows.0
-                    [self.word_start[h / 64] as usize..self.word_start[h / 64 + 1] as usize];
-                let mut best: Option<(usize, usize)> = None;
-                for &(ew, a, k) in word {
-                    if ew != w {
-                        continue;
-                    }
-                    let Some(p) = i.checked_sub(k as usize) else {
-                        continue;
-                    };
-                    let a = a as usize;
-                    if p >= at
-                        && p + len <= hay.len()
-                        && best.is_none_or(|(b, _)| p < b)
-                        && anchor_key(&hay[p..p + len]) == self.keys[a]
-                    {
-                        best = Some((p, a));
-                    }
+            let word = &self.windows.0
+                [self.word_start[h / 64] as usize..self.word_start[h / 64 + 1] as usize];
+            let mut best: Option<(usize, usize)> = None;
+            for &(ew, a, k) in word {
+                if ew != w {
+                    continue;
                 }
-                if best.is_some() {
-                    return best;
+                let Some(p) = i.checked_sub(k as usize) else {
+                    continue;
+                };
+                let a = a as usize;
+                if p >= at
+                    && p + len <= hay.len()
+                    && best.is_none_or(|(b, _)| p < b)
+                    && anchor_key(&hay[p..p + len]) == self.keys[a]
+                {
+                    best = Some((p, a));
                 }
+            }
+            if best.is_some() {
+                return best;
+            }
+            i += stride;
+        }
+        None
+    }
+
+    /// The first probe position from `i` on (`i`, `i + stride`, …) whose
+    /// window passes the filter.  Not inlined: alone, its loop keeps
+    /// everything in registers.
+    #[inline(never)]
+    fn next_probe_hit(&self, hay: &[u8], mut i: usize) -> Option<usize> {
+        let filter = &*self.filter;
+        let stride = self.stride;
+        while i + 4 <= hay.len() {
+            let h = window_hash(window_at(hay, i));
+            if filter[h / 64] & (1 << (h % 64)) != 0 {
+                return Some(i);
             }
             i += stride;
         }
