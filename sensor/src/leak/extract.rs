@@ -50,15 +50,31 @@ pub fn entropy(v: &[u8]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    let mut counts = [0u32; 256];
-    // Which byte values occur: only those are visited below (a key has a
-    // few dozen of the 256).
+    // Which byte values occur: only those are visited (a key has a few
+    // dozen of the 256).  Counts of a short value fit a byte: a quarter of
+    // the table to clear.
     let mut present = [0u64; 4];
-    for &b in v {
-        counts[b as usize] += 1;
-        present[usize::from(b >> 6)] |= 1 << (b & 63);
+    if v.len() < 256 {
+        let mut counts = [0u8; 256];
+        for &b in v {
+            counts[b as usize] += 1;
+            present[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        entropy_sum(v.len(), &present, |b| u32::from(counts[b]))
+    } else {
+        let mut counts = [0u32; 256];
+        for &b in v {
+            counts[b as usize] += 1;
+            present[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        entropy_sum(v.len(), &present, |b| counts[b])
     }
-    let n = v.len() as f64;
+}
+
+/// Σ −p·log2 p over the byte values in `present` (count `count(b)` of `n`),
+/// in ascending byte order.
+fn entropy_sum(n: usize, present: &[u64; 4], count: impl Fn(usize) -> u32) -> f64 {
+    let n = n as f64;
     let term = |c: u32| {
         let p = c as f64 / n;
         -p * p.log2()
@@ -80,7 +96,7 @@ pub fn entropy(v: &[u8]) -> f64 {
         }
         let b = word * 64 + bits.trailing_zeros() as usize;
         bits &= bits - 1;
-        Some(counts[b])
+        Some(count(b))
     })
     .map(|c| match memo.get_mut(c as usize) {
         Some(slot) => *slot.get_or_insert_with(|| term(c)),

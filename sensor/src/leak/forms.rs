@@ -241,8 +241,8 @@ fn base64_inner_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
 /// The base64 characters of `v` after `align` (0–2) bytes of a larger blob
 /// whose six bits all come from `v` (`v` is at least three bytes long).
 fn push_base64_inner(v: &[u8], align: usize, alphabet: &[u8; 64], out: &mut Vec<u8>) {
-    let quad = |g: [u8; 3]| {
-        let x = u32::from(g[0]) << 16 | u32::from(g[1]) << 8 | u32::from(g[2]);
+    let quad = |a: u8, b: u8, c: u8| {
+        let x = u32::from(a) << 16 | u32::from(b) << 8 | u32::from(c);
         [
             alphabet[(x >> 18) as usize & 63],
             alphabet[(x >> 12) as usize & 63],
@@ -250,27 +250,35 @@ fn push_base64_inner(v: &[u8], align: usize, alphabet: &[u8; 64], out: &mut Vec<
             alphabet[x as usize & 63],
         ]
     };
-    let mut rest = v;
-    if align > 0 {
-        // The first group holds `align` bytes of the blob: its first
-        // `ceil(8 * align / 6)` characters are not all `v`'s.
-        let mut g = [0u8; 3];
-        g[align..].copy_from_slice(&v[..3 - align]);
-        out.extend_from_slice(&quad(g)[(8 * align).div_ceil(6)..]);
-        rest = &v[3 - align..];
-    }
+    // The first group holds `align` bytes of the blob: its first
+    // `ceil(8 * align / 6)` characters are not all `v`'s.
+    let (skip, rest) = match align {
+        0 => (0, v),
+        _ => ((8 * align).div_ceil(6), &v[3 - align..]),
+    };
     let groups = rest.chunks_exact(3);
     let tail = groups.remainder();
-    for g in groups {
-        out.extend_from_slice(&quad([g[0], g[1], g[2]]));
-    }
     // A last byte gives one whole character, two bytes give two.
+    let n = (4 - skip) % 4 + 4 * groups.len() + tail.len();
+    let start = out.len();
+    out.resize(start + n, 0);
+    let dst = &mut out[start..];
+    let (head, dst) = dst.split_at_mut((4 - skip) % 4);
+    if align > 0 {
+        let mut g = [0u8; 3];
+        g[align..].copy_from_slice(&v[..3 - align]);
+        head.copy_from_slice(&quad(g[0], g[1], g[2])[skip..]);
+    }
+    let (body, end) = dst.split_at_mut(4 * groups.len());
+    for (g, d) in groups.zip(body.chunks_exact_mut(4)) {
+        d.copy_from_slice(&quad(g[0], g[1], g[2]));
+    }
     match *tail {
-        [a] => out.push(alphabet[usize::from(a >> 2)]),
+        [a] => end[0] = alphabet[usize::from(a >> 2)],
         [a, b] => {
             let x = usize::from(a) << 8 | usize::from(b);
-            out.push(alphabet[x >> 10]);
-            out.push(alphabet[(x >> 4) & 63]);
+            end[0] = alphabet[x >> 10];
+            end[1] = alphabet[(x >> 4) & 63];
         }
         _ => {}
     }
