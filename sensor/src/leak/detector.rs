@@ -244,7 +244,8 @@ impl Detector {
                 self.scan(pair, &creds, &built.matcher, &built.needles, stream, per)
             }
             Lookup::Once => {
-                // Built in this pipeline's scratch buffers, given back after.
+                // Built in scratch buffers kept between pairs, given back
+                // (emptied, needle bytes zeroized) right after.
                 self.needles(&creds, set);
                 let how = Build::Once {
                     hint: pair.exchange.response.body.len,
@@ -263,6 +264,20 @@ impl Detector {
             .unwrap_or_else(|e| e.into_inner())
             .push(scratch);
         insp
+    }
+
+    /// Every kept scratch is empty (nothing of the last pair left in it).
+    #[cfg(test)]
+    pub(super) fn scratch_is_empty(&self) -> bool {
+        let pool = self.scratch.lock().unwrap();
+        pool.iter().all(|s| {
+            s.set.len() == 0
+                && s.set.bytes.is_empty()
+                && s.set.index.keys.is_empty()
+                && s.parts.is_empty()
+                && s.stream.is_empty()
+                && s.per.is_empty()
+        })
     }
 
     /// A matcher to keep for `creds`.

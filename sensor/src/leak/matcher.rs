@@ -418,6 +418,21 @@ pub struct MatcherParts {
     window: Option<WindowParts>,
 }
 
+impl MatcherParts {
+    /// Holds no needle bytes, anchors or windows (only capacity).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.bytes.is_empty()
+            && self.ids.is_empty()
+            && self.spans.is_empty()
+            && self.groups.is_empty()
+            && self
+                .window
+                .as_ref()
+                .is_none_or(|w| w.keys.is_empty() && w.windows.0.is_empty())
+    }
+}
+
 /// Kept buffers larger than this (bytes) are freed instead.
 const KEEP_PART_BYTES: usize = 64 * 1024;
 
@@ -631,6 +646,11 @@ impl StreamState {
     /// Bytes fed so far.
     pub fn position(&self) -> u64 {
         self.pos
+    }
+
+    /// At the start of a stream, nothing carried.
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0 && self.carry.is_empty()
     }
 
     /// Back to the start of a stream, the carry zeroized (its buffer kept
