@@ -82,27 +82,21 @@ fn entropy_sum(n: usize, present: &[u64; 4], count: impl Fn(usize) -> u32) -> f6
     // Most bytes of a key occur once or twice: each small count's term is
     // computed once (the same arithmetic, so the same bits) instead of once
     // per byte value; the sum runs in the same order as ever (ascending
-    // byte values), from the same start.
+    // byte values), from the start `Sum` for f64 uses.
     let mut memo = [None; 8];
-    let mut word = 0;
-    let mut bits = present[0];
-    std::iter::from_fn(|| {
-        while bits == 0 {
-            word += 1;
-            if word == 4 {
-                return None;
-            }
-            bits = present[word];
+    let mut sum: f64 = std::iter::empty::<f64>().sum();
+    for (word, &bits) in present.iter().enumerate() {
+        let mut m = bits;
+        while m != 0 {
+            let c = count(word * 64 + m.trailing_zeros() as usize);
+            m &= m - 1;
+            sum += match memo.get_mut(c as usize) {
+                Some(slot) => *slot.get_or_insert_with(|| term(c)),
+                None => term(c),
+            };
         }
-        let b = word * 64 + bits.trailing_zeros() as usize;
-        bits &= bits - 1;
-        Some(count(b))
-    })
-    .map(|c| match memo.get_mut(c as usize) {
-        Some(slot) => *slot.get_or_insert_with(|| term(c)),
-        None => term(c),
-    })
-    .sum()
+    }
+    sum
 }
 
 #[cfg(test)]
