@@ -250,7 +250,8 @@ impl Detector {
                 let how = Build::Once {
                     hint: pair.exchange.response.body.len,
                 };
-                let matcher = Matcher::build_in(set.len(), |i| set.needle(i), how, parts);
+                let matcher =
+                    Matcher::build_in(set.len(), |i| set.needle(i), Some(&set.bytes), how, parts);
                 let insp = self.scan(pair, &creds, &matcher, &set.index.meta, stream, per);
                 matcher.recycle(parts);
                 set.clear();
@@ -288,6 +289,7 @@ impl Detector {
             matcher: Matcher::build_in(
                 set.len(),
                 |i| set.needle(i),
+                Some(&set.bytes),
                 how,
                 &mut MatcherParts::default(),
             ),

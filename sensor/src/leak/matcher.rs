@@ -446,10 +446,12 @@ fn kept<T>(mut v: Vec<T>) -> Vec<T> {
 }
 
 impl Anchored {
-    /// Over needles `0..n` (`needle(i)`, none empty, none shorter than `len`).
+    /// Over needles `0..n` (`needle(i)`, none empty, none shorter than `len`);
+    /// `flat`, when given, is all of them one after the other.
     fn new<'a>(
         n: usize,
         needle: impl Fn(usize) -> &'a [u8],
+        flat: Option<&[u8]>,
         len: usize,
         build: Build,
         parts: &mut MatcherParts,
@@ -463,8 +465,14 @@ impl Anchored {
         anchor_at.clear();
         of_needle.clear();
         of_needle.reserve(n);
+        let mut spans = std::mem::take(&mut parts.spans);
+        spans.clear();
+        spans.reserve(n);
+        let mut total = 0;
         for i in 0..n {
             let nd = needle(i);
+            spans.push((total as u32, nd.len() as u32));
+            total += nd.len();
             // A one-use window filter over a few KiB gains little from the
             // rarest window; the last one (the random end of a key, in nearly
             // every form) is taken without scoring every window.
@@ -530,20 +538,15 @@ impl Anchored {
         }
         // The anchors are needle bytes.
         zeroize::Zeroize::zeroize(&mut **keys);
-        let total = (0..n).map(|i| needle(i).len()).sum();
         let mut bytes = std::mem::take(&mut *parts.bytes);
         bytes.clear();
         if bytes.capacity() < total {
             zeroize::Zeroize::zeroize(&mut bytes);
             bytes = Vec::with_capacity(total);
         }
-        let mut spans = std::mem::take(&mut parts.spans);
-        spans.clear();
-        spans.reserve(n);
-        for i in 0..n {
-            let nd = needle(i);
-            spans.push((bytes.len() as u32, nd.len() as u32));
-            bytes.extend_from_slice(nd);
+        match flat {
+            Some(all) if all.len() == total => bytes.extend_from_slice(all),
+            _ => (0..n).for_each(|i| bytes.extend_from_slice(needle(i))),
         }
         Anchored {
             groups,
@@ -686,30 +689,44 @@ impl Matcher {
         Self::build_in(
             needles.len(),
             |i| needles[i].as_ref(),
+            None,
             how,
             &mut MatcherParts::default(),
         )
     }
 
     /// As [`Matcher::build`] over needles `0..n` (`needle(i)`), taking its
-    /// buffers from `parts` (see [`Matcher::recycle`]).
+    /// buffers from `parts` (see [`Matcher::recycle`]).  `flat`, when
+    /// given, is every needle one after the other (saves copying them one
+    /// by one).
     pub fn build_in<'a>(
         n: usize,
         needle: impl Fn(usize) -> &'a [u8],
+        flat: Option<&[u8]>,
         how: Build,
         parts: &mut MatcherParts,
     ) -> Self {
         let mut ids = std::mem::take(&mut parts.ids);
         ids.clear();
-        ids.extend((0..n).filter(|&i| !needle(i).is_empty()));
-        let max_len = (0..n).map(|i| needle(i).len()).max().unwrap_or(0);
-        let min_len = ids.iter().map(|&i| needle(i).len()).min().unwrap_or(0);
+        ids.reserve(n);
+        let (mut max_len, mut min_len) = (0, usize::MAX);
+        for i in 0..n {
+            let len = needle(i).len();
+            if len > 0 {
+                ids.push(i);
+                min_len = min_len.min(len);
+            }
+            max_len = max_len.max(len);
+        }
+        // Empty needles are not part of the engine's: no flat copy then.
+        let flat = flat.filter(|_| ids.len() == n);
         let engine = match ids.len() {
             0 => Engine::None,
             1 => Engine::Single(Box::new(memmem::Finder::new(needle(ids[0])).into_owned())),
             _ if min_len >= MIN_ANCHOR_LEN => Engine::Anchored(Anchored::new(
                 ids.len(),
                 |j| needle(ids[j]),
+                flat,
                 min_len.min(ANCHOR_LEN),
                 how,
                 parts,
@@ -928,9 +945,22 @@ mod tests {
             let mut want = vec![];
             naive_find_in_chunks(&needles, &chunks, |i, o| want.push((i, o)));
             want.sort();
+            let flat: Vec<u8> = needles.concat();
+            let mut parts = MatcherParts::default();
             for b in builds {
                 let m = Matcher::build(&needles, b);
                 assert_eq!(all(&m, &chunks), want, "case {case} {b:?}");
+                // Flat, in reused buffers: the same.
+                let m = Matcher::build_in(
+                    needles.len(),
+                    |i| &needles[i][..],
+                    Some(&flat),
+                    b,
+                    &mut parts,
+                );
+                assert_eq!(all(&m, &chunks), want, "case {case} {b:?} flat");
+                m.recycle(&mut parts);
+                assert!(parts.is_empty());
             }
         }
     }
