@@ -48,6 +48,22 @@ pub enum Use {
     Cached,
 }
 
+/// The answer of [`MatcherCache::lookup`].
+pub enum Lookup<T> {
+    /// The value built before for exactly this set.
+    Hit(Arc<T>),
+    /// First sighting: build for this one use, keep nothing.
+    Once,
+    /// Seen before: build to keep, then [`MatcherCache::insert`].
+    Keep(Ticket),
+}
+
+/// Where a value to keep goes (the set's keyed hash) and when it was asked for.
+pub struct Ticket {
+    key: u64,
+    now: Instant,
+}
+
 /// What a matcher is built from, per credential: the value and what, besides
 /// the value, decides its needles.
 #[derive(PartialEq, Eq)]
@@ -161,35 +177,49 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
         variant: u64,
         build: impl FnOnce(Use) -> T,
     ) -> Arc<T> {
+        match self.lookup(creds, variant) {
+            Lookup::Hit(built) => built,
+            Lookup::Once => Arc::new(build(Use::Once)),
+            Lookup::Keep(ticket) => self.insert(ticket, creds, variant, build(Use::Cached)),
+        }
+    }
+
+    /// What to do for `creds` and `variant`: use the value built for exactly
+    /// this set, build one for this use only (first sighting), or build one
+    /// to keep (second sighting) and hand it to [`MatcherCache::insert`].
+    pub fn lookup(&self, creds: &[Credential], variant: u64) -> Lookup<T> {
         let key = self.key(creds, variant);
         let now = Instant::now();
-        {
-            let mut inner = self.lock();
-            Self::expire(&mut inner, now, self.idle);
-            let Inner { map, seen, stats } = &mut *inner;
-            if let Some(e) = map.get_mut(&key) {
-                if e.matches(creds, variant) {
-                    e.last_used = now;
-                    stats.hits += 1;
-                    return e.built.clone();
-                }
-            }
-            stats.misses += 1;
-            let slot = (key as usize) & (seen.len() - 1);
-            if seen[slot] != key | 1 {
-                seen[slot] = key | 1;
-                stats.first_seen += 1;
-                drop(inner);
-                return Arc::new(build(Use::Once));
+        let mut inner = self.lock();
+        Self::expire(&mut inner, now, self.idle);
+        let Inner { map, seen, stats } = &mut *inner;
+        if let Some(e) = map.get_mut(&key) {
+            if e.matches(creds, variant) {
+                e.last_used = now;
+                stats.hits += 1;
+                return Lookup::Hit(e.built.clone());
             }
         }
-        let built = Arc::new(build(Use::Cached));
+        stats.misses += 1;
+        let slot = (key as usize) & (seen.len() - 1);
+        if seen[slot] != key | 1 {
+            seen[slot] = key | 1;
+            stats.first_seen += 1;
+            return Lookup::Once;
+        }
+        Lookup::Keep(Ticket { key, now })
+    }
+
+    /// Keeps `built`, made for the set a [`Lookup::Keep`] was answered for.
+    pub fn insert(&self, ticket: Ticket, creds: &[Credential], variant: u64, built: T) -> Arc<T> {
+        let built = Arc::new(built);
         let entry = Entry {
             creds: creds.iter().map(CredKey::of).collect(),
             variant,
             built: built.clone(),
-            last_used: now,
+            last_used: ticket.now,
         };
+        let key = ticket.key;
         let mut inner = self.lock();
         if let Some((old_key, _)) = inner.map.push(key, entry) {
             if old_key != key {

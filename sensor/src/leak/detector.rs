@@ -4,12 +4,14 @@
 
 use zeroize::Zeroizing;
 
-use super::cache::{CacheStats, MatcherCache, Use, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
+use std::sync::Mutex;
+
+use super::cache::{CacheStats, Lookup, MatcherCache, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
 use super::config::LeakConfig;
 use super::decode::{decode_stream, parse_content_encoding};
 use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
-use super::matcher::{Build, Matcher, StreamState, LARGE_HAYSTACK};
+use super::matcher::{Build, Matcher, MatcherParts, StreamState, LARGE_HAYSTACK};
 use crate::finding::{
     ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
     RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
@@ -48,19 +50,117 @@ pub struct Detector {
     fingerprinter: Fingerprinter,
     /// Matchers built for recent credential sets (see `cache`).
     matchers: MatcherCache<Built>,
+    /// Buffers for one pair at a time, reused (one per concurrent caller).
+    scratch: Mutex<Vec<Scratch>>,
 }
 
-/// Needle bytes one after another (zeroized on drop); needle i is `spans[i]`.
-struct NeedleBytes {
+/// What inspecting a pair needs besides a matcher, kept between pairs so a
+/// pair whose matcher is built for it alone allocates next to nothing.
+/// Emptied (needle bytes and the stream carry zeroized) after every pair.
+#[derive(Default)]
+struct Scratch {
+    set: NeedleSet,
+    parts: MatcherParts,
+    stream: StreamState,
+    per: Vec<SinkHits>,
+}
+
+/// Needles one after another in one buffer (zeroized when cleared or
+/// dropped, never left behind by growing: `forms::reserve_zeroizing`),
+/// distinct, each with what it means; needle i is `index.spans[i]`.
+#[derive(Default)]
+struct NeedleSet {
     bytes: Zeroizing<Vec<u8>>,
-    spans: Vec<(usize, usize)>,
+    index: NeedleIndex,
 }
 
-impl NeedleBytes {
-    fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.spans.iter().map(|&(s, n)| &self.bytes[s..s + n])
+#[derive(Default)]
+struct NeedleIndex {
+    spans: Vec<(usize, usize)>,
+    /// Each needle's first eight bytes mixed with its length: most
+    /// duplicate checks end here without comparing bytes.  Zeroized with
+    /// the bytes.
+    keys: Vec<u64>,
+    meta: Vec<Needle>,
+}
+
+impl NeedleIndex {
+    /// The bytes from `start` to the end of `bytes` are a needle: kept
+    /// unless empty or already there (the first meaning wins), else cut away.
+    fn commit(&mut self, bytes: &mut Vec<u8>, start: usize, cred: usize, kind: NeedleKind) {
+        let n = bytes.len() - start;
+        let b = &bytes[start..];
+        let key = prefix_key(b) ^ (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let dup = n == 0
+            || self.keys.iter().enumerate().any(|(i, &k)| {
+                k == key && {
+                    let (s, len) = self.spans[i];
+                    bytes[s..s + len] == *b
+                }
+            });
+        if dup {
+            bytes.truncate(start);
+            return;
+        }
+        self.spans.push((start, n));
+        self.keys.push(key);
+        self.meta.push(Needle { cred, kind });
     }
 }
+
+impl Drop for NeedleIndex {
+    fn drop(&mut self) {
+        // The keys are needle bytes too.
+        self.keys.fill(0);
+    }
+}
+
+impl NeedleSet {
+    fn needle(&self, i: usize) -> &[u8] {
+        let (s, n) = self.index.spans[i];
+        &self.bytes[s..s + n]
+    }
+
+    fn len(&self) -> usize {
+        self.index.spans.len()
+    }
+
+    fn push(&mut self, b: &[u8], cred: usize, kind: NeedleKind) {
+        super::forms::reserve_zeroizing(&mut self.bytes, b.len());
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(b);
+        self.index.commit(&mut self.bytes, start, cred, kind);
+    }
+
+    /// Empties the set, zeroizing what it held; keeps the buffers unless
+    /// they grew beyond what a usual request needs.
+    fn clear(&mut self) {
+        zeroize::Zeroize::zeroize(&mut *self.bytes);
+        let ix = &mut self.index;
+        ix.keys.fill(0);
+        ix.keys.clear();
+        ix.spans.clear();
+        ix.meta.clear();
+        if self.bytes.capacity() > KEEP_SCRATCH_BYTES {
+            *self = NeedleSet::default();
+        }
+    }
+}
+
+/// The first (up to) eight bytes of `b` as one integer.
+fn prefix_key(b: &[u8]) -> u64 {
+    match b.first_chunk::<8>() {
+        Some(head) => u64::from_le_bytes(*head),
+        None => {
+            let mut k = [0u8; 8];
+            k[..b.len()].copy_from_slice(b);
+            u64::from_le_bytes(k)
+        }
+    }
+}
+
+/// Scratch buffers larger than this are freed after use rather than kept.
+const KEEP_SCRATCH_BYTES: usize = 64 * 1024;
 
 /// A matcher over every needle of a credential set, and what each needle means.
 struct Built {
@@ -90,6 +190,7 @@ impl Detector {
             config,
             fingerprinter,
             matchers: MatcherCache::new(MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE),
+            scratch: Mutex::new(Vec::new()),
         }
     }
 
@@ -116,34 +217,104 @@ impl Detector {
     }
 
     pub fn inspect(&self, pair: &HttpPair) -> Inspection {
-        let mut insp = Inspection::default();
         let creds = extract::extract(&pair.exchange.request, &self.config);
         if creds.is_empty() {
-            return insp;
+            return Inspection::default();
         }
+        let mut scratch = self
+            .scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default();
         // Small and large responses get differently tuned matchers.
         let large = pair.exchange.response.body.len >= LARGE_HAYSTACK;
-        let built = self
-            .matchers
-            .get_or_build(&creds, u64::from(large), |used| {
-                let (needle_bytes, needles) = self.needles(&creds);
-                let how = match used {
-                    // Size classes, not the size: the matcher serves later pairs too.
-                    Use::Cached => Build::Reused {
-                        hint: if large { LARGE_HAYSTACK } else { 0 },
-                    },
-                    Use::Once => Build::Once {
-                        hint: pair.exchange.response.body.len,
-                    },
+        let variant = u64::from(large);
+        let Scratch {
+            set,
+            parts,
+            stream,
+            per,
+        } = &mut scratch;
+        let insp = match self.matchers.lookup(&creds, variant) {
+            Lookup::Hit(built) => {
+                self.scan(pair, &creds, &built.matcher, &built.needles, stream, per)
+            }
+            Lookup::Keep(ticket) => {
+                // Size classes, not the size: the matcher serves later pairs too.
+                let how = Build::Reused {
+                    hint: if large { LARGE_HAYSTACK } else { 0 },
                 };
-                let slices: Vec<&[u8]> = needle_bytes.iter().collect();
-                Built {
-                    matcher: Matcher::build(&slices, how),
-                    needles,
-                }
-            });
-        let (matcher, needles) = (&built.matcher, &built.needles[..]);
+                let built = self.build(&creds, how);
+                let built = self.matchers.insert(ticket, &creds, variant, built);
+                self.scan(pair, &creds, &built.matcher, &built.needles, stream, per)
+            }
+            Lookup::Once => {
+                // Built in scratch buffers kept between pairs, given back
+                // (emptied, needle bytes zeroized) right after.
+                self.needles(&creds, set);
+                let how = Build::Once {
+                    hint: pair.exchange.response.body.len,
+                };
+                let matcher =
+                    Matcher::build_in(set.len(), |i| set.needle(i), Some(&set.bytes), how, parts);
+                let insp = self.scan(pair, &creds, &matcher, &set.index.meta, stream, per);
+                matcher.recycle(parts);
+                set.clear();
+                insp
+            }
+        };
+        stream.reset();
+        per.clear();
+        self.scratch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(scratch);
+        insp
+    }
 
+    /// Every kept scratch is empty (nothing of the last pair left in it).
+    #[cfg(test)]
+    pub(super) fn scratch_is_empty(&self) -> bool {
+        let pool = self.scratch.lock().unwrap();
+        pool.iter().all(|s| {
+            s.set.len() == 0
+                && s.set.bytes.is_empty()
+                && s.set.index.keys.is_empty()
+                && s.parts.is_empty()
+                && s.stream.is_empty()
+                && s.per.is_empty()
+        })
+    }
+
+    /// A matcher to keep for `creds`.
+    fn build(&self, creds: &[Credential], how: Build) -> Built {
+        let mut set = NeedleSet::default();
+        self.needles(creds, &mut set);
+        Built {
+            matcher: Matcher::build_in(
+                set.len(),
+                |i| set.needle(i),
+                Some(&set.bytes),
+                how,
+                &mut MatcherParts::default(),
+            ),
+            needles: std::mem::take(&mut set.index.meta),
+        }
+    }
+
+    /// The findings of `pair`, whose request carried `creds`, searched with
+    /// `matcher` (whose needle i means `needles[i]`).
+    fn scan(
+        &self,
+        pair: &HttpPair,
+        creds: &[Credential],
+        matcher: &Matcher,
+        needles: &[Needle],
+        st: &mut StreamState,
+        per: &mut Vec<SinkHits>,
+    ) -> Inspection {
+        let mut insp = Inspection::default();
         let resp = &pair.exchange.response;
         // Sinks with a match, what matched in each, and where each sink first
         // appears (headers by their first header of that name, then the body):
@@ -174,19 +345,21 @@ impl Detector {
             }
         };
 
-        let mut per = vec![SinkHits::default(); creds.len()];
+        per.clear();
+        per.resize(creds.len(), SinkHits::default());
+        let per = &mut per[..];
         for h in &resp.headers {
             per.fill(SinkHits::default());
-            scan(matcher, needles, &[h.value], &mut per, false);
+            scan_one(matcher, needles, h.value, per, false);
             if h.name == "location" {
                 // Credentials percent-encoded in any style: search the decoded URL too.
                 let dec = Zeroizing::new(url_decode(h.value, false));
                 if dec[..] != h.value[..] {
-                    scan(matcher, needles, &[&dec[..]], &mut per, true);
+                    scan_one(matcher, needles, &dec, per, true);
                 }
             }
             if h.name == "set-cookie" {
-                same_cookie_refresh(&creds, h.value, &mut per);
+                same_cookie_refresh(creds, h.value, per);
             }
             if per.iter().any(|p| !p.is_empty()) {
                 let first = resp
@@ -198,7 +371,7 @@ impl Detector {
                     &mut sinks,
                     first,
                     (SinkLocation::Header, Some(h.name.to_string())),
-                    &per,
+                    per,
                 );
             }
         }
@@ -211,16 +384,12 @@ impl Detector {
             }
         };
         per.fill(SinkHits::default());
-        let mut st = StreamState::new();
+        st.reset();
         let outcome = decode_stream(
             ce,
             &resp.body.chunks,
             self.config.max_decompressed_bytes,
-            &mut |block| {
-                matcher.feed(&mut st, block, &mut |i, off| {
-                    hit(&needles[i], off, &mut per, false)
-                })
-            },
+            &mut |block| matcher.feed(st, block, &mut |i, off| hit(&needles[i], off, per, false)),
         );
         if outcome.cap_hit {
             insp.decompress_cap_hit = Some(ce);
@@ -236,7 +405,7 @@ impl Detector {
             &mut sinks,
             resp.headers.len(),
             (SinkLocation::Body, None),
-            &per,
+            per,
         );
         sinks.sort_by_key(|(first, _, _)| *first);
 
@@ -273,43 +442,40 @@ impl Detector {
         insp
     }
 
-    /// Needle bytes (zeroized on drop) and what each one means.  Identical
-    /// byte strings are kept once, the first (most specific) meaning winning:
-    /// full forms of every credential, then partial runs, then masked echoes.
-    fn needles(&self, creds: &[Credential]) -> (NeedleBytes, Vec<Needle>) {
+    /// Every needle of `creds` into `set` (empty), with what each one means.
+    /// Identical byte strings are kept once, the first (most specific)
+    /// meaning winning: full forms of every credential, then partial runs,
+    /// then masked echoes.
+    fn needles(&self, creds: &[Credential], set: &mut NeedleSet) {
+        debug_assert_eq!(set.len(), 0);
         // About 20 needles per credential (forms, runs, masks): sized up front.
         let total: usize = creds.iter().map(|c| c.value.len()).sum();
-        let mut set = NeedleBytes {
-            bytes: Zeroizing::new(Vec::with_capacity(16 * total + 128 * creds.len())),
-            spans: Vec::with_capacity(24 * creds.len()),
-        };
-        let mut meta: Vec<Needle> = Vec::with_capacity(24 * creds.len());
-        let mut push = |set: &mut NeedleBytes, b: &[u8], cred: usize, kind: NeedleKind| {
-            if b.is_empty() || set.iter().any(|x| x == b) {
-                return;
-            }
-            set.spans.push((set.bytes.len(), b.len()));
-            set.bytes.extend_from_slice(b);
-            meta.push(Needle { cred, kind });
-        };
+        super::forms::reserve_zeroizing(&mut set.bytes, 16 * total + 128 * creds.len());
+        set.index.spans.reserve(24 * creds.len());
+        set.index.keys.reserve(24 * creds.len());
+        set.index.meta.reserve(24 * creds.len());
         for (ci, c) in creds.iter().enumerate() {
-            for (enc, f) in super::forms::all_forms(&c.value) {
-                let f = Zeroizing::new(f);
-                push(&mut set, &f, ci, NeedleKind::Full(enc));
-            }
+            set.push(&c.value, ci, NeedleKind::Full(Encoding::Plain));
+            let NeedleSet { bytes, index } = set;
+            super::forms::write_forms(&c.value, bytes, |bytes, start, enc| {
+                index.commit(bytes, start, ci, NeedleKind::Full(enc))
+            });
         }
         for (ci, c) in creds.iter().enumerate() {
             partial_runs(c, &self.config, |run| {
-                push(&mut set, run, ci, NeedleKind::Partial)
+                set.push(run, ci, NeedleKind::Partial)
             });
         }
-        let mut scratch = Zeroizing::new(Vec::with_capacity(16));
         for (ci, c) in creds.iter().enumerate() {
-            masked_forms(c, &mut scratch, |m| {
-                push(&mut set, m, ci, NeedleKind::Masked)
+            masked_forms(c, |a, b| {
+                super::forms::reserve_zeroizing(&mut set.bytes, a.len() + b.len());
+                let start = set.bytes.len();
+                set.bytes.extend_from_slice(a);
+                set.bytes.extend_from_slice(b);
+                set.index
+                    .commit(&mut set.bytes, start, ci, NeedleKind::Masked);
             });
         }
-        (set, meta)
     }
 
     fn finding(&self, pair: &HttpPair, c: &Credential, exposure: Exposure, sink: Sink) -> Finding {
@@ -384,10 +550,8 @@ fn hit(n: &Needle, off: u64, per: &mut [SinkHits], decoded_view: bool) {
     }
 }
 
-fn scan(m: &Matcher, needles: &[Needle], chunks: &[&[u8]], per: &mut [SinkHits], decoded: bool) {
-    m.find_in_chunks(chunks.iter().copied(), |i, off| {
-        hit(&needles[i], off, per, decoded)
-    });
+fn scan_one(m: &Matcher, needles: &[Needle], hay: &[u8], per: &mut [SinkHits], decoded: bool) {
+    m.find_in(hay, |i, off| hit(&needles[i], off, per, decoded));
 }
 
 /// `Set-Cookie` re-setting the same cookie with the same value is a refresh,
@@ -445,8 +609,8 @@ fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
 }
 
 /// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`,
-/// each written into `scratch` and handed to `out`.
-fn masked_forms(c: &Credential, scratch: &mut Vec<u8>, mut out: impl FnMut(&[u8])) {
+/// each handed to `out` as its two halves.
+fn masked_forms(c: &Credential, mut out: impl FnMut(&[u8], &[u8])) {
     let v = &c.value[..];
     if v.len() < 12 {
         return; // first/last 4 of a short value say too much to call it masked
@@ -461,10 +625,7 @@ fn masked_forms(c: &Credential, scratch: &mut Vec<u8>, mut out: impl FnMut(&[u8]
         b"...",
     ] {
         for (a, b) in [(mask, last4), (first4, mask)] {
-            scratch.clear();
-            scratch.extend_from_slice(a);
-            scratch.extend_from_slice(b);
-            out(scratch);
+            out(a, b);
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Credentials a request carried (sources of contract.md), filtered to values
 //! that can be secrets, typed, and deduplicated.
 
+use std::borrow::Cow;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use zeroize::Zeroizing;
@@ -48,27 +50,53 @@ pub fn entropy(v: &[u8]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    let mut counts = [0u32; 256];
-    for &b in v {
-        counts[b as usize] += 1;
+    // Which byte values occur: only those are visited (a key has a few
+    // dozen of the 256).  Counts of a short value fit a byte: a quarter of
+    // the table to clear.
+    let mut present = [0u64; 4];
+    if v.len() < 256 {
+        let mut counts = [0u8; 256];
+        for &b in v {
+            counts[b as usize] += 1;
+            present[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        entropy_sum(v.len(), &present, |b| u32::from(counts[b]))
+    } else {
+        let mut counts = [0u32; 256];
+        for &b in v {
+            counts[b as usize] += 1;
+            present[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        entropy_sum(v.len(), &present, |b| counts[b])
     }
-    let n = v.len() as f64;
+}
+
+/// Σ −p·log2 p over the byte values in `present` (count `count(b)` of `n`),
+/// in ascending byte order.
+fn entropy_sum(n: usize, present: &[u64; 4], count: impl Fn(usize) -> u32) -> f64 {
+    let n = n as f64;
     let term = |c: u32| {
         let p = c as f64 / n;
         -p * p.log2()
     };
     // Most bytes of a key occur once or twice: each small count's term is
     // computed once (the same arithmetic, so the same bits) instead of once
-    // per byte value; the sum runs in the same order as ever.
+    // per byte value; the sum runs in the same order as ever (ascending
+    // byte values), from the start `Sum` for f64 uses.
     let mut memo = [None; 8];
-    counts
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| match memo.get_mut(c as usize) {
-            Some(slot) => *slot.get_or_insert_with(|| term(c)),
-            None => term(c),
-        })
-        .sum()
+    let mut sum: f64 = std::iter::empty::<f64>().sum();
+    for (word, &bits) in present.iter().enumerate() {
+        let mut m = bits;
+        while m != 0 {
+            let c = count(word * 64 + m.trailing_zeros() as usize);
+            m &= m - 1;
+            sum += match memo.get_mut(c as usize) {
+                Some(slot) => *slot.get_or_insert_with(|| term(c)),
+                None => term(c),
+            };
+        }
+    }
+    sum
 }
 
 #[cfg(test)]
@@ -223,7 +251,18 @@ impl Extractor<'_> {
 
 /// The type a header/param/field name implies.
 fn kind_for_name(name: &str) -> CredentialType {
-    let n = name.to_ascii_lowercase();
+    // Lower-cased on the stack when short (every usual name): no allocation.
+    let mut buf = [0u8; 64];
+    let owned;
+    let n: &str = if name.len() <= buf.len() {
+        let b = &mut buf[..name.len()];
+        b.copy_from_slice(name.as_bytes());
+        b.make_ascii_lowercase();
+        std::str::from_utf8(b).expect("ASCII lower-casing keeps UTF-8 valid")
+    } else {
+        owned = name.to_ascii_lowercase();
+        &owned
+    };
     if n.contains("client_secret") || n.contains("client-secret") {
         CredentialType::ClientSecret
     } else if n.contains("refresh") {
@@ -308,9 +347,21 @@ pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
     }
     if let Some(q) = req.target.split_once('?').map(|(_, q)| q) {
         let q = q.split('#').next().unwrap_or("");
-        for (k, v) in urlencoded_pairs(q.as_bytes()) {
-            let k = String::from_utf8_lossy(&k).into_owned();
+        // As `urlencoded_pairs`, but a key is decoded (and its value at all)
+        // only when that can change it or it names a credential.
+        for p in q.as_bytes().split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+            let (raw_k, raw_v) = match p.iter().position(|&b| b == b'=') {
+                Some(i) => (&p[..i], Some(&p[i + 1..])),
+                None => (p, None),
+            };
+            let k: Cow<[u8]> = if raw_k.iter().any(|&b| b == b'%' || b == b'+') {
+                Cow::Owned(percent_decode(raw_k, true))
+            } else {
+                Cow::Borrowed(raw_k)
+            };
+            let k = String::from_utf8_lossy(&k);
             if cfg.query_params.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
+                let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
                 ex.add(CredentialSource::Query, &k, kind_for_name(&k), &v);
             }
         }
@@ -345,8 +396,15 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
         Some(i) => (&v[..i], trim(&v[i + 1..])),
         None => (&b""[..], v),
     };
-    let scheme_l = String::from_utf8_lossy(scheme).to_ascii_lowercase();
-    match scheme_l.as_str() {
+    // The usual schemes without allocating; any other as before.
+    let scheme_l = if scheme.eq_ignore_ascii_case(b"bearer") {
+        Cow::Borrowed("bearer")
+    } else if scheme.eq_ignore_ascii_case(b"basic") {
+        Cow::Borrowed("basic")
+    } else {
+        Cow::Owned(String::from_utf8_lossy(scheme).to_ascii_lowercase())
+    };
+    match &*scheme_l {
         "bearer" => ex.add(
             CredentialSource::Authorization,
             "bearer",

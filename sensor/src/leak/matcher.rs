@@ -16,6 +16,7 @@ use aho_corasick::{
 };
 
 use memchr::memmem;
+use zeroize::Zeroizing;
 
 /// Anchors are this long (or the shortest needle, if shorter).
 pub const ANCHOR_LEN: usize = 8;
@@ -102,18 +103,19 @@ struct WindowFilter {
     /// (window bytes little-endian, anchor, offset of the window in it),
     /// grouped by the filter word their hash falls in: word j's windows are
     /// `windows[word_start[j]..word_start[j + 1]]`.
-    windows: Vec<(u32, u32, u32)>,
+    windows: Windows,
     word_start: Box<[u32; WINDOW_FILTER_BITS / 64 + 1]>,
-    /// All anchors' bytes, anchor a at `a * len`.
-    bytes: Vec<u8>,
+    /// Every anchor's bytes as one integer (`anchor_key`).
+    keys: Zeroizing<Vec<u64>>,
 }
 
-impl Drop for WindowFilter {
+/// A window filter's table; the windows (anchor bytes) zeroized when dropped.
+#[derive(Default)]
+struct Windows(Vec<(u32, u32, u32)>);
+
+impl Drop for Windows {
     fn drop(&mut self) {
-        zeroize::Zeroize::zeroize(&mut self.bytes);
-        for w in &mut self.windows {
-            w.0 = 0;
-        }
+        self.0.fill((0, 0, 0));
     }
 }
 
@@ -125,44 +127,92 @@ fn window_at(hay: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(hay[i..i + 4].try_into().expect("four bytes"))
 }
 
+/// A window filter's buffers, kept for the next one (emptied and zeroized).
+struct WindowParts {
+    filter: Box<[u64; WINDOW_FILTER_BITS / 64]>,
+    windows: Windows,
+    word_start: Box<[u32; WINDOW_FILTER_BITS / 64 + 1]>,
+    keys: Zeroizing<Vec<u64>>,
+}
+
+impl WindowParts {
+    fn new() -> Self {
+        WindowParts {
+            filter: Box::new([0; WINDOW_FILTER_BITS / 64]),
+            windows: Windows::default(),
+            word_start: Box::new([0; WINDOW_FILTER_BITS / 64 + 1]),
+            keys: Zeroizing::new(Vec::new()),
+        }
+    }
+}
+
 impl WindowFilter {
-    fn new(anchors: &[&[u8]]) -> Self {
-        let len = anchors.first().map_or(MIN_ANCHOR_LEN, |a| a.len());
-        debug_assert!(anchors.iter().all(|a| a.len() == len && len >= 4));
+    /// Over the anchors `keys` (each `len` bytes as an integer, 4 ≤ len ≤ 8).
+    fn new(keys: &[u64], len: usize, parts: Option<WindowParts>) -> Self {
+        debug_assert!((4..=8).contains(&len));
         let stride = len - 3;
-        const WORDS: usize = WINDOW_FILTER_BITS / 64;
-        let mut filter = Box::new([0u64; WORDS]);
-        let mut word_start = Box::new([0u32; WORDS + 1]);
-        let mut unsorted = Vec::with_capacity(anchors.len() * stride);
-        let mut bytes = Vec::with_capacity(anchors.len() * len);
-        for (a, anchor) in anchors.iter().enumerate() {
+        let WindowParts {
+            mut filter,
+            mut windows,
+            mut word_start,
+            keys: mut own_keys,
+        } = parts.unwrap_or_else(WindowParts::new);
+        filter.fill(0);
+        word_start.fill(0);
+        let window = |key: u64, k: usize| (key >> (8 * k)) as u32;
+        for &key in keys {
             for k in 0..stride {
-                let w = window_at(anchor, k);
-                let h = window_hash(w);
+                let h = window_hash(window(key, k));
                 filter[h / 64] |= 1 << (h % 64);
                 word_start[h / 64 + 1] += 1;
-                unsorted.push((w, a as u32, k as u32));
             }
-            bytes.extend_from_slice(anchor);
         }
         // Counting sort by filter word.
-        for j in 0..WORDS {
-            word_start[j + 1] += word_start[j];
+        let mut sum = 0;
+        for x in word_start.iter_mut() {
+            sum += *x;
+            *x = sum;
         }
         let mut fill = *word_start;
-        let mut windows = vec![(0u32, 0u32, 0u32); unsorted.len()];
-        for e in unsorted {
-            let j = window_hash(e.0) / 64;
-            windows[fill[j] as usize] = e;
-            fill[j] += 1;
+        windows.0.clear();
+        windows.0.resize(keys.len() * stride, (0, 0, 0));
+        for (a, &key) in keys.iter().enumerate() {
+            for k in 0..stride {
+                let w = window(key, k);
+                let j = window_hash(w) / 64;
+                windows.0[fill[j] as usize] = (w, a as u32, k as u32);
+                fill[j] += 1;
+            }
         }
+        own_keys.clear();
+        own_keys.extend_from_slice(keys);
         WindowFilter {
             len,
             stride,
             filter,
             windows,
             word_start,
-            bytes,
+            keys: own_keys,
+        }
+    }
+
+    /// Its buffers, zeroized, for the next filter.
+    fn into_parts(self) -> WindowParts {
+        let WindowFilter {
+            filter,
+            mut windows,
+            word_start,
+            mut keys,
+            ..
+        } = self;
+        zeroize::Zeroize::zeroize(&mut *keys);
+        windows.0.fill((0, 0, 0));
+        windows.0.clear();
+        WindowParts {
+            filter,
+            windows,
+            word_start,
+            keys,
         }
     }
 
@@ -175,32 +225,48 @@ impl WindowFilter {
         }
         // The probe at i sees the anchors starting in (i − stride, i].
         let mut i = at.div_ceil(stride) * stride;
-        while i + 4 <= hay.len() {
+        while let Some(next) = self.next_probe_hit(hay, i) {
+            i = next;
             let w = window_at(hay, i);
             let h = window_hash(w);
-            if self.filter[h / 64] & (1 << (h % 64)) != 0 {
-                let word = &self.windows
-                    [self.word_start[h / 64] as usize..self.word_start[h / 64 + 1] as usize];
-                let mut best: Option<(usize, usize)> = None;
-                for &(ew, a, k) in word {
-                    if ew != w {
-                        continue;
-                    }
-                    let Some(p) = i.checked_sub(k as usize) else {
-                        continue;
-                    };
-                    let a = a as usize;
-                    if p >= at
-                        && p + len <= hay.len()
-                        && best.is_none_or(|(b, _)| p < b)
-                        && hay[p..p + len] == self.bytes[a * len..(a + 1) * len]
-                    {
-                        best = Some((p, a));
-                    }
+            let word = &self.windows.0
+                [self.word_start[h / 64] as usize..self.word_start[h / 64 + 1] as usize];
+            let mut best: Option<(usize, usize)> = None;
+            for &(ew, a, k) in word {
+                if ew != w {
+                    continue;
                 }
-                if best.is_some() {
-                    return best;
+                let Some(p) = i.checked_sub(k as usize) else {
+                    continue;
+                };
+                let a = a as usize;
+                if p >= at
+                    && p + len <= hay.len()
+                    && best.is_none_or(|(b, _)| p < b)
+                    && anchor_key(&hay[p..p + len]) == self.keys[a]
+                {
+                    best = Some((p, a));
                 }
+            }
+            if best.is_some() {
+                return best;
+            }
+            i += stride;
+        }
+        None
+    }
+
+    /// The first probe position from `i` on (`i`, `i + stride`, …) whose
+    /// window passes the filter.  Not inlined: alone, its loop keeps
+    /// everything in registers.
+    #[inline(never)]
+    fn next_probe_hit(&self, hay: &[u8], mut i: usize) -> Option<usize> {
+        let filter = &*self.filter;
+        let stride = self.stride;
+        while i + 4 <= hay.len() {
+            let h = window_hash(window_at(hay, i));
+            if filter[h / 64] & (1 << (h % 64)) != 0 {
+                return Some(i);
             }
             i += stride;
         }
@@ -213,9 +279,7 @@ impl AnchorSearcher {
     /// whose own prefilter choice (rare bytes, Teddy) scans large bodies
     /// faster than bare Teddy (measured: 1.7× on 1 MiB bodies in replay).
     fn new(anchors: &[&[u8]], build: Build) -> Self {
-        if build.window_filter() {
-            return AnchorSearcher::Windows(WindowFilter::new(anchors));
-        }
+        debug_assert!(!build.window_filter());
         let large = build.large();
         let teddy = packed::Config::new()
             .match_kind(packed::MatchKind::LeftmostFirst)
@@ -319,63 +383,170 @@ fn anchor_offset(needle: &[u8], len: usize) -> usize {
 
 /// An anchor (at most 8 bytes) as one integer, to compare and deduplicate cheaply.
 fn anchor_key(a: &[u8]) -> u64 {
-    let mut k = [0u8; 8];
-    k[..a.len()].copy_from_slice(a);
-    u64::from_le_bytes(k)
+    let n = a.len();
+    match (a.first_chunk::<4>(), a.last_chunk::<4>()) {
+        // Two (overlapping) four-byte reads: no byte-wise copy through
+        // memory, which the eight-byte read after it would have to wait for.
+        (Some(lo), Some(hi)) if n <= 8 => {
+            u64::from(u32::from_le_bytes(*lo)) | u64::from(u32::from_le_bytes(*hi)) << (8 * (n - 4))
+        }
+        _ => {
+            let mut k = [0u8; 8];
+            k[..n].copy_from_slice(a);
+            u64::from_le_bytes(k)
+        }
+    }
+}
+
+/// The buffers of a matcher, emptied (and zeroized where they held needle
+/// bytes) for the next one: a matcher built for one use gives them back
+/// ([`Matcher::recycle`]) so the next one-use matcher allocates nothing.
+#[derive(Default)]
+pub struct MatcherParts {
+    ids: Vec<usize>,
+    /// Build temporaries: distinct anchors as integers, where each first
+    /// occurs (needle, offset), each needle's (anchor, offset).
+    keys: Zeroizing<Vec<u64>>,
+    anchor_at: Vec<(u32, u32)>,
+    of_needle: Vec<(u32, u32)>,
+    fill: Vec<u32>,
+    owner_start: Vec<u32>,
+    owners: Vec<(u32, u32)>,
+    bytes: Zeroizing<Vec<u8>>,
+    spans: Vec<(u32, u32)>,
+    groups: Vec<AnchorSearcher>,
+    window: Option<WindowParts>,
+}
+
+impl MatcherParts {
+    /// Holds no needle bytes, anchors or windows (only capacity).
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.bytes.is_empty()
+            && self.ids.is_empty()
+            && self.spans.is_empty()
+            && self.groups.is_empty()
+            && self
+                .window
+                .as_ref()
+                .is_none_or(|w| w.keys.is_empty() && w.windows.0.is_empty())
+    }
+}
+
+/// Kept buffers larger than this (bytes) are freed instead.
+const KEEP_PART_BYTES: usize = 64 * 1024;
+
+fn kept<T>(mut v: Vec<T>) -> Vec<T> {
+    v.clear();
+    if v.capacity() * std::mem::size_of::<T>() > KEEP_PART_BYTES {
+        Vec::new()
+    } else {
+        v
+    }
 }
 
 impl Anchored {
-    fn new(needles: Vec<&[u8]>, len: usize, build: Build) -> Self {
+    /// Over needles `0..n` (`needle(i)`, none empty, none shorter than `len`);
+    /// `flat`, when given, is all of them one after the other.
+    fn new<'a>(
+        n: usize,
+        needle: impl Fn(usize) -> &'a [u8],
+        flat: Option<&[u8]>,
+        len: usize,
+        build: Build,
+        parts: &mut MatcherParts,
+    ) -> Self {
         debug_assert!(len <= 8);
         // Distinct anchors, and each needle's (anchor, offset).
-        let mut keys: Vec<u64> = Vec::new();
-        let mut anchors: Vec<&[u8]> = Vec::new();
-        let mut of_needle: Vec<(u32, u32)> = Vec::with_capacity(needles.len());
-        for n in &needles {
+        let keys = &mut parts.keys;
+        let anchor_at = &mut parts.anchor_at;
+        let of_needle = &mut parts.of_needle;
+        keys.clear();
+        anchor_at.clear();
+        of_needle.clear();
+        of_needle.reserve(n);
+        let mut spans = std::mem::take(&mut parts.spans);
+        spans.clear();
+        spans.reserve(n);
+        let mut total = 0;
+        for i in 0..n {
+            let nd = needle(i);
+            spans.push((total as u32, nd.len() as u32));
+            total += nd.len();
             // A one-use window filter over a few KiB gains little from the
             // rarest window; the last one (the random end of a key, in nearly
             // every form) is taken without scoring every window.
             let off = if build.window_filter() {
-                n.len() - len
+                nd.len() - len
             } else {
-                anchor_offset(n, len)
+                anchor_offset(nd, len)
             };
-            let a = &n[off..off + len];
-            let k = anchor_key(a);
+            let k = anchor_key(&nd[off..off + len]);
             let id = match keys.iter().position(|&x| x == k) {
                 Some(id) => id,
                 None => {
                     keys.push(k);
-                    anchors.push(a);
-                    anchors.len() - 1
+                    anchor_at.push((i as u32, off as u32));
+                    keys.len() - 1
                 }
             };
             of_needle.push((id as u32, off as u32));
         }
+        let anchors = keys.len();
         // Owners grouped by anchor (counting sort, needle order kept).
-        let mut owner_start = vec![0u32; anchors.len() + 1];
-        for &(a, _) in &of_needle {
+        let mut owner_start = std::mem::take(&mut parts.owner_start);
+        owner_start.clear();
+        owner_start.resize(anchors + 1, 0);
+        for &(a, _) in of_needle.iter() {
             owner_start[a as usize + 1] += 1;
         }
-        for a in 0..anchors.len() {
-            owner_start[a + 1] += owner_start[a];
+        let mut sum = 0;
+        for x in owner_start.iter_mut() {
+            sum += *x;
+            *x = sum;
         }
-        let mut fill = owner_start.clone();
-        let mut owners = vec![(0u32, 0u32); needles.len()];
+        let fill = &mut parts.fill;
+        fill.clear();
+        fill.extend_from_slice(&owner_start);
+        let mut owners = std::mem::take(&mut parts.owners);
+        owners.clear();
+        owners.resize(n, (0, 0));
         for (i, &(a, off)) in of_needle.iter().enumerate() {
             owners[fill[a as usize] as usize] = (i as u32, off);
             fill[a as usize] += 1;
         }
-        let groups = anchors
-            .chunks(ANCHOR_GROUP)
-            .map(|g| AnchorSearcher::new(g, build))
-            .collect();
-        let total = needles.iter().map(|n| n.len()).sum();
-        let mut bytes = Vec::with_capacity(total);
-        let mut spans = Vec::with_capacity(needles.len());
-        for n in &needles {
-            spans.push((bytes.len() as u32, n.len() as u32));
-            bytes.extend_from_slice(n);
+        let mut groups = std::mem::take(&mut parts.groups);
+        groups.clear();
+        if build.window_filter() {
+            for g in keys.chunks(ANCHOR_GROUP) {
+                groups.push(AnchorSearcher::Windows(WindowFilter::new(
+                    g,
+                    len,
+                    parts.window.take(),
+                )));
+            }
+        } else {
+            let slices: Vec<&[u8]> = anchor_at
+                .iter()
+                .map(|&(i, off)| &needle(i as usize)[off as usize..off as usize + len])
+                .collect();
+            groups.extend(
+                slices
+                    .chunks(ANCHOR_GROUP)
+                    .map(|g| AnchorSearcher::new(g, build)),
+            );
+        }
+        // The anchors are needle bytes.
+        zeroize::Zeroize::zeroize(&mut **keys);
+        let mut bytes = std::mem::take(&mut *parts.bytes);
+        bytes.clear();
+        if bytes.capacity() < total {
+            zeroize::Zeroize::zeroize(&mut bytes);
+            bytes = Vec::with_capacity(total);
+        }
+        match flat {
+            Some(all) if all.len() == total => bytes.extend_from_slice(all),
+            _ => (0..n).for_each(|i| bytes.extend_from_slice(needle(i))),
         }
         Anchored {
             groups,
@@ -383,6 +554,35 @@ impl Anchored {
             owners,
             bytes,
             spans,
+        }
+    }
+
+    /// Gives its buffers back to `parts`, needle bytes zeroized.
+    fn recycle(mut self, parts: &mut MatcherParts) {
+        zeroize::Zeroize::zeroize(&mut self.bytes);
+        for g in self.groups.drain(..) {
+            if let AnchorSearcher::Windows(w) = g {
+                if parts.window.is_none() {
+                    parts.window = Some(w.into_parts());
+                }
+            }
+        }
+        *parts.bytes = kept(std::mem::take(&mut self.bytes));
+        parts.groups = kept(std::mem::take(&mut self.groups));
+        parts.owner_start = kept(std::mem::take(&mut self.owner_start));
+        parts.owners = kept(std::mem::take(&mut self.owners));
+        parts.spans = kept(std::mem::take(&mut self.spans));
+        parts.anchor_at = kept(std::mem::take(&mut parts.anchor_at));
+        parts.of_needle = kept(std::mem::take(&mut parts.of_needle));
+        parts.fill = kept(std::mem::take(&mut parts.fill));
+        *parts.keys = kept(std::mem::take(&mut *parts.keys));
+        if let Some(w) = &mut parts.window {
+            if w.windows.0.capacity() * 12 > KEEP_PART_BYTES {
+                w.windows = Windows::default();
+            }
+            if w.keys.capacity() * 8 > KEEP_PART_BYTES {
+                w.keys = Zeroizing::new(Vec::new());
+            }
         }
     }
 
@@ -450,6 +650,21 @@ impl StreamState {
     pub fn position(&self) -> u64 {
         self.pos
     }
+
+    /// At the start of a stream, nothing carried.
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0 && self.carry.is_empty()
+    }
+
+    /// Back to the start of a stream, the carry zeroized (its buffer kept
+    /// unless large).
+    pub fn reset(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.carry);
+        if self.carry.capacity() > KEEP_PART_BYTES {
+            self.carry = Vec::new();
+        }
+        self.pos = 0;
+    }
 }
 
 impl Matcher {
@@ -471,29 +686,56 @@ impl Matcher {
 
     /// As [`Matcher::new`], built for `how` it will be used.
     pub fn build<P: AsRef<[u8]>>(needles: &[P], how: Build) -> Self {
-        let mut ids: Vec<usize> = Vec::with_capacity(needles.len());
-        ids.extend((0..needles.len()).filter(|&i| !needles[i].as_ref().is_empty()));
-        let max_len = needles.iter().map(|n| n.as_ref().len()).max().unwrap_or(0);
-        let min_len = ids
-            .iter()
-            .map(|&i| needles[i].as_ref().len())
-            .min()
-            .unwrap_or(0);
+        Self::build_in(
+            needles.len(),
+            |i| needles[i].as_ref(),
+            None,
+            how,
+            &mut MatcherParts::default(),
+        )
+    }
+
+    /// As [`Matcher::build`] over needles `0..n` (`needle(i)`), taking its
+    /// buffers from `parts` (see [`Matcher::recycle`]).  `flat`, when
+    /// given, is every needle one after the other (saves copying them one
+    /// by one).
+    pub fn build_in<'a>(
+        n: usize,
+        needle: impl Fn(usize) -> &'a [u8],
+        flat: Option<&[u8]>,
+        how: Build,
+        parts: &mut MatcherParts,
+    ) -> Self {
+        let mut ids = std::mem::take(&mut parts.ids);
+        ids.clear();
+        ids.reserve(n);
+        let (mut max_len, mut min_len) = (0, usize::MAX);
+        for i in 0..n {
+            let len = needle(i).len();
+            if len > 0 {
+                ids.push(i);
+                min_len = min_len.min(len);
+            }
+            max_len = max_len.max(len);
+        }
+        // Empty needles are not part of the engine's: no flat copy then.
+        let flat = flat.filter(|_| ids.len() == n);
         let engine = match ids.len() {
             0 => Engine::None,
-            1 => Engine::Single(Box::new(
-                memmem::Finder::new(needles[ids[0]].as_ref()).into_owned(),
-            )),
+            1 => Engine::Single(Box::new(memmem::Finder::new(needle(ids[0])).into_owned())),
             _ if min_len >= MIN_ANCHOR_LEN => Engine::Anchored(Anchored::new(
-                ids.iter().map(|&i| needles[i].as_ref()).collect(),
+                ids.len(),
+                |j| needle(ids[j]),
+                flat,
                 min_len.min(ANCHOR_LEN),
                 how,
+                parts,
             )),
             _ => Engine::Multi(
                 AhoCorasickBuilder::new()
                     .match_kind(MatchKind::Standard)
                     .kind(Some(AhoCorasickKind::ContiguousNFA))
-                    .build(ids.iter().map(|&i| needles[i].as_ref()))
+                    .build(ids.iter().map(|&i| needle(i)))
                     .expect("aho-corasick over a bounded needle set builds"),
             ),
         };
@@ -501,6 +743,15 @@ impl Matcher {
             engine,
             max_len,
             ids,
+        }
+    }
+
+    /// Gives the matcher's buffers back to `parts` for the next
+    /// [`Matcher::build_in`], zeroizing the needle bytes they held.
+    pub fn recycle(mut self, parts: &mut MatcherParts) {
+        parts.ids = kept(std::mem::take(&mut self.ids));
+        if let Engine::Anchored(a) = std::mem::replace(&mut self.engine, Engine::None) {
+            a.recycle(parts);
         }
     }
 
@@ -574,6 +825,14 @@ impl Matcher {
                     st.carry.drain(..excess);
                 }
             }
+        }
+    }
+
+    /// Every match in `hay` (one whole input: [`Matcher::find_in_chunks`]
+    /// over one chunk, without a carry).
+    pub fn find_in(&self, hay: &[u8], mut on: impl FnMut(usize, u64)) {
+        if !hay.is_empty() {
+            self.search(hay, 0, 0, &mut on);
         }
     }
 
@@ -686,9 +945,22 @@ mod tests {
             let mut want = vec![];
             naive_find_in_chunks(&needles, &chunks, |i, o| want.push((i, o)));
             want.sort();
+            let flat: Vec<u8> = needles.concat();
+            let mut parts = MatcherParts::default();
             for b in builds {
                 let m = Matcher::build(&needles, b);
                 assert_eq!(all(&m, &chunks), want, "case {case} {b:?}");
+                // Flat, in reused buffers: the same.
+                let m = Matcher::build_in(
+                    needles.len(),
+                    |i| &needles[i][..],
+                    Some(&flat),
+                    b,
+                    &mut parts,
+                );
+                assert_eq!(all(&m, &chunks), want, "case {case} {b:?} flat");
+                m.recycle(&mut parts);
+                assert!(parts.is_empty());
             }
         }
     }
@@ -726,6 +998,16 @@ mod tests {
                     "case {case} len {len}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn anchor_key_is_the_bytes_little_endian() {
+        let b = b"\x01\x82\x03\xf4\x05\x06\x77\x08\x09";
+        for n in 0..=8 {
+            let mut k = [0u8; 8];
+            k[..n].copy_from_slice(&b[..n]);
+            assert_eq!(anchor_key(&b[..n]), u64::from_le_bytes(k), "len {n}");
         }
     }
 

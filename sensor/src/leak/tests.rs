@@ -606,6 +606,46 @@ fn one_finding_per_credential_and_sink_first_offset() {
     assert_eq!(b.response.status, 400);
 }
 
+/// One detector over many different pairs (matchers built for one use in
+/// the same scratch buffers, one after the other) finds what a fresh
+/// detector finds for each, and keeps nothing of a pair after it.
+#[test]
+fn reused_scratch_changes_nothing() {
+    let json = |v: &str| format!("{{\"debug\":\"{v}\"}}").into_bytes();
+    let pairs: Vec<HttpPair> = [STRIPE, SPECIAL, OPAQUE, GHP, JWT, PASSWORD]
+        .iter()
+        .flat_map(|v| {
+            let b64 = STANDARD.encode(format!("pre{v}post"));
+            [
+                pair(&[("x-api-key", v.as_bytes())], "/", &[], &json(v)),
+                pair(
+                    &[("authorization", format!("Bearer {v}").as_bytes())],
+                    "/a?x=1",
+                    &[("x-echo", v.as_bytes())],
+                    b64.as_bytes(),
+                ),
+                pair(&[("x-api-key", v.as_bytes())], "/", &[], b"nothing here"),
+            ]
+        })
+        .collect();
+    let shared = detector();
+    let mut found = 0;
+    for round in 0..2 {
+        for (i, p) in pairs.iter().enumerate() {
+            let got = shared.inspect(p);
+            found += got.findings.len();
+            let want = detector().inspect(p);
+            assert_eq!(
+                format!("{:?} {:?}", got.findings, got.masked_echoes),
+                format!("{:?} {:?}", want.findings, want.masked_echoes),
+                "round {round} pair {i}"
+            );
+            assert!(shared.scratch_is_empty(), "round {round} pair {i}");
+        }
+    }
+    assert!(found >= 2 * 2 * 6, "{found} findings");
+}
+
 // ---------- encodings ----------
 
 #[test]
