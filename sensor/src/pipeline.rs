@@ -91,6 +91,8 @@ pub type FindingListener = Box<dyn FnMut(&Finding) + Send>;
 struct Connection {
     parser: ConnectionParser,
     id: Arc<str>,
+    /// Who the connection's process is, once a pair needed it.
+    process: Option<Arc<ProcessInfo>>,
     pairs: u64,
     /// Memory it held after the last feed: [`CONNECTION_BYTES`] +
     /// `parser.buffered_bytes()` (for the global budget).
@@ -107,6 +109,7 @@ impl Connection {
         Box::new(Connection {
             parser: ConnectionParser::new(HttpLimits::default()),
             id: Arc::from(""),
+            process: None,
             pairs: 0,
             buffered: 0,
             ignored: true,
@@ -144,8 +147,6 @@ pub struct Pipeline {
     /// The placeholder a connection's slot holds while the connection is
     /// worked on (see `data_event`).
     spare: Option<Box<Connection>>,
-    /// The process of the last pairs (a copy of its `processes` entry).
-    last_process: Option<(u32, Arc<ProcessInfo>)>,
 }
 
 impl Pipeline {
@@ -171,7 +172,6 @@ impl Pipeline {
             budget_eviction_logged: false,
             scratch: ParserOutput::default(),
             spare: None,
-            last_process: None,
         }
     }
 
@@ -264,6 +264,7 @@ impl Pipeline {
             Box::new(Connection {
                 parser: ConnectionParser::new(self.cfg.http.clone()),
                 id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation).into(),
+                process: None,
                 pairs: 0,
                 buffered: 0,
                 ignored: false,
@@ -347,7 +348,6 @@ impl Pipeline {
             self.close_connection(id, 0, &comm);
         }
         self.processes.remove(&tgid);
-        self.last_process = None;
     }
 
     fn enforce_memory_budget(&mut self) {
@@ -397,7 +397,6 @@ impl Pipeline {
     }
 
     fn cache_process(&mut self, tgid: u32, info: Arc<ProcessInfo>) {
-        self.last_process = None;
         if self.processes.len() >= MAX_CACHED_PROCESSES {
             self.processes.clear();
         }
@@ -405,14 +404,7 @@ impl Pipeline {
     }
 
     fn process_info(&mut self, tgid: u32, comm: &Comm) -> Arc<ProcessInfo> {
-        // Pairs come in runs from one process: no hash lookup for those.
-        if let Some((t, p)) = &self.last_process {
-            if *t == tgid {
-                return p.clone();
-            }
-        }
         if let Some(p) = self.processes.get(&tgid) {
-            self.last_process = Some((tgid, p.clone()));
             return p.clone();
         }
         let info = Arc::new((self.resolver)(tgid, &comm.to_string_lossy()));
@@ -453,7 +445,16 @@ impl Pipeline {
         if out.exchanges.is_empty() {
             return;
         }
-        let process = self.process_info(conn_key.tgid, comm);
+        // Looked up once per connection (client and server events alternate,
+        // so a one-entry cache missed on every pair).
+        let process = match &conn.process {
+            Some(p) => p.clone(),
+            None => {
+                let p = self.process_info(conn_key.tgid, comm);
+                conn.process = Some(p.clone());
+                p
+            }
+        };
         for exchange in out.exchanges.drain(..) {
             conn.pairs += 1;
             let seq = conn.pairs;
