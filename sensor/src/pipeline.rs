@@ -175,6 +175,11 @@ impl Pipeline {
         }
     }
 
+    /// The leak detector in use.
+    pub fn detector(&self) -> &Arc<Detector> {
+        &self.detector
+    }
+
     /// Swaps the detector (SIGHUP reload of the leak lists); connections keep their state.
     pub fn set_detector(&mut self, detector: Arc<Detector>) {
         self.detector = detector;

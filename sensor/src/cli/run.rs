@@ -17,7 +17,7 @@ use crate::config::{Output, RunArgs, RunConfig};
 use crate::leak::{load_or_create_key, Detector, Fingerprinter};
 use crate::outputs::api::{ApiServer, LiveHub};
 use crate::outputs::jsonl::JsonLinesWriter;
-use crate::outputs::metrics::Metrics;
+use crate::outputs::metrics::{MatcherCacheExport, Metrics};
 use crate::outputs::metrics_server::MetricsServer;
 use crate::outputs::stats::StatsTracker;
 use crate::pipeline::{clock_offset_ns, Outputs, Pipeline, PipelineConfig};
@@ -112,6 +112,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let mut pipeline = Pipeline::new(pipeline_cfg, detector, metrics.clone(), outputs, resolver);
 
     let mut tracker = StatsTracker::new();
+    let mut cache_export = MatcherCacheExport::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -149,6 +150,8 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
                     crate::blind::update_blind_gauge(&metrics, &blind);
                     last_blind_scan = Some(Instant::now());
                 }
+                let detector = pipeline.detector();
+                cache_export.export(&metrics, detector.matcher_cache_stats(), detector.matcher_cache_entries());
                 hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
             }
             _ = sighup.recv() => reload(&args, &mut current, &mut pipeline, &capture),

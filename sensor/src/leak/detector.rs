@@ -199,6 +199,11 @@ impl Detector {
         self.matchers.stats()
     }
 
+    /// Matchers cached now.
+    pub fn matcher_cache_entries(&self) -> usize {
+        self.matchers.len()
+    }
+
     pub fn config(&self) -> &LeakConfig {
         &self.config
     }

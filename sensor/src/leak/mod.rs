@@ -9,6 +9,7 @@ pub mod fingerprint;
 pub mod forms;
 pub mod matcher;
 
+pub use cache::CacheStats;
 pub use detector::{redact_target, Detector, Inspection};
 pub use fingerprint::{load_or_create_key, Fingerprinter};
 

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub body_bytes_over_cap: IntCounter,
     pub request_body_bytes_not_kept: IntCounter,
     pub decompress_cap_hits: IntCounterVec,
+    pub matcher_cache_lookups: IntCounterVec,
+    pub matcher_cache_dropped: IntCounterVec,
+    pub matcher_cache_entries: IntGauge,
     pub tls_attachments: IntGaugeVec,
     pub attach_errors: IntCounterVec,
     pub blind_processes: IntGaugeVec,
@@ -151,6 +154,27 @@ impl Metrics {
                 "Response bodies whose decompressed size hit the cap, by content encoding.",
                 &["content_encoding"],
             ),
+            matcher_cache_lookups: counter_vec(
+                r,
+                "sensor_leak_matcher_cache_lookups_total",
+                "Leak matchers looked up by credential set, by result: hit (reused), built_cached (built and kept: second sighting), built_once (first sighting: built for one pair, not kept).",
+                &["result"],
+            ),
+            matcher_cache_dropped: counter_vec(
+                r,
+                "sensor_leak_matcher_cache_dropped_total",
+                "Cached leak matchers dropped (zeroized), by reason: lru (the cache was full), idle (unused too long).",
+                &["reason"],
+            ),
+            matcher_cache_entries: {
+                let g = IntGauge::new(
+                    "sensor_leak_matcher_cache_entries",
+                    "Leak matchers cached now (credential sets seen at least twice recently).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
             tls_attachments: gauge_vec(
                 r,
                 "sensor_tls_attachments",
@@ -187,8 +211,99 @@ impl Metrics {
     }
 }
 
+/// Folds the leak matcher cache's own counts into the metrics (the cache
+/// counts under its lock; the metrics get the increase since the last call).
+#[derive(Default)]
+pub struct MatcherCacheExport {
+    last: crate::leak::CacheStats,
+}
+
+impl MatcherCacheExport {
+    pub fn export(&mut self, m: &Metrics, now: crate::leak::CacheStats, entries: usize) {
+        let c = now;
+        let l = self.last;
+        // A smaller count means a new cache (the detector was reloaded).
+        let l = if c.hits < l.hits
+            || c.misses < l.misses
+            || c.first_seen < l.first_seen
+            || c.evictions < l.evictions
+            || c.expired < l.expired
+        {
+            crate::leak::CacheStats::default()
+        } else {
+            l
+        };
+        let built_once = c.first_seen - l.first_seen;
+        let built_cached = (c.misses - l.misses).saturating_sub(built_once);
+        for (label, n) in [
+            ("hit", c.hits - l.hits),
+            ("built_cached", built_cached),
+            ("built_once", built_once),
+        ] {
+            m.matcher_cache_lookups
+                .with_label_values(&[label])
+                .inc_by(n);
+        }
+        for (label, n) in [
+            ("lru", c.evictions - l.evictions),
+            ("idle", c.expired - l.expired),
+        ] {
+            m.matcher_cache_dropped
+                .with_label_values(&[label])
+                .inc_by(n);
+        }
+        m.matcher_cache_entries.set(entries as i64);
+        self.last = c;
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod matcher_cache_export_tests {
+    use super::*;
+    use crate::leak::CacheStats;
+
+    fn get(m: &Metrics, label: &str) -> u64 {
+        m.matcher_cache_lookups.with_label_values(&[label]).get()
+    }
+
+    #[test]
+    fn increases_are_added_and_a_new_cache_starts_over() {
+        let m = Metrics::new();
+        let mut e = MatcherCacheExport::default();
+        let s = |hits, misses, first_seen, evictions, expired| CacheStats {
+            hits,
+            misses,
+            first_seen,
+            evictions,
+            expired,
+        };
+        e.export(&m, s(5, 4, 3, 1, 0), 2);
+        e.export(&m, s(9, 6, 4, 1, 2), 3);
+        assert_eq!(
+            (
+                get(&m, "hit"),
+                get(&m, "built_cached"),
+                get(&m, "built_once")
+            ),
+            (9, 2, 4)
+        );
+        assert_eq!(m.matcher_cache_dropped.with_label_values(&["lru"]).get(), 1);
+        assert_eq!(
+            m.matcher_cache_dropped.with_label_values(&["idle"]).get(),
+            2
+        );
+        assert_eq!(m.matcher_cache_entries.get(), 3);
+        // Reload: the new detector's cache counts from zero again.
+        e.export(&m, s(1, 1, 1, 0, 0), 0);
+        assert_eq!((get(&m, "hit"), get(&m, "built_once")), (10, 5));
+        assert!(m
+            .render()
+            .contains("sensor_leak_matcher_cache_lookups_total{result=\"hit\"} 10"));
     }
 }
