@@ -210,8 +210,11 @@ impl Detector {
 
     /// Whether a response to `req` needs its body kept: only when `req`
     /// carried a credential ([`Detector::inspect`] looks at nothing else).
+    /// A request with a body is taken to carry one without looking: taking
+    /// credentials out of a body (JSON, forms, multipart) costs as much as
+    /// the inspection itself, which would then do it a second time.
     pub fn wants_response_body(&self, req: &Request) -> bool {
-        !extract::extract(req, &self.config).is_empty()
+        req.body.len > 0 || !extract::extract(req, &self.config).is_empty()
     }
 
     pub fn is_credential_header(&self, lower_name: &str) -> bool {
