@@ -142,6 +142,19 @@ fn json_escaped_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
     }
 }
 
+/// The named entity of the five characters every HTML escaper names
+/// (Python `html.escape`, Jinja; `&#39;` for the apostrophe), if `b` is one.
+fn html_named(b: u8) -> Option<&'static [u8]> {
+    match b {
+        b'&' => Some(b"&amp;"),
+        b'<' => Some(b"&lt;"),
+        b'>' => Some(b"&gt;"),
+        b'"' => Some(b"&quot;"),
+        b'\'' => Some(b"&#39;"),
+        _ => None,
+    }
+}
+
 /// Bytes some HTML-escaping variant changes.
 static HTML_SPECIAL: [bool; 256] = {
     let mut t = [false; 256];
@@ -165,14 +178,7 @@ fn html_entity_into(v: &[u8], out: &mut Vec<u8>, done: Done) {
         reserve_zeroizing(out, MAX_EXPANSION * v.len());
         let start = out.len();
         for &b in v {
-            let named: Option<&[u8]> = match b {
-                b'&' => Some(b"&amp;"),
-                b'<' => Some(b"&lt;"),
-                b'>' => Some(b"&gt;"),
-                b'"' => Some(b"&quot;"),
-                b'\'' => Some(b"&#39;"),
-                _ => None,
-            };
+            let named = html_named(b);
             let special = named.is_some() || matches!(b, b'=' | b'/' | b'+' | b'`');
             match variant {
                 // Named for the five (Python html.escape, Jinja), others raw.
@@ -434,14 +440,7 @@ mod tests {
             for variant in 0..5 {
                 let mut s = Vec::new();
                 for &b in v {
-                    let named: Option<&[u8]> = match b {
-                        b'&' => Some(b"&amp;"),
-                        b'<' => Some(b"&lt;"),
-                        b'>' => Some(b"&gt;"),
-                        b'"' => Some(b"&quot;"),
-                        b'\'' => Some(b"&#39;"),
-                        _ => None,
-                    };
+                    let named = html_named(b);
                     let special = named.is_some() || matches!(b, b'=' | b'/' | b'+' | b'`');
                     match variant {
                         0 => s.extend_from_slice(named.unwrap_or(std::slice::from_ref(&b))),
