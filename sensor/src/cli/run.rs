@@ -34,7 +34,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(run_async(args, cfg))
+    // The main loop is a task like the reader: the reader's send wakes it on
+    // the same worker (tokio's LIFO slot) instead of waking another thread.
+    rt.block_on(async {
+        tokio::spawn(run_async(args, cfg))
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("the sensor's main task failed: {e}")))
+    })
 }
 
 fn detector_for(cfg: &RunConfig) -> anyhow::Result<Arc<Detector>> {
