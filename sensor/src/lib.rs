@@ -16,3 +16,6 @@ pub mod leak;
 pub mod outputs;
 pub mod pipeline;
 pub mod watch;
+
+#[cfg(test)]
+pub(crate) mod test_rng;

@@ -117,15 +117,10 @@ fn entropy_is_the_plain_sum() {
             })
             .sum()
     };
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = crate::test_rng::XorShift::new(0x9e37_79b9_7f4a_7c15);
     for len in 1..300usize {
         let v: Vec<u8> = (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b"aabbcdef0123XYZ_-"[(x % 17) as usize]
-            })
+            .map(|_| b"aabbcdef0123XYZ_-"[rng.below(17)])
             .collect();
         assert_eq!(entropy(&v).to_bits(), plain(&v).to_bits(), "len {len}");
     }

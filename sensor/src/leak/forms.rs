@@ -501,13 +501,8 @@ mod tests {
     /// their order) of the former per-form implementation.
     #[test]
     fn written_forms_are_the_reference_forms() {
-        let mut x = 0x0bad_cafe_f00d_d00du64;
-        let mut rnd = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n as u64) as usize
-        };
+        let mut rng = crate::test_rng::XorShift::new(0x0bad_cafe_f00d_d00d);
+        let mut rnd = |n: usize| rng.below(n);
         let alphabets: [&[u8]; 4] = [
             b"abcXYZ019_-",
             b"a/b+c=d\"e<f&'>`\\ %~.",

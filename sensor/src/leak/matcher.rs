@@ -912,13 +912,8 @@ mod tests {
     /// building finds exactly what one memmem pass per needle finds.
     #[test]
     fn every_build_finds_what_naive_finds() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        let mut rnd = |n: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % n.max(1) as u64) as usize
-        };
+        let mut rng = crate::test_rng::XorShift::new(0x1234_5678_9abc_def1);
+        let mut rnd = |n: usize| rng.below(n);
         let alpha = b"abcXY_%";
         let builds = [
             Build::Once { hint: 0 },
@@ -982,11 +977,9 @@ mod tests {
             }
             best.1
         };
-        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rng = crate::test_rng::XorShift::new(0x2545_f491_4f6c_dd1d);
         for case in 0..2000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             let n = 1 + (x % 60) as usize;
             let needle: Vec<u8> = (0..n)
                 .map(|i| b"aaXk_9 e\"Q"[((x >> (i % 50)) as usize + i * 7) % 10])
