@@ -626,7 +626,6 @@ impl ConnectionParser {
                 let answers = self.pending.iter().find(|p| p.response.is_none());
                 let method = answers.map(|p| p.request.method.as_str());
                 let answers_id = answers.map(|p| p.id);
-                let keep_body = answers.is_some_and(|p| !p.complete || body_wanted(&p.request));
                 let connect = method == Some("CONNECT");
                 let (response, framing) =
                     match head::parse_response(head, self.limits.max_headers, method) {
@@ -645,6 +644,13 @@ impl ConnectionParser {
                 if answers_id.is_none() {
                     out.errors.push(ParseErrorReason::ResponseWithoutRequest);
                 }
+                // Asked only of a final response that parsed (not of every
+                // 100 Continue or a head that fails).
+                let keep_body = self
+                    .pending
+                    .iter()
+                    .find(|p| Some(p.id) == answers_id)
+                    .is_some_and(|p| !p.complete || body_wanted(&p.request));
                 let kind = InKind::Response {
                     response,
                     head_held: held,
