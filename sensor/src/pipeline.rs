@@ -104,17 +104,23 @@ struct Connection {
 }
 
 impl Connection {
-    /// Stands in for a connection in its table slot while that one is worked on.
-    fn placeholder() -> Box<Connection> {
+    fn new(limits: HttpLimits, id: Arc<str>, ts_ns: u64) -> Box<Connection> {
         Box::new(Connection {
-            parser: ConnectionParser::new(HttpLimits::default()),
-            id: Arc::from(""),
+            parser: ConnectionParser::new(limits),
+            id,
             process: None,
             pairs: 0,
             buffered: 0,
-            ignored: true,
-            last_ts_ns: 0,
+            ignored: false,
+            last_ts_ns: ts_ns,
         })
+    }
+
+    /// Stands in for a connection in its table slot while that one is worked on.
+    fn placeholder() -> Box<Connection> {
+        let mut c = Connection::new(HttpLimits::default(), Arc::from(""), 0);
+        c.ignored = true;
+        c
     }
 }
 
@@ -266,15 +272,8 @@ impl Pipeline {
         let mut conn = known.unwrap_or_else(|| {
             let generation = self.next_generation;
             self.next_generation += 1;
-            Box::new(Connection {
-                parser: ConnectionParser::new(self.cfg.http.clone()),
-                id: format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation).into(),
-                process: None,
-                pairs: 0,
-                buffered: 0,
-                ignored: false,
-                last_ts_ns: ev.ts_ns,
-            })
+            let id = format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation);
+            Connection::new(self.cfg.http.clone(), id.into(), ev.ts_ns)
         });
         conn.last_ts_ns = conn.last_ts_ns.max(ev.ts_ns);
         if !conn.ignored {
