@@ -125,10 +125,14 @@ impl NeedleSet {
         self.index.spans.len()
     }
 
-    fn push(&mut self, b: &[u8], cred: usize, kind: NeedleKind) {
-        super::forms::reserve_zeroizing(&mut self.bytes, b.len());
+    /// Adds the needle made of `parts` one after another.
+    fn push(&mut self, parts: &[&[u8]], cred: usize, kind: NeedleKind) {
+        let n = parts.iter().map(|p| p.len()).sum();
+        super::forms::reserve_zeroizing(&mut self.bytes, n);
         let start = self.bytes.len();
-        self.bytes.extend_from_slice(b);
+        for p in parts {
+            self.bytes.extend_from_slice(p);
+        }
         self.index.commit(&mut self.bytes, start, cred, kind);
     }
 
@@ -463,7 +467,7 @@ impl Detector {
         set.index.keys.reserve(24 * creds.len());
         set.index.meta.reserve(24 * creds.len());
         for (ci, c) in creds.iter().enumerate() {
-            set.push(&c.value, ci, NeedleKind::Full(Encoding::Plain));
+            set.push(&[&c.value], ci, NeedleKind::Full(Encoding::Plain));
             let NeedleSet { bytes, index } = set;
             super::forms::write_forms(&c.value, bytes, |bytes, start, enc| {
                 index.commit(bytes, start, ci, NeedleKind::Full(enc))
@@ -471,17 +475,12 @@ impl Detector {
         }
         for (ci, c) in creds.iter().enumerate() {
             partial_runs(c, &self.config, |run| {
-                set.push(run, ci, NeedleKind::Partial)
+                set.push(&[run], ci, NeedleKind::Partial)
             });
         }
         for (ci, c) in creds.iter().enumerate() {
             masked_forms(c, |a, b| {
-                super::forms::reserve_zeroizing(&mut set.bytes, a.len() + b.len());
-                let start = set.bytes.len();
-                set.bytes.extend_from_slice(a);
-                set.bytes.extend_from_slice(b);
-                set.index
-                    .commit(&mut set.bytes, start, ci, NeedleKind::Masked);
+                set.push(&[a, b], ci, NeedleKind::Masked);
             });
         }
     }
