@@ -14,22 +14,26 @@
 //! Userspace attaches one family per library, never both.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: core's AtomicU64 has no fetch_add on the BPF target.
+#![allow(internal_features)]
+#![feature(core_intrinsics, adt_const_params)]
 
 use core::hint::black_box;
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
-    maps::{LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sensor_common::{
-    ConnKey, ConnState, EventHeader, InflightCall, ProcEvent, CHUNK_SIZE, CTR_CALLS, CTR_EVENTS,
+    ConnKey, ConnState, EventHeader, InflightCall, ProcEvent, CHUNK_SIZE, COMM_REFRESH_CALLS,
+    CTR_CALLS, CTR_EVENTS,
     CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS, CTR_READ_FAILURES, CTR_RINGBUF_FULL,
     CTR_TRUNCATED_BYTES, DEFAULT_RING_BUFFER_BYTES, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN,
     FLAG_CALL_TRUNCATED, FLAG_LOST_BEFORE, FLAG_READ_FAILED, KIND_CLOSE, KIND_DATA,
@@ -62,28 +66,31 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 
 static INFLIGHT: LruHashMap<u64, InflightCall> =
     LruHashMap::with_max_entries(MAX_INFLIGHT_CALLS, 0);
 
-/// Per-connection sequence numbers and bytes lost since the last delivered event.
+/// Bytes lost and not yet announced, per connection.  Only connections with
+/// such a hole have an entry, so the common path looks nothing up here (see
+/// `HOLES`).
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnState> =
     LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
 
-/// One event being assembled: the header followed by room for one chunk.  It is
-/// handed to `bpf_ringbuf_output` with its exact length, so a 60-byte call costs
-/// 60 bytes of ring (plus the header), not a whole chunk.
-#[repr(C)]
-struct Scratch {
-    hdr: EventHeader,
-    data: [u8; CHUNK_SIZE],
-}
-
+/// `HOLES[0]`: entries put into `CONNS` minus entries taken out.  While it
+/// is 0 no connection has a hole, and an event needs no `CONNS` lookup (one
+/// hash lookup per call, ~40 ns of the return probe).  It is a hint that errs
+/// on the safe side: an entry the LRU evicts is never subtracted, which only
+/// brings back the lookup.
 #[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+static HOLES: Array<u64> = Array::with_max_entries(1, 0);
 
-// A chunk length `n` in 1..=CHUNK_SIZE is bounded for the verifier as
-// `((n - 1) & CHUNK_MASK) + 1`, which needs a power of two.
-const CHUNK_MASK: u64 = CHUNK_SIZE as u64 - 1;
+// Ring-buffer records have constant sizes (the verifier wants a constant
+// `bpf_ringbuf_reserve` size); the data is read straight into the record, so
+// it is copied once.  A chunk shorter than CHUNK_SIZE goes into the smallest
+// power-of-two size class that holds it: up to half of a record is padding,
+// which is never written nor read (the header's data_len is the length).
 const _: () = assert!(CHUNK_SIZE.is_power_of_two());
 const _: () = assert!(EVENT_HEADER_LEN % 8 == 0);
+const _: () = assert!(CHUNK_SIZE == 16 * 1024, "size classes below assume 16 KiB");
+const _: () = assert!(COMM_REFRESH_CALLS.is_power_of_two());
+const _: () = assert!(MAX_CHUNKS_PER_CALL.is_power_of_two());
 
 #[inline(always)]
 fn count(idx: u32, n: u64) {
@@ -100,6 +107,13 @@ fn count_only() -> bool {
 }
 
 #[inline(always)]
+fn take_comm(comm: &mut [u8; 16]) {
+    // Written in place: going through `bpf_get_current_comm()`'s returned
+    // array cost a byte-by-byte copy and three memset calls.
+    unsafe { generated::bpf_get_current_comm(comm.as_mut_ptr() as *mut c_void, 16) };
+}
+
+#[inline(always)]
 fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, has_out: bool) -> u32 {
     count(CTR_CALLS, 1);
     if count_only() {
@@ -111,19 +125,29 @@ fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, has_out: bool) -> u32 {
     if ssl == 0 || buf == 0 || (has_out && out_len_ptr == 0) {
         return 0;
     }
-    let call = InflightCall {
-        ssl,
-        buf,
-        out_len_ptr,
-        direction,
-        site,
-        _pad: [0; 6],
-    };
     let pid_tgid = bpf_get_current_pid_tgid();
     match INFLIGHT.get_ptr_mut(&pid_tgid) {
-        // Only this thread ever touches its entry: a plain store is enough.
-        Some(slot) => unsafe { *slot = call },
+        // Only this thread ever touches its entry: plain stores are enough
+        // (and keep its call_seq and comm).
+        Some(slot) => unsafe {
+            (*slot).ssl = ssl;
+            (*slot).buf = buf;
+            (*slot).out_len_ptr = out_len_ptr;
+            (*slot).direction = direction;
+            (*slot).site = site;
+        },
         None => {
+            let mut call = InflightCall {
+                ssl,
+                buf,
+                out_len_ptr,
+                direction,
+                site,
+                _pad: [0; 2],
+                call_seq: 0,
+                comm: [0; 16],
+            };
+            take_comm(&mut call.comm);
             if INFLIGHT.insert(&pid_tgid, &call, 0).is_err() {
                 count(CTR_INFLIGHT_FULL, 1);
             }
@@ -175,13 +199,14 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     };
     // SAFETY: map values stay valid for the whole program run; only this
     // thread writes its entry.
-    let call = unsafe { *slot };
-    if call.ssl == 0 {
+    let slot = unsafe { &mut *slot };
+    if slot.ssl == 0 {
         // Consumed already: the entry probe skipped this call (bad arguments).
         count(CTR_ORPHAN_RETURNS, 1);
         return 0;
     }
-    unsafe { (*slot).ssl = 0 };
+    let call = *slot;
+    slot.ssl = 0;
     // All four functions return int: > 0 means success.
     let ret: i64 = ctx.ret::<u64>() as i32 as i64;
     if ret <= 0 {
@@ -201,17 +226,13 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     if total == 0 {
         return 0;
     }
-    emit_call(&call, pid_tgid, total);
-    0
-}
-
-#[inline(always)]
-fn conn_state(key: &ConnKey) -> Option<*mut ConnState> {
-    if let Some(s) = CONNS.get_ptr_mut(key) {
-        return Some(s);
+    let call_seq = call.call_seq.wrapping_add(1);
+    slot.call_seq = call_seq;
+    if call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
+        take_comm(&mut slot.comm);
     }
-    let _ = CONNS.insert(key, &ConnState::default(), 0);
-    CONNS.get_ptr_mut(key)
+    emit_call(&call, call_seq, slot.comm, pid_tgid, total);
+    0
 }
 
 /// Pointers to this CPU's counters, looked up once per call (not per chunk).
@@ -233,10 +254,6 @@ fn ctrs() -> Option<Ctrs> {
 }
 
 /// 1 when `x` (a helper's return value) is negative, else 0 — without a branch.
-///
-/// The chunk loop must stay branch-free: every branch inside it doubles the
-/// paths the verifier walks per iteration, and with 256 iterations that passes
-/// the 1M-instruction limit.
 #[inline(always)]
 fn is_negative(x: i64) -> u64 {
     (x as u64) >> 63
@@ -251,12 +268,60 @@ fn ring_flags() -> u64 {
     below * BPF_RB_NO_WAKEUP as u64 + (1 - below) * BPF_RB_FORCE_WAKEUP as u64
 }
 
+/// The hint in `HOLES[0]`: some connection may have an entry in `CONNS`.
+#[inline(always)]
+fn holes_possible() -> bool {
+    match HOLES.get_ptr(0) {
+        Some(n) => unsafe { core::ptr::read_volatile(n) != 0 },
+        None => true,
+    }
+}
+
+#[inline(always)]
+fn holes_add(delta: u64) {
+    if let Some(n) = HOLES.get_ptr_mut(0) {
+        // Shared by all CPUs: an atomic add (BPF_ATOMIC | BPF_ADD; the
+        // result is unused, so no fetch variant is needed).
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(n, delta) };
+    }
+}
+
+/// Remembers `lost` unannounced bytes of one direction of a connection
+/// (`lost_read`, `lost_write`) in `CONNS`, or forgets the entry when both are 0.
+#[inline(always)]
+fn store_hole(key: &ConnKey, entry: *mut ConnState, direction: u8, lost: u32) {
+    match unsafe { entry.as_mut() } {
+        // SAFETY: map values stay valid for the whole program run.
+        Some(state) => {
+            let other = if direction == DIR_WRITE {
+                state.lost_write = lost;
+                state.lost_read
+            } else {
+                state.lost_read = lost;
+                state.lost_write
+            };
+            if lost == 0 && other == 0 && CONNS.remove(key).is_ok() {
+                holes_add(u64::MAX); // -1
+            }
+        }
+        None if lost != 0 => {
+            let mut state = ConnState::default();
+            if direction == DIR_WRITE {
+                state.lost_write = lost;
+            } else {
+                state.lost_read = lost;
+            }
+            if CONNS.insert(key, &state, 0).is_ok() {
+                holes_add(1);
+            }
+        }
+        None => {}
+    }
+}
+
 /// Copies one call's plaintext into the ring buffer, chunk by chunk.
 #[inline(always)]
-fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
+fn emit_call(call: &InflightCall, call_seq: u32, comm: [u8; 16], pid_tgid: u64, total: u64) {
     let Some(ctr) = ctrs() else {
         return;
     };
@@ -265,20 +330,24 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         _pad: 0,
         ssl: call.ssl,
     };
-    let Some(state) = conn_state(&key) else {
-        return;
+    // A null pointer, not an Option: LLVM stores an Option's undefined
+    // payload, and the verifier refuses to read an uninitialised register.
+    let entry: *mut ConnState = if holes_possible() {
+        CONNS.get_ptr_mut(&key).unwrap_or(core::ptr::null_mut())
+    } else {
+        core::ptr::null_mut()
     };
-    // SAFETY: map values stay valid for the whole program run.
-    let (scratch, state) = unsafe { (&mut *scratch, &mut *state) };
-    state.call_seq = state.call_seq.wrapping_add(1);
-    let call_seq = state.call_seq;
     // Holes are tracked per direction: a hole in the responses must not be
     // announced on the next request (that stream is intact).
-    let pending = if call.direction == DIR_WRITE {
-        &mut state.lost_write
+    // SAFETY (both): map values stay valid for the whole program run.
+    let mut pending: u32 = if entry.is_null() {
+        0
+    } else if call.direction == DIR_WRITE {
+        unsafe { (*entry).lost_write }
     } else {
-        &mut state.lost_read
+        unsafe { (*entry).lost_read }
     };
+    let pending_before = pending;
 
     let mut flags = 0u8;
     let copied_total = if total > MAX_BYTES_PER_CALL as u64 {
@@ -290,44 +359,59 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         total
     };
 
-    let h = &mut scratch.hdr;
-    h.ssl = call.ssl;
-    h.pid_tgid = pid_tgid;
-    h.ts_ns = unsafe { bpf_ktime_get_ns() };
-    h.call_seq = call_seq;
-    h.call_len = if total > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        total as u32
+    let hdr = EventHeader {
+        ssl: call.ssl,
+        pid_tgid,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        call_seq,
+        call_len: if total > u32::MAX as u64 {
+            u32::MAX
+        } else {
+            total as u32
+        },
+        offset: 0,
+        data_len: 0,
+        lost_before: 0,
+        kind: KIND_DATA,
+        direction: call.direction,
+        flags,
+        site: call.site,
+        comm,
     };
-    h.kind = KIND_DATA;
-    h.direction = call.direction;
-    h.site = call.site;
-    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
 
-    // Full chunks have the constant length CHUNK_SIZE; the last one is shorter.
-    let full_chunks = copied_total / CHUNK_SIZE as u64;
-    let mut offset: u64 = 0;
-    for i in 0..MAX_CHUNKS_PER_CALL as u64 {
-        if i >= full_chunks {
-            break;
+    if copied_total <= CHUNK_SIZE as u64 {
+        // The common case: one event, in the smallest record that holds it.
+        let (buf, p, len) = (call.buf, &mut pending, copied_total);
+        match copied_total {
+            0..=128 => emit_chunk::<128>(&hdr, p, &ctr, buf, 0, len),
+            129..=256 => emit_chunk::<256>(&hdr, p, &ctr, buf, 0, len),
+            257..=512 => emit_chunk::<512>(&hdr, p, &ctr, buf, 0, len),
+            513..=1024 => emit_chunk::<1024>(&hdr, p, &ctr, buf, 0, len),
+            1025..=2048 => emit_chunk::<2048>(&hdr, p, &ctr, buf, 0, len),
+            2049..=4096 => emit_chunk::<4096>(&hdr, p, &ctr, buf, 0, len),
+            4097..=8192 => emit_chunk::<8192>(&hdr, p, &ctr, buf, 0, len),
+            _ => emit_chunk::<CHUNK_SIZE>(&hdr, p, &ctr, buf, 0, len),
         }
-        emit_chunk(
-            scratch,
+    } else {
+        // Chunks of CHUNK_SIZE, the last one shorter but in a full-size record.
+        // `bpf_loop` has the verifier check one chunk once, instead of walking
+        // every iteration of a bounded loop with every outcome of the ring
+        // buffer's reservations (which passes its 1M-instruction limit).
+        let mut job = ChunkJob {
+            hdr,
+            buf: call.buf,
+            copied_total,
             pending,
-            &ctr,
-            call.buf,
-            offset,
-            CHUNK_SIZE as u64,
-            flags,
-        );
-        offset += CHUNK_SIZE as u64;
-    }
-    let tail = copied_total & CHUNK_MASK;
-    if tail != 0 {
-        // Bounded for the verifier: 1..=CHUNK_SIZE (black_box keeps the mask).
-        let len = ((black_box(tail) - 1) & CHUNK_MASK) + 1;
-        emit_chunk(scratch, pending, &ctr, call.buf, offset, len, flags);
+        };
+        unsafe {
+            generated::bpf_loop(
+                copied_total.div_ceil(CHUNK_SIZE as u64) as u32,
+                emit_nth_chunk as *mut c_void,
+                &mut job as *mut ChunkJob as *mut c_void,
+                0,
+            )
+        };
+        pending = job.pending;
     }
     if copied_total < total {
         // Bytes past the cap are a hole before the connection's next event.
@@ -337,112 +421,183 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         } else {
             over as u32
         };
-        *pending = pending.saturating_add(over);
+        pending = pending.saturating_add(over);
+    }
+    if pending != pending_before {
+        store_hole(&key, entry, call.direction, pending);
     }
 }
 
-/// One event: `len` (1..=CHUNK_SIZE) bytes at `buf + offset`.  Branch-free.
+/// A call of more than one chunk, for `emit_nth_chunk`.
+#[repr(C)]
+struct ChunkJob {
+    hdr: EventHeader,
+    buf: u64,
+    copied_total: u64,
+    pending: u32,
+}
+
+/// Always 0, but the verifier cannot know: read from a map nobody writes.
+#[map]
+static ZERO: Array<u64> = Array::with_max_entries(1, 0);
+
+/// `x`, as a value the verifier knows nothing about.  The callback below is
+/// verified again for as long as what it leaves in its `ChunkJob` changes; a
+/// hole that grows by a known 16 KiB per lost chunk would change every time.
 #[inline(always)]
-fn emit_chunk(
-    scratch: &mut Scratch,
+fn opaque(x: u32) -> u32 {
+    match ZERO.get_ptr(0) {
+        Some(z) => x | unsafe { core::ptr::read_volatile(z) } as u32,
+        None => x,
+    }
+}
+
+/// `bpf_loop` callback: chunk `index` of a [`ChunkJob`].
+extern "C" fn emit_nth_chunk(index: u64, job: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop passes the ChunkJob given to it, on the caller's stack.
+    let job = unsafe { &mut *(job as *mut ChunkJob) };
+    let Some(ctr) = ctrs() else {
+        return 1;
+    };
+    let offset = (index & (MAX_CHUNKS_PER_CALL as u64 - 1)) * CHUNK_SIZE as u64;
+    if offset >= job.copied_total {
+        return 1;
+    }
+    let rest = job.copied_total - offset;
+    let len = if rest < CHUNK_SIZE as u64 {
+        rest
+    } else {
+        CHUNK_SIZE as u64
+    };
+    let mut pending = job.pending;
+    emit_chunk::<CHUNK_SIZE>(&job.hdr, &mut pending, &ctr, job.buf, offset, len);
+    job.pending = opaque(pending);
+    0
+}
+
+/// One event of `len` (1..=N) bytes at `buf + offset`, in a record with room
+/// for N.  Lost when the ring buffer is full: counted, and added to the hole
+/// the connection's next event announces.
+#[inline(always)]
+fn emit_chunk<const N: usize>(
+    hdr: &EventHeader,
     lost_pending: &mut u32,
     ctr: &Ctrs,
     buf: u64,
     offset: u64,
     len: u64,
-    flags: u8,
 ) {
-    let rc = unsafe {
-        generated::bpf_probe_read_user(
-            scratch.data.as_mut_ptr() as *mut c_void,
-            len as u32,
-            (buf + offset) as *const c_void,
-        )
-    };
-    let read_failed = is_negative(rc);
-    // A failed read carries no data (data_len 0) and FLAG_READ_FAILED.
-    let data_len = len & read_failed.wrapping_sub(1);
+    // Bounded for the verifier: 1..=N (black_box keeps the mask).
+    let len = ((black_box(len) - 1) & (N as u64 - 1)) + 1;
     let pending = *lost_pending as u64;
-    // 1 when pending > 0 (pending < 2^32).
-    let has_pending = (pending + 0xffff_ffff) >> 32;
-    let h = &mut scratch.hdr;
-    h.offset = offset as u32;
-    h.data_len = data_len as u32;
-    h.lost_before = pending as u32;
-    h.flags =
-        flags | (has_pending as u8 * FLAG_LOST_BEFORE) | (read_failed as u8 * FLAG_READ_FAILED);
-    let rc = unsafe {
-        generated::bpf_ringbuf_output(
+    let rec = unsafe {
+        generated::bpf_ringbuf_reserve(
             core::ptr::addr_of!(RINGBUF) as *mut c_void,
-            scratch as *mut Scratch as *mut c_void,
-            EVENT_HEADER_LEN as u64 + data_len,
-            ring_flags(),
+            (EVENT_HEADER_LEN + N) as u64,
+            0,
         )
-    };
-    let lost = is_negative(rc);
+    } as *mut EventHeader;
+    let mut delivered: u64 = 0;
+    if !rec.is_null() {
+        let rc = unsafe {
+            generated::bpf_probe_read_user(
+                (rec as *mut u8).add(EVENT_HEADER_LEN) as *mut c_void,
+                len as u32,
+                (buf + offset) as *const c_void,
+            )
+        };
+        let read_failed = is_negative(rc);
+        // 1 when pending > 0 (pending < 2^32).
+        let has_pending = (pending + 0xffff_ffff) >> 32;
+        // SAFETY: the record has room for the header (8-byte aligned) and N bytes.
+        unsafe {
+            rec.write(EventHeader {
+                offset: offset as u32,
+                // A failed read carries no data (data_len 0) and FLAG_READ_FAILED.
+                data_len: (len & read_failed.wrapping_sub(1)) as u32,
+                lost_before: pending as u32,
+                flags: hdr.flags
+                    | (has_pending as u8 * FLAG_LOST_BEFORE)
+                    | (read_failed as u8 * FLAG_READ_FAILED),
+                ..*hdr
+            });
+            generated::bpf_ringbuf_submit(rec as *mut c_void, ring_flags());
+            *ctr.read_failures += read_failed;
+        }
+        delivered = 1;
+    }
+    let lost = 1 - black_box(delivered);
     // Per-CPU slots: no other writer while this program runs on this CPU.
     unsafe {
-        *ctr.events += 1 - lost;
+        *ctr.events += delivered;
         *ctr.ringbuf_full += lost;
         *ctr.lost_bytes += lost * len;
-        *ctr.read_failures += read_failed;
     }
     // Delivered: nothing pending any more.  Lost: the hole grows by `len`.
     *lost_pending = (lost * (pending + len)) as u32;
 }
 
-/// Puts the header alone (a close event) into the ring buffer.
-#[inline(always)]
-fn output_header(scratch: &Scratch) -> bool {
-    // SAFETY: Scratch starts with the header and is plain data.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(scratch as *const Scratch as *const u8, EVENT_HEADER_LEN)
-    };
-    RINGBUF.output::<[u8]>(bytes, ring_flags()).is_ok()
-}
-
-/// `SSL_free(SSL *s)`: the connection is over.  Only connections that produced
-/// data get a close event, so idle handshakes cost nothing downstream.
+/// `SSL_free(SSL *s)`: the connection is over.  Every freed connection gets a
+/// close event (knowing which ones carried data would take a lookup per
+/// call); userspace ignores those it never saw.
 #[uprobe]
 pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
     if count_only() {
         return 0;
     }
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
+    if ssl == 0 {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let key = ConnKey {
         tgid: (pid_tgid >> 32) as u32,
         _pad: 0,
         ssl,
     };
-    let Some(state) = CONNS.get_ptr_mut(&key) else {
-        return 0;
-    };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
-    };
-    let (scratch, state) = unsafe { (&mut *scratch, &*state) };
-    let pending = state.lost_read.saturating_add(state.lost_write);
-    let h = &mut scratch.hdr;
-    h.ssl = ssl;
-    h.pid_tgid = pid_tgid;
-    h.ts_ns = unsafe { bpf_ktime_get_ns() };
-    h.call_seq = state.call_seq;
-    h.call_len = 0;
-    h.offset = 0;
-    h.data_len = 0;
-    h.lost_before = pending;
-    h.kind = KIND_CLOSE;
-    h.direction = DIR_READ;
-    h.flags = if pending != 0 { FLAG_LOST_BEFORE } else { 0 };
-    h.site = 0;
-    h.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    if output_header(scratch) {
-        count(CTR_EVENTS, 1);
-    } else {
-        count(CTR_RINGBUF_FULL, 1);
+    let mut lost: u32 = 0;
+    if holes_possible() {
+        if let Some(state) = CONNS.get_ptr(&key) {
+            // SAFETY: map values stay valid for the whole program run.
+            let state = unsafe { &*state };
+            lost = state.lost_read.saturating_add(state.lost_write);
+            if CONNS.remove(&key).is_ok() {
+                holes_add(u64::MAX); // -1
+            }
+        }
     }
-    let _ = CONNS.remove(&key);
+    let rec = unsafe {
+        generated::bpf_ringbuf_reserve(
+            core::ptr::addr_of!(RINGBUF) as *mut c_void,
+            EVENT_HEADER_LEN as u64,
+            0,
+        )
+    } as *mut EventHeader;
+    if rec.is_null() {
+        count(CTR_RINGBUF_FULL, 1);
+        return 0;
+    }
+    // SAFETY: the record has room for the header, 8-byte aligned.
+    unsafe {
+        rec.write(EventHeader {
+            ssl,
+            pid_tgid,
+            ts_ns: bpf_ktime_get_ns(),
+            call_seq: 0,
+            call_len: 0,
+            offset: 0,
+            data_len: 0,
+            lost_before: lost,
+            kind: KIND_CLOSE,
+            direction: DIR_READ,
+            flags: if lost != 0 { FLAG_LOST_BEFORE } else { 0 },
+            site: 0,
+            comm: [0; 16],
+        });
+        take_comm(&mut (*rec).comm);
+        generated::bpf_ringbuf_submit(rec as *mut c_void, ring_flags());
+    }
+    count(CTR_EVENTS, 1);
     0
 }
 
@@ -459,9 +614,11 @@ fn proc_event(kind: u32) {
     let _ = PROC_EVENTS.output::<ProcEvent>(&ev, 0);
 }
 
-/// `sched_process_exec`: the current task just exec'd a new program.
+/// `sched_process_exec`: the current task just exec'd a new program.  Its
+/// in-flight entry goes, so its next call takes the new comm.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
+    let _ = INFLIGHT.remove(&bpf_get_current_pid_tgid());
     proc_event(PROC_EXEC);
     0
 }

@@ -265,15 +265,14 @@ fn delta(a: &KernelCounters, b: &KernelCounters) -> KernelCounters {
 
 /// Chunks of each call are in order, contiguous, and say the call's length.
 fn assert_chunking(events: &[CaptureEvent]) {
-    let mut last: BTreeMap<(u64, u32), (u32, u32)> = BTreeMap::new(); // (ssl, seq) -> (next offset, call_len)
+    // (thread, call_seq: per thread) -> (next offset, call_len)
+    let mut last: BTreeMap<(u32, u32), (u32, u32)> = BTreeMap::new();
     for e in events {
         let EventKind::Data(d) = &e.kind else {
             continue;
         };
         assert!(d.len() <= CHUNK_SIZE);
-        let entry = last
-            .entry((e.conn.ssl, e.call_seq))
-            .or_insert((0, e.call_len));
+        let entry = last.entry((e.tid, e.call_seq)).or_insert((0, e.call_len));
         assert_eq!(e.offset, entry.0, "chunk offset of call {}", e.call_seq);
         assert_eq!(e.call_len, entry.1);
         entry.0 += d.len() as u32;
@@ -477,6 +476,10 @@ async fn full_ring_buffer_is_counted_and_flagged() {
         total_written as u64 + ex.response.len() as u64,
         "captured + announced losses == bytes transferred"
     );
+    // The hole was announced and the connection freed: the kernel forgot it,
+    // and its hint (which spares every call a lookup while 0) agrees.
+    let (hint, entries) = capture.kernel_holes();
+    assert_eq!(hint, entries as u64, "hint {hint}, entries {entries}");
     // Metrics got the kernel's counts (folded once a second and at shutdown).
     capture.shutdown().await;
     assert!(metrics.capture_lost_events.get() >= d.ringbuf_full);

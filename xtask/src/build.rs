@@ -50,6 +50,11 @@ pub fn build_ebpf() -> anyhow::Result<PathBuf> {
             .env_remove("RUSTUP_TOOLCHAIN")
             .env_remove("CARGO_TARGET_DIR")
             .env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", bpf_linker_path())
+            // BTF in the object: the kernel wants func_info for `bpf_loop`'s callback.
+            .env(
+                "CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS",
+                "-C link-arg=--btf",
+            )
             .env("LD_LIBRARY_PATH", crate::setup::tools_dir().join("lib")),
     )?;
     let obj = ebpf_object_path();

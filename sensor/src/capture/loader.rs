@@ -57,6 +57,10 @@ fn program_error(name: &str, e: ProgramError) -> CaptureError {
             io_error,
             verifier_log,
         } => {
+            // For whoever works on the eBPF side: the whole log, not its tail.
+            if let Some(path) = std::env::var_os("SENSOR_VERIFIER_LOG") {
+                let _ = std::fs::write(path, format!("{name}: {io_error}\n{verifier_log}"));
+            }
             let text = io_error.to_string();
             if is_permission_error(&text) {
                 return CaptureError::Privileges(text);

@@ -503,6 +503,32 @@ impl Capture {
             .count()
     }
 
+    /// The kernel's bookkeeping of unannounced holes: its hint (`HOLES`) and
+    /// the connections that have one (`CONNS` entries).  The two are equal
+    /// unless the LRU evicted entries (then the hint is higher, which costs
+    /// speed, not correctness); both go back to 0 once every hole is announced.
+    pub fn kernel_holes(&self) -> (u64, usize) {
+        let s = lock(&self.state);
+        let hint = s
+            .ebpf
+            .map("HOLES")
+            .and_then(|m| aya::maps::Array::<_, u64>::try_from(m).ok())
+            .and_then(|a| a.get(&0, 0).ok())
+            .unwrap_or(0);
+        let entries = s
+            .ebpf
+            .map("CONNS")
+            .and_then(|m| {
+                aya::maps::HashMap::<_, sensor_common::ConnKey, sensor_common::ConnState>::try_from(
+                    m,
+                )
+                .ok()
+            })
+            .map(|m| m.keys().filter_map(Result::ok).count())
+            .unwrap_or(0);
+        (hint, entries)
+    }
+
     /// Current totals of the kernel counters.
     pub fn kernel_counters(&self) -> KernelCounters {
         read_counters(&self.counters)

@@ -270,8 +270,8 @@ fn drain(
     let mut last_tgid = None;
     while slots.len() < MAX_BATCH_EVENTS && bytes < MAX_BATCH_BYTES {
         let Some(item) = ring.next() else { break };
-        let raw: &[u8] = &item;
-        let h = match parse_header(raw) {
+        let record: &[u8] = &item;
+        let h = match parse_header(record) {
             Ok(h) => h,
             Err(e) => {
                 metrics
@@ -292,6 +292,10 @@ fn drain(
             }
             last_tgid = Some(tgid);
         }
+        // The kernel reserves records in size classes: what follows the
+        // header's data_len is padding, never copied (a short record is left
+        // whole for the parser to reject).
+        let raw = &record[..record.len().min(EVENT_HEADER_LEN + h.data_len as usize)];
         // Counted in sensor_capture_events_total by the pipeline, which sees
         // every event that gets this far.
         bytes += raw.len();
