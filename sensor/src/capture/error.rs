@@ -17,7 +17,7 @@ pub enum CaptureError {
         "ring buffer size {0} is not a power of two multiple of the page size: pick e.g. 33554432"
     )]
     BadRingBufferSize(u32),
-    #[error("eBPF program {program} rejected by the kernel verifier: {tail}")]
+    #[error("eBPF program {program} rejected by the kernel verifier (SENSOR_VERIFIER_LOG=<file> writes the whole log): {tail}")]
     Verifier { program: String, tail: String },
     #[error("loading the eBPF object failed: {0}")]
     Load(String),

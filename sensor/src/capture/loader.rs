@@ -62,12 +62,15 @@ fn program_error(name: &str, e: ProgramError) -> CaptureError {
                 let _ = std::fs::write(path, format!("{name}: {io_error}\n{verifier_log}"));
             }
             let text = io_error.to_string();
-            if is_permission_error(&text) {
+            let log = verifier_log.to_string();
+            // EACCES with a log is the verifier refusing the program (as
+            // root too); without a log it is the missing capability.
+            if is_permission_error(&text) && log.trim().is_empty() {
                 return CaptureError::Privileges(text);
             }
             CaptureError::Verifier {
                 program: name.to_string(),
-                tail: verifier_tail(&verifier_log.to_string()),
+                tail: verifier_tail(&log),
             }
         }
         other => CaptureError::Load(format!("{name}: {}", chain(&other))),
