@@ -7,15 +7,12 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sensor_http::http::types::{
-    Body, ConnInfo, Exchange, Header, HttpPair, ProcessInfo, Request, Response, Role, Timing,
+    Body, ConnInfo, Exchange, Headers, HttpPair, ProcessInfo, Request, Response, Role, Timing,
 };
 use sensor_http::leak::{Detector, Fingerprinter, LeakConfig};
 
-fn header(name: &str, value: &[u8]) -> Header {
-    Header {
-        name: name.into(),
-        value: Bytes::copy_from_slice(value),
-    }
+fn header(name: &'static str, value: &[u8]) -> (&'static str, Vec<u8>) {
+    (name, value.to_vec())
 }
 
 fn body(chunks: Vec<Bytes>) -> Body {
@@ -73,23 +70,23 @@ fuzz_target!(|data: &[u8]| {
                 method: "POST".into(),
                 target,
                 version: "HTTP/1.1",
-                headers: req_headers,
+                headers: Headers::from_pairs(req_headers),
                 body: body(vec![Bytes::copy_from_slice(req_body)]),
             },
             response: Response {
                 status: 400,
                 version: "HTTP/1.1",
-                headers: vec![
+                headers: Headers::from_pairs([
                     header("content-encoding", coding),
                     header("location", location),
                     header("set-cookie", &[b"session=".as_slice(), cookie].concat()),
-                ],
+                ]),
                 body: body(resp_chunks),
             },
             timing: Timing::default(),
             role: Role::Server,
         },
-        process: ProcessInfo::default(),
+        process: ProcessInfo::default().into(),
         conn: ConnInfo {
             id: "1:1:1".into(),
             peer: None,

@@ -4,7 +4,9 @@
 //! 2. unit, property and snapshot tests of the whole workspace (no root);
 //! 3. root tests one at a time: capture against real TLS, then the end-to-end
 //!    tests (real servers and clients, alert rules, manifests, Prometheus);
-//! 4. the benchmark smoke run, so the benchmarks cannot rot.
+//! 4. the benchmark smoke run, so the benchmarks cannot rot;
+//! 5. every fuzz target for a few seconds, so the fuzz crate (built from the
+//!    sensor's own sources) cannot rot either.
 
 use std::process::Command;
 
@@ -21,6 +23,9 @@ pub struct Options {
     /// Skip the benchmark smoke run.
     #[arg(long)]
     pub no_bench: bool,
+    /// Skip the fuzz smoke run.
+    #[arg(long)]
+    pub no_fuzz: bool,
     /// Only run tests whose name contains this (passed to the test binaries).
     pub filter: Option<String>,
 }
@@ -109,5 +114,18 @@ fn run_tests(o: &Options, test_run: &TestRun) -> anyhow::Result<()> {
             ..Default::default()
         })?;
     }
+
+    if !o.no_fuzz && o.filter.is_none() {
+        eprintln!("xtask: == fuzz smoke run (every target {FUZZ_SMOKE_SECONDS} s) ==");
+        crate::fuzz::run(&crate::fuzz::Options {
+            seconds: FUZZ_SMOKE_SECONDS,
+            target: None,
+        })?;
+    }
     Ok(())
 }
+
+/// Seconds per fuzz target in `cargo xtask test`: enough to build it and
+/// run ~300,000 inputs through the HTTP targets; real fuzzing is
+/// `cargo xtask fuzz`.
+const FUZZ_SMOKE_SECONDS: u64 = 10;
