@@ -8,7 +8,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sensor_e2e::paths::sensor_bin;
-use sensor_e2e::{assert_no_secrets, curl, require_root, serial, Secret, Sensor, Server, TestCert};
+use sensor_e2e::{
+    assert_no_secrets, curl, http_get, require_root, serial, Secret, Sensor, Server, TestCert,
+};
 
 /// From the leaky request to the row on screen (the contract: a few seconds).
 const ON_SCREEN_DEADLINE: Duration = Duration::from_secs(5);
@@ -56,6 +58,11 @@ fn watch_shows_a_live_leak_filters_details_and_quits_cleanly() {
     let server = Server::demo(&cert).unwrap();
     let sensor = Sensor::start(&[]).unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Ready (what Sensor::start waited for) means every route answers: a
+    // watch started now must not meet "no stats yet".
+    let (status, body) =
+        http_get(sensor.api_addr(), "/api/v1/stats", Duration::from_secs(5)).unwrap();
+    assert_eq!(status, 200, "{body}");
 
     let session = Session(format!("sensor-e2e-watch-{}", std::process::id()));
     let cmd = format!(

@@ -126,6 +126,10 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let mut blind = Vec::new();
     let mut last_blind_scan: Option<Instant> = None;
     let mut current = cfg;
+    // Ready means every route answers: the first stats go out before (the
+    // first tick's blind scan can take a while), so `sensor watch` started
+    // on readiness never meets a 503.
+    hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
     hub.set_ready(true);
     tracing::info!(
         metrics = %current.metrics_addr,
