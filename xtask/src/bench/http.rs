@@ -16,10 +16,9 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u
         .with_context(|| format!("connecting to {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    // One write: `write!` on the socket sends each formatted piece on its own.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
     s.take(MAX_RESPONSE_BYTES)
         .read_to_end(&mut buf)
@@ -145,8 +144,15 @@ mod tests {
         let addr = l.local_addr().unwrap();
         let t = std::thread::spawn(move || {
             let (mut c, _) = l.accept().unwrap();
+            // The whole request: closing with unread bytes would reset the
+            // connection under the client's read.
+            let mut req = Vec::new();
             let mut b = [0u8; 1024];
-            let _ = c.read(&mut b).unwrap();
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = c.read(&mut b).unwrap();
+                assert!(n > 0, "request cut short: {req:?}");
+                req.extend_from_slice(&b[..n]);
+            }
             c.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
                 .unwrap();
         });
