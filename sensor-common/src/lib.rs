@@ -170,6 +170,18 @@ pub struct ConnState {
     pub lost_write: u32,
 }
 
+impl ConnState {
+    /// The unannounced bytes of one direction (`DIR_READ` or `DIR_WRITE`).
+    #[inline(always)]
+    pub fn lost_mut(&mut self, direction: u8) -> &mut u32 {
+        if direction == DIR_WRITE {
+            &mut self.lost_write
+        } else {
+            &mut self.lost_read
+        }
+    }
+}
+
 /// Process lifecycle notifications (separate small ring buffer `PROC_EVENTS`):
 /// an exec makes userspace look at that process' libraries soon, an exit of a
 /// thread-group leader makes it report the process gone.

@@ -30,22 +30,19 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     cty::c_void,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated},
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sensor_common::{
     ConnKey, ConnState, EventHeader, InflightCall, ProcEvent, CHUNK_SIZE, COMM_REFRESH_CALLS,
-    CTR_CALLS, CTR_EVENTS,
-    CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS, CTR_READ_FAILURES, CTR_RINGBUF_FULL,
-    CTR_TRUNCATED_BYTES, DEFAULT_RING_BUFFER_BYTES, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN,
-    FLAG_CALL_TRUNCATED, FLAG_LOST_BEFORE, FLAG_READ_FAILED, KIND_CLOSE, KIND_DATA,
-    MAX_BYTES_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_INFLIGHT_CALLS, MAX_TRACKED_CONNECTIONS,
-    NUM_COUNTERS, PROC_EVENTS_BYTES, PROC_EXEC, PROC_EXIT, SITE_EXPORTED, SITE_INTERNAL,
-    WAKEUP_THRESHOLD_BYTES,
+    CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS,
+    CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_TRUNCATED_BYTES, DEFAULT_RING_BUFFER_BYTES, DIR_READ,
+    DIR_WRITE, EVENT_HEADER_LEN, FLAG_CALL_TRUNCATED, FLAG_LOST_BEFORE, FLAG_READ_FAILED,
+    KIND_CLOSE, KIND_DATA, MAX_BYTES_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_INFLIGHT_CALLS,
+    MAX_TRACKED_CONNECTIONS, NUM_COUNTERS, PROC_EVENTS_BYTES, PROC_EXEC, PROC_EXIT, SITE_EXPORTED,
+    SITE_INTERNAL, WAKEUP_THRESHOLD_BYTES,
 };
 
 /// Set to 1 by the loader (`EbpfLoader::set_global`) for count-only probes.
@@ -211,7 +208,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         count(CTR_ORPHAN_RETURNS, 1);
         return 0;
     }
-    let call = *slot;
+    let mut call = *slot;
     slot.ssl = 0;
     // All four functions return int: > 0 means success.
     let ret: i64 = ctx.ret::<u64>() as i32 as i64;
@@ -232,12 +229,12 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     if total == 0 {
         return 0;
     }
-    let call_seq = call.call_seq.wrapping_add(1);
-    slot.call_seq = call_seq;
-    if call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
+    slot.call_seq = slot.call_seq.wrapping_add(1);
+    if slot.call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
         take_comm(&mut slot.comm);
     }
-    emit_call(&call, call_seq, slot.comm, pid_tgid, total);
+    (call.call_seq, call.comm) = (slot.call_seq, slot.comm);
+    emit_call(&call, pid_tgid, total);
     0
 }
 
@@ -299,24 +296,14 @@ fn store_hole(key: &ConnKey, entry: *mut ConnState, direction: u8, lost: u32) {
     match unsafe { entry.as_mut() } {
         // SAFETY: map values stay valid for the whole program run.
         Some(state) => {
-            let other = if direction == DIR_WRITE {
-                state.lost_write = lost;
-                state.lost_read
-            } else {
-                state.lost_read = lost;
-                state.lost_write
-            };
-            if lost == 0 && other == 0 && CONNS.remove(key).is_ok() {
+            *state.lost_mut(direction) = lost;
+            if state.lost_read == 0 && state.lost_write == 0 && CONNS.remove(key).is_ok() {
                 holes_add(u64::MAX); // -1
             }
         }
         None if lost != 0 => {
             let mut state = ConnState::default();
-            if direction == DIR_WRITE {
-                state.lost_write = lost;
-            } else {
-                state.lost_read = lost;
-            }
+            *state.lost_mut(direction) = lost;
             if CONNS.insert(key, &state, 0).is_ok() {
                 holes_add(1);
             }
@@ -325,9 +312,10 @@ fn store_hole(key: &ConnKey, entry: *mut ConnState, direction: u8, lost: u32) {
     }
 }
 
-/// Copies one call's plaintext into the ring buffer, chunk by chunk.
+/// Copies one call's plaintext into the ring buffer, chunk by chunk (`call`
+/// carries this call's number and the thread's comm).
 #[inline(always)]
-fn emit_call(call: &InflightCall, call_seq: u32, comm: [u8; 16], pid_tgid: u64, total: u64) {
+fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
     let Some(ctr) = ctrs() else {
         return;
     };
@@ -345,13 +333,11 @@ fn emit_call(call: &InflightCall, call_seq: u32, comm: [u8; 16], pid_tgid: u64, 
     };
     // Holes are tracked per direction: a hole in the responses must not be
     // announced on the next request (that stream is intact).
-    // SAFETY (both): map values stay valid for the whole program run.
     let mut pending: u32 = if entry.is_null() {
         0
-    } else if call.direction == DIR_WRITE {
-        unsafe { (*entry).lost_write }
     } else {
-        unsafe { (*entry).lost_read }
+        // SAFETY: map values stay valid for the whole program run.
+        unsafe { *(*entry).lost_mut(call.direction) }
     };
     let pending_before = pending;
 
@@ -369,7 +355,7 @@ fn emit_call(call: &InflightCall, call_seq: u32, comm: [u8; 16], pid_tgid: u64, 
         ssl: call.ssl,
         pid_tgid,
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        call_seq,
+        call_seq: call.call_seq,
         call_len: if total > u32::MAX as u64 {
             u32::MAX
         } else {
@@ -382,7 +368,7 @@ fn emit_call(call: &InflightCall, call_seq: u32, comm: [u8; 16], pid_tgid: u64, 
         direction: call.direction,
         flags,
         site: call.site,
-        comm,
+        comm: call.comm,
     };
 
     if copied_total <= CHUNK_SIZE as u64 {
@@ -481,6 +467,16 @@ extern "C" fn emit_nth_chunk(index: u64, job: *mut c_void) -> i64 {
     0
 }
 
+/// A record of `size` bytes (a constant once inlined, as the verifier wants)
+/// that starts with an event header; null when the ring buffer is full.
+#[inline(always)]
+fn reserve_record(size: usize) -> *mut EventHeader {
+    unsafe {
+        generated::bpf_ringbuf_reserve(core::ptr::addr_of!(RINGBUF) as *mut c_void, size as u64, 0)
+    }
+    .cast()
+}
+
 /// One event of `len` (1..=N) bytes at `buf + offset`, in a record with room
 /// for N.  Lost when the ring buffer is full: counted, and added to the hole
 /// the connection's next event announces.
@@ -496,13 +492,7 @@ fn emit_chunk<const N: usize>(
     // Bounded for the verifier: 1..=N (black_box keeps the mask).
     let len = ((black_box(len) - 1) & (N as u64 - 1)) + 1;
     let pending = *lost_pending as u64;
-    let rec = unsafe {
-        generated::bpf_ringbuf_reserve(
-            core::ptr::addr_of!(RINGBUF) as *mut c_void,
-            (EVENT_HEADER_LEN + N) as u64,
-            0,
-        )
-    } as *mut EventHeader;
+    let rec = reserve_record(EVENT_HEADER_LEN + N);
     let mut delivered: u64 = 0;
     if !rec.is_null() {
         let rc = unsafe {
@@ -572,13 +562,7 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
             }
         }
     }
-    let rec = unsafe {
-        generated::bpf_ringbuf_reserve(
-            core::ptr::addr_of!(RINGBUF) as *mut c_void,
-            EVENT_HEADER_LEN as u64,
-            0,
-        )
-    } as *mut EventHeader;
+    let rec = reserve_record(EVENT_HEADER_LEN);
     if rec.is_null() {
         count(CTR_RINGBUF_FULL, 1);
         return 0;
