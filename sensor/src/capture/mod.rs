@@ -491,14 +491,8 @@ impl Capture {
     /// entries are reused per thread and go away when their thread exits.
     pub fn inflight_threads(&self, tgid: u32) -> usize {
         let s = lock(&self.state);
-        let Some(map) = s.ebpf.map("INFLIGHT") else {
-            return 0;
-        };
-        let Ok(m) = aya::maps::HashMap::<_, u64, sensor_common::InflightCall>::try_from(map) else {
-            return 0;
-        };
-        m.keys()
-            .filter_map(Result::ok)
+        kernel_map_keys::<u64, sensor_common::InflightCall>(&s.ebpf, "INFLIGHT")
+            .into_iter()
             .filter(|k| (k >> 32) as u32 == tgid)
             .count()
     }
@@ -515,17 +509,9 @@ impl Capture {
             .and_then(|m| aya::maps::Array::<_, u64>::try_from(m).ok())
             .and_then(|a| a.get(&0, 0).ok())
             .unwrap_or(0);
-        let entries = s
-            .ebpf
-            .map("CONNS")
-            .and_then(|m| {
-                aya::maps::HashMap::<_, sensor_common::ConnKey, sensor_common::ConnState>::try_from(
-                    m,
-                )
-                .ok()
-            })
-            .map(|m| m.keys().filter_map(Result::ok).count())
-            .unwrap_or(0);
+        let entries =
+            kernel_map_keys::<sensor_common::ConnKey, sensor_common::ConnState>(&s.ebpf, "CONNS")
+                .len();
         (hint, entries)
     }
 
@@ -588,6 +574,15 @@ async fn rescan_loop(
             return;
         }
     }
+}
+
+/// Keys of the kernel hash map `name` (none when it is missing or not a hash
+/// map of `K` to `V`).
+fn kernel_map_keys<K: aya::Pod, V: aya::Pod>(ebpf: &aya::Ebpf, name: &str) -> Vec<K> {
+    ebpf.map(name)
+        .and_then(|m| aya::maps::HashMap::<_, K, V>::try_from(m).ok())
+        .map(|m| m.keys().filter_map(Result::ok).collect())
+        .unwrap_or_default()
 }
 
 fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
