@@ -60,10 +60,7 @@ fuzz_target!(|data: &[u8]| {
     };
     // Response body in chunks of 1..=64 bytes (or whole).
     let step = ((cfg >> 5) as usize * 9).max(1);
-    let resp_chunks: Vec<Bytes> = resp_body
-        .chunks(step)
-        .map(Bytes::copy_from_slice)
-        .collect();
+    let resp_chunks: Vec<Bytes> = resp_body.chunks(step).map(Bytes::copy_from_slice).collect();
     let pair = HttpPair {
         exchange: Exchange {
             request: Request {
@@ -98,7 +95,11 @@ fuzz_target!(|data: &[u8]| {
     let insp = detector.inspect(&pair);
     // At most one finding per (credential, sink): 3 headers + body, and a
     // bounded number of credentials from this request.
-    assert!(insp.findings.len() <= 64, "{} findings", insp.findings.len());
+    assert!(
+        insp.findings.len() <= 64,
+        "{} findings",
+        insp.findings.len()
+    );
     for finding in &insp.findings {
         assert_eq!(finding.credential.fingerprint.len(), 16);
     }
