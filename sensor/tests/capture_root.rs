@@ -476,8 +476,9 @@ async fn full_ring_buffer_is_counted_and_flagged() {
         total_written as u64 + ex.response.len() as u64,
         "captured + announced losses == bytes transferred"
     );
-    // The hole was announced and the connection freed: the kernel forgot it,
-    // and its hint (which spares every call a lookup while 0) agrees.
+    // Holes went into the kernel's per-connection map and out again (announced,
+    // connection freed): its hint, which spares every call a lookup while 0,
+    // still counts exactly the entries left (other processes' holes included).
     let (hint, entries) = capture.kernel_holes();
     assert_eq!(hint, entries as u64, "hint {hint}, entries {entries}");
     // Metrics got the kernel's counts (folded once a second and at shutdown).
