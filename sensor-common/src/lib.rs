@@ -27,6 +27,11 @@ pub const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
 
 /// Entries in the per-thread "call in flight" map and the per-connection state map.
 pub const MAX_INFLIGHT_CALLS: u32 = 16 * 1024;
+/// Slots of the in-flight array `SLOTS` by default (power of two): a thread
+/// uses slot `tid % slots` when it is free, else the `INFLIGHT` map.
+pub const INFLIGHT_SLOTS: u32 = 16 * 1024;
+/// [`InflightSlot::state`] bit set while the owner is inside a call.
+pub const SLOT_BUSY: u64 = 1 << 32;
 pub const MAX_TRACKED_CONNECTIONS: u32 = 64 * 1024;
 
 /// Direction of an SSL call, as seen by the probed process.
@@ -70,6 +75,10 @@ pub const NUM_COUNTERS: u32 = 8;
 /// (they count calls and copy nothing: the benchmark floor).
 pub const GLOBAL_COUNT_ONLY: &str = "COUNT_ONLY";
 
+/// Name of the eBPF global the loader sets to the number of in-flight slots
+/// minus one (`SLOTS` gets that many entries; a power of two).
+pub const GLOBAL_SLOT_MASK: &str = "SLOT_MASK";
+
 /// Header of every ring-buffer event; `data_len` bytes of plaintext follow it.
 ///
 /// The layout is part of the recording format (`--record`), see
@@ -83,8 +92,11 @@ pub struct EventHeader {
     pub pid_tgid: u64,
     /// `bpf_ktime_get_ns()` at the return of the call (CLOCK_MONOTONIC).
     pub ts_ns: u64,
-    /// Per-thread sequence number of the SSL call (1, 2, 3…, wrapping); all
-    /// chunks of one call share it (and the thread: `pid_tgid`).  0 for a close.
+    /// Sequence number of the SSL call: all chunks of one call share it (and
+    /// the thread: `pid_tgid`), and the thread's other calls have other ones
+    /// (until it wraps).  Increasing, but not by 1 per call of the thread: a
+    /// slot's counter goes on across the threads that own it in turn.  0 for
+    /// a close.
     pub call_seq: u32,
     /// Bytes the call transferred in total (may exceed what was copied).
     pub call_len: u32,
@@ -135,13 +147,30 @@ pub struct InflightCall {
     pub direction: u8,
     pub site: u8,
     pub _pad: [u8; 2],
-    /// SSL calls of this thread that produced data, this one included
-    /// ([`EventHeader::call_seq`]).
+    /// Number of the last call that produced data ([`EventHeader::call_seq`]).
     pub call_seq: u32,
     /// The thread's `comm`, taken when the entry is created and again every
     /// [`COMM_REFRESH_CALLS`] calls (`bpf_get_current_comm` per event was
     /// ~70 ns of ~590 in the return probe).
     pub comm: [u8; 16],
+}
+
+/// One slot of the in-flight array: an array lookup is ~40 ns cheaper than a
+/// hash lookup, and the entry and return probes each make one per call.
+///
+/// `state` is the owner's tid, with [`SLOT_BUSY`] while it is inside a call;
+/// 0 when nobody owns the slot.  A thread claims a slot only with a
+/// compare-and-swap from an idle state (its own, another thread's, or 0), and
+/// only the owner of a busy slot touches `call` or makes it idle again, so two
+/// threads whose tids share a slot never write it at once: the loser of a race,
+/// or a thread finding the slot busy, uses the `INFLIGHT` hash map instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InflightSlot {
+    pub state: u64,
+    /// `pid_tgid` of the owner (which process the slot belongs to, for userspace).
+    pub pid_tgid: u64,
+    pub call: InflightCall,
 }
 
 /// A thread's `comm` is taken again after this many of its calls (power of two),
@@ -202,6 +231,7 @@ pub struct ProcEvent {
 mod pod {
     unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::InflightCall {}
+    unsafe impl aya::Pod for super::InflightSlot {}
     unsafe impl aya::Pod for super::ConnKey {}
     unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::EventHeader {}

@@ -20,12 +20,13 @@
 //! Userspace attaches one family per library, never both.
 #![no_std]
 #![no_main]
-// `atomic_xadd`: core's AtomicU64 has no fetch_add on the BPF target.
+// `atomic_xadd`, `atomic_cxchg`: core's AtomicU64 has no fetch_add nor
+// compare_exchange on the BPF target.
 #![allow(internal_features)]
-#![feature(core_intrinsics, adt_const_params)]
+#![feature(core_intrinsics, adt_const_params, asm_experimental_arch)]
 
 use core::hint::black_box;
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
@@ -36,18 +37,35 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sensor_common::{
-    ConnKey, ConnState, EventHeader, InflightCall, ProcEvent, CHUNK_SIZE, COMM_REFRESH_CALLS,
-    CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS,
-    CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_TRUNCATED_BYTES, DEFAULT_RING_BUFFER_BYTES, DIR_READ,
-    DIR_WRITE, EVENT_HEADER_LEN, FLAG_CALL_TRUNCATED, FLAG_LOST_BEFORE, FLAG_READ_FAILED,
-    KIND_CLOSE, KIND_DATA, MAX_BYTES_PER_CALL, MAX_CHUNKS_PER_CALL, MAX_INFLIGHT_CALLS,
-    MAX_TRACKED_CONNECTIONS, NUM_COUNTERS, PROC_EVENTS_BYTES, PROC_EXEC, PROC_EXIT, SITE_EXPORTED,
-    SITE_INTERNAL, WAKEUP_THRESHOLD_BYTES,
+    ConnKey, ConnState, EventHeader, InflightCall, InflightSlot, ProcEvent, CHUNK_SIZE,
+    COMM_REFRESH_CALLS, CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES,
+    CTR_ORPHAN_RETURNS, CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_TRUNCATED_BYTES,
+    DEFAULT_RING_BUFFER_BYTES, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN, FLAG_CALL_TRUNCATED,
+    FLAG_LOST_BEFORE, FLAG_READ_FAILED, INFLIGHT_SLOTS, KIND_CLOSE, KIND_DATA, MAX_BYTES_PER_CALL,
+    MAX_CHUNKS_PER_CALL, MAX_INFLIGHT_CALLS, MAX_TRACKED_CONNECTIONS, NUM_COUNTERS,
+    PROC_EVENTS_BYTES, PROC_EXEC, PROC_EXIT, SITE_EXPORTED, SITE_INTERNAL, SLOT_BUSY,
+    WAKEUP_THRESHOLD_BYTES,
 };
 
 /// Set to 1 by the loader (`EbpfLoader::set_global`) for count-only probes.
 #[no_mangle]
 static COUNT_ONLY: u8 = 0;
+
+/// Entries of `SLOTS` minus one (a power of two minus one), set by the loader.
+#[no_mangle]
+static SLOT_MASK: u32 = INFLIGHT_SLOTS - 1;
+
+/// Top bit of `call_seq` in `INFLIGHT` entries: slots count in the low 31
+/// bits and map entries with this bit set, so a thread whose calls go through
+/// both never gets the same number twice.
+const CALL_SEQ_MAP: u32 = 1 << 31;
+
+/// Index of the thread's slot in `SLOTS`.
+#[inline(always)]
+fn slot_index(tid: u32) -> u32 {
+    // Volatile so the compiler keeps the load (the loader patches the value).
+    tid & unsafe { core::ptr::read_volatile(&SLOT_MASK) }
+}
 
 #[map]
 static RINGBUF: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
@@ -55,7 +73,14 @@ static RINGBUF: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BUFFER_BYTES, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
-/// The call each thread is in (between entry and return), by `pid_tgid`.
+/// The call each thread is in (between entry and return), by tid: the fast
+/// path.  A thread whose slot is busy with another thread's call (tids that
+/// share a slot) uses `INFLIGHT` for that call; see `InflightSlot`.
+#[map]
+static SLOTS: Array<InflightSlot> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
+
+/// The call each thread is in (between entry and return), by `pid_tgid`, for
+/// the calls that did not get their thread's slot in `SLOTS`.
 ///
 /// A thread's entry is created by its first probed call and then rewritten in
 /// place on every later call (entry) and marked consumed (`ssl = 0`, return):
@@ -129,6 +154,14 @@ fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, has_out: bool) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
+    let slot = claim_slot(pid_tgid);
+    if !slot.is_null() {
+        // SAFETY: a busy slot is written by its owner only, this thread.
+        let call = unsafe { &mut (*slot).call };
+        (call.ssl, call.buf, call.out_len_ptr) = (ssl, buf, out_len_ptr);
+        (call.direction, call.site) = (direction, site);
+        return 0;
+    }
     match INFLIGHT.get_ptr_mut(&pid_tgid) {
         // Only this thread ever touches its entry: plain stores are enough
         // (and keep its call_seq and comm).
@@ -147,7 +180,7 @@ fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, has_out: bool) -> u32 {
                 direction,
                 site,
                 _pad: [0; 2],
-                call_seq: 0,
+                call_seq: CALL_SEQ_MAP,
                 comm: [0; 16],
             };
             take_comm(&mut call.comm);
@@ -189,6 +222,61 @@ pub fn ssl_read_internal_entry(ctx: ProbeContext) -> u32 {
     on_entry(&ctx, DIR_READ, SITE_INTERNAL, true)
 }
 
+/// This thread's slot, claimed for a call (made busy), or null when another
+/// thread holds it busy or won the race for it.
+#[inline(always)]
+fn claim_slot(pid_tgid: u64) -> *mut InflightSlot {
+    let tid = pid_tgid as u32;
+    let Some(slot) = SLOTS.get_ptr_mut(slot_index(tid)) else {
+        return core::ptr::null_mut();
+    };
+    let state = unsafe { &raw mut (*slot).state };
+    let seen = unsafe { core::ptr::read_volatile(state) };
+    let mine = tid as u64;
+    if seen == mine | SLOT_BUSY {
+        // Its previous call never returned (a return probe can be skipped,
+        // e.g. by longjmp): the new call replaces it, as in `INFLIGHT`.
+        return slot;
+    }
+    if seen & SLOT_BUSY != 0 || !cas(state, seen, mine | SLOT_BUSY) {
+        return core::ptr::null_mut();
+    }
+    if seen != mine {
+        // Taken over: this thread's comm.  call_seq goes on from the previous
+        // owner's, so it never repeats for a thread that comes back to it.
+        unsafe {
+            (*slot).pid_tgid = pid_tgid;
+            take_comm(&mut (*slot).call.comm);
+        }
+    }
+    slot
+}
+
+/// Compare-and-swap of a slot state; true when it was `old` and is now `new`.
+#[inline(always)]
+fn cas(state: *mut u64, old: u64, new: u64) -> bool {
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::AcqRel }, { AtomicOrdering::Relaxed }>(
+            state, old, new,
+        )
+        .1
+    }
+}
+
+/// The thread's slot goes back to nobody (exit, exec): another thread may
+/// take it, and this thread's next call takes its comm again.
+#[inline(always)]
+fn release_slot(pid_tgid: u64) {
+    let tid = pid_tgid as u32;
+    if let Some(slot) = SLOTS.get_ptr_mut(slot_index(tid)) {
+        let state = unsafe { &raw mut (*slot).state };
+        let seen = unsafe { core::ptr::read_volatile(state) };
+        if seen & !SLOT_BUSY == tid as u64 {
+            let _ = cas(state, seen, 0);
+        }
+    }
+}
+
 /// Return of any of the probed functions.
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
@@ -196,27 +284,57 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+    // All four functions return int: > 0 means success.
+    let ret: i64 = ctx.ret::<u64>() as i32 as i64;
+    let tid = pid_tgid as u32;
+    if let Some(slot) = SLOTS.get_ptr_mut(slot_index(tid)) {
+        let state = unsafe { &raw mut (*slot).state };
+        if unsafe { core::ptr::read_volatile(state) } == tid as u64 | SLOT_BUSY {
+            // SAFETY: busy and ours: nobody else writes the slot until the
+            // release below.
+            let entry = unsafe { &mut (*slot).call };
+            let total = finish_call(entry, ret);
+            if total != 0 {
+                emit_call(entry, pid_tgid, total);
+            }
+            // Everything above is done before the slot is free.  The BPF
+            // backend selects neither atomic stores nor fences: an empty asm
+            // statement keeps the compiler from moving memory accesses past
+            // it, and the CPU keeps stores in order (x86).
+            unsafe { core::arch::asm!("", options(nostack, preserves_flags)) };
+            unsafe { core::ptr::write_volatile(state, tid as u64) };
+            return 0;
+        }
+    }
+    let Some(entry) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
         count(CTR_ORPHAN_RETURNS, 1);
         return 0;
     };
     // SAFETY: map values stay valid for the whole program run; only this
     // thread writes its entry.
-    let slot = unsafe { &mut *slot };
-    if slot.ssl == 0 {
+    let entry = unsafe { &mut *entry };
+    if entry.ssl == 0 {
         // Consumed already: the entry probe skipped this call (bad arguments).
         count(CTR_ORPHAN_RETURNS, 1);
         return 0;
     }
-    let mut call = *slot;
-    slot.ssl = 0;
-    // All four functions return int: > 0 means success.
-    let ret: i64 = ctx.ret::<u64>() as i32 as i64;
+    let total = finish_call(entry, ret);
+    if total != 0 {
+        emit_call(entry, pid_tgid, total);
+    }
+    entry.ssl = 0;
+    0
+}
+
+/// Bytes the call in `entry` transferred (0: none, nothing to emit); when
+/// there are some, the call gets its number and, now and then, a fresh comm.
+#[inline(always)]
+fn finish_call(entry: &mut InflightCall, ret: i64) -> u64 {
     if ret <= 0 {
         return 0;
     }
-    let total: u64 = if call.out_len_ptr != 0 {
-        match unsafe { bpf_probe_read_user(call.out_len_ptr as *const u64) } {
+    let total: u64 = if entry.out_len_ptr != 0 {
+        match unsafe { bpf_probe_read_user(entry.out_len_ptr as *const u64) } {
             Ok(n) => n,
             Err(_) => {
                 count(CTR_READ_FAILURES, 1);
@@ -229,13 +347,12 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     if total == 0 {
         return 0;
     }
-    slot.call_seq = slot.call_seq.wrapping_add(1);
-    if slot.call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
-        take_comm(&mut slot.comm);
+    entry.call_seq =
+        (entry.call_seq & CALL_SEQ_MAP) | (entry.call_seq.wrapping_add(1) & !CALL_SEQ_MAP);
+    if entry.call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
+        take_comm(&mut entry.comm);
     }
-    (call.call_seq, call.comm) = (slot.call_seq, slot.comm);
-    emit_call(&call, pid_tgid, total);
-    0
+    total
 }
 
 /// Pointers to this CPU's counters, looked up once per call (not per chunk).
@@ -608,7 +725,9 @@ fn proc_event(kind: u32) {
 /// in-flight entry goes, so its next call takes the new comm.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
-    let _ = INFLIGHT.remove(&bpf_get_current_pid_tgid());
+    let pid_tgid = bpf_get_current_pid_tgid();
+    release_slot(pid_tgid);
+    let _ = INFLIGHT.remove(&pid_tgid);
     proc_event(PROC_EXEC);
     0
 }
@@ -618,6 +737,7 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
+    release_slot(pid_tgid);
     let _ = INFLIGHT.remove(&pid_tgid);
     if pid_tgid >> 32 == pid_tgid & 0xffff_ffff {
         proc_event(PROC_EXIT);

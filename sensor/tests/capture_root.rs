@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sensor::capture::event::{CaptureEvent, EventKind};
 use sensor::capture::{Capture, CaptureConfig, CaptureMsg, KernelCounters, ProbeMode};
 use sensor::outputs::metrics::Metrics;
-use sensor_common::{CHUNK_SIZE, MAX_BYTES_PER_CALL, SITE_EXPORTED, SITE_INTERNAL};
+use sensor_common::{CHUNK_SIZE, INFLIGHT_SLOTS, MAX_BYTES_PER_CALL, SITE_EXPORTED, SITE_INTERNAL};
 
 const PYTHON: &str = "/usr/bin/python3";
 const PORT_BASE: u16 = 20100;
@@ -304,11 +304,15 @@ fn big_exchange() -> Exchange {
     }
 }
 
-async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8) {
+async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8, inflight_slots: u32) {
     let ex = big_exchange();
     let peers = start_server(port, &ex);
     let metrics = Metrics::new();
-    let (capture, mut rx) = Capture::start(config(mode), metrics.clone())
+    let cfg = CaptureConfig {
+        inflight_slots,
+        ..config(mode)
+    };
+    let (capture, mut rx) = Capture::start(cfg, metrics.clone())
         .await
         .expect("capture starts (built with `cargo xtask build`?)");
     let attached = capture.attached();
@@ -336,7 +340,14 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8) {
     let request: Vec<u8> = ex.requests.concat();
     let server_pid = peers.server_pid;
     let mut got = Collected::default();
+    // With one slot, a process blocked in SSL_read holds it while the other
+    // one writes: some calls must have gone through the fallback map.
+    let used_map = std::cell::Cell::new(false);
     let complete = |g: &Collected| {
+        if inflight_slots == 1 {
+            let in_map = |pid| capture.inflight_entries(pid).in_map;
+            used_map.set(used_map.get() || in_map(client_pid) + in_map(server_pid) > 0);
+        }
         g.stream(client_pid, true).len() >= request.len()
             && g.stream(server_pid, false).len() >= request.len()
             && g.stream(server_pid, true).len() >= ex.response.len()
@@ -367,6 +378,14 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8) {
     assert!(
         got.exited.contains(&client_pid),
         "ProcessExited for the client"
+    );
+    if inflight_slots == 1 {
+        assert!(used_map.get(), "no call used the fallback map");
+    }
+    assert_eq!(
+        capture.inflight_entries(client_pid).total(),
+        0,
+        "the exited client's in-flight entries are gone"
     );
     for pid in [client_pid, server_pid] {
         let evs = got.events(pid);
@@ -420,7 +439,18 @@ async fn internal_mode_captures_exact_bytes() {
         return;
     }
     let _g = SERIAL.lock().await;
-    exact_capture(ProbeMode::Auto, PORT_BASE, SITE_INTERNAL).await;
+    exact_capture(ProbeMode::Auto, PORT_BASE, SITE_INTERNAL, INFLIGHT_SLOTS).await;
+}
+
+/// Every thread of both peers shares one in-flight slot: whoever finds it
+/// busy goes through the fallback map, and the capture is just as exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threads_sharing_a_slot_are_captured_exactly() {
+    if !root_or_skip() {
+        return;
+    }
+    let _g = SERIAL.lock().await;
+    exact_capture(ProbeMode::Auto, PORT_BASE + 12, SITE_INTERNAL, 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -429,7 +459,13 @@ async fn exported_mode_captures_exact_bytes() {
         return;
     }
     let _g = SERIAL.lock().await;
-    exact_capture(ProbeMode::Exported, PORT_BASE + 1, SITE_EXPORTED).await;
+    exact_capture(
+        ProbeMode::Exported,
+        PORT_BASE + 1,
+        SITE_EXPORTED,
+        INFLIGHT_SLOTS,
+    )
+    .await;
 }
 
 /// A tiny ring buffer cannot take a 1 MiB call: the loss is counted, and the
@@ -705,7 +741,7 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
         .unwrap();
     assert_eq!(line.trim(), "STUCK", "client did not get stuck");
     let calls = capture.kernel_counters().calls - before.calls;
-    let threads = capture.inflight_threads(pid);
+    let threads = capture.inflight_entries(pid).total();
     assert!(calls >= 200, "the 200 writes were probed: {calls} calls");
     // The main thread (200 writes) and the reader blocked in SSL_read.
     assert_eq!(threads, 2, "one entry per thread, not per call");
@@ -713,11 +749,11 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
     let _ = client.0.kill();
     let _ = client.0.wait();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while capture.inflight_threads(pid) != 0 && Instant::now() < deadline {
+    while capture.inflight_entries(pid).total() != 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        capture.inflight_threads(pid),
+        capture.inflight_entries(pid).total(),
         0,
         "a killed thread's in-flight entry is removed"
     );

@@ -29,6 +29,9 @@ pub struct CaptureConfig {
     pub comms: Vec<String>,
     /// How often /proc is rescanned for new TLS libraries and exited processes.
     pub rescan_interval: Duration,
+    /// Per-thread in-flight slots in the kernel (power of two): threads whose
+    /// slot is busy fall back to a hash map.  Tests set 1 to force sharing.
+    pub inflight_slots: u32,
 }
 
 impl Default for CaptureConfig {
@@ -40,6 +43,7 @@ impl Default for CaptureConfig {
             pids: Vec::new(),
             comms: Vec::new(),
             rescan_interval: Duration::from_secs(1),
+            inflight_slots: sensor_common::INFLIGHT_SLOTS,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use sensor_common::GLOBAL_COUNT_ONLY;
+use sensor_common::{GLOBAL_COUNT_ONLY, GLOBAL_SLOT_MASK};
 
 use super::config::{CaptureConfig, ProbeMode};
 use super::error::{is_permission_error, verifier_tail, CaptureError};
@@ -77,7 +77,8 @@ fn program_error(name: &str, e: ProgramError) -> CaptureError {
     }
 }
 
-/// Loads the object (ring size and count-only patched in) and every program.
+/// Loads the object (ring size, in-flight slots and count-only patched in) and
+/// every program.
 pub fn load(cfg: &CaptureConfig) -> Result<Ebpf, CaptureError> {
     if !ebpf_object_embedded() {
         return Err(CaptureError::NotBuilt);
@@ -87,9 +88,18 @@ pub fn load(cfg: &CaptureConfig) -> Result<Ebpf, CaptureError> {
     }
     check_ring_size(cfg.ring_buffer_bytes)?;
     let count_only: u8 = cfg.count_only.into();
+    if !cfg.inflight_slots.is_power_of_two() {
+        return Err(CaptureError::Load(format!(
+            "inflight_slots is {}, it must be a power of two",
+            cfg.inflight_slots
+        )));
+    }
+    let slot_mask = cfg.inflight_slots - 1;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("RINGBUF", cfg.ring_buffer_bytes)
+        .map_max_entries("SLOTS", cfg.inflight_slots)
         .override_global(GLOBAL_COUNT_ONLY, &count_only, true)
+        .override_global(GLOBAL_SLOT_MASK, &slot_mask, true)
         .load(EBPF_OBJECT)
         .map_err(load_error)?;
     for p in Program::ALL {

@@ -486,15 +486,29 @@ impl Capture {
         lock(&self.state).attached.keys().copied().collect()
     }
 
-    /// Threads of `tgid` that have an in-flight call entry in the kernel (one
-    /// per thread that made a probed call and is still alive): shows that
-    /// entries are reused per thread and go away when their thread exits.
-    pub fn inflight_threads(&self, tgid: u32) -> usize {
+    /// In-flight call entries of `tgid`'s threads in the kernel (one per
+    /// thread that made a probed call and is still alive, in its slot or in
+    /// the fallback map): shows that entries are reused per thread and go
+    /// away when their thread exits.
+    pub fn inflight_entries(&self, tgid: u32) -> InflightEntries {
         let s = lock(&self.state);
-        kernel_map_keys::<u64, sensor_common::InflightCall>(&s.ebpf, "INFLIGHT")
+        let in_map = kernel_map_keys::<u64, sensor_common::InflightCall>(&s.ebpf, "INFLIGHT")
             .into_iter()
             .filter(|k| (k >> 32) as u32 == tgid)
-            .count()
+            .count();
+        let in_slots = s
+            .ebpf
+            .map("SLOTS")
+            .and_then(|m| aya::maps::Array::<_, sensor_common::InflightSlot>::try_from(m).ok())
+            .map(|slots| {
+                slots
+                    .iter()
+                    .filter_map(Result::ok)
+                    .filter(|slot| slot.state != 0 && (slot.pid_tgid >> 32) as u32 == tgid)
+                    .count()
+            })
+            .unwrap_or(0);
+        InflightEntries { in_slots, in_map }
     }
 
     /// The kernel's bookkeeping of unannounced holes: its hint (`HOLES`) and
@@ -573,6 +587,22 @@ async fn rescan_loop(
             tracing::error!("capture rescan panicked; rescans stop");
             return;
         }
+    }
+}
+
+/// Where the kernel keeps a process' in-flight call entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InflightEntries {
+    /// Threads that own their slot in `SLOTS`.
+    pub in_slots: usize,
+    /// Threads with an entry in the fallback map `INFLIGHT` (their slot was
+    /// busy with another thread's call at some point).
+    pub in_map: usize,
+}
+
+impl InflightEntries {
+    pub fn total(self) -> usize {
+        self.in_slots + self.in_map
     }
 }
 
