@@ -218,6 +218,9 @@ pub const PROC_EXEC: u32 = 1;
 pub const PROC_EXIT: u32 = 2;
 /// Size of the `PROC_EVENTS` ring buffer (bytes).
 pub const PROC_EVENTS_BYTES: u32 = 256 * 1024;
+/// `PROC_EVENTS` fill level from which notifications wake userspace (below,
+/// it polls).
+pub const PROC_WAKEUP_THRESHOLD_BYTES: u64 = PROC_EVENTS_BYTES as u64 / 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
