@@ -21,9 +21,17 @@ pub const MAX_CHUNKS_PER_CALL: usize = MAX_BYTES_PER_CALL / CHUNK_SIZE;
 /// Overridable at load time (`sensor run --ring-buffer-bytes`).
 pub const DEFAULT_RING_BUFFER_BYTES: u32 = 32 * 1024 * 1024;
 
-/// Ring buffer fill level above which the eBPF side forces a wake-up of userspace.
-/// Below it, events are submitted without a wake-up and userspace polls on a short timer.
-pub const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
+/// Ring buffer fill level at which the eBPF side wakes userspace: the event
+/// that brings the unread data past it forces a wake-up, every other event is
+/// submitted without one and userspace polls on a short timer.  An eighth of
+/// the ring: 4 MiB of the default 32 MiB, so only a burst faster than the
+/// poll can drain wakes the reader early.
+pub const fn wakeup_threshold_bytes(ring_buffer_bytes: u32) -> u64 {
+    ring_buffer_bytes as u64 / 8
+}
+
+/// Name of the eBPF global the loader sets to [`wakeup_threshold_bytes`].
+pub const GLOBAL_WAKEUP_THRESHOLD: &str = "WAKEUP_THRESHOLD";
 
 /// Entries in the per-thread "call in flight" map and the per-connection state map.
 pub const MAX_INFLIGHT_CALLS: u32 = 16 * 1024;
@@ -69,7 +77,10 @@ pub const CTR_READ_FAILURES: u32 = 5;
 pub const CTR_INFLIGHT_FULL: u32 = 6;
 /// SSL calls seen at their entry (every mode, including count-only).
 pub const CTR_CALLS: u32 = 7;
-pub const NUM_COUNTERS: u32 = 8;
+/// Calls whose thread's in-flight slot was busy with another thread's call
+/// (they went through the `INFLIGHT` map).
+pub const CTR_SLOT_BUSY: u32 = 8;
+pub const NUM_COUNTERS: u32 = 9;
 
 /// Name of the eBPF global the loader sets to 1 for count-only probes
 /// (they count calls and copy nothing: the benchmark floor).

@@ -32,7 +32,7 @@ use aya::Ebpf;
 use bytes::Bytes;
 use sensor_common::{
     CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS,
-    CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_TRUNCATED_BYTES, NUM_COUNTERS,
+    CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_SLOT_BUSY, CTR_TRUNCATED_BYTES, NUM_COUNTERS,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -151,6 +151,8 @@ pub struct KernelCounters {
     pub orphan_returns: u64,
     pub read_failures: u64,
     pub inflight_full: u64,
+    /// Calls that found their thread's in-flight slot busy (fallback map).
+    pub slot_busy: u64,
 }
 
 struct State {
@@ -632,6 +634,7 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
         orphan_returns: at(CTR_ORPHAN_RETURNS),
         read_failures: at(CTR_READ_FAILURES),
         inflight_full: at(CTR_INFLIGHT_FULL),
+        slot_busy: at(CTR_SLOT_BUSY),
     }
 }
 
