@@ -37,23 +37,19 @@ use aya_ebpf::{
     programs::{ProbeContext, RawTracePointContext, RetProbeContext},
 };
 use sensor_common::{
-    wakeup_threshold_bytes, ConnKey, ConnState, EventHeader, InflightCall, InflightSlot, ProcEvent,
-    CHUNK_SIZE, COMM_REFRESH_CALLS, CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES,
+    ConnKey, ConnState, EventHeader, InflightCall, InflightSlot, ProcEvent, CHUNK_SIZE,
+    COMM_REFRESH_CALLS, CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES,
     CTR_ORPHAN_RETURNS, CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_SLOT_BUSY, CTR_TRUNCATED_BYTES,
     DEFAULT_RING_BUFFER_BYTES, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN, FLAG_CALL_TRUNCATED,
     FLAG_LOST_BEFORE, FLAG_READ_FAILED, INFLIGHT_SLOTS, KIND_CLOSE, KIND_DATA, MAX_BYTES_PER_CALL,
     MAX_CHUNKS_PER_CALL, MAX_INFLIGHT_CALLS, MAX_TRACKED_CONNECTIONS, NUM_COUNTERS,
     PROC_EVENTS_BYTES, PROC_EXEC, PROC_EXIT, PROC_WAKEUP_THRESHOLD_BYTES, SITE_EXPORTED,
-    SITE_INTERNAL, SLOT_BUSY,
+    SITE_INTERNAL, SLOT_BUSY, WAKEUP_THRESHOLD_BYTES,
 };
 
 /// Set to 1 by the loader (`EbpfLoader::set_global`) for count-only probes.
 #[no_mangle]
 static COUNT_ONLY: u8 = 0;
-
-/// `wakeup_threshold_bytes(ring size)`, set by the loader.
-#[no_mangle]
-static WAKEUP_THRESHOLD: u64 = wakeup_threshold_bytes(DEFAULT_RING_BUFFER_BYTES);
 
 /// Entries of `SLOTS` minus one (a power of two minus one), set by the loader.
 #[no_mangle]
@@ -393,10 +389,8 @@ fn is_negative(x: i64) -> u64 {
 #[inline(always)]
 fn ring_flags(record_bytes: u64) -> u64 {
     let avail = RINGBUF.query(BPF_RB_AVAIL_DATA as u64);
-    // Volatile so the compiler keeps the load (the loader patches the value).
-    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_THRESHOLD) };
     // The ring counts an 8-byte header per record.
-    if avail >= threshold && avail < threshold + record_bytes + 8 {
+    if avail >= WAKEUP_THRESHOLD_BYTES && avail < WAKEUP_THRESHOLD_BYTES + record_bytes + 8 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

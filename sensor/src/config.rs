@@ -33,8 +33,7 @@ pub const FINGERPRINT_KEY_NAME: &str = "fingerprint.key";
 /// Connections tracked at once (the HTTP stage's LRU table).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
 pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
-/// Ring buffer bounds: room for 64 of the largest records (16 KiB of data
-/// each), and a sane memory ceiling.
+/// Ring buffer bounds: above the kernel side's wake-up threshold, and a sane memory ceiling.
 pub const MIN_RING_BUFFER_BYTES: u32 = 1 << 20;
 pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 30;
 pub const MIN_MAX_BODY_BYTES: usize = 1024;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{ProgramError, RawTracePoint, UProbe};
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use sensor_common::{GLOBAL_COUNT_ONLY, GLOBAL_SLOT_MASK, GLOBAL_WAKEUP_THRESHOLD};
+use sensor_common::{GLOBAL_COUNT_ONLY, GLOBAL_SLOT_MASK};
 
 use super::config::{CaptureConfig, ProbeMode};
 use super::error::{is_permission_error, verifier_tail, CaptureError};
@@ -77,8 +77,7 @@ fn program_error(name: &str, e: ProgramError) -> CaptureError {
     }
 }
 
-/// Loads the object (ring size, wake-up threshold, in-flight slots and
-/// count-only patched in) and
+/// Loads the object (ring size, in-flight slots and count-only patched in) and
 /// every program.
 pub fn load(cfg: &CaptureConfig) -> Result<Ebpf, CaptureError> {
     if !ebpf_object_embedded() {
@@ -96,13 +95,11 @@ pub fn load(cfg: &CaptureConfig) -> Result<Ebpf, CaptureError> {
         )));
     }
     let slot_mask = cfg.inflight_slots - 1;
-    let wakeup_threshold = sensor_common::wakeup_threshold_bytes(cfg.ring_buffer_bytes);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("RINGBUF", cfg.ring_buffer_bytes)
         .map_max_entries("SLOTS", cfg.inflight_slots)
         .override_global(GLOBAL_COUNT_ONLY, &count_only, true)
         .override_global(GLOBAL_SLOT_MASK, &slot_mask, true)
-        .override_global(GLOBAL_WAKEUP_THRESHOLD, &wakeup_threshold, true)
         .load(EBPF_OBJECT)
         .map_err(load_error)?;
     for p in Program::ALL {

@@ -16,7 +16,8 @@ use super::wrk::{WrkLoad, WrkResult};
 use super::{ratio, Ctx, PORT_NGINX, PORT_NGINX_UPSTREAM};
 
 /// The deliberately small ring buffer: the smallest `sensor run` accepts
-/// (`MIN_RING_BUFFER_BYTES`, 64 of the largest records; 256 KiB is refused).
+/// (`MIN_RING_BUFFER_BYTES`; it must stay above the eBPF side's 256 KiB
+/// wake-up threshold, so 256 KiB itself is refused).
 pub const SMALL_RING_BYTES: u32 = 1024 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
