@@ -25,7 +25,7 @@ pub const DEFAULT_RING_BUFFER_BYTES: u32 = 32 * 1024 * 1024;
 /// that brings the unread data past it forces a wake-up, every other event is
 /// submitted without one and userspace polls on a short timer.  Waking the
 /// reader this early (rather than at an eighth of the default ring) keeps its
-/// batches short: nginx p99 ~530 against ~650 us (server only, 1 KiB).
+/// batches short: nginx p99 ~540 against ~620 us (server only, 1 KiB).
 pub const WAKEUP_THRESHOLD_BYTES: u64 = 256 * 1024;
 
 /// Entries in the per-thread "call in flight" map and the per-connection state map.
