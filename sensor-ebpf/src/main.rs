@@ -264,8 +264,15 @@ fn cas(state: *mut u64, old: u64, new: u64) -> bool {
     }
 }
 
-/// The thread's slot goes back to nobody (exit, exec): another thread may
-/// take it, and this thread's next call takes its comm again.
+/// The thread's in-flight state goes (exit, exec): its slot back to nobody
+/// (another thread may take it, and this thread's next call takes its comm
+/// again) and its fallback map entry.
+#[inline(always)]
+fn forget_thread(pid_tgid: u64) {
+    release_slot(pid_tgid);
+    let _ = INFLIGHT.remove(&pid_tgid);
+}
+
 #[inline(always)]
 fn release_slot(pid_tgid: u64) {
     let tid = pid_tgid as u32;
@@ -293,11 +300,7 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         if unsafe { core::ptr::read_volatile(state) } == tid as u64 | SLOT_BUSY {
             // SAFETY: busy and ours: nobody else writes the slot until the
             // release below.
-            let entry = unsafe { &mut (*slot).call };
-            let total = finish_call(entry, ret);
-            if total != 0 {
-                emit_call(entry, pid_tgid, total);
-            }
+            complete_call(unsafe { &mut (*slot).call }, ret, pid_tgid);
             // Everything above is done before the slot is free.  The BPF
             // backend selects neither atomic stores nor fences: an empty asm
             // statement keeps the compiler from moving memory accesses past
@@ -319,41 +322,39 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
         count(CTR_ORPHAN_RETURNS, 1);
         return 0;
     }
-    let total = finish_call(entry, ret);
-    if total != 0 {
-        emit_call(entry, pid_tgid, total);
-    }
+    complete_call(entry, ret, pid_tgid);
     entry.ssl = 0;
     0
 }
 
-/// Bytes the call in `entry` transferred (0: none, nothing to emit); when
-/// there are some, the call gets its number and, now and then, a fresh comm.
+/// The call in `entry` returned `ret`: the bytes it transferred, if any, go
+/// to the ring buffer, under the call's number (and, now and then, a fresh
+/// comm).
 #[inline(always)]
-fn finish_call(entry: &mut InflightCall, ret: i64) -> u64 {
+fn complete_call(entry: &mut InflightCall, ret: i64, pid_tgid: u64) {
     if ret <= 0 {
-        return 0;
+        return;
     }
     let total: u64 = if entry.out_len_ptr != 0 {
         match unsafe { bpf_probe_read_user(entry.out_len_ptr as *const u64) } {
             Ok(n) => n,
             Err(_) => {
                 count(CTR_READ_FAILURES, 1);
-                return 0;
+                return;
             }
         }
     } else {
         ret as u64
     };
     if total == 0 {
-        return 0;
+        return;
     }
     entry.call_seq =
         (entry.call_seq & CALL_SEQ_MAP) | (entry.call_seq.wrapping_add(1) & !CALL_SEQ_MAP);
     if entry.call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
         take_comm(&mut entry.comm);
     }
-    total
+    emit_call(entry, pid_tgid, total);
 }
 
 /// Pointers to this CPU's counters, looked up once per call (not per chunk).
@@ -769,9 +770,7 @@ fn proc_event(kind: u32) {
 /// in-flight entry goes, so its next call takes the new comm.
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    release_slot(pid_tgid);
-    let _ = INFLIGHT.remove(&pid_tgid);
+    forget_thread(bpf_get_current_pid_tgid());
     proc_event(PROC_EXEC);
     0
 }
@@ -781,8 +780,7 @@ pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    release_slot(pid_tgid);
-    let _ = INFLIGHT.remove(&pid_tgid);
+    forget_thread(pid_tgid);
     if pid_tgid >> 32 == pid_tgid & 0xffff_ffff {
         proc_event(PROC_EXIT);
     }
