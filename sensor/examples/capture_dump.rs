@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         count_only: args.iter().any(|a| a == "count-only"),
         ..CaptureConfig::default()
     };
-    let (capture, mut rx) = match Capture::start(cfg, Metrics::new()).await {
+    let (capture, mut feed) = match Capture::start(cfg, Metrics::new()).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
     loop {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => break,
-            msg = rx.recv() => match msg {
+            msg = feed.recv() => match msg {
                 Some(CaptureMsg::Events(evs)) => {
                     for raw in evs {
                         match CaptureEvent::parse(&raw) {

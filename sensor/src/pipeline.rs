@@ -16,13 +16,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use crate::capture::event::{parse_header, CaptureEvent, Comm, ConnId, Direction, EventKind};
+use crate::capture::event::{
+    parse_header, CaptureEvent, Comm, ConnId, Direction, EventError, EventKind,
+};
 use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
 use crate::finding::Finding;
 use crate::http::limits::HttpLimits;
 use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
-use crate::http::{ConnectionParser, ParserOutput};
+use crate::http::{ConnectionParser, FeedData, ParserOutput};
 use crate::leak::Detector;
 use crate::outputs::jsonl::JsonLinesWriter;
 use crate::outputs::metrics::Metrics;
@@ -204,22 +206,37 @@ impl Pipeline {
         self.buffered_total
     }
 
-    /// One raw event from the kernel or a recording.
+    /// One raw event from a recording or a test, in a buffer the HTTP stage
+    /// may keep slices of.
     pub fn handle_raw(&mut self, raw: Bytes) {
         if self.outputs.recorder.is_some() {
             self.record_raw(&raw);
         }
         match CaptureEvent::parse_owned(raw) {
             Ok(ev) => self.handle_event(ev),
-            Err(e) => {
-                self.metrics
-                    .capture_bad_events
-                    .with_label_values(&[e.reason()])
-                    .inc();
-                if self.logged_reasons.insert(e.reason()) {
-                    tracing::warn!("malformed capture event ({e}); counted in sensor_capture_bad_events_total, further ones not logged");
-                }
-            }
+            Err(e) => self.bad_event(e),
+        }
+    }
+
+    /// One raw event read in place in the capture ring buffer: only what the
+    /// HTTP stage keeps of it is copied.
+    pub fn handle_record(&mut self, raw: &[u8]) {
+        if self.outputs.recorder.is_some() {
+            self.record_raw(raw);
+        }
+        match CaptureEvent::parse_in_place(raw) {
+            Ok((ev, data)) => self.handle_parsed(ev, FeedData::Borrowed(data)),
+            Err(e) => self.bad_event(e),
+        }
+    }
+
+    fn bad_event(&mut self, e: EventError) {
+        self.metrics
+            .capture_bad_events
+            .with_label_values(&[e.reason()])
+            .inc();
+        if self.logged_reasons.insert(e.reason()) {
+            tracing::warn!("malformed capture event ({e}); counted in sensor_capture_bad_events_total, further ones not logged");
         }
     }
 
@@ -237,6 +254,18 @@ impl Pipeline {
     }
 
     pub fn handle_event(&mut self, mut ev: CaptureEvent) {
+        // The data is moved out, not cloned: a clone would make it shared.
+        match std::mem::replace(&mut ev.kind, EventKind::Close) {
+            EventKind::Close => self.handle_parsed(ev, FeedData::Borrowed(&[])),
+            EventKind::Data(data) => {
+                ev.kind = EventKind::Data(Bytes::new());
+                self.handle_parsed(ev, FeedData::Shared(&data))
+            }
+        }
+    }
+
+    /// An event whose data (empty for a close) is `data`, not `ev.kind`'s.
+    fn handle_parsed(&mut self, ev: CaptureEvent, data: FeedData<'_>) {
         let hot = &self.metrics.hot;
         match (&ev.kind, ev.direction) {
             (EventKind::Close, _) => hot.events_close.inc(),
@@ -248,14 +277,13 @@ impl Pipeline {
                 .capture_truncated_bytes
                 .inc_by(ev.lost_before as u64);
         }
-        // The data is moved out, not cloned: a clone would make it shared.
-        match std::mem::replace(&mut ev.kind, EventKind::Close) {
+        match ev.kind {
             EventKind::Close => self.close_connection(ev.conn, ev.ts_ns, &ev.comm),
-            EventKind::Data(data) => self.data_event(&ev, &data),
+            EventKind::Data(_) => self.data_event(&ev, data),
         }
     }
 
-    fn data_event(&mut self, ev: &CaptureEvent, data: &Bytes) {
+    fn data_event(&mut self, ev: &CaptureEvent, data: FeedData<'_>) {
         // A known connection is worked on in place: its box is swapped out of
         // the table for a placeholder and back (the lookup also makes it the
         // most recently used).  Taking it out with `pop` and putting it back

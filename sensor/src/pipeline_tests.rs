@@ -102,6 +102,54 @@ fn a_leak_in_raw_events_becomes_one_finding_without_the_secret() {
     assert!(!h.metrics.render().contains("sk_live_5f2a9c81d7e34b6aa0c3"));
 }
 
+/// The sensor hands events over in place in the ring buffer
+/// (`handle_record`), replay and tests as owned buffers (`handle_raw`): the
+/// same events give the same findings, pairs and counts either way, padded,
+/// malformed and split ones included.
+#[test]
+fn events_read_in_place_give_what_owned_events_give() {
+    let mut padded = data(SERVER, Direction::Read, 3, LEAKY_REQUEST).to_vec();
+    padded.extend_from_slice(&[0xAA; 13]); // ring records are padded
+    let mut truncated = data(SERVER, Direction::Read, 9, LEAKY_REQUEST).to_vec();
+    truncated.truncate(truncated.len() - 10);
+    let (head, body) = LEAKY_RESPONSE.split_at(60);
+    let stream: Vec<Vec<u8>> = vec![
+        data(SERVER, Direction::Read, 1, LEAKY_REQUEST).to_vec(),
+        data(SERVER, Direction::Write, 2, LEAKY_RESPONSE).to_vec(),
+        padded,
+        data(SERVER, Direction::Write, 4, head).to_vec(),
+        data(SERVER, Direction::Write, 5, body).to_vec(),
+        b"short".to_vec(),
+        truncated,
+        close(SERVER).to_vec(),
+    ];
+    let run = |in_place: bool| {
+        let mut h = harness(PipelineConfig::default());
+        for ev in &stream {
+            if in_place {
+                h.pipeline.handle_record(ev);
+            } else {
+                h.pipeline.handle_raw(Bytes::copy_from_slice(ev));
+            }
+        }
+        h.pipeline.finish();
+        let findings: Vec<String> = h
+            .findings
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|f| serde_json::to_string(f).unwrap())
+            .collect();
+        (findings, h.metrics.render())
+    };
+    let (owned, owned_metrics) = run(false);
+    let (in_place, in_place_metrics) = run(true);
+    assert_eq!(owned.len(), 2, "{owned:?}");
+    assert_eq!(in_place, owned);
+    assert_eq!(in_place_metrics, owned_metrics);
+    assert!(!in_place.concat().contains("sk_live_5f2a9c81d7e34b6aa0c3"));
+}
+
 #[test]
 fn announced_losses_are_counted_only_when_asked() {
     for (count, expected) in [(false, 0), (true, 700)] {

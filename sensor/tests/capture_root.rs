@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sensor::capture::event::{CaptureEvent, EventKind};
-use sensor::capture::{Capture, CaptureConfig, CaptureMsg, KernelCounters, ProbeMode};
+use sensor::capture::{Capture, CaptureConfig, CaptureFeed, CaptureMsg, KernelCounters, ProbeMode};
 use sensor::outputs::metrics::Metrics;
 use sensor_common::{CHUNK_SIZE, INFLIGHT_SLOTS, MAX_BYTES_PER_CALL, SITE_EXPORTED, SITE_INTERNAL};
 
@@ -223,14 +223,14 @@ impl Collected {
 
 /// Drains the channel until `done` says so or the timeout passes.
 async fn collect(
-    rx: &mut tokio::sync::mpsc::Receiver<CaptureMsg>,
+    feed: &mut CaptureFeed,
     pids: &[u32],
     got: &mut Collected,
     done: impl Fn(&Collected) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + COLLECT_TIMEOUT;
     while !done(got) {
-        let msg = match tokio::time::timeout_at(deadline, rx.recv()).await {
+        let msg = match tokio::time::timeout_at(deadline, feed.recv()).await {
             Ok(Some(m)) => m,
             _ => break,
         };
@@ -313,7 +313,7 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8, inflight_slo
         inflight_slots,
         ..config(mode)
     };
-    let (capture, mut rx) = Capture::start(cfg, metrics.clone())
+    let (capture, mut feed) = Capture::start(cfg, metrics.clone())
         .await
         .expect("capture starts (built with `cargo xtask build`?)");
     let attached = capture.attached();
@@ -348,7 +348,7 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8, inflight_slo
             && g.stream(client_pid, false).len() >= ex.response.len()
             && g.exited.contains(&client_pid)
     };
-    collect(&mut rx, &[client_pid, server_pid], &mut got, complete).await;
+    collect(&mut feed, &[client_pid, server_pid], &mut got, complete).await;
     wait_client(client);
     let after = capture.kernel_counters();
     let d = delta(&before, &after);
@@ -482,11 +482,11 @@ async fn full_ring_buffer_is_counted_and_flagged() {
         ring_buffer_bytes: 64 * 1024,
         ..config(ProbeMode::Auto)
     };
-    let (capture, mut rx) = Capture::start(cfg, metrics.clone()).await.unwrap();
+    let (capture, mut feed) = Capture::start(cfg, metrics.clone()).await.unwrap();
     let before = capture.kernel_counters();
     let client_pid = run_client(&peers, &ex);
     let mut got = Collected::default();
-    collect(&mut rx, &[client_pid], &mut got, |g| {
+    collect(&mut feed, &[client_pid], &mut got, |g| {
         g.events(client_pid)
             .iter()
             .any(|e| e.kind == EventKind::Close)
@@ -534,13 +534,13 @@ async fn per_call_cap_is_counted_and_flagged() {
         response: pattern(4, 10),
     };
     let peers = start_server(PORT_BASE + 3, &ex);
-    let (capture, mut rx) = Capture::start(config(ProbeMode::Auto), Metrics::new())
+    let (capture, mut feed) = Capture::start(config(ProbeMode::Auto), Metrics::new())
         .await
         .unwrap();
     let before = capture.kernel_counters();
     let client_pid = run_client(&peers, &ex);
     let mut got = Collected::default();
-    collect(&mut rx, &[client_pid], &mut got, |g| {
+    collect(&mut feed, &[client_pid], &mut got, |g| {
         g.stream(client_pid, true).ends_with(b"next")
     })
     .await;
@@ -648,10 +648,10 @@ async fn bench_ssl_write_cost() {
                 };
                 // /usr/bin/python3's libssl is what the writer uses; make sure a
                 // process maps it when we scan: the sink of a first run.
-                let (c, rx) = Capture::start(cfg, Metrics::new()).await.unwrap();
+                let (c, feed) = Capture::start(cfg, Metrics::new()).await.unwrap();
                 let drain = tokio::spawn(async move {
-                    let mut rx = rx;
-                    while rx.recv().await.is_some() {}
+                    let mut feed = feed;
+                    while feed.recv().await.is_some() {}
                 });
                 Some((c, drain))
             }
@@ -708,7 +708,7 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
     // probed from the start (on a machine where no other process maps it, a
     // later process would only be attached by the next rescan).
     let _sink = start_sink(port);
-    let (capture, rx) = Capture::start(config(ProbeMode::Auto), Metrics::new())
+    let (capture, feed) = Capture::start(config(ProbeMode::Auto), Metrics::new())
         .await
         .expect("capture starts (built with `cargo xtask build`?)");
     assert!(
@@ -720,8 +720,8 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
         capture.attached()
     );
     let drain = tokio::spawn(async move {
-        let mut rx = rx;
-        while rx.recv().await.is_some() {}
+        let mut feed = feed;
+        while feed.recv().await.is_some() {}
     });
     let before = capture.kernel_counters();
     let mut client = Command::new(PYTHON)
@@ -777,7 +777,7 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
         rescan_interval: Duration::from_secs(3600),
         ..config(ProbeMode::Auto)
     };
-    let (capture, mut rx) = Capture::start(cfg, metrics.clone()).await.unwrap();
+    let (capture, mut feed) = Capture::start(cfg, metrics.clone()).await.unwrap();
     let copy_str = copy.to_string_lossy().into_owned();
     assert!(!capture.attached().iter().any(|a| a.path == copy_str));
 
@@ -823,7 +823,7 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
     let server_pid = peers.server_pid;
     let request = ex.requests.concat();
     let mut got = Collected::default();
-    collect(&mut rx, &[client_pid, server_pid], &mut got, |g| {
+    collect(&mut feed, &[client_pid, server_pid], &mut got, |g| {
         g.stream(client_pid, true).len() >= request.len()
             && g.stream(server_pid, true).len() >= ex.response.len()
     })
@@ -832,7 +832,7 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
     assert!(got.stream(server_pid, false) == request);
     assert!(got.stream(server_pid, true) == ex.response);
     // The client's exit comes from the exit notification (no rescan runs).
-    collect(&mut rx, &[], &mut got, |g| g.exited.contains(&client_pid)).await;
+    collect(&mut feed, &[], &mut got, |g| g.exited.contains(&client_pid)).await;
     assert!(
         got.exited.contains(&client_pid),
         "ProcessExited without a rescan"
@@ -846,18 +846,18 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
         pids: vec![peers.server_pid],
         ..config(ProbeMode::Auto)
     };
-    let (capture, mut rx) = Capture::start(cfg, Metrics::new()).await.unwrap();
+    let (capture, mut feed) = Capture::start(cfg, Metrics::new()).await.unwrap();
     let client_pid = run_client(&peers, &ex);
     let mut got = Collected::default();
     let server_pid = peers.server_pid;
-    collect(&mut rx, &[client_pid, server_pid], &mut got, |g| {
+    collect(&mut feed, &[client_pid, server_pid], &mut got, |g| {
         g.stream(server_pid, true).len() >= ex.response.len()
     })
     .await;
     // Give stray client events (which must not come) a moment to arrive.
     let _ = tokio::time::timeout(
         Duration::from_millis(500),
-        collect(&mut rx, &[client_pid, server_pid], &mut got, |_| false),
+        collect(&mut feed, &[client_pid, server_pid], &mut got, |_| false),
     )
     .await;
     assert!(got.stream(server_pid, false) == request);
@@ -900,7 +900,7 @@ async fn curl_and_s_server_in_both_modes() {
             assert!(Instant::now() < deadline, "s_server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        let (capture, mut rx) = Capture::start(config(mode), Metrics::new()).await.unwrap();
+        let (capture, mut feed) = Capture::start(config(mode), Metrics::new()).await.unwrap();
         let out = Command::new("curl")
             .args(["-sk", "--max-time", "10", "-H", "x-test: 1"])
             .arg(format!("https://127.0.0.1:{port}/"))
@@ -915,7 +915,7 @@ async fn curl_and_s_server_in_both_modes() {
                 .flatten()
                 .any(|e| e.comm == "curl" && e.kind == EventKind::Close)
         };
-        collect_all(&mut rx, &mut got, all).await;
+        collect_all(&mut feed, &mut got, all).await;
         let curl_pid = *got
             .by_pid
             .iter()
@@ -967,13 +967,13 @@ async fn curl_and_s_server_in_both_modes() {
 
 /// Like `collect`, for every process.
 async fn collect_all(
-    rx: &mut tokio::sync::mpsc::Receiver<CaptureMsg>,
+    feed: &mut CaptureFeed,
     got: &mut Collected,
     done: impl Fn(&Collected) -> bool,
 ) {
     let deadline = tokio::time::Instant::now() + COLLECT_TIMEOUT;
     while !done(got) {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
+        match tokio::time::timeout_at(deadline, feed.recv()).await {
             Ok(Some(CaptureMsg::Events(evs))) => {
                 for raw in evs {
                     let ev = CaptureEvent::parse(&raw).expect("kernel events parse");

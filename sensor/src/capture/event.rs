@@ -176,6 +176,19 @@ impl CaptureEvent {
         Ok(ev)
     }
 
+    /// Like [`CaptureEvent::parse`], without copying the data: the event
+    /// comes back with empty data (`EventKind::Data` of no bytes) and its data
+    /// as a slice of `raw`, for a caller that reads events in place in the
+    /// ring buffer and copies only what it keeps.
+    pub fn parse_in_place(raw: &[u8]) -> Result<(CaptureEvent, &[u8]), EventError> {
+        let mut len = 0;
+        let ev = Self::parse_with(raw, |d| {
+            len = d.len();
+            Bytes::new()
+        })?;
+        Ok((ev, &raw[EVENT_HEADER_LEN..EVENT_HEADER_LEN + len]))
+    }
+
     fn parse_with(
         raw: &[u8],
         own: impl FnOnce(&[u8]) -> Bytes,

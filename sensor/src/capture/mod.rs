@@ -5,7 +5,8 @@
 //! Capture::start ─ load object ─ scan /proc/*/maps ─ attach per (dev, ino)
 //!      │                                   ▲ every rescan_interval (new libraries,
 //!      │                                   │ exited processes → ProcessExited)
-//!      └─ reader: ring buffer (AsyncFd + 5 ms timer) → CaptureMsg::Events
+//!      └─ feed: ring buffer read in place (AsyncFd + 5 ms timer) → EventSource,
+//!               exited processes → CaptureFeed::exits
 //!      └─ counters: per-CPU kernel counters → metrics, once a second
 //! ```
 
@@ -44,97 +45,53 @@ pub use error::CaptureError;
 use crate::outputs::live::AttachedLibrary;
 use crate::outputs::metrics::Metrics;
 use loader::{attach_library, detach_links, Attachment};
-use reader::{Reader, SeenTgids};
+pub use reader::EventSource;
+use reader::SeenTgids;
 use scope::Scope;
 
-/// Messages from capture to the pipeline.
+/// What capture hands the pipeline: the events, read in place in the ring
+/// buffer, and the processes that are gone.
+pub struct CaptureFeed {
+    pub events: EventSource,
+    /// A process that produced events or mapped a TLS library is gone (its
+    /// tgid).  Handle the events waiting in the ring first: they may be its last.
+    pub exits: mpsc::Receiver<u32>,
+}
+
+/// [`CaptureFeed::recv`]'s messages.
 #[derive(Debug)]
 pub enum CaptureMsg {
-    /// Raw events: `EventHeader` + data, exactly as the kernel wrote them (the
-    /// pipeline parses them with `CaptureEvent::parse`; `--record` stores them
-    /// verbatim).  Exception: when the channel was full and events had to be
-    /// dropped here, the next event of that connection gets `FLAG_LOST_BEFORE`.
-    Events(EventBatch),
+    /// Raw events (`EventHeader` + data, exactly as the kernel wrote them),
+    /// copied out of the ring buffer.
+    Events(Vec<Bytes>),
     /// A process that produced events or mapped a TLS library is gone.
     ProcessExited(u32),
 }
 
-/// A batch of raw events with its share of the capture queue's byte budget
-/// ([`reader::MAX_QUEUED_BYTES`]), given back when the batch is dropped: keep
-/// it while its events are being handled (iterate `&batch`).
-#[derive(Debug, Default)]
-pub struct EventBatch {
-    events: Vec<Bytes>,
-    queued: Option<tokio::sync::OwnedSemaphorePermit>,
-}
-
-impl EventBatch {
-    /// Events that hold no share of a queue (tests, tools).
-    pub fn new(events: Vec<Bytes>) -> EventBatch {
-        EventBatch {
-            events,
-            queued: None,
+impl CaptureFeed {
+    /// The next events (copied out) or exit, for tests and tools; the sensor
+    /// itself handles events in place with `events.ready()` and
+    /// `events.drain()`.  None once the capture is shut down.
+    pub async fn recv(&mut self) -> Option<CaptureMsg> {
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.events.ready() => {
+                    let mut events = Vec::new();
+                    self.events.drain(|raw| events.push(Bytes::copy_from_slice(raw)));
+                    if !events.is_empty() {
+                        return Some(CaptureMsg::Events(events));
+                    }
+                }
+                pid = self.exits.recv() => return pid.map(CaptureMsg::ProcessExited),
+            }
         }
     }
-
-    pub(crate) fn queued(events: Vec<Bytes>, share: tokio::sync::OwnedSemaphorePermit) -> Self {
-        EventBatch {
-            events,
-            queued: Some(share),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    pub fn iter(&self) -> std::slice::Iter<'_, Bytes> {
-        self.events.iter()
-    }
-
-    /// Bytes of the queue's budget this batch holds (0 without a share).
-    pub fn queued_bytes(&self) -> usize {
-        self.queued.as_ref().map_or(0, |p| p.num_permits())
-    }
-
-    /// The events, giving the queue share back.
-    pub fn into_events(self) -> Vec<Bytes> {
-        self.events
-    }
-
-    /// Hands each event over by value; the batch's share of the queue is
-    /// given back only after the last one, so events being handled still
-    /// count against [`reader::MAX_QUEUED_BYTES`].
-    pub fn handle_each(self, mut f: impl FnMut(Bytes)) {
-        let EventBatch { events, queued } = self;
-        events.into_iter().for_each(&mut f);
-        drop(queued);
-    }
 }
 
-impl<'a> IntoIterator for &'a EventBatch {
-    type Item = &'a Bytes;
-    type IntoIter = std::slice::Iter<'a, Bytes>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.events.iter()
-    }
-}
-
-/// Takes the events out (the queue share is given back at once).
-impl IntoIterator for EventBatch {
-    type Item = Bytes;
-    type IntoIter = std::vec::IntoIter<Bytes>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.events.into_iter()
-    }
-}
-
-/// Batches of events queued to the pipeline at most.
-pub const CHANNEL_CAPACITY: usize = 256;
+/// Exit notifications queued to the pipeline at most (more are dropped, and
+/// the processes' connections age out instead).
+pub const EXIT_CHANNEL_CAPACITY: usize = 4096;
 /// How often the kernel counters are folded into the metrics.
 pub const COUNTERS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -171,7 +128,7 @@ struct State {
 
 /// One rescan: read /proc without holding the state lock (so `attached()`
 /// stays cheap), then attach to new libraries and report exited processes.
-fn rescan(state: &Mutex<State>, tx: &mpsc::Sender<CaptureMsg>) {
+fn rescan(state: &Mutex<State>, tx: &mpsc::Sender<u32>) {
     let (proc_root, scope) = {
         let s = lock(state);
         (s.proc_root.clone(), s.scope.clone())
@@ -187,7 +144,7 @@ fn rescan(state: &Mutex<State>, tx: &mpsc::Sender<CaptureMsg>) {
 
 impl State {
     /// Applies one scan: attach to new libraries, report exited processes.
-    fn apply_scan(&mut self, index: procfs::LibraryIndex, tx: &mpsc::Sender<CaptureMsg>) {
+    fn apply_scan(&mut self, index: procfs::LibraryIndex, tx: &mpsc::Sender<u32>) {
         let mut now_pids = HashSet::new();
         for (key, lib) in &index.libraries {
             now_pids.extend(lib.pids.iter().copied());
@@ -223,7 +180,7 @@ impl State {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .forget(pid);
-            if tx.try_send(CaptureMsg::ProcessExited(pid)).is_err() {
+            if tx.try_send(pid).is_err() {
                 tracing::debug!("exit of {pid} not delivered: channel full");
             }
         }
@@ -323,7 +280,7 @@ impl State {
     }
 
     /// A thread-group leader exited: report it if we knew it.
-    fn process_exited(&mut self, pid: u32, tx: &mpsc::Sender<CaptureMsg>) {
+    fn process_exited(&mut self, pid: u32, tx: &mpsc::Sender<u32>) {
         let seen = self
             .seen
             .lock()
@@ -339,7 +296,7 @@ impl State {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .forget(pid);
-        if tx.try_send(CaptureMsg::ProcessExited(pid)).is_err() {
+        if tx.try_send(pid).is_err() {
             tracing::debug!("exit of {pid} not delivered: channel full");
         }
     }
@@ -348,7 +305,7 @@ impl State {
 pub struct Capture {
     state: Arc<Mutex<State>>,
     counters: Arc<PerCpuArray<MapData, u64>>,
-    tx: mpsc::Sender<CaptureMsg>,
+    tx: mpsc::Sender<u32>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -363,7 +320,7 @@ impl Capture {
     pub async fn start(
         cfg: CaptureConfig,
         metrics: Metrics,
-    ) -> Result<(Capture, mpsc::Receiver<CaptureMsg>), CaptureError> {
+    ) -> Result<(Capture, CaptureFeed), CaptureError> {
         Self::start_with_proc_root(cfg, metrics, Path::new("/proc")).await
     }
 
@@ -371,7 +328,7 @@ impl Capture {
         cfg: CaptureConfig,
         metrics: Metrics,
         proc_root: &Path,
-    ) -> Result<(Capture, mpsc::Receiver<CaptureMsg>), CaptureError> {
+    ) -> Result<(Capture, CaptureFeed), CaptureError> {
         let mut ebpf = loader::load(&cfg)?;
         let ring = ebpf
             .take_map("RINGBUF")
@@ -390,7 +347,7 @@ impl Capture {
             PerCpuArray::try_from(counters).map_err(|e| CaptureError::Load(e.to_string()))?;
         let counters = Arc::new(counters);
 
-        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (tx, exits) = mpsc::channel(EXIT_CHANNEL_CAPACITY);
         let (stop, stop_rx) = watch::channel(false);
         let scope = Arc::new(Mutex::new(Scope::new(
             cfg.pids.clone(),
@@ -411,6 +368,9 @@ impl Capture {
             seen: seen.clone(),
         }));
 
+        let events = EventSource::new(ring, metrics.clone(), scope, seen)
+            .map_err(|e| CaptureError::Load(format!("cannot poll the capture ring buffer: {e}")))?;
+
         // First scan before returning, so the caller knows what is attached.
         {
             let state = state.clone();
@@ -421,17 +381,6 @@ impl Capture {
         }
 
         let tasks = vec![
-            tokio::spawn(
-                Reader {
-                    ring,
-                    tx: tx.clone(),
-                    metrics: metrics.clone(),
-                    scope,
-                    seen,
-                    stop: stop_rx.clone(),
-                }
-                .run(),
-            ),
             tokio::spawn(rescan_loop(
                 state.clone(),
                 tx.clone(),
@@ -454,7 +403,7 @@ impl Capture {
                 stop,
                 tasks,
             },
-            rx,
+            CaptureFeed { events, exits },
         ))
     }
 
@@ -568,7 +517,7 @@ impl Capture {
 
 async fn rescan_loop(
     state: Arc<Mutex<State>>,
-    tx: mpsc::Sender<CaptureMsg>,
+    tx: mpsc::Sender<u32>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
 ) {

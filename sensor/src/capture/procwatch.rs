@@ -19,7 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{lock, CaptureMsg, State};
+use super::{lock, State};
 
 /// When to look at an exec'd process' mappings (early, and again once a lazily
 /// loaded libssl — e.g. Python's `import ssl` — is likely there).
@@ -52,7 +52,7 @@ fn parse(raw: &[u8]) -> Option<ProcEvent> {
 pub async fn run(
     ring: RingBuf<MapData>,
     state: Arc<Mutex<State>>,
-    tx: mpsc::Sender<CaptureMsg>,
+    tx: mpsc::Sender<u32>,
     mut stop: watch::Receiver<bool>,
 ) {
     // SAFETY: the RingBuf owns its map fd, open and unchanged until it is dropped.

@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::capture::record::Recorder;
-use crate::capture::{Capture, CaptureMsg};
+use crate::capture::{Capture, EventSource};
 use crate::config::{Output, RunArgs, RunConfig};
 use crate::leak::{load_or_create_key, Detector, Fingerprinter};
 use crate::outputs::api::{ApiServer, LiveHub};
@@ -34,8 +34,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // The main loop is a task like the reader: the reader's send wakes it on
-    // the same worker (tokio's LIFO slot) instead of waking another thread.
+    // Two workers: the main task (which handles capture events, in place in
+    // the ring buffer) is one task, so it takes at most one core; the other
+    // worker keeps /metrics and the API answering while it works.
     rt.block_on(async {
         tokio::spawn(run_async(args, cfg))
             .await
@@ -95,7 +96,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let metrics_task = tokio::spawn(metrics_server.serve(stopped(stop_rx.clone())));
     let api_task = tokio::spawn(api_server.serve(stopped(stop_rx.clone())));
 
-    let (capture, mut rx) = Capture::start(cfg.capture.clone(), metrics.clone()).await?;
+    let (capture, mut feed) = Capture::start(cfg.capture.clone(), metrics.clone()).await?;
 
     let outputs = Outputs {
         findings: Some(findings),
@@ -140,12 +141,16 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
 
     loop {
         tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(CaptureMsg::Events(batch)) => {
-                    batch.handle_each(|raw| pipeline.handle_raw(raw));
-                    pipeline.flush();
+            _ = feed.events.ready() => {
+                feed.events.drain(|raw| pipeline.handle_record(raw));
+                pipeline.flush();
+            }
+            exit = feed.exits.recv() => match exit {
+                Some(tgid) => {
+                    // Its last events may still be in the ring: they go first.
+                    drain_all(&mut feed.events, &mut pipeline);
+                    pipeline.process_exited(tgid);
                 }
-                Some(CaptureMsg::ProcessExited(tgid)) => pipeline.process_exited(tgid),
                 None => {
                     tracing::error!("the capture stopped unexpectedly; exiting");
                     break;
@@ -173,11 +178,9 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     hub.set_ready(false);
     let drain = async {
         capture.shutdown().await;
-        while let Ok(msg) = rx.try_recv() {
-            match msg {
-                CaptureMsg::Events(batch) => batch.handle_each(|raw| pipeline.handle_raw(raw)),
-                CaptureMsg::ProcessExited(tgid) => pipeline.process_exited(tgid),
-            }
+        drain_all(&mut feed.events, &mut pipeline);
+        while let Ok(tgid) = feed.exits.try_recv() {
+            pipeline.process_exited(tgid);
         }
         pipeline.finish();
     };
@@ -191,6 +194,21 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     })
     .await;
     Ok(())
+}
+
+/// Drains per [`drain_all`] at most: the ring may be refilled as fast as it
+/// is read (64 MiB of events at most).
+const MAX_DRAINS_AT_ONCE: usize = 64;
+
+/// Handles the events waiting in the ring buffer (all of them unless it
+/// keeps being refilled).
+fn drain_all(events: &mut EventSource, pipeline: &mut Pipeline) {
+    for _ in 0..MAX_DRAINS_AT_ONCE {
+        if events.drain(|raw| pipeline.handle_record(raw)) == 0 {
+            break;
+        }
+    }
+    pipeline.flush();
 }
 
 /// SIGHUP: re-read the configuration; apply the scope (role, pid, comm) and

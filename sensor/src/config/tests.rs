@@ -412,7 +412,7 @@ fn daemonset_config_parses_with_the_daemonset_flags() {
     assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9477");
     assert_eq!(c.api_addr.to_string(), "127.0.0.1:9478");
     assert_eq!(c.state_dir, PathBuf::from("/var/lib/sensor"));
-    // Sized so idle + ring + queue + budget stays under the 512Mi limit.
+    // Sized so idle + ring + budget stays under the 512Mi limit.
     assert_eq!(c.max_buffered_bytes, 320 << 20);
 }
 

@@ -8,6 +8,8 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
+use super::decode::FeedData;
+
 use super::decode::{BodyAcc, Decoder, GapOutcome, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::head::{self, Sniff, SNIFF_LEN};
@@ -220,7 +222,7 @@ impl ConnectionParser {
 
     /// Bytes the process read or wrote on this connection, in order.
     pub fn feed(&mut self, dir: Direction, data: &Bytes, ts_ns: u64, out: &mut ParserOutput) {
-        self.feed_with(dir, data, ts_ns, out, &|_| true);
+        self.feed_with(dir, data.into(), ts_ns, out, &|_| true);
     }
 
     /// [`Self::feed`], keeping a response's body only when `body_wanted` says
@@ -232,7 +234,7 @@ impl ConnectionParser {
     pub fn feed_with(
         &mut self,
         dir: Direction,
-        data: &Bytes,
+        data: FeedData<'_>,
         ts_ns: u64,
         out: &mut ParserOutput,
         body_wanted: BodyWanted<'_>,
@@ -343,7 +345,7 @@ impl ConnectionParser {
         side.resync_line_start = at_line_start;
     }
 
-    fn resync_scan(&mut self, dir: Direction, data: &Bytes, pos: &mut usize, ts_ns: u64) {
+    fn resync_scan(&mut self, dir: Direction, data: FeedData<'_>, pos: &mut usize, ts_ns: u64) {
         let (want_req, want_resp) = match self.kind_of(dir) {
             Some(Kind::Request) => (true, false),
             Some(Kind::Response) => (false, true),
@@ -449,7 +451,7 @@ impl ConnectionParser {
     fn read_head(
         &mut self,
         dir: Direction,
-        data: &Bytes,
+        data: FeedData<'_>,
         pos: &mut usize,
         ts_ns: u64,
         out: &mut ParserOutput,
@@ -520,7 +522,7 @@ impl ConnectionParser {
     fn check_start_line(
         &mut self,
         dir: Direction,
-        data: &Bytes,
+        data: FeedData<'_>,
         pos: usize,
         out: &mut ParserOutput,
     ) -> bool {
@@ -705,7 +707,7 @@ impl ConnectionParser {
     fn read_body(
         &mut self,
         dir: Direction,
-        data: &Bytes,
+        data: FeedData<'_>,
         pos: &mut usize,
         ts_ns: u64,
         out: &mut ParserOutput,

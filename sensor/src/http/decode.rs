@@ -1,6 +1,7 @@
 //! Body framing after the head (RFC 9112 §6–7), modelled on hyper's h1 `Decoder`:
 //! content-length, chunked (extensions and trailers skipped), or until close.
-//! Body bytes are handed out as zero-copy slices of the fed `Bytes`.
+//! Body bytes are handed out as zero-copy slices of the fed `Bytes`, or
+//! copies of borrowed input ([`FeedData`]).
 
 use bytes::Bytes;
 
@@ -84,6 +85,48 @@ pub const MIN_GATHER_BLOCK: usize = 256;
 /// A piece is kept as a zero-copy slice of its event only when it is at least
 /// this long and at least half the event; otherwise it is copied.
 pub const SLICE_MIN: usize = 4 * 1024;
+
+/// Bytes fed to the parser: a shared buffer it may keep slices of (a
+/// recording, tests), or memory it may only borrow (an event read in place in
+/// the capture ring buffer), of which it copies the part it keeps.
+#[derive(Clone, Copy, Debug)]
+pub enum FeedData<'a> {
+    Shared(&'a Bytes),
+    Borrowed(&'a [u8]),
+}
+
+impl FeedData<'_> {
+    /// `range` as a `Bytes` to keep, and the memory that holds: a slice pins
+    /// its whole buffer, a copy only itself.
+    fn keep(self, range: std::ops::Range<usize>) -> (Bytes, usize) {
+        match self {
+            FeedData::Shared(b) => (b.slice(range), b.len()),
+            FeedData::Borrowed(s) => (Bytes::copy_from_slice(&s[range.clone()]), range.len()),
+        }
+    }
+}
+
+impl std::ops::Deref for FeedData<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FeedData::Shared(b) => b,
+            FeedData::Borrowed(s) => s,
+        }
+    }
+}
+
+impl<'a> From<&'a Bytes> for FeedData<'a> {
+    fn from(b: &'a Bytes) -> Self {
+        FeedData::Shared(b)
+    }
+}
+
+impl<'a> From<&'a [u8]> for FeedData<'a> {
+    fn from(s: &'a [u8]) -> Self {
+        FeedData::Borrowed(s)
+    }
+}
 
 /// Most memory a body kept under `cap` can hold ([`BodyAcc::held`]): slices
 /// pin at most twice what they keep, every gather block but the last is full
@@ -182,7 +225,14 @@ impl BodyAcc {
         }
     }
 
-    fn push(&mut self, data: &Bytes, start: usize, end: usize, cap: usize, over_cap: &mut u64) {
+    fn push(
+        &mut self,
+        data: FeedData<'_>,
+        start: usize,
+        end: usize,
+        cap: usize,
+        over_cap: &mut u64,
+    ) {
         let n = end - start;
         self.body.len += n as u64;
         if self.discard {
@@ -192,9 +242,10 @@ impl BodyAcc {
         let keep = room.min(n);
         if keep >= SLICE_MIN && keep.saturating_mul(2) >= data.len() {
             self.flush_tail();
-            self.body.chunks.push(data.slice(start..start + keep));
+            let (piece, pinned) = data.keep(start..start + keep);
+            self.body.chunks.push(piece);
             self.kept += keep;
-            self.held += data.len() + CHUNK_OVERHEAD;
+            self.held += pinned + CHUNK_OVERHEAD;
         } else if keep > 0 {
             self.gather(&data[start..start + keep], cap);
         }
@@ -215,7 +266,7 @@ impl Decoder {
     /// body is complete (`*pos` then points just past it).
     pub(crate) fn decode(
         &mut self,
-        data: &Bytes,
+        data: FeedData<'_>,
         pos: &mut usize,
         acc: &mut BodyAcc,
         cap: usize,
@@ -278,7 +329,7 @@ fn hex_val(b: u8) -> Option<u64> {
 
 fn decode_chunked(
     c: &mut Chunked,
-    data: &Bytes,
+    data: FeedData<'_>,
     pos: &mut usize,
     acc: &mut BodyAcc,
     cap: usize,
@@ -445,7 +496,7 @@ mod tests {
         for end in bounds {
             let data = Bytes::copy_from_slice(&input[start..end]);
             let mut pos = 0;
-            if d.decode(&data, &mut pos, &mut acc, usize::MAX, &mut over)? {
+            if d.decode((&data).into(), &mut pos, &mut acc, usize::MAX, &mut over)? {
                 return Ok((acc.finish().to_vec(), true, start + pos));
             }
             assert_eq!(pos, data.len());
@@ -540,7 +591,7 @@ mod tests {
             let data = Bytes::from_static(b"hello");
             let mut pos = 0;
             assert!(d
-                .decode(&data, &mut pos, &mut acc, cap, &mut over_cap)
+                .decode((&data).into(), &mut pos, &mut acc, cap, &mut over_cap)
                 .unwrap());
             assert_eq!(acc.kept(), kept);
             let body = acc.finish();
@@ -565,11 +616,15 @@ mod tests {
         let mut over = 0;
         let data = Bytes::from_static(b"8\r\nab");
         let mut pos = 0;
-        assert!(!c.decode(&data, &mut pos, &mut acc, 100, &mut over).unwrap());
+        assert!(!c
+            .decode((&data).into(), &mut pos, &mut acc, 100, &mut over)
+            .unwrap());
         assert_eq!(c.skip(7), GapOutcome::Lost);
         assert_eq!(c.skip(6), GapOutcome::Skipped);
         let data = Bytes::from_static(b"\r\n0\r\n\r\n");
         let mut pos = 0;
-        assert!(c.decode(&data, &mut pos, &mut acc, 100, &mut over).unwrap());
+        assert!(c
+            .decode((&data).into(), &mut pos, &mut acc, 100, &mut over)
+            .unwrap());
     }
 }

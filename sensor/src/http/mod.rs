@@ -37,6 +37,6 @@ pub mod types;
 mod tests;
 
 pub use connection::{ConnectionParser, ParserOutput};
-pub use decode::{MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES, SLICE_MIN};
+pub use decode::{FeedData, MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES, SLICE_MIN};
 pub use error::ParseErrorReason;
 pub use head::HARD_MAX_HEADERS;

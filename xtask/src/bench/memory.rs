@@ -24,18 +24,16 @@ const CLIENTS: &str = include_str!("bench_clients.py");
 
 /// The sensor's own bounds (defaults), to read the figures against:
 /// `sensor_common::DEFAULT_RING_BUFFER_BYTES` (kernel memory, but mapped into
-/// the sensor and so part of its RSS once touched),
-/// `sensor::capture::reader::MAX_QUEUED_BYTES` (events in flight from the
-/// reader to the pipeline) and `sensor::pipeline::DEFAULT_MAX_BUFFERED_BYTES`
-/// (what all tracked connections hold).  The bound of a run is its idle RSS
-/// plus these three.
+/// the sensor and so part of its RSS once touched; events are handled in
+/// place in it, with no queue after it) and
+/// `sensor::pipeline::DEFAULT_MAX_BUFFERED_BYTES` (what all tracked
+/// connections hold).  The bound of a run is its idle RSS plus these two.
 const MAX_BUFFERED_BYTES: u64 = 512 * 1024 * 1024;
-const QUEUE_BYTES: u64 = 32 * 1024 * 1024;
 const RING_BYTES: u64 = sensor_common::DEFAULT_RING_BUFFER_BYTES as u64;
 
 /// The bound of a run whose idle sensor had `idle_rss_kib`, in KiB.
 fn bound_kib(idle_rss_kib: u64, budget: u64) -> u64 {
-    idle_rss_kib + (RING_BYTES + QUEUE_BYTES + budget) / 1024
+    idle_rss_kib + (RING_BYTES + budget) / 1024
 }
 
 /// The budget a scenario's sensor ran with.
@@ -301,7 +299,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         let ok = cs.iter().filter(|c| peak(c) <= bound_of(c)).count();
         (ok, cs.len())
     };
-    let bound = "≤ idle + ring + queue + budget".to_string();
+    let bound = "≤ idle + ring + budget".to_string();
     let paired_pct = |c: &Cell| {
         c.counters
             .map_or(f64::NAN, |k| 100.0 * k.server_pairs / uploads as f64)
@@ -311,9 +309,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         Figure::new("idle: VmHWM", "MiB", per("idle", &|c| mib(c.vm_hwm_kib))),
         Figure::new(
             format!(
-                "bound: idle VmRSS + ring {} + queue {} + budget {} MiB",
+                "bound: idle VmRSS + ring {} + budget {} MiB",
                 RING_BYTES >> 20,
-                QUEUE_BYTES >> 20,
                 MAX_BUFFERED_BYTES >> 20
             ),
             "MiB",
@@ -380,15 +377,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             format!("{uploads} concurrent 1 MiB uploads: events lost, ring buffer full"),
             "events",
             per("uploads_done", &|c| {
-                c.counters
-                    .map_or(f64::NAN, |k| k.lost_events - k.queue_dropped_events)
-            }),
-        ),
-        Figure::new(
-            format!("{uploads} concurrent 1 MiB uploads: events lost, queue full"),
-            "events",
-            per("uploads_done", &|c| {
-                c.counters.map_or(f64::NAN, |k| k.queue_dropped_events)
+                c.counters.map_or(f64::NAN, |k| k.lost_events)
             }),
         ),
         Figure::new(
@@ -408,10 +397,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             "MiB",
             per("small_budget_uploads_done", &|c| mib(peak(c))),
         )
-        .target(format!(
-            "≤ idle + ring + queue + {} MiB",
-            SMALL_BUDGET_BYTES >> 20
-        )),
+        .target(format!("≤ idle + ring + {} MiB", SMALL_BUDGET_BYTES >> 20)),
         Figure::new(
             format!(
                 "{uploads} concurrent 1 MiB uploads, {} MiB budget: headroom to the bound",
@@ -472,7 +458,6 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         "upload_bytes": upload_size,
         "bounds": {
             "max_buffered_bytes": MAX_BUFFERED_BYTES,
-            "queue_bytes": QUEUE_BYTES,
             "small_budget_bytes": SMALL_BUDGET_BYTES,
             "ring_buffer_bytes": RING_BYTES,
         },
@@ -480,9 +465,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     });
     report.raw = serde_json::to_value(&cells)?;
     report.notes.push(format!(
-        "bound = that run's idle VmRSS + the default ring buffer ({} MiB) + the capture queue ({} MiB in flight) + the pipeline's memory budget ({} MiB: what connections hold, counted by capacity and pinned events); allocator fragmentation and decompression scratch are not in it, so a peak inside it is measured, not guaranteed",
+        "bound = that run's idle VmRSS + the default ring buffer ({} MiB, where events are handled in place) + the pipeline's memory budget ({} MiB: what connections hold, counted by capacity and pinned events); allocator fragmentation and decompression scratch are not in it, so a peak inside it is measured, not guaranteed",
         RING_BYTES >> 20,
-        QUEUE_BYTES >> 20,
         MAX_BUFFERED_BYTES >> 20
     ));
     Ok(vec![report])

@@ -146,9 +146,6 @@ pub struct Counters {
     pub memory_evictions: f64,
     /// Request body bytes past the kept first 64 KiB.
     pub request_body_bytes_not_kept: f64,
-    /// Events the reader dropped because the queue to the pipeline was full
-    /// (in batches or bytes); the rest of `lost_events` is the ring buffer's.
-    pub queue_dropped_events: f64,
 }
 
 impl Counters {
@@ -163,7 +160,6 @@ impl Counters {
             memory_evictions: self.memory_evictions - before.memory_evictions,
             request_body_bytes_not_kept: self.request_body_bytes_not_kept
                 - before.request_body_bytes_not_kept,
-            queue_dropped_events: self.queue_dropped_events - before.queue_dropped_events,
         }
     }
 }
@@ -217,12 +213,6 @@ impl Sensor {
             )
             .unwrap_or(0.0),
             request_body_bytes_not_kept: f("sensor_http_request_body_bytes_not_kept_total"),
-            queue_dropped_events: prom_sum_where(
-                &m,
-                "sensor_capture_bad_events_total",
-                "reason=\"channel_full\"",
-            )
-            .unwrap_or(0.0),
         })
     }
 
