@@ -29,6 +29,37 @@ pub const MAX_EVENTS_PER_DRAIN: usize = 1024;
 /// Bytes of events handled per [`EventSource::drain`] at most (a drain stops
 /// once it reaches this, so it can pass it by one event).
 pub const MAX_BYTES_PER_DRAIN: usize = 1024 * 1024;
+/// Bytes of the next record fetched into cache while one is handled: its
+/// ring and event headers and the start of its data (an HTTP head).
+const PREFETCH_BYTES: usize = 384;
+
+/// Asks the CPU for the record after `record` (its ring header follows
+/// `record`'s data, rounded up to 8 bytes) while `record` is handled.  The
+/// producer wrote it on another core, and reading it cold was ~17 % of the
+/// live sensor's cycles (perf, nginx 1 KiB: the ring header 8 %, the search
+/// for the end of the HTTP head 6 %, the event header 3 %); fetched while the
+/// record before it is handled, sensor CPU per 1,000 requests went 2.25 →
+/// 2.06 ms (6 interleaved rounds, lower in each).  A hint only: an address
+/// past what was written, or past the mapping, costs nothing.
+#[inline(always)]
+fn prefetch_next_record(record: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use core::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let next = record
+            .as_ptr()
+            .wrapping_add(record.len().next_multiple_of(8));
+        let mut at = 0;
+        while at < PREFETCH_BYTES {
+            // SAFETY: prefetch never faults and reads nothing architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(at) as *const i8) };
+            at += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = record;
+}
+
 /// tgids remembered for exit reporting at most.
 pub const MAX_SEEN_TGIDS: usize = 65_536;
 
@@ -105,6 +136,7 @@ impl EventSource {
             };
             taken += 1;
             let record: &[u8] = &item;
+            prefetch_next_record(record);
             let h = match parse_header(record) {
                 Ok(h) => h,
                 Err(e) => {
