@@ -5,8 +5,8 @@
 //!
 //! The ring buffer is the only queue between the kernel and the pipeline: no
 //! event is copied before the HTTP stage sees it (it copies what it keeps),
-//! and the event work runs in one task, so the sensor never takes more than
-//! one core from the processes it watches.  When the pipeline falls behind,
+//! and the event work runs in one task, so it never takes more than one core
+//! from the processes it watches.  When the pipeline falls behind,
 //! the ring fills and the kernel drops events: counted, and announced on each
 //! connection's next event (`FLAG_LOST_BEFORE`).
 
