@@ -1,12 +1,14 @@
 //! Both directions interleaved, with capture holes and close, driven by the input:
-//! a sequence of `[op, len, data...]` records.
+//! a sequence of `[op, len, data...]` records.  A twin parser is fed the same
+//! bytes borrowed (as the sensor feeds events read in place in the ring
+//! buffer) and must give the same output, holding no more memory.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use sensor_http::capture::event::Direction;
 use sensor_http::http::limits::HttpLimits;
-use sensor_http::http::{ConnectionParser, ParserOutput};
+use sensor_http::http::{ConnectionParser, FeedData, ParserOutput};
 
 fuzz_target!(|data: &[u8]| {
     let limits = HttpLimits {
@@ -18,6 +20,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut p = ConnectionParser::new(limits.clone());
     let mut out = ParserOutput::default();
+    let mut twin = ConnectionParser::new(limits.clone());
+    let mut twin_out = ParserOutput::default();
     let input = Bytes::copy_from_slice(data);
     let mut at = 0;
     let mut ts = 0u64;
@@ -34,18 +38,31 @@ fuzz_target!(|data: &[u8]| {
             0..=99 => {
                 let end = (at + len).min(input.len());
                 p.feed(dir, &input.slice(at..end), ts, &mut out);
+                let borrowed = FeedData::Borrowed(&data[at..end]);
+                twin.feed_with(dir, borrowed, ts, &mut twin_out, &|_| true);
                 at = end;
             }
-            100..=120 => p.gap(dir, len as u64, ts, &mut out),
-            121 => p.close(ts, &mut out),
+            100..=120 => {
+                p.gap(dir, len as u64, ts, &mut out);
+                twin.gap(dir, len as u64, ts, &mut twin_out);
+            }
+            121 => {
+                p.close(ts, &mut out);
+                twin.close(ts, &mut twin_out);
+            }
             _ => {
                 let _ = (p.is_ignored(), p.role());
             }
         }
         assert!(p.buffered_bytes() <= limits.max_buffered_bytes());
+        assert!(twin.buffered_bytes() <= p.buffered_bytes());
     }
     p.close(ts + 1, &mut out);
+    twin.close(ts + 1, &mut twin_out);
     assert_eq!(p.buffered_bytes(), 0);
+    assert_eq!(twin.buffered_bytes(), 0);
+    assert_eq!(twin_out.exchanges, out.exchanges);
+    assert_eq!(twin_out.errors, out.errors);
     for e in &out.exchanges {
         // A request keeps a prefix of its body: seen whole, kept in part.
         let req = &e.request.body;
