@@ -50,7 +50,7 @@ pub struct PipelineConfig {
     pub clock_offset_ns: i64,
     /// Count the lost bytes events announce (`lost_before`) into
     /// `sensor_capture_truncated_bytes_total` here.  Live, `capture` counts them
-    /// where they are lost (the kernel's counters, the reader's dropped batches),
+    /// where they are lost (the kernel's counters),
     /// so counting the announcement too would count each byte twice; replay has
     /// only the announcements.  Events themselves are always counted here, once.
     pub count_announced_losses: bool,

@@ -155,9 +155,9 @@ impl CaptureEvent {
     }
 
     /// Like [`CaptureEvent::parse`], but the data is `raw` itself with the
-    /// header skipped: no copy (the reader already copied the event out of the
-    /// ring buffer once) and no reference-count traffic (a slice of a `Bytes`
-    /// would make it shared).
+    /// header skipped: no copy (replay already read the event into its own
+    /// buffer) and no reference-count traffic (a slice of a `Bytes` would make
+    /// it shared).
     pub fn parse_owned(mut raw: Bytes) -> Result<CaptureEvent, EventError> {
         // The data is known to be valid once parsed; only its length is kept
         // here (the header is read once).
