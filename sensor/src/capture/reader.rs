@@ -75,6 +75,30 @@ pub struct EventSource {
     seen: SeenTgids,
     /// The last drain stopped at its budget: more events are waiting.
     backlog: bool,
+    /// This drain's scope decisions, by tgid.
+    decided: Vec<(u32, bool)>,
+}
+
+/// Processes whose scope decision a drain remembers at most (the events of
+/// any more are looked up one by one).
+const MAX_DECIDED_PER_DRAIN: usize = 16;
+
+/// Whether `tgid`'s events are in scope; if so, it is noted as seen (for exit
+/// reporting).  The locks are taken here, one lookup at a time, never across
+/// the pipeline's work on an event: rescans and exec handling need them.
+fn admit(scope: &Mutex<Scope>, seen: &SeenTgids, tgid: u32) -> bool {
+    if !scope
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .includes(tgid)
+    {
+        return false;
+    }
+    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.len() < MAX_SEEN_TGIDS {
+        seen.insert(tgid);
+    }
+    true
 }
 
 impl EventSource {
@@ -96,6 +120,7 @@ impl EventSource {
             scope,
             seen,
             backlog: false,
+            decided: Vec::with_capacity(MAX_DECIDED_PER_DRAIN),
         })
     }
 
@@ -124,10 +149,10 @@ impl EventSource {
     pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) -> usize {
         let mut taken = 0;
         let mut bytes = 0;
-        let mut scope = self.scope.lock().unwrap_or_else(|e| e.into_inner());
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        // Decided afresh each drain, so a scope change (SIGHUP) applies from
+        // the next one.
+        self.decided.clear();
         let ring = self.fd.get_mut();
-        let mut last_tgid = None;
         self.backlog = false;
         while taken < MAX_EVENTS_PER_DRAIN && bytes < MAX_BYTES_PER_DRAIN {
             // The record stays in the ring until `item` is dropped.
@@ -148,15 +173,20 @@ impl EventSource {
                 }
             };
             let tgid = (h.pid_tgid >> 32) as u32;
-            if last_tgid != Some(tgid) {
-                // Runs of events from one process are the rule: look it up once.
-                if !scope.includes(tgid) {
-                    continue;
+            // Events of a few processes are the rule: each is looked up once
+            // per drain.
+            let in_scope = match self.decided.iter().find(|d| d.0 == tgid) {
+                Some(&(_, in_scope)) => in_scope,
+                None => {
+                    let in_scope = admit(&self.scope, &self.seen, tgid);
+                    if self.decided.len() < MAX_DECIDED_PER_DRAIN {
+                        self.decided.push((tgid, in_scope));
+                    }
+                    in_scope
                 }
-                if seen.len() < MAX_SEEN_TGIDS {
-                    seen.insert(tgid);
-                }
-                last_tgid = Some(tgid);
+            };
+            if !in_scope {
+                continue;
             }
             // The kernel reserves records in size classes: what follows the
             // header's data_len is padding (a short record is left whole for
