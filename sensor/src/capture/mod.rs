@@ -176,13 +176,7 @@ impl State {
                 now_pids.insert(pid);
                 continue;
             }
-            self.scope
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .forget(pid);
-            if tx.try_send(pid).is_err() {
-                tracing::debug!("exit of {pid} not delivered: channel full");
-            }
+            self.report_exit(pid, tx);
         }
         self.known_pids = now_pids;
     }
@@ -292,6 +286,12 @@ impl State {
         for a in self.attached.values_mut() {
             a.pids.remove(&pid);
         }
+        self.report_exit(pid, tx);
+    }
+
+    /// `pid` is gone: its scope decision is dropped (the pid may be reused)
+    /// and the pipeline is told.
+    fn report_exit(&self, pid: u32, tx: &mpsc::Sender<u32>) {
         self.scope
             .lock()
             .unwrap_or_else(|e| e.into_inner())
