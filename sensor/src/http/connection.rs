@@ -8,9 +8,7 @@ use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
-use super::decode::FeedData;
-
-use super::decode::{BodyAcc, Decoder, GapOutcome, CHUNK_OVERHEAD};
+use super::decode::{BodyAcc, Decoder, FeedData, GapOutcome, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::head::{self, Sniff, SNIFF_LEN};
 use super::limits::HttpLimits;

@@ -122,12 +122,6 @@ impl<'a> From<&'a Bytes> for FeedData<'a> {
     }
 }
 
-impl<'a> From<&'a [u8]> for FeedData<'a> {
-    fn from(s: &'a [u8]) -> Self {
-        FeedData::Borrowed(s)
-    }
-}
-
 /// Most memory a body kept under `cap` can hold ([`BodyAcc::held`]): slices
 /// pin at most twice what they keep, every gather block but the last is full
 /// and the last is no larger than the room left when it was made (so slices
