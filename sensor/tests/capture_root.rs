@@ -336,7 +336,15 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8, inflight_slo
 
     // Events are consumed while the client runs, so the latency measured below
     // is the sensor's (kernel timestamp to userspace), not the test's.
-    let client = spawn_client(&peers, &ex, &[]);
+    // With one slot, the client first waits until the server is blocked in
+    // SSL_read (holding the slot), so its writes find the slot busy however
+    // the two are scheduled: the fallback map is then certainly used.
+    let pause: &[(&str, &Path)] = if inflight_slots == 1 {
+        &[("TLS_PAIR_PAUSE_BEFORE_SEND", Path::new("0.5"))]
+    } else {
+        &[]
+    };
+    let client = spawn_client(&peers, &ex, pause);
     let client_pid = client.id();
     let request: Vec<u8> = ex.requests.concat();
     let server_pid = peers.server_pid;
@@ -374,8 +382,8 @@ async fn exact_capture(mode: ProbeMode, port: u16, expect_site: u8, inflight_slo
         "ProcessExited for the client"
     );
     if inflight_slots == 1 {
-        // A process blocked in SSL_read holds the one slot while the other
-        // one writes: some calls must have gone through the fallback map.
+        // The server, blocked in SSL_read, holds the one slot while the
+        // client writes: those calls must have gone through the fallback map.
         assert!(d.slot_busy > 0, "no call found the slot busy: {d:?}");
     }
     assert_eq!(
