@@ -10,7 +10,7 @@
 //! | --- | --- |
 //! | `go_tls` | Go binary (`.go.buildinfo`/`.gopclntab`) with `crypto/tls.` functions |
 //! | `boringssl` | defines `SSL_write` and BoringSSL markers (`BORINGSSL_*`, "BoringSSL") |
-//! | `static_openssl` | an executable or non-libssl library defining `SSL_write`/`SSL_write_ex` (node, bundled wheels), or stripped with an OpenSSL version string |
+//! | `static_openssl` | an executable or non-libssl library defining `SSL_write`/`SSL_write_ex` (node, bundled wheels) that the probes are not attached to (the attach failed; attached ones are covered), or stripped with an OpenSSL version string |
 //! | `openssl_unattached` | a shared `libssl.so*` mapped but not attached (attach failed or pending) |
 //! | `gnutls`, `nss`, `wolfssl`, `mbedtls` | the library is mapped (`libgnutls`, `libnss3`/`libssl3.so`, `libwolfssl`, `libmbedtls`) |
 //!

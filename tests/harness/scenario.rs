@@ -40,6 +40,8 @@ use crate::server::Server;
 pub enum App {
     FastApi,
     Flask,
+    /// `leaky_node.js`: the FastAPI app's behaviour, on node's https.
+    Node,
 }
 
 /// One request of the scenario as curl saw it (what its pair must say).
@@ -165,7 +167,7 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
     )?;
     get("/v1/account", &["-H", &h_basic], 401)?;
     match app {
-        App::FastApi => get(
+        App::FastApi | App::Node => get(
             "/oauth/token",
             &[
                 "-d",
@@ -303,7 +305,7 @@ pub fn run_leak_scenario(server: &Server, cert: &TestCert, app: App) -> Result<L
             .in_header("www-authenticate"),
     ];
     match app {
-        App::FastApi => expected.push(
+        App::FastApi | App::Node => expected.push(
             e(&client_secret, "form", "client_secret")
                 .kind("client_secret")
                 .request("POST", "/oauth/token", 401)

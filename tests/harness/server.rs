@@ -95,6 +95,19 @@ impl Server {
         Server::spawn("gunicorn", &cmd, port, cert, tempdir("gunicorn")?)
     }
 
+    /// `leaky_node.js` under node (OpenSSL linked into the node program).
+    pub fn node(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = Command::new("node");
+        cmd.arg(apps_dir().join("leaky_node.js"))
+            .args(["--port", &port.to_string()])
+            .arg("--cert")
+            .arg(cert.cert())
+            .arg("--key")
+            .arg(cert.key());
+        Server::spawn("node", &cmd, port, cert, tempdir("node")?)
+    }
+
     /// nginx with TLS serving `/1k.bin` and `/64k.bin` (bytes `i % 251`) and
     /// `/healthz`, from `tests/apps/nginx.conf.template`.
     pub fn nginx(cert: &TestCert, workers: u32) -> Result<Server> {

@@ -331,6 +331,17 @@ fn fastapi_serves_every_leak_and_benign_endpoint() {
 }
 
 #[test]
+fn node_serves_every_leak_and_benign_endpoint() {
+    require_root();
+    let _g = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::node(&cert).unwrap();
+    eprintln!("node ready in {:?}", server.started_in());
+    check_leaky_app(&server, &cert, false);
+    assert_stops(server);
+}
+
+#[test]
 fn flask_serves_every_leak_and_benign_endpoint() {
     require_root();
     let _g = serial();
@@ -529,19 +540,21 @@ fn assert_no_secrets_ok(text: &str, key: &Secret) {
 }
 
 /// The leak scenario the sensor tests run gets the statuses its expectations
-/// assume, from both apps.
+/// assume, from every app.
 #[test]
-fn leak_scenario_runs_against_both_apps() {
+fn leak_scenario_runs_against_every_app() {
     require_root();
     let _g = serial();
     let cert = TestCert::new().unwrap();
     for app in [
         sensor_e2e::scenario::App::FastApi,
         sensor_e2e::scenario::App::Flask,
+        sensor_e2e::scenario::App::Node,
     ] {
         let server = match app {
             sensor_e2e::scenario::App::FastApi => Server::fastapi(&cert),
             sensor_e2e::scenario::App::Flask => Server::flask(&cert),
+            sensor_e2e::scenario::App::Node => Server::node(&cert),
         }
         .unwrap();
         let t = Instant::now();
@@ -596,11 +609,12 @@ fn startup_times() {
     let _g = serial();
     let cert = TestCert::new().unwrap();
     type Start = fn(&TestCert) -> anyhow::Result<Server>;
-    let apps: [(&str, Start); 5] = [
+    let apps: [(&str, Start); 6] = [
         ("uvicorn (FastAPI)", Server::fastapi),
         ("gunicorn (Flask)", Server::flask),
         ("nginx", |c| Server::nginx(c, 1)),
         ("demo_api.py", Server::demo),
+        ("node", Server::node),
         ("separate root (build + start)", |c| separate_root(c)),
     ];
     for (name, start) in apps {

@@ -25,6 +25,7 @@ fn start(app: App, cert: &TestCert) -> Server {
     match app {
         App::FastApi => Server::fastapi(cert),
         App::Flask => Server::flask(cert),
+        App::Node => Server::node(cert),
     }
     .unwrap()
 }
@@ -144,6 +145,13 @@ fn flask_leaks_are_reported_exactly() {
     leaks_are_reported_exactly(App::Flask);
 }
 
+/// node links OpenSSL into its own program (no libssl.so): the sensor
+/// probes the node executable.
+#[test]
+fn node_leaks_are_reported_exactly() {
+    leaks_are_reported_exactly(App::Node);
+}
+
 /// 12 requests on one connection, each with its own key (of its own length,
 /// so a finding's credential length tells which request's key it is); the
 /// even ones leak, the odd ones do not.
@@ -224,6 +232,11 @@ fn keep_alive_findings_belong_to_their_request(app: App) {
 #[test]
 fn fastapi_keep_alive_findings_belong_to_their_request() {
     keep_alive_findings_belong_to_their_request(App::FastApi);
+}
+
+#[test]
+fn node_keep_alive_findings_belong_to_their_request() {
+    keep_alive_findings_belong_to_their_request(App::Node);
 }
 
 #[test]

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::config::ProbeMode;
-use super::library::{plan, read_library};
+use super::library::{open_library, plan};
 use super::procfs;
 
 /// One line of `sensor check`.
@@ -140,12 +140,12 @@ pub fn check_host() -> Vec<CheckLine> {
 }
 
 fn tls_library_lines(proc_root: &Path, root: bool) -> Vec<CheckLine> {
-    let index = procfs::scan(proc_root, |_| true);
+    let index = procfs::scan(proc_root, |_| true, &mut procfs::EmbeddedOpenssl::default());
     let mut out = Vec::new();
     for lib in index.libraries.values() {
-        let detail = match read_library(&lib.open_path)
+        let detail = match open_library(&lib.open_path)
             .map_err(|e| e.to_string())
-            .and_then(|d| plan(&d, ProbeMode::Auto).map_err(|e| e.to_string()))
+            .and_then(|f| plan(&f, ProbeMode::Auto).map_err(|e| e.to_string()))
         {
             Ok(p) => {
                 let mut s = format!(
@@ -172,7 +172,8 @@ fn tls_library_lines(proc_root: &Path, root: bool) -> Vec<CheckLine> {
         });
     }
     if out.is_empty() {
-        let mut detail = "no running process maps libssl.so".to_string();
+        let mut detail =
+            "no running process maps libssl.so or a program with OpenSSL linked in".to_string();
         if !root {
             detail.push_str(" (only this user's processes are visible without root)");
         }

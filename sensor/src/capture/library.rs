@@ -1,17 +1,29 @@
-//! Where to put the probes in one TLS library file: ELF symbols, file offsets,
-//! and the choice between internal and exported probe sites.
+//! Where to put the probes in one file with OpenSSL in it (a libssl, or a
+//! program or library with OpenSSL linked in, such as node): ELF symbols,
+//! file offsets, and the choice between internal and exported probe sites.
+//!
+//! Files are read through [`ReadCache`]: only the headers, the symbol names
+//! and a few bytes of code are read, so a 100 MB program costs what a
+//! 700 KiB libssl does.
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use std::fs::File;
+use std::path::Path;
+
+use object::elf::{SHN_UNDEF, STT_FUNC};
+use object::read::elf::{ElfFile64, SectionHeader, Sym};
+use object::read::{ReadCache, ReadRef};
+use object::{Endianness, Object, ObjectSection};
 
 use super::config::ProbeMode;
 use super::x86::{starts_with_push, wrapper_call_target, WrapperError};
 
 /// Bytes of a function read for decoding (the wrapper pattern is 9 bytes).
-const DECODE_WINDOW: usize = 32;
+const DECODE_WINDOW: u64 = 32;
 
-/// A library larger than this is not read (libssl.so.3 is ~700 KiB).
-pub const MAX_LIBRARY_BYTES: u64 = 64 * 1024 * 1024;
-
+/// A string table larger than this is not read to look for the `SSL_*`
+/// names (node's `.dynstr` is ~3 MiB; an unstripped program's `.strtab` can
+/// be far larger, and is only looked at when `.dynsym` has none of them).
+const MAX_STRING_TABLE_BYTES: u64 = 64 * 1024 * 1024;
 /// Which eBPF program goes where.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Program {
@@ -80,38 +92,66 @@ impl SiteMode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LibraryError {
-    #[error("not an ELF file: {0}")]
+    #[error("not a 64-bit ELF file: {0}")]
     Elf(String),
-    #[error("symbol {0} not found in .dynsym")]
+    #[error("symbol {0} not found (neither in .dynsym nor in .symtab)")]
     MissingSymbol(&'static str),
     #[error("address {0:#x} is not inside a section with file contents")]
     NoFileOffset(u64),
+    #[error("cannot read the code at file offset {0:#x}")]
+    NoCode(u64),
 }
 
-/// A function found in the library's dynamic symbol table.
+/// A function found in the file's symbol table.
 #[derive(Clone, Copy, Debug)]
 struct Function {
     vaddr: u64,
     file_offset: u64,
 }
 
-struct Elf<'a> {
-    file: object::File<'a>,
+/// The symbols the probes may use.  All of them are looked up in one pass
+/// over the symbol table: node's `.dynsym` has ~100,000 entries.
+const SYMBOLS: [&str; 5] = [
+    "SSL_write",
+    "SSL_read",
+    "SSL_write_ex",
+    "SSL_read_ex",
+    "SSL_free",
+];
+
+struct Elf<'a, R: ReadRef<'a>> {
+    file: ElfFile64<'a, Endianness, R>,
+    /// Address of each of [`SYMBOLS`] (same index), where the file defines it.
+    found: [Option<u64>; SYMBOLS.len()],
 }
 
-impl<'a> Elf<'a> {
-    fn parse(data: &'a [u8]) -> Result<Self, LibraryError> {
-        let file = object::File::parse(data).map_err(|e| LibraryError::Elf(e.to_string()))?;
-        Ok(Elf { file })
+impl<'a, R: ReadRef<'a>> Elf<'a, R> {
+    fn parse(data: R) -> Result<Self, LibraryError> {
+        let file = ElfFile64::<Endianness, R>::parse(data)
+            .map_err(|e| LibraryError::Elf(e.to_string()))?;
+        // Exported symbols first; a program linked statically keeps them in
+        // .symtab only, unless stripped.
+        let mut found = defined_functions(&file, file.elf_dynamic_symbol_table());
+        if found.iter().all(Option::is_none) {
+            found = defined_functions(&file, file.elf_symbol_table());
+        }
+        Ok(Elf { file, found })
+    }
+
+    fn has(&self, name: &'static str) -> bool {
+        self.address(name).is_some()
+    }
+
+    fn address(&self, name: &'static str) -> Option<u64> {
+        let i = SYMBOLS.iter().position(|n| *n == name)?;
+        self.found[i]
     }
 
     fn symbol(&self, name: &'static str) -> Result<Function, LibraryError> {
-        let sym = self
-            .file
-            .dynamic_symbols()
-            .find(|s| s.is_definition() && s.name().ok() == Some(name))
+        let vaddr = self
+            .address(name)
             .ok_or(LibraryError::MissingSymbol(name))?;
-        self.function(sym.address())
+        self.function(vaddr)
     }
 
     fn function(&self, vaddr: u64) -> Result<Function, LibraryError> {
@@ -130,17 +170,64 @@ impl<'a> Elf<'a> {
         })
     }
 
-    /// Up to [`DECODE_WINDOW`] bytes of code at `f`.
-    fn code<'d>(&self, data: &'d [u8], f: Function) -> &'d [u8] {
-        let start = f.file_offset as usize;
-        let end = start.saturating_add(DECODE_WINDOW).min(data.len());
-        data.get(start..end).unwrap_or(&[])
+    /// Up to [`DECODE_WINDOW`] bytes of code at `f` (fewer at the end of the file).
+    fn code(&self, f: Function) -> Result<&'a [u8], LibraryError> {
+        let data = self.file.data();
+        let len = data
+            .len()
+            .map_err(|()| LibraryError::NoCode(f.file_offset))?;
+        let n = DECODE_WINDOW.min(len.saturating_sub(f.file_offset));
+        data.read_bytes_at(f.file_offset, n)
+            .map_err(|()| LibraryError::NoCode(f.file_offset))
     }
+}
+
+/// Addresses of the [`SYMBOLS`] that `table` defines as functions.  The
+/// names are compared in the string table read whole (one read), not one
+/// read per symbol.
+fn defined_functions<'a, R: ReadRef<'a>>(
+    file: &ElfFile64<'a, Endianness, R>,
+    table: &object::read::elf::SymbolTable<'a, object::elf::FileHeader64<Endianness>, R>,
+) -> [Option<u64>; SYMBOLS.len()] {
+    let mut found = [None; SYMBOLS.len()];
+    let endian = file.endian();
+    if table.is_empty() {
+        return found;
+    }
+    let Ok(section) = file.elf_section_table().section(table.string_section()) else {
+        return found;
+    };
+    let Some((offset, size)) = section.file_range(endian) else {
+        return found;
+    };
+    if size > MAX_STRING_TABLE_BYTES {
+        return found;
+    }
+    let Ok(strings) = file.data().read_bytes_at(offset, size) else {
+        return found;
+    };
+    for sym in table.symbols() {
+        if sym.st_shndx(endian) == SHN_UNDEF || sym.st_type() != STT_FUNC {
+            continue;
+        }
+        let Some(rest) = strings.get(sym.st_name(endian) as usize..) else {
+            continue;
+        };
+        // The longest name is 12 bytes: look no further for its end.
+        let rest = &rest[..rest.len().min(13)];
+        let Some(end) = memchr::memchr(0, rest) else {
+            continue;
+        };
+        if let Some(i) = SYMBOLS.iter().position(|n| n.as_bytes() == &rest[..end]) {
+            found[i].get_or_insert(sym.st_value(endian));
+        }
+    }
+    found
 }
 
 /// Looks for the internal probe sites: the call targets of `SSL_write_ex` and
 /// `SSL_read_ex`, both starting with `push`.
-fn internal_sites(elf: &Elf<'_>, data: &[u8]) -> Result<Vec<(Program, u64)>, String> {
+fn internal_sites<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>) -> Result<Vec<(Program, u64)>, String> {
     let mut sites = Vec::new();
     let mut targets = Vec::new();
     for (wrapper, program) in [
@@ -148,12 +235,13 @@ fn internal_sites(elf: &Elf<'_>, data: &[u8]) -> Result<Vec<(Program, u64)>, Str
         ("SSL_read_ex", Program::SslReadInternalEntry),
     ] {
         let f = elf.symbol(wrapper).map_err(|e| e.to_string())?;
-        let target = wrapper_call_target(elf.code(data, f), f.vaddr)
-            .map_err(|e| format!("{wrapper}: {e}"))?;
+        let code = elf.code(f).map_err(|e| e.to_string())?;
+        let target = wrapper_call_target(code, f.vaddr).map_err(|e| format!("{wrapper}: {e}"))?;
         let t = elf
             .function(target)
             .map_err(|e| format!("{wrapper} calls {target:#x}: {e}"))?;
-        starts_with_push(elf.code(data, t), t.vaddr)
+        let code = elf.code(t).map_err(|e| e.to_string())?;
+        starts_with_push(code, t.vaddr)
             .map_err(|e: WrapperError| format!("{wrapper} calls {target:#x}: {e}"))?;
         targets.push(target);
         sites.push((program, t.file_offset));
@@ -164,28 +252,35 @@ fn internal_sites(elf: &Elf<'_>, data: &[u8]) -> Result<Vec<(Program, u64)>, Str
     Ok(sites)
 }
 
-fn exported_sites(elf: &Elf<'_>) -> Result<Vec<(Program, u64)>, LibraryError> {
+/// The exported entries: `SSL_write` and `SSL_read` always, the `_ex` pair
+/// where the file has it (OpenSSL 1.1.1 and later; not older ones, nor
+/// BoringSSL).
+fn exported_sites<'a, R: ReadRef<'a>>(
+    elf: &Elf<'a, R>,
+) -> Result<Vec<(Program, u64)>, LibraryError> {
     let mut sites = Vec::new();
-    for (name, program) in [
-        ("SSL_write", Program::SslWriteEntry),
-        ("SSL_read", Program::SslReadEntry),
-        ("SSL_write_ex", Program::SslWriteExEntry),
-        ("SSL_read_ex", Program::SslReadExEntry),
+    for (name, program, required) in [
+        ("SSL_write", Program::SslWriteEntry, true),
+        ("SSL_read", Program::SslReadEntry, true),
+        ("SSL_write_ex", Program::SslWriteExEntry, false),
+        ("SSL_read_ex", Program::SslReadExEntry, false),
     ] {
-        sites.push((program, elf.symbol(name)?.file_offset));
+        if required || elf.has(name) {
+            sites.push((program, elf.symbol(name)?.file_offset));
+        }
     }
     Ok(sites)
 }
 
-/// Decides where the probes go in the library whose bytes are `data`.
+/// Decides where the probes go in the file whose contents `data` reads.
 ///
 /// Every entry site also gets the shared return probe; `SSL_free` gets the close probe.
-pub fn plan(data: &[u8], mode: ProbeMode) -> Result<ProbePlan, LibraryError> {
+pub fn plan<'a, R: ReadRef<'a>>(data: R, mode: ProbeMode) -> Result<ProbePlan, LibraryError> {
     let elf = Elf::parse(data)?;
     let free = elf.symbol("SSL_free")?;
     let (site_mode, mut sites, fallback_reason) = match mode {
         ProbeMode::Exported => (SiteMode::Exported, exported_sites(&elf)?, None),
-        ProbeMode::Auto => match internal_sites(&elf, data) {
+        ProbeMode::Auto => match internal_sites(&elf) {
             Ok(s) => (SiteMode::Internal, s, None),
             Err(reason) => (SiteMode::Exported, exported_sites(&elf)?, Some(reason)),
         },
@@ -203,18 +298,17 @@ pub fn plan(data: &[u8], mode: ProbeMode) -> Result<ProbePlan, LibraryError> {
     })
 }
 
-/// Reads a library file, refusing absurd sizes.
-pub fn read_library(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path)?;
-    let mut data = Vec::new();
-    f.take(MAX_LIBRARY_BYTES + 1).read_to_end(&mut data)?;
-    if data.len() as u64 > MAX_LIBRARY_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_LIBRARY_BYTES} bytes"
-        )));
-    }
-    Ok(data)
+/// Does this ELF file have OpenSSL in it: does it define `SSL_read`,
+/// `SSL_write` and `SSL_free` as functions?  (A program that only calls
+/// them through libssl imports them: undefined, not counted.)
+pub fn has_openssl<'a, R: ReadRef<'a>>(data: R) -> bool {
+    Elf::parse(data)
+        .is_ok_and(|elf| elf.has("SSL_read") && elf.has("SSL_write") && elf.has("SSL_free"))
+}
+
+/// Opens a file for [`plan`] and [`has_openssl`]: read on demand, never whole.
+pub fn open_library(path: &Path) -> std::io::Result<ReadCache<File>> {
+    Ok(ReadCache::new(File::open(path)?))
 }
 
 #[cfg(test)]
@@ -233,7 +327,7 @@ mod tests {
             eprintln!("skipped: {SYSTEM_LIBSSL} not present");
             return;
         };
-        let plan = plan(&data, ProbeMode::Auto).unwrap();
+        let plan = plan(data.as_slice(), ProbeMode::Auto).unwrap();
         assert_eq!(plan.mode, SiteMode::Internal, "{:?}", plan.fallback_reason);
         let progs: Vec<Program> = plan.sites.iter().map(|s| s.0).collect();
         assert_eq!(
@@ -252,7 +346,7 @@ mod tests {
             assert!(starts_with_push(code, off).is_ok(), "{p:?} at {off:#x}");
         }
         // And they are distinct from the exported entries.
-        let exported = super::plan(&data, ProbeMode::Exported).unwrap();
+        let exported = super::plan(data.as_slice(), ProbeMode::Exported).unwrap();
         assert_eq!(exported.mode, SiteMode::Exported);
         assert_eq!(exported.sites.len(), 4 + 4 + 1);
         for &(_, off) in &plan.sites[..2] {
@@ -265,12 +359,12 @@ mod tests {
         let Some(data) = system_libssl() else {
             return;
         };
-        let elf = Elf::parse(&data).unwrap();
+        let elf = Elf::parse(data.as_slice()).unwrap();
         let f = elf.symbol("SSL_write").unwrap();
         // In a shared library .text's file offset equals its address on Debian.
         assert_eq!(elf.file_offset(f.vaddr), Some(f.file_offset));
         // The 4-byte `sub $imm8,%rsp` prologue of the exported entries.
-        let code = elf.code(&data, elf.symbol("SSL_write_ex").unwrap());
+        let code = elf.code(elf.symbol("SSL_write_ex").unwrap()).unwrap();
         assert_eq!(&code[..3], &[0x48, 0x83, 0xec]);
     }
 
@@ -279,13 +373,13 @@ mod tests {
         let Some(mut data) = system_libssl() else {
             return;
         };
-        let elf = Elf::parse(&data).unwrap();
+        let elf = Elf::parse(data.as_slice()).unwrap();
         let f = elf.symbol("SSL_write_ex").unwrap();
         drop(elf);
         // Replace `sub $8,%rsp` by `mov %rsp,%rcx; nop` — not the wrapper pattern.
         let off = f.file_offset as usize;
         data[off..off + 4].copy_from_slice(&[0x48, 0x89, 0xe1, 0x90]);
-        let plan = plan(&data, ProbeMode::Auto).unwrap();
+        let plan = plan(data.as_slice(), ProbeMode::Auto).unwrap();
         assert_eq!(plan.mode, SiteMode::Exported);
         assert!(plan
             .fallback_reason
@@ -297,14 +391,159 @@ mod tests {
     #[test]
     fn non_elf_and_missing_symbols_are_errors() {
         assert!(matches!(
-            plan(b"not an elf at all", ProbeMode::Auto),
+            plan(&b"not an elf at all"[..], ProbeMode::Auto),
             Err(LibraryError::Elf(_))
         ));
         // A real ELF without SSL_* symbols: this test binary itself.
         let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
         assert!(matches!(
-            plan(&me, ProbeMode::Auto),
+            plan(me.as_slice(), ProbeMode::Auto),
             Err(LibraryError::MissingSymbol("SSL_free"))
         ));
+    }
+
+    fn require_tools() -> bool {
+        std::env::var("SENSOR_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
+    }
+
+    #[test]
+    fn a_file_read_on_demand_plans_like_its_bytes() {
+        let Some(data) = system_libssl() else {
+            return;
+        };
+        let file = open_library(Path::new(SYSTEM_LIBSSL)).unwrap();
+        for mode in [ProbeMode::Auto, ProbeMode::Exported] {
+            assert_eq!(
+                plan(&file, mode).unwrap(),
+                plan(data.as_slice(), mode).unwrap()
+            );
+        }
+        assert!(has_openssl(&file));
+    }
+
+    #[test]
+    fn only_files_defining_the_ssl_functions_have_openssl() {
+        let libcrypto = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3";
+        if let Ok(f) = open_library(Path::new(libcrypto)) {
+            assert!(!has_openssl(&f), "{libcrypto}");
+        }
+        // curl and openssl(1) import SSL_read & co from libssl: not theirs.
+        for program in ["/usr/bin/curl", "/usr/bin/openssl"] {
+            if let Ok(f) = open_library(Path::new(program)) {
+                assert!(!has_openssl(&f), "{program}");
+            }
+        }
+        let me = open_library(&std::env::current_exe().unwrap()).unwrap();
+        assert!(!has_openssl(&me));
+        assert!(!has_openssl(&b"\x7fELF but not really"[..]));
+    }
+
+    /// node's builds link OpenSSL in and export its functions: a 100 MB
+    /// program, planned from its symbol tables without reading it whole.
+    #[test]
+    fn node_is_planned_from_its_exported_symbols() {
+        let node = Path::new("/usr/bin/node");
+        let Ok(file) = open_library(node) else {
+            assert!(
+                !require_tools(),
+                "node is required (SENSOR_REQUIRE_TOOLS=1)"
+            );
+            eprintln!("SKIPPED: {} not found", node.display());
+            return;
+        };
+        if !has_openssl(&file) {
+            eprintln!("SKIPPED: {} uses a shared libssl", node.display());
+            return;
+        }
+        let plan = plan(&file, ProbeMode::Auto).unwrap();
+        let entries = plan.sites.len() / 2;
+        // Entries, as many returns, one SSL_free.
+        assert_eq!(plan.sites.len(), 2 * entries + 1, "{plan:?}");
+        match plan.mode {
+            SiteMode::Internal => assert_eq!(entries, 2),
+            // node's SSL_write_ex has ssl_write_internal inlined: no call to follow.
+            SiteMode::Exported => {
+                assert_eq!(entries, 4);
+                assert!(plan.fallback_reason.is_some());
+            }
+        }
+        let elf = Elf::parse(&file).unwrap();
+        for name in SYMBOLS {
+            let f = elf.symbol(name).unwrap();
+            // Code, inside the file: the first bytes of each function read.
+            assert!(!elf.code(f).unwrap().is_empty(), "{name}");
+        }
+        // Reading it on demand read only a sliver of it.
+        let size = std::fs::metadata(node).unwrap().len();
+        assert!(size > 16 * 1024 * 1024, "node is {size} bytes");
+    }
+
+    /// A program linked statically against libssl.a without exporting its
+    /// symbols: found through .symtab, and probed at the internal sites like
+    /// the shared library (the same code, linked in).
+    #[test]
+    fn static_openssl_found_through_symtab() {
+        let lib_dir = Path::new("/usr/lib/x86_64-linux-gnu");
+        if !lib_dir.join("libssl.a").exists() {
+            assert!(
+                !require_tools(),
+                "libssl-dev is required (SENSOR_REQUIRE_TOOLS=1)"
+            );
+            eprintln!("SKIPPED: libssl.a not found");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("static_tls.c");
+        std::fs::write(
+            &src,
+            "#include <openssl/ssl.h>\n\
+             int main(int argc, char **argv) {\n\
+               if (argc > 9) { size_t n; SSL_write_ex(0, argv, 1, &n); SSL_read_ex(0, argv, 1, &n);\n\
+                 SSL_write(0, argv, 1); SSL_read(0, argv, 1); SSL_free(0); }\n\
+               return 0; }\n",
+        )
+        .unwrap();
+        let bin = dir.path().join("static_tls");
+        let out = std::process::Command::new("cc")
+            .arg(&src)
+            .arg("-o")
+            .arg(&bin)
+            .args([
+                "-Wl,-Bstatic",
+                "-lssl",
+                "-lcrypto",
+                "-Wl,-Bdynamic",
+                "-lpthread",
+                "-ldl",
+            ])
+            .output()
+            .expect("cc");
+        assert!(
+            out.status.success(),
+            "cc: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = open_library(&bin).unwrap();
+        let elf = Elf::parse(&file).unwrap();
+        assert!(
+            elf.file
+                .elf_dynamic_symbol_table()
+                .symbols()
+                .iter()
+                .all(|s| {
+                    let name = elf
+                        .file
+                        .elf_dynamic_symbol_table()
+                        .symbol_name(Endianness::Little, s)
+                        .unwrap_or_default();
+                    !name.starts_with(b"SSL_")
+                }),
+            "SSL_* must not be exported for this test"
+        );
+        assert!(has_openssl(&file));
+        let plan = plan(&file, ProbeMode::Auto).unwrap();
+        assert_eq!(plan.mode, SiteMode::Internal, "{:?}", plan.fallback_reason);
+        let exported = super::plan(&file, ProbeMode::Exported).unwrap();
+        assert_eq!(exported.sites.len(), 4 + 4 + 1);
     }
 }

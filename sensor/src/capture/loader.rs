@@ -10,7 +10,7 @@ use sensor_common::{GLOBAL_COUNT_ONLY, GLOBAL_SLOT_MASK};
 
 use super::config::{CaptureConfig, ProbeMode};
 use super::error::{is_permission_error, verifier_tail, CaptureError};
-use super::library::{plan, read_library, Program, SiteMode};
+use super::library::{open_library, plan, Program, SiteMode};
 
 /// The eBPF object embedded by build.rs (empty when it was not built).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor-ebpf.o"));
@@ -153,7 +153,7 @@ pub struct Attachment {
 /// Why attaching to a library failed; the label of `sensor_attach_errors_total{reason}`.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("cannot read the library: {0}")]
+    #[error("cannot read the file: {0}")]
     Read(std::io::Error),
     #[error("not a usable OpenSSL library: {0}")]
     Library(#[from] super::library::LibraryError),
@@ -193,9 +193,9 @@ pub fn attach_library(
     open_path: &Path,
     mode: ProbeMode,
 ) -> Result<Attached, AttachError> {
-    let data = read_library(open_path).map_err(AttachError::Read)?;
-    let plan = plan(&data, mode)?;
-    drop(data);
+    let file = open_library(open_path).map_err(AttachError::Read)?;
+    let plan = plan(&file, mode)?;
+    drop(file);
     let mut links = Vec::with_capacity(plan.sites.len());
     for &(program, offset) in &plan.sites {
         let res = uprobe(ebpf, program).and_then(|p| {

@@ -124,21 +124,36 @@ struct State {
     known_pids: HashSet<u32>,
     scope: Arc<Mutex<Scope>>,
     seen: SeenTgids,
+    /// Which mapped programs have OpenSSL linked in; kept between scans.
+    embedded: Arc<Mutex<procfs::EmbeddedOpenssl>>,
 }
 
 /// One rescan: read /proc without holding the state lock (so `attached()`
 /// stays cheap), then attach to new libraries and report exited processes.
 fn rescan(state: &Mutex<State>, tx: &mpsc::Sender<u32>) {
-    let (proc_root, scope) = {
+    let (proc_root, scope, embedded) = {
         let s = lock(state);
-        (s.proc_root.clone(), s.scope.clone())
+        (s.proc_root.clone(), s.scope.clone(), s.embedded.clone())
     };
-    let index = procfs::scan(&proc_root, |pid| {
-        scope
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .includes(pid)
-    });
+    let mut index = procfs::scan(
+        &proc_root,
+        |pid| {
+            scope
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .includes(pid)
+        },
+        &mut embedded.lock().unwrap_or_else(|e| e.into_inner()),
+    );
+    // Scoped to some processes (--pid, --comm), the others' calls are not
+    // worth a probe: only libraries that processes in scope map are attached.
+    if scope
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .is_everything()
+    {
+        index.add_host_libraries(&proc_root);
+    }
     lock(state).apply_scan(index, tx);
 }
 
@@ -262,7 +277,12 @@ impl State {
             return;
         };
         let mut index = procfs::LibraryIndex::default();
-        index.add_process(&self.proc_root, pid, &maps);
+        index.add_process(
+            &self.proc_root,
+            pid,
+            &maps,
+            &mut self.embedded.lock().unwrap_or_else(|e| e.into_inner()),
+        );
         for (key, lib) in &index.libraries {
             self.known_pids.insert(pid);
             if let Some(a) = self.attached.get_mut(key) {
@@ -366,6 +386,7 @@ impl Capture {
             known_pids: HashSet::new(),
             scope: scope.clone(),
             seen: seen.clone(),
+            embedded: Arc::default(),
         }));
 
         let events = EventSource::new(ring, metrics.clone(), scope, seen)
