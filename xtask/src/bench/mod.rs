@@ -104,7 +104,7 @@ pub struct Ctx {
     pub seconds: u64,
     pub loss_seconds: u64,
     pub isolate_client: bool,
-    /// `target/bench`.
+    /// `target/bench` (`target/bench/quick` for `--quick`).
     pub out_dir: PathBuf,
     /// Scratch space, removed at the end.
     pub tmp: PathBuf,
@@ -181,7 +181,13 @@ impl Ctx {
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
     let ws = root();
-    let out_dir = ws.join("target/bench");
+    // The smoke run (`cargo xtask test`) writes apart, so it never replaces
+    // the results of a real run.
+    let out_dir = if o.quick && !o.report {
+        ws.join("target/bench/quick")
+    } else {
+        ws.join("target/bench")
+    };
     if o.report {
         let reports = report::read_all(&out_dir)?;
         print!("{}", report::text_table(&reports));
