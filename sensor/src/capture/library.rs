@@ -307,7 +307,15 @@ pub fn has_openssl<'a, R: ReadRef<'a>>(data: R) -> bool {
 }
 
 /// Opens a file for [`plan`] and [`has_openssl`]: read on demand, never whole.
+/// Only regular files: a mapped device (a GPU driver's, say) is not opened,
+/// let alone read.
 pub fn open_library(path: &Path) -> std::io::Result<ReadCache<File>> {
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
     Ok(ReadCache::new(File::open(path)?))
 }
 
@@ -435,6 +443,11 @@ mod tests {
         }
         let me = open_library(&std::env::current_exe().unwrap()).unwrap();
         assert!(!has_openssl(&me));
+        // Devices and directories are not even opened.
+        for not_a_file in ["/dev/null", "/dev/zero", "/tmp"] {
+            let e = open_library(Path::new(not_a_file)).map(|_| ()).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{not_a_file}");
+        }
         assert!(!has_openssl(&b"\x7fELF but not really"[..]));
     }
 

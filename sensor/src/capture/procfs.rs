@@ -110,16 +110,26 @@ impl EmbeddedOpenssl {
         if let Some(&v) = self.verdicts.get(&key) {
             return v;
         }
-        let Ok(file) = open_library(&open_path_for(proc_root, pid, m)) else {
+        let file = match open_library(&open_path_for(proc_root, pid, m)) {
+            Ok(f) => f,
+            // A device or the like: never a TLS library.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                self.remember(key, false);
+                return false;
+            }
             // Gone or unreadable now: not remembered, judged when seen again.
-            return false;
+            Err(_) => return false,
         };
         let v = has_openssl(&file);
+        self.remember(key, v);
+        v
+    }
+
+    fn remember(&mut self, key: (u64, u64), v: bool) {
         if self.verdicts.len() >= MAX_JUDGED_FILES {
             self.verdicts.clear();
         }
         self.verdicts.insert(key, v);
-        v
     }
 
     /// Forgets the verdicts of files not in `mapped`.
@@ -597,5 +607,26 @@ mod tests {
         idx.add_process(proc_root.path(), 42, &[m], &mut embedded);
         assert_eq!(idx.libraries.len(), 2);
         assert_eq!(idx.libraries[&(md.dev(), md.ino())].pids.len(), 1);
+    }
+
+    /// A device mapped executable (GPU drivers do this) is judged without
+    /// being opened, and remembered as not TLS.
+    #[test]
+    fn mapped_devices_are_not_tls_libraries() {
+        use std::os::unix::fs::MetadataExt;
+        let md = std::fs::metadata("/dev/zero").unwrap();
+        let m = Mapping {
+            range: "1000-2000".into(),
+            dev: md.dev(),
+            ino: md.ino(),
+            path: "/dev/zero".into(),
+            deleted: false,
+            exec: true,
+        };
+        let mut embedded = EmbeddedOpenssl::default();
+        let mut idx = LibraryIndex::default();
+        idx.add_process(Path::new("/proc"), std::process::id(), &[m], &mut embedded);
+        assert!(idx.libraries.is_empty());
+        assert_eq!(embedded.verdicts.get(&(md.dev(), md.ino())), Some(&false));
     }
 }
