@@ -19,3 +19,5 @@ pub mod watch;
 
 #[cfg(test)]
 pub(crate) mod test_rng;
+#[cfg(test)]
+pub(crate) mod test_tools;

@@ -410,10 +410,6 @@ mod tests {
         ));
     }
 
-    fn require_tools() -> bool {
-        std::env::var("SENSOR_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-    }
-
     #[test]
     fn a_file_read_on_demand_plans_like_its_bytes() {
         let Some(data) = system_libssl() else {
@@ -457,11 +453,7 @@ mod tests {
     fn node_is_planned_from_its_exported_symbols() {
         let node = Path::new("/usr/bin/node");
         let Ok(file) = open_library(node) else {
-            assert!(
-                !require_tools(),
-                "node is required (SENSOR_REQUIRE_TOOLS=1)"
-            );
-            eprintln!("SKIPPED: {} not found", node.display());
+            crate::test_tools::tool_missing("node");
             return;
         };
         if !has_openssl(&file) {
@@ -498,11 +490,7 @@ mod tests {
     fn static_openssl_found_through_symtab() {
         let lib_dir = Path::new("/usr/lib/x86_64-linux-gnu");
         if !lib_dir.join("libssl.a").exists() {
-            assert!(
-                !require_tools(),
-                "libssl-dev is required (SENSOR_REQUIRE_TOOLS=1)"
-            );
-            eprintln!("SKIPPED: libssl.a not found");
+            crate::test_tools::tool_missing("libssl-dev (libssl.a)");
             return;
         }
         let dir = tempfile::tempdir().unwrap();

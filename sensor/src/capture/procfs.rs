@@ -486,10 +486,6 @@ mod tests {
         assert!(embedded.judged() <= idx.exec_files.len());
     }
 
-    fn require_tools() -> bool {
-        std::env::var("SENSOR_REQUIRE_TOOLS").is_ok_and(|v| v == "1")
-    }
-
     fn spawn(program: &str, args: &[&str]) -> Option<std::process::Child> {
         std::process::Command::new(program)
             .args(args)
@@ -525,11 +521,7 @@ mod tests {
     #[test]
     fn program_with_openssl_linked_in_is_a_tls_library() {
         let Some(mut node) = spawn("node", &["-e", "setTimeout(() => {}, 20000)"]) else {
-            assert!(
-                !require_tools(),
-                "node is required (SENSOR_REQUIRE_TOOLS=1)"
-            );
-            eprintln!("SKIPPED: node not found");
+            crate::test_tools::tool_missing("node");
             return;
         };
         let mut sleep = spawn("sleep", &["20"]).expect("sleep");
