@@ -98,13 +98,7 @@ impl Server {
     /// `leaky_node.js` under node (OpenSSL linked into the node program).
     pub fn node(cert: &TestCert) -> Result<Server> {
         let port = free_port()?;
-        let mut cmd = Command::new("node");
-        cmd.arg(apps_dir().join("leaky_node.js"))
-            .args(["--port", &port.to_string()])
-            .arg("--cert")
-            .arg(cert.cert())
-            .arg("--key")
-            .arg(cert.key());
+        let cmd = app_command("node", "leaky_node.js", port, cert);
         Server::spawn("node", &cmd, port, cert, tempdir("node")?)
     }
 
@@ -144,13 +138,7 @@ impl Server {
     /// The stdlib demo API (`demo_api.py`) with the system Python.
     pub fn demo(cert: &TestCert) -> Result<Server> {
         let port = free_port()?;
-        let mut cmd = Command::new(system_python());
-        cmd.arg(apps_dir().join("demo_api.py"))
-            .args(["--port", &port.to_string()])
-            .arg("--cert")
-            .arg(cert.cert())
-            .arg("--key")
-            .arg(cert.key());
+        let mut cmd = app_command(system_python(), "demo_api.py", port, cert);
         python_env(&mut cmd);
         Server::spawn("demo-api", &cmd, port, cert, tempdir("demo")?)
     }
@@ -250,6 +238,24 @@ pub fn tls_handshake_ok(port: u16, cert: &TestCert) -> bool {
 /// n bytes of the pattern `i % 251` (what the apps and nginx serve).
 pub fn deterministic_bytes(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// `interpreter apps/<script> --port P --cert C --key K`: the apps that take
+/// their port and certificate on the command line.
+fn app_command(
+    interpreter: impl AsRef<std::ffi::OsStr>,
+    script: &str,
+    port: u16,
+    cert: &TestCert,
+) -> Command {
+    let mut cmd = Command::new(interpreter);
+    cmd.arg(apps_dir().join(script))
+        .args(["--port", &port.to_string()])
+        .arg("--cert")
+        .arg(cert.cert())
+        .arg("--key")
+        .arg(cert.key());
+    cmd
 }
 
 fn python_env(cmd: &mut Command) {
