@@ -221,15 +221,16 @@ impl LibraryIndex {
             let Ok(entries) = std::fs::read_dir(&dir_path) else {
                 continue;
             };
-            // Files before symlinks to them: a library is named by its file.
-            let mut entries: Vec<_> = entries.flatten().collect();
+            // Runs every rescan: only the libssl names go further.  Files
+            // before symlinks to them: a library is named by its file.
+            let mut entries: Vec<_> = entries
+                .flatten()
+                .filter(|e| e.file_name().to_str().is_some_and(is_libssl))
+                .collect();
             entries.sort_by_key(|e| (e.file_type().is_ok_and(|t| t.is_symlink()), e.file_name()));
             for e in entries {
                 let name = e.file_name();
-                let Some(name) = name.to_str() else { continue };
-                if !is_libssl(name) {
-                    continue;
-                }
+                let name = name.to_string_lossy();
                 // Through symlinks (libssl.so -> libssl.so.3): the file itself.
                 let Ok(md) = std::fs::metadata(e.path()) else {
                     continue;
