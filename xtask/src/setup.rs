@@ -46,6 +46,7 @@ pub const PIP_PACKAGES: &[&str] = &[
     "flask",
     "gunicorn",
     "httpx",
+    "h2",
     "kubernetes-validate",
 ];
 /// Installed next to the requirements file (manifest validation in the deploy checks).
@@ -254,14 +255,14 @@ fn python_venv() -> anyhow::Result<()> {
         step(&format!("creating Python venv {}", venv.display()));
         run_cmd(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    // `pip show` fails when any of them is missing.
+    // `pip show` fails only when none of them is installed: a missing one is
+    // named on stderr ("Package(s) not found").
     let have_all = Command::new(&python)
         .args(["-m", "pip", "show", "-q"])
         .args(PIP_PACKAGES)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
+        .output()
+        .map(|o| o.status.success() && !String::from_utf8_lossy(&o.stderr).contains("not found"))
         .unwrap_or(false);
     if have_all {
         step(&format!(
