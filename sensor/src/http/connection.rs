@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::decode::{BodyAcc, Decoder, FeedData, GapOutcome, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
+use super::h2::{self, H2Connection};
 use super::head::{self, Sniff, SNIFF_LEN};
 use super::limits::HttpLimits;
 use super::types::{Exchange, Request, Response, Role, Timing};
@@ -145,6 +146,59 @@ pub struct ConnectionParser {
     /// A response head was parsed (with `next_id`, tells a stream that never was
     /// HTTP from one that went bad).
     any_response: bool,
+    /// The connection turned out to be HTTP/2: everything goes there.
+    h2: Option<Box<H2Connection>>,
+    /// A direction that opened with a server's HTTP/2 SETTINGS, held until
+    /// the other one shows the client preface.
+    h2_early: Option<(Direction, BytesMut)>,
+}
+
+/// Bytes held of a direction that opened like an HTTP/2 server while the
+/// client preface has not been seen; more and the connection is not followed.
+pub const MAX_EARLY_H2_BYTES: usize = 16 * 1024;
+
+/// What the first bytes of a direction say about HTTP/2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum H2Sniff {
+    /// The client preface.
+    Preface,
+    /// A server's opening SETTINGS frame.
+    ServerSettings,
+    /// Too few bytes to tell a server's SETTINGS from anything else.
+    NeedMore,
+    No,
+}
+
+/// Whether `p`, a direction's first bytes, could still be a server's opening
+/// SETTINGS frame (see [`h2::is_server_preface`]).
+fn h2_sniff(p: &[u8]) -> H2Sniff {
+    if head::sniff(p) == Sniff::Http2 {
+        return H2Sniff::Preface;
+    }
+    if p.len() >= h2::FRAME_HEAD_LEN {
+        return if h2::is_server_preface(p) {
+            H2Sniff::ServerSettings
+        } else {
+            H2Sniff::No
+        };
+    }
+    // Length (< 64 KiB), type SETTINGS, no flags, stream 0.
+    let want: [Option<u8>; 9] = [
+        Some(0),
+        None,
+        None,
+        Some(4),
+        Some(0),
+        Some(0),
+        Some(0),
+        Some(0),
+        Some(0),
+    ];
+    if p.iter().zip(want).all(|(b, w)| w.is_none_or(|w| *b == w)) {
+        H2Sniff::NeedMore
+    } else {
+        H2Sniff::No
+    }
 }
 
 fn idx(dir: Direction) -> usize {
@@ -173,6 +227,8 @@ impl ConnectionParser {
             next_id: 0,
             resp_resynced: false,
             any_response: false,
+            h2: None,
+            h2_early: None,
         }
     }
 
@@ -193,6 +249,13 @@ impl ConnectionParser {
     pub fn buffered_bytes(&self) -> usize {
         self.sides.iter().map(Side::buffered).sum::<usize>()
             + self.pending.iter().map(Pending::buffered).sum::<usize>()
+            + self.h2.as_ref().map_or(0, |h| h.buffered_bytes())
+            + self.h2_early.as_ref().map_or(0, |(_, b)| b.capacity())
+    }
+
+    /// The connection is HTTP/2.
+    pub fn is_http2(&self) -> bool {
+        self.h2.is_some()
     }
 
     fn kind_of(&self, dir: Direction) -> Option<Kind> {
@@ -216,6 +279,8 @@ impl ConnectionParser {
     fn drop_state(&mut self) {
         self.sides = Default::default();
         self.pending = VecDeque::new();
+        self.h2 = None;
+        self.h2_early = None;
     }
 
     /// Bytes the process read or wrote on this connection, in order.
@@ -237,6 +302,26 @@ impl ConnectionParser {
         out: &mut ParserOutput,
         body_wanted: BodyWanted<'_>,
     ) {
+        if self.ignored || self.closed {
+            return;
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.feed(dir, data, ts_ns, out, body_wanted);
+            if h2.is_failed() {
+                self.ignored = true;
+                self.drop_state();
+            }
+            return;
+        }
+        if let Some((early_dir, held)) = self.h2_early.as_mut() {
+            if *early_dir == dir {
+                if held.len() + data.len() > MAX_EARLY_H2_BYTES {
+                    return self.fail(ParseErrorReason::Http2, out);
+                }
+                held.extend_from_slice(&data);
+                return;
+            }
+        }
         let side = &mut self.sides[idx(dir)];
         if side.state == State::Resync && side.resync_carry.is_empty() {
             // One SSL call usually carries one message or its start: a feed
@@ -257,6 +342,17 @@ impl ConnectionParser {
     pub fn gap(&mut self, dir: Direction, lost: u64, ts_ns: u64, out: &mut ParserOutput) {
         if self.ignored || self.closed {
             return;
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.gap(dir, lost, out);
+            if h2.is_failed() {
+                self.ignored = true;
+                self.drop_state();
+            }
+            return;
+        }
+        if self.h2_early.as_ref().is_some_and(|(d, _)| *d == dir) {
+            return self.fail(ParseErrorReason::GapInHead, out);
         }
         let i = idx(dir);
         match self.sides[i].state {
@@ -301,6 +397,9 @@ impl ConnectionParser {
     pub fn close(&mut self, ts_ns: u64, out: &mut ParserOutput) {
         if self.ignored || self.closed {
             return;
+        }
+        if let Some(h2) = self.h2.as_mut() {
+            h2.close();
         }
         for dir in [Direction::Read, Direction::Write] {
             let side = &self.sides[idx(dir)];
@@ -475,7 +574,32 @@ impl ConnectionParser {
             let mut probe = [0u8; SNIFF_LEN];
             probe[..have].copy_from_slice(&side.head_buf);
             probe[have..have + take].copy_from_slice(&data[*pos..*pos + take]);
-            if let Err(reason) = self.check_kind(dir, &probe[..have + take]) {
+            let probe = &probe[..have + take];
+            if self.next_id == 0 && !self.any_response {
+                match h2_sniff(probe) {
+                    H2Sniff::Preface => {
+                        return self.start_h2(dir, data, pos, ts_ns, out, body_wanted)
+                    }
+                    H2Sniff::ServerSettings if self.h2_early.is_none() => {
+                        let mut held = std::mem::take(&mut self.sides[i].head_buf);
+                        held.extend_from_slice(&data[*pos..]);
+                        *pos = data.len();
+                        self.h2_early = Some((dir, held));
+                        return;
+                    }
+                    H2Sniff::NeedMore => {
+                        self.sides[i].head_buf.extend_from_slice(&data[*pos..]);
+                        *pos = data.len();
+                        return;
+                    }
+                    // The other direction opened like an HTTP/2 server.
+                    _ if self.h2_early.is_some() => {
+                        return self.fail(ParseErrorReason::NotHttp, out)
+                    }
+                    _ => {}
+                }
+            }
+            if let Err(reason) = self.check_kind(dir, probe) {
                 self.fail(reason, out);
                 return;
             }
@@ -513,6 +637,51 @@ impl ConnectionParser {
                 side.head_buf.extend_from_slice(&data[*pos..]);
                 *pos = data.len();
             }
+        }
+    }
+
+    /// `dir` opened with the HTTP/2 client preface: from here on the
+    /// connection is HTTP/2, with what each direction held so far.
+    fn start_h2(
+        &mut self,
+        dir: Direction,
+        data: FeedData<'_>,
+        pos: &mut usize,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+        body_wanted: BodyWanted<'_>,
+    ) {
+        let role = role_for(dir, Kind::Request);
+        let mut h2 = H2Connection::new(role, self.limits.clone());
+        let head = std::mem::take(&mut self.sides[idx(dir)].head_buf);
+        // The server's side: its SETTINGS held whole, or its first bytes
+        // while they were too few to judge.
+        let other = match dir {
+            Direction::Read => Direction::Write,
+            Direction::Write => Direction::Read,
+        };
+        let early = match self.h2_early.take() {
+            Some((_, early)) => early,
+            None => std::mem::take(&mut self.sides[idx(other)].head_buf),
+        };
+        h2.feed(other, FeedData::Borrowed(&early), ts_ns, out, body_wanted);
+        h2.feed(dir, FeedData::Borrowed(&head), ts_ns, out, body_wanted);
+        match data {
+            FeedData::Shared(b) => {
+                let rest = b.slice(*pos..);
+                h2.feed(dir, FeedData::Shared(&rest), ts_ns, out, body_wanted);
+            }
+            FeedData::Borrowed(b) => {
+                h2.feed(dir, FeedData::Borrowed(&b[*pos..]), ts_ns, out, body_wanted)
+            }
+        }
+        *pos = data.len();
+        self.drop_state();
+        self.role = Some(role);
+        if h2.is_failed() {
+            self.ignored = true;
+        } else {
+            self.h2 = Some(Box::new(h2));
         }
     }
 

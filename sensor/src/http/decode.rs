@@ -168,7 +168,6 @@ impl BodyAcc {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn kept(&self) -> usize {
         self.kept
     }
@@ -219,7 +218,7 @@ impl BodyAcc {
         }
     }
 
-    fn push(
+    pub(crate) fn push(
         &mut self,
         data: FeedData<'_>,
         start: usize,

@@ -5,7 +5,9 @@
 pub enum ParseErrorReason {
     /// The first bytes of a stream are not an HTTP/1.x message (TLS-in-TLS, binary protocol...).
     NotHttp,
-    /// The client sent the HTTP/2 connection preface (`PRI * HTTP/2.0`).
+    /// HTTP/2 that cannot be followed: a wrong preface, frames or header
+    /// blocks that do not decode (RFC 9113 / RFC 7541), an HPACK table larger
+    /// than the peer allowed.  (HTTP/2 itself is parsed: `http::h2`.)
     Http2,
     /// A request head httparse rejects, or a request with impossible framing.
     InvalidRequest,

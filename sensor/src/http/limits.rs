@@ -44,9 +44,9 @@ impl HttpLimits {
 
     /// Most memory one `ConnectionParser` can hold under these limits, whatever
     /// it is fed (as `ConnectionParser::buffered_bytes` counts it: capacities and
-    /// what kept chunks pin): a head in progress per direction, every pending
-    /// request (head and kept body), plus one response waiting for its request's
-    /// body and one being read.
+    /// what kept chunks pin).  HTTP/1.x: a head in progress per direction, every
+    /// pending request (head and kept body), plus one response waiting for its
+    /// request's body and one being read.  HTTP/2: see `h2::max_buffered_bytes`.
     pub fn max_buffered_bytes(&self) -> usize {
         use super::decode::{max_body_held, CHUNK_OVERHEAD};
         // A head pins at most twice its length (a slice of an event it is at
@@ -57,9 +57,13 @@ impl HttpLimits {
             .saturating_add(CHUNK_OVERHEAD);
         let request = head.saturating_add(max_body_held(self.request_body_cap()));
         let response = head.saturating_add(max_body_held(self.max_body_bytes));
-        2usize
+        let http1 = 2usize
             .saturating_mul(head.saturating_add(super::head::SNIFF_LEN))
             .saturating_add(self.max_pending_requests.saturating_mul(request))
-            .saturating_add(2usize.saturating_mul(response))
+            .saturating_add(2usize.saturating_mul(response));
+        // A server's opening SETTINGS held until the client preface, then HTTP/2.
+        let http2 = super::h2::max_buffered_bytes(self)
+            .saturating_add(super::connection::MAX_EARLY_H2_BYTES.saturating_mul(2));
+        http1.max(http2)
     }
 }

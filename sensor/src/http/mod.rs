@@ -1,4 +1,5 @@
-//! HTTP/1.x reassembly: two byte streams per connection → request/response pairs.
+//! HTTP/1.x and HTTP/2 reassembly: two byte streams per connection →
+//! request/response pairs (HTTP/2: see [`h2`]).
 //!
 //! Modelled on hyper's h1 decoder: heads are parsed with httparse, bodies are
 //! framed by content-length, chunked encoding or connection close, and handed on
@@ -27,6 +28,7 @@
 mod connection;
 mod decode;
 pub mod error;
+pub mod h2;
 mod head;
 pub mod limits;
 #[doc(hidden)]

@@ -144,6 +144,11 @@ impl Headers {
         self.spans.len()
     }
 
+    /// Memory these headers hold: their bytes and spans.
+    pub(crate) fn held(&self) -> usize {
+        self.buf.len() + self.spans.capacity() * std::mem::size_of::<HeaderSpan>()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
