@@ -12,6 +12,16 @@ header value or a body, so no credential reaches test output.
                          --keys-file keys.txt --key-header x-api-key --path '/v1/items/t{t}-{i}'
     client.py upload     --port P --cacert C --size 1048576 --path /v1/upload
     client.py demo       --port P --cacert C      # leaky traffic for `cargo xtask demo`
+    client.py plan       --port P --cacert C --lib httpx --http2 --plan-file plan.json
+    client.py raw-h2     --port P --cacert C --path /v1/trace -H 'authorization: Bearer T'
+
+`--http2` (httpx only) speaks HTTP/2 only (ALPN h2) and fails unless every
+response really was HTTP/2.  `plan` sends the requests of a JSON file
+([{"method", "path", "headers": [[name, value], ...], "body_file": path|null}],
+it holds credentials: the caller keeps it private) in order on one connection.
+`raw-h2` sends one request with the h2 library itself and reports the
+response's trailers: each name, with the names of the request headers whose
+values it repeats (never a value).
 
 Templates: {i} = request index (from 0), {t} = thread index, {key} = the thread's key.
 """
@@ -44,16 +54,19 @@ def parse_headers(items, **fmt):
 class Connection:
     """One TLS connection, kept alive across requests (http.client or httpx)."""
 
-    def __init__(self, lib: str, host: str, port: int, cacert: str):
+    def __init__(self, lib: str, host: str, port: int, cacert: str, http2: bool = False):
         self.lib = lib
+        self.http2 = http2
         self.base = f"https://{host}:{port}"
+        if http2 and lib != "httpx":
+            sys.exit("client.py: --http2 needs --lib httpx")
         if lib == "httpx":
             import httpx  # only in the tools venv
 
             self.client = httpx.Client(
                 verify=tls_context(cacert),
-                http1=True,
-                http2=False,
+                http1=not http2,
+                http2=http2,
                 timeout=REQUEST_TIMEOUT_S,
                 limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             )
@@ -68,6 +81,11 @@ class Connection:
             headers = {"accept-encoding": "identity", **headers}
             resp = self.client.request(method, self.base + path, headers=headers, content=body)
             data = resp.content
+            self.http_version = resp.http_version
+            # Bytes as they came over the wire (before any content decoding).
+            self.raw_len = resp.num_bytes_downloaded
+            if self.http2 and resp.http_version != "HTTP/2":
+                sys.exit(f"client.py: --http2 but the response was {resp.http_version}")
             local_port = None
             stream = resp.extensions.get("network_stream")
             if stream is not None:
@@ -104,7 +122,7 @@ def describe(status, data, local_port, **extra):
 
 
 def cmd_keepalive(args):
-    conn = Connection(args.lib, args.host, args.port, args.cacert)
+    conn = Connection(args.lib, args.host, args.port, args.cacert, http2=args.http2)
     try:
         for i in range(args.n):
             path = args.path.format(i=i, t=0)
@@ -169,6 +187,82 @@ def cmd_upload(args):
         conn.close()
 
 
+def cmd_plan(args):
+    with open(args.plan_file) as f:
+        plan = json.load(f)
+    conn = Connection(args.lib, args.host, args.port, args.cacert, http2=args.http2)
+    try:
+        for i, req in enumerate(plan):
+            body = None
+            if req.get("body_file"):
+                with open(req["body_file"], "rb") as f:
+                    body = f.read()
+            headers = {name: value for name, value in req.get("headers", [])}
+            status, data, port = conn.request(req["method"], req["path"], headers, body)
+            extra = {}
+            if args.lib == "httpx":
+                extra = dict(http_version=conn.http_version, raw_len=conn.raw_len)
+            # The query may hold a credential: only the path is reported.
+            report(**describe(status, data, port, i=i, path=req["path"].split("?")[0], **extra))
+    finally:
+        conn.close()
+
+
+def cmd_raw_h2(args):
+    """One request with the h2 library: the response's trailers, as hashes."""
+    import socket
+
+    import h2.config  # only in the tools venv
+    import h2.connection
+    import h2.events
+
+    ctx = tls_context(args.cacert)
+    ctx.set_alpn_protocols(["h2"])
+    raw = socket.create_connection((args.host, args.port), timeout=REQUEST_TIMEOUT_S)
+    sock = ctx.wrap_socket(raw, server_hostname=args.host)
+    try:
+        if sock.selected_alpn_protocol() != "h2":
+            sys.exit(f"client.py: ALPN chose {sock.selected_alpn_protocol()!r}, not h2")
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        headers = [(":method", "GET"), (":path", args.path), (":scheme", "https"),
+                   (":authority", f"{args.host}:{args.port}")]
+        headers += [(n.lower(), v) for n, v in parse_headers(args.header).items()]
+        conn.send_headers(1, headers, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status, data, names, trailers, ended = None, b"", [], {}, False
+        while not ended:
+            chunk = sock.recv(65536)
+            if not chunk:
+                sys.exit("client.py: connection closed before the stream ended")
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    for n, v in event.headers:
+                        if n == b":status":
+                            status = int(v)
+                        else:
+                            names.append(n.decode())
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.TrailersReceived):
+                    for n, v in event.headers:
+                        # Which request headers' values the trailer repeats (names only).
+                        trailers[n.decode()] = [rn for rn, rv in headers
+                                                if not rn.startswith(":") and rv.encode() in v]
+                elif isinstance(event, h2.events.StreamEnded):
+                    ended = True
+                elif isinstance(event, h2.events.StreamReset):
+                    sys.exit("client.py: stream reset")
+            sock.sendall(conn.data_to_send())
+        conn.close_connection()
+        sock.sendall(conn.data_to_send())
+        report(**describe(status, data, sock.getsockname()[1], path=args.path.split("?")[0],
+                          http_version="HTTP/2", header_names=names, trailers=trailers))
+    finally:
+        sock.close()
+
+
 def cmd_demo(args):
     """Leaky and benign traffic against demo_api.py, with fresh random credentials."""
     api_key = "sk_live_" + secrets.token_hex(16)
@@ -198,6 +292,7 @@ def main():
     common.add_argument("--port", type=int, required=True)
     common.add_argument("--cacert", required=True)
     common.add_argument("--lib", choices=["http.client", "httpx"], default="http.client")
+    common.add_argument("--http2", action="store_true", help="httpx: HTTP/2 only, checked")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("keepalive", parents=[common])
@@ -221,6 +316,15 @@ def main():
     p.add_argument("--path", default="/v1/upload")
     p.add_argument("-H", "--header", action="append")
     p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("plan", parents=[common])
+    p.add_argument("--plan-file", required=True)
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("raw-h2", parents=[common])
+    p.add_argument("--path", required=True)
+    p.add_argument("-H", "--header", action="append")
+    p.set_defaults(func=cmd_raw_h2)
 
     p = sub.add_parser("demo", parents=[common])
     p.add_argument("--rounds", type=int, default=1)

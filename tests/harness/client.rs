@@ -30,11 +30,16 @@ pub struct CurlResponse {
 
 impl CurlResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.lines().find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
+        header_in(&self.headers, name)
     }
+}
+
+/// The first `name:` line of a curl header dump.
+fn header_in<'a>(headers: &'a str, name: &str) -> Option<&'a str> {
+    headers.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// `curl -sS --cacert <cert> <args…> <url>`: one request; `args` may add
@@ -109,6 +114,15 @@ pub struct PyResult {
     pub i: Option<u64>,
     #[serde(default)]
     pub thread: Option<u64>,
+    /// httpx's `response.http_version` (`plan`, `raw-h2`).
+    #[serde(default)]
+    pub http_version: Option<String>,
+    /// Body bytes as received, before content decoding (httpx `plan`).
+    #[serde(default)]
+    pub raw_len: Option<u64>,
+    /// `raw-h2`: each trailer's name, with the request headers whose values it repeats.
+    #[serde(default)]
+    pub trailers: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 impl PyClient {
@@ -211,4 +225,125 @@ pub fn curl_sequence(
         );
     }
     Ok((out.pid, results))
+}
+
+/// One transfer of a [`curl_h2`] run, as curl saw it.
+#[derive(Debug)]
+pub struct CurlTransfer {
+    pub status: u16,
+    /// curl's `%{http_version}`: `2` for HTTP/2.
+    pub http_version: String,
+    /// Raw response headers as curl dumped them (`-D`).
+    pub headers: String,
+    /// The body as received (not content-decoded unless `--compressed` was given).
+    pub body: Vec<u8>,
+    /// Connections curl opened for this transfer (`%{num_connects}`).
+    pub connects: u64,
+}
+
+impl CurlTransfer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        header_in(&self.headers, name)
+    }
+}
+
+/// What one [`curl_h2`] process did: its pid (client-side findings come
+/// from it) and one transfer per request, in request order.
+#[derive(Debug)]
+pub struct CurlRun {
+    pub pid: u32,
+    pub transfers: Vec<CurlTransfer>,
+}
+
+/// One curl process sending every (url, args) with `--http2` on ONE
+/// connection: one after the other (`--next`), or, with `parallel`, all at
+/// once as concurrent streams multiplexed on it (`--parallel`).  `args` are
+/// per request (`-H`, `-X`, `--data-binary`, …).  Fails unless every
+/// response really was HTTP/2 and curl opened exactly one connection.
+pub fn curl_h2(
+    cert: &TestCert,
+    requests: &[(String, Vec<String>)],
+    parallel: bool,
+) -> Result<CurlRun> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = Command::new("curl");
+    if parallel {
+        cmd.args(["--parallel", "--parallel-max", "100"]);
+    }
+    for (n, (url, args)) in requests.iter().enumerate() {
+        if n > 0 {
+            cmd.arg("--next");
+        }
+        cmd.args(["--http2", "-sS", "--max-time", "60", "--cacert"])
+            .arg(cert.cert())
+            .arg("-o")
+            .arg(dir.path().join(format!("body{n}")))
+            .arg("-D")
+            .arg(dir.path().join(format!("headers{n}")))
+            .arg("-w")
+            .arg(format!(
+                "{n} %{{http_code}} %{{http_version}} %{{num_connects}}\\n"
+            ))
+            .args(args)
+            .arg(url);
+    }
+    let out = run_bounded("curl", &cmd, CLIENT_TIMEOUT)?;
+    if !out.status.success() {
+        bail!(
+            "curl --http2 failed ({}): {}",
+            out.status,
+            redact(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    let mut seen: Vec<Option<(u16, String, u64)>> = vec![None; requests.len()];
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let parsed = match f[..] {
+            [n, code, version, connects] => n
+                .parse::<usize>()
+                .ok()
+                .zip(code.parse::<u16>().ok())
+                .zip(connects.parse::<u64>().ok())
+                .map(|((n, code), connects)| (n, code, version.to_string(), connects)),
+            _ => None,
+        };
+        let Some((n, code, version, connects)) = parsed else {
+            bail!("curl -w output not understood: {line:?}");
+        };
+        match seen.get_mut(n) {
+            Some(slot @ None) => *slot = Some((code, version, connects)),
+            _ => bail!("curl reported transfer {n} twice or out of range"),
+        }
+    }
+    let mut transfers = Vec::with_capacity(requests.len());
+    for (n, result) in seen.into_iter().enumerate() {
+        let Some((status, http_version, connects)) = result else {
+            bail!("curl reported nothing for transfer {n}");
+        };
+        if http_version != "2" {
+            bail!(
+                "transfer {n} ({}) used HTTP/{http_version}, not HTTP/2",
+                redact(&requests[n].0)
+            );
+        }
+        let read = |name: String| std::fs::read(dir.path().join(name)).unwrap_or_default();
+        transfers.push(CurlTransfer {
+            status,
+            http_version,
+            headers: String::from_utf8_lossy(&read(format!("headers{n}"))).into_owned(),
+            body: read(format!("body{n}")),
+            connects,
+        });
+    }
+    let connects: u64 = transfers.iter().map(|t| t.connects).sum();
+    if connects != 1 {
+        bail!(
+            "curl opened {connects} connections for {} requests, expected 1",
+            requests.len()
+        );
+    }
+    Ok(CurlRun {
+        pid: out.pid,
+        transfers,
+    })
 }

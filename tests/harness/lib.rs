@@ -1,7 +1,8 @@
 //! Harness for the end-to-end tests: real TLS servers (FastAPI/uvicorn,
-//! Flask/gunicorn, nginx, the stdlib demo API, a server in a separate root
-//! filesystem), real clients (curl, Python http.client/httpx), and the sensor
-//! binary, all on loopback, all bounded in time and stopped by pid.
+//! Flask/gunicorn, nginx, node, nginx and node over HTTP/2, the stdlib demo
+//! API, a server in a separate root filesystem), real clients (curl, Python
+//! http.client/httpx, over HTTP/1.1 and HTTP/2), and the sensor binary, all
+//! on loopback, all bounded in time and stopped by pid.
 //!
 //! Test-output hygiene: every piece of external text the harness prints (server
 //! or sensor stderr on failure) goes through [`secrets::redact`], so a raw test
@@ -11,6 +12,7 @@ pub mod cert;
 pub mod client;
 pub mod contract;
 pub mod expect;
+pub mod http2;
 pub mod net;
 pub mod paths;
 pub mod proc;
@@ -22,7 +24,7 @@ pub mod server;
 pub mod wait;
 
 pub use cert::TestCert;
-pub use client::{curl, curl_keepalive, curl_sequence, CurlResponse, PyClient};
+pub use client::{curl, curl_h2, curl_keepalive, curl_sequence, CurlResponse, PyClient};
 pub use contract::{Finding, Pair};
 pub use expect::{check_findings, findings_of, ExpectedFinding};
 pub use net::{free_port, http_get};

@@ -17,6 +17,10 @@ pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Size of nginx's small and large static files.
 pub const NGINX_SMALL_FILE: (&str, usize) = ("/1k.bin", 1024);
 pub const NGINX_LARGE_FILE: (&str, usize) = ("/64k.bin", 65536);
+/// [`Server::nginx_h2`]'s static file: several HTTP/2 DATA frames.
+pub const NGINX_H2_BIG_FILE: (&str, usize) = ("/big.bin", 300_000);
+/// Bytes of filler before the key in [`Server::nginx_h2`]'s `/v1/export`.
+pub const NGINX_H2_EXPORT_FILLER: usize = 70_000;
 
 pub struct Server {
     name: String,
@@ -105,34 +109,46 @@ impl Server {
     /// nginx with TLS serving `/1k.bin` and `/64k.bin` (bytes `i % 251`) and
     /// `/healthz`, from `tests/apps/nginx.conf.template`.
     pub fn nginx(cert: &TestCert, workers: u32) -> Result<Server> {
+        let files: Vec<(&str, Vec<u8>)> = [NGINX_SMALL_FILE, NGINX_LARGE_FILE]
+            .into_iter()
+            .map(|(path, size)| (path, deterministic_bytes(size)))
+            .collect();
+        nginx_from_template(
+            cert,
+            "nginx.conf.template",
+            &[("@WORKERS@", workers.to_string())],
+            &files,
+        )
+    }
+
+    /// nginx over HTTP/2 (`listen … ssl http2`, ALPN h2) with leaky
+    /// locations, from `tests/apps/nginx_h2.conf.template` (its comments list
+    /// them), one worker.  Serves `/big.bin` ([`NGINX_H2_BIG_FILE`], bytes
+    /// `i % 251`) and `/v1/export` ([`nginx_h2_export_body`] with the
+    /// request's `x-api-key` substituted); a plain-HTTP backend on another
+    /// loopback port answers `/oauth/token`.
+    pub fn nginx_h2(cert: &TestCert) -> Result<Server> {
+        let backend = free_port()?;
+        let files = [
+            (
+                NGINX_H2_BIG_FILE.0,
+                deterministic_bytes(NGINX_H2_BIG_FILE.1),
+            ),
+            ("/v1/export", nginx_h2_export_body("@@REQUEST_KEY@@")),
+        ];
+        nginx_from_template(
+            cert,
+            "nginx_h2.conf.template",
+            &[("@BACKEND_PORT@", backend.to_string())],
+            &files,
+        )
+    }
+
+    /// `leaky_node_h2.js`: node's `http2.createSecureServer` (ALPN h2 only).
+    pub fn node_h2(cert: &TestCert) -> Result<Server> {
         let port = free_port()?;
-        let dir = tempdir("nginx")?;
-        let prefix = dir.path();
-        let root = prefix.join("www");
-        std::fs::create_dir_all(&root)?;
-        for (path, size) in [NGINX_SMALL_FILE, NGINX_LARGE_FILE] {
-            std::fs::write(
-                root.join(path.trim_start_matches('/')),
-                deterministic_bytes(size),
-            )?;
-        }
-        let template = std::fs::read_to_string(apps_dir().join("nginx.conf.template"))
-            .context("reading nginx.conf.template")?;
-        let conf = template
-            .replace("@WORKERS@", &workers.to_string())
-            .replace("@PREFIX@", &prefix.display().to_string())
-            .replace("@PORT@", &port.to_string())
-            .replace("@CERT@", &cert.cert().display().to_string())
-            .replace("@KEY@", &cert.key().display().to_string())
-            .replace("@ROOT@", &root.display().to_string());
-        let conf_path = prefix.join("nginx.conf");
-        std::fs::write(&conf_path, conf)?;
-        let mut cmd = Command::new("nginx");
-        cmd.arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(format!("{}/", prefix.display()));
-        Server::spawn("nginx", &cmd, port, cert, dir)
+        let cmd = app_command("node", "leaky_node_h2.js", port, cert);
+        Server::spawn("node", &cmd, port, cert, tempdir("node-h2")?)
     }
 
     /// The stdlib demo API (`demo_api.py`) with the system Python.
@@ -233,6 +249,57 @@ pub fn tls_handshake_ok(port: u16, cert: &TestCert) -> bool {
     .arg("-CAfile")
     .arg(cert.cert());
     matches!(run_bounded("s_client", &cmd, Duration::from_secs(5)), Ok(out) if out.status.success())
+}
+
+/// The body of [`Server::nginx_h2`]'s `/v1/export` with `key` where nginx
+/// puts the request's `x-api-key`: the key starts past 64 KiB.
+pub fn nginx_h2_export_body(key: &str) -> Vec<u8> {
+    format!(
+        r#"{{"rows":"{}","request_key":"{key}"}}"#,
+        "r".repeat(NGINX_H2_EXPORT_FILLER)
+    )
+    .into_bytes()
+}
+
+/// nginx from `tests/apps/<template>`: `@PREFIX@ @PORT@ @CERT@ @KEY@ @ROOT@`
+/// and `vars` replaced, `files` (URL path, content) written under the root.
+fn nginx_from_template(
+    cert: &TestCert,
+    template: &str,
+    vars: &[(&str, String)],
+    files: &[(&str, Vec<u8>)],
+) -> Result<Server> {
+    let port = free_port()?;
+    let dir = tempdir("nginx")?;
+    let prefix = dir.path();
+    let root = prefix.join("www");
+    std::fs::create_dir_all(&root)?;
+    for (path, content) in files {
+        let file = root.join(path.trim_start_matches('/'));
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(file, content)?;
+    }
+    let mut conf = std::fs::read_to_string(apps_dir().join(template))
+        .with_context(|| format!("reading {template}"))?;
+    for (var, value) in vars {
+        conf = conf.replace(var, value);
+    }
+    let conf = conf
+        .replace("@PREFIX@", &prefix.display().to_string())
+        .replace("@PORT@", &port.to_string())
+        .replace("@CERT@", &cert.cert().display().to_string())
+        .replace("@KEY@", &cert.key().display().to_string())
+        .replace("@ROOT@", &root.display().to_string());
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let mut cmd = Command::new("nginx");
+    cmd.arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(format!("{}/", prefix.display()));
+    Server::spawn("nginx", &cmd, port, cert, dir)
 }
 
 /// n bytes of the pattern `i % 251` (what the apps and nginx serve).
