@@ -19,6 +19,9 @@ pub mod capture {
 #[path = "../../sensor/src/http/mod.rs"]
 pub mod http;
 
+/// Drives the HTTP stage from fuzz input (shared by the connection targets).
+pub mod drive;
+
 /// The finding types the leak engine produces (`sensor/src/finding.rs`).
 #[path = "../../sensor/src/finding.rs"]
 pub mod finding;

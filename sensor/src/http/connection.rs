@@ -172,8 +172,11 @@ enum H2Sniff {
 /// Whether `p`, a direction's first bytes, could still be a server's opening
 /// SETTINGS frame (see [`h2::is_server_preface`]).
 fn h2_sniff(p: &[u8]) -> H2Sniff {
-    if head::sniff(p) == Sniff::Http2 {
-        return H2Sniff::Preface;
+    match head::sniff(p) {
+        Sniff::Http2 => return H2Sniff::Preface,
+        // A start of the preface (`sniff` waits for the same bytes).
+        Sniff::NeedMore if p.first() == Some(&b'P') => return H2Sniff::NeedMore,
+        _ => {}
     }
     if p.len() >= h2::FRAME_HEAD_LEN {
         return if h2::is_server_preface(p) {

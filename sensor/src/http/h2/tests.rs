@@ -896,3 +896,234 @@ fn frame_head_fields() {
     )));
     assert!(!frame::is_server_preface(b"HTTP/1.1 200 OK\r\n"));
 }
+
+mod proptests {
+    //! Random conversations (streams answered in any order, DATA frames of
+    //! several streams interleaved, either role) cut anywhere give their
+    //! model's pairs; mutated or random frames never panic and stay within
+    //! the memory bound (`run_with` checks it after every event).
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct Exch {
+        method: &'static str,
+        path: String,
+        key: String,
+        req_body: Option<Vec<u8>>,
+        status: u16,
+        resp_body: Vec<u8>,
+    }
+
+    fn exch() -> impl Strategy<Value = Exch> {
+        (
+            prop::sample::select(vec!["GET", "POST", "PUT", "DELETE"]),
+            "/[a-z0-9/]{0,12}(\\?[a-z_]{1,8}=[A-Za-z0-9%]{0,12})?",
+            "[A-Za-z0-9_]{8,40}",
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..300)),
+            prop::sample::select(vec![200u16, 201, 204, 302, 400, 401, 500]),
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                (0usize..40_000).prop_map(big),
+            ],
+        )
+            .prop_map(|(method, path, key, req_body, status, resp_body)| Exch {
+                method,
+                path,
+                key,
+                req_body,
+                status,
+                resp_body,
+            })
+    }
+
+    /// The client's and the server's bytes, and the pairs in the order they end.
+    fn encode(xs: &[Exch], order: &[usize], frame_len: usize) -> (Conn, Vec<Summary>) {
+        let mut c = Conn::new();
+        for (i, x) in xs.iter().enumerate() {
+            let stream = 1 + 2 * i as u32;
+            c.request(
+                stream,
+                x.method,
+                &x.path,
+                &[("x-api-key", x.key.as_bytes())],
+                x.req_body.as_deref(),
+            );
+        }
+        // Every response head first (in `order`), then DATA round robin.
+        let mut left: Vec<(u32, &[u8])> = Vec::new();
+        let mut ended = Vec::new();
+        for &i in order {
+            let x = &xs[i];
+            let stream = 1 + 2 * i as u32;
+            let status = x.status.to_string();
+            let block = c.enc_server.encode(vec![
+                (&b":status"[..], status.as_bytes()),
+                (b"x-trace", x.key.as_bytes()),
+            ]);
+            let end = if x.resp_body.is_empty() {
+                frame::FLAG_END_STREAM
+            } else {
+                0
+            };
+            c.server.extend(frame(
+                frame::HEADERS,
+                frame::FLAG_END_HEADERS | end,
+                stream,
+                &block,
+            ));
+            if x.resp_body.is_empty() {
+                ended.push(i);
+            } else {
+                left.push((stream, &x.resp_body));
+            }
+        }
+        while !left.is_empty() {
+            for (stream, rest) in left.iter_mut() {
+                let n = rest.len().min(frame_len);
+                let end = if n == rest.len() {
+                    frame::FLAG_END_STREAM
+                } else {
+                    0
+                };
+                c.server
+                    .extend(frame(frame::DATA, end, *stream, &rest[..n]));
+                *rest = &rest[n..];
+                if rest.is_empty() {
+                    ended.push((*stream as usize - 1) / 2);
+                }
+            }
+            left.retain(|(_, r)| !r.is_empty());
+        }
+        let want = ended
+            .iter()
+            .map(|&i| {
+                let x = &xs[i];
+                s(
+                    x.method,
+                    &x.path,
+                    x.req_body.as_deref().unwrap_or_default(),
+                    x.status,
+                    &x.resp_body,
+                )
+            })
+            .collect();
+        (c, want)
+    }
+
+    fn cut(data: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut pts: Vec<usize> = cuts.iter().map(|c| c % (data.len() + 1)).collect();
+        pts.extend([0, data.len()]);
+        pts.sort_unstable();
+        pts.dedup();
+        pts.windows(2).map(|w| data[w[0]..w[1]].to_vec()).collect()
+    }
+
+    fn events(
+        client: &[u8],
+        server: &[u8],
+        cuts: &[usize],
+        role: Role,
+        server_first: usize,
+    ) -> Vec<Ev> {
+        let (to_server, to_client): (fn(Vec<u8>) -> Ev, fn(Vec<u8>) -> Ev) = match role {
+            Role::Server => (Ev::R, Ev::W),
+            Role::Client => (Ev::W, Ev::R),
+        };
+        let first = server_first.min(server.len());
+        let mut evs = vec![to_client(server[..first].to_vec())];
+        evs.extend(cut(client, cuts).into_iter().map(to_server));
+        evs.extend(cut(&server[first..], cuts).into_iter().map(to_client));
+        evs
+    }
+
+    fn small() -> HttpLimits {
+        HttpLimits {
+            max_body_bytes: 64,
+            max_request_body_kept: 32,
+            max_head_bytes: 256,
+            max_headers: 8,
+            max_pending_requests: 4,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_split_gives_the_model(
+            xs in prop::collection::vec(exch(), 1..8),
+            shuffle in any::<prop::sample::Index>(),
+            frame_len in 1usize..20_000,
+            cuts in prop::collection::vec(any::<usize>(), 0..12),
+            client: bool,
+            server_first in prop::sample::select(vec![0usize, 5, 15, 24]),
+        ) {
+            // A rotation of the streams is the order their answers start in.
+            let k = shuffle.index(xs.len());
+            let order: Vec<usize> = (0..xs.len()).map(|i| (i + k) % xs.len()).collect();
+            let (c, want) = encode(&xs, &order, frame_len);
+            let role = if client { Role::Client } else { Role::Server };
+            let run = run_with(limits(), &events(&c.client, &c.server, &cuts, role, server_first));
+            prop_assert_eq!(&run.errors, &vec![]);
+            prop_assert_eq!(summary(&run), want);
+            for e in &run.ex {
+                prop_assert_eq!(e.role, role);
+                prop_assert!(e.request.header("x-api-key").is_some());
+                prop_assert_eq!(e.request.header("x-api-key"), e.response.header("x-trace"));
+            }
+        }
+
+        /// A conversation with bytes flipped, inserted, removed or lost, under
+        /// small limits: no panic, memory within the bound after every event.
+        #[test]
+        fn mutated_conversations_are_harmless(
+            xs in prop::collection::vec(exch(), 1..6),
+            muts in prop::collection::vec((any::<usize>(), any::<u8>(), 0u8..4), 1..8),
+            cuts in prop::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let order: Vec<usize> = (0..xs.len()).collect();
+            let (c, _) = encode(&xs, &order, 4000);
+            let mut client = c.client.clone();
+            let mut server = c.server.clone();
+            let mut gaps = Vec::new();
+            for (i, (at, b, op)) in muts.iter().enumerate() {
+                let data = if i % 2 == 0 { &mut client } else { &mut server };
+                let at = PREFACE.len().min(data.len()) + at % (data.len().saturating_sub(PREFACE.len()) + 1);
+                match op {
+                    0 if at < data.len() => data[at] ^= b | 1,
+                    1 => data.insert(at, *b),
+                    2 if at < data.len() => { data.remove(at); }
+                    _ => gaps.push((i % 2 == 0, at, u64::from(*b))),
+                }
+            }
+            let mut evs = events(&client, &server, &cuts, Role::Server, 0);
+            for (to_server, at, lost) in gaps {
+                let dir = if to_server { crate::capture::event::Direction::Read } else { Write };
+                evs.insert(at % (evs.len() + 1), Ev::Gap(dir, lost));
+            }
+            let run = run_with(small(), &evs);
+            prop_assert!(run.ex.len() <= xs.len());
+        }
+
+        /// After the preface, frames of random types, flags and payloads.
+        #[test]
+        fn random_frames_are_harmless(
+            frames in prop::collection::vec(
+                (0u8..12, any::<u8>(), 0u32..8, prop::collection::vec(any::<u8>(), 0..80)),
+                0..30,
+            ),
+            server_side: bool,
+        ) {
+            let mut data = if server_side { settings(&[]) } else { PREFACE.to_vec() };
+            for (kind, flags, stream, payload) in frames {
+                data.extend(frame(kind, flags, stream, &payload));
+            }
+            let ev = if server_side { Ev::W(data) } else { Ev::R(data) };
+            let run = run_with(small(), &[ev, Ev::Close]);
+            prop_assert!(run.ex.is_empty());
+        }
+    }
+}
