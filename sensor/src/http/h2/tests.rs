@@ -118,6 +118,9 @@ impl Conn {
     }
 }
 
+/// Wraps bytes as an event of one direction.
+type Feed = fn(Vec<u8>) -> Ev;
+
 fn limits() -> HttpLimits {
     HttpLimits::default()
 }
@@ -313,8 +316,7 @@ fn server_settings_before_the_preface() {
     for role in [Role::Server, Role::Client] {
         for first in [3, 9, settings_len] {
             let (server_first, server_rest) = c.server.split_at(first);
-            type Side = fn(Vec<u8>) -> Ev;
-            let (srv, cli): (Side, Side) = match role {
+            let (srv, cli): (Feed, Feed) = match role {
                 Role::Server => (Ev::W, Ev::R),
                 Role::Client => (Ev::R, Ev::W),
             };
@@ -1028,7 +1030,7 @@ mod proptests {
         role: Role,
         server_first: usize,
     ) -> Vec<Ev> {
-        let (to_server, to_client): (fn(Vec<u8>) -> Ev, fn(Vec<u8>) -> Ev) = match role {
+        let (to_server, to_client): (Feed, Feed) = match role {
             Role::Server => (Ev::R, Ev::W),
             Role::Client => (Ev::W, Ev::R),
         };
