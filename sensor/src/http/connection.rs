@@ -166,6 +166,8 @@ enum H2Sniff {
     ServerSettings,
     /// Too few bytes to tell a server's SETTINGS from anything else.
     NeedMore,
+    /// An HTTP/2 frame: a connection whose start was not seen.
+    LateFrames,
     No,
 }
 
@@ -181,6 +183,8 @@ fn h2_sniff(p: &[u8]) -> H2Sniff {
     if p.len() >= h2::FRAME_HEAD_LEN {
         return if h2::is_server_preface(p) {
             H2Sniff::ServerSettings
+        } else if h2::is_frame_head(p) {
+            H2Sniff::LateFrames
         } else {
             H2Sniff::No
         };
@@ -595,6 +599,8 @@ impl ConnectionParser {
                         *pos = data.len();
                         return;
                     }
+                    // Its HPACK state cannot be rebuilt: counted as HTTP/2 not followed.
+                    H2Sniff::LateFrames => return self.fail(ParseErrorReason::Http2, out),
                     // The other direction opened like an HTTP/2 server.
                     _ if self.h2_early.is_some() => {
                         return self.fail(ParseErrorReason::NotHttp, out)

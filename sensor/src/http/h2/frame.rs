@@ -70,6 +70,23 @@ pub(crate) fn is_server_preface(p: &[u8]) -> bool {
         && head[5] & 0x80 == 0
 }
 
+/// Whether `p` starts with what is most likely an HTTP/2 frame header: a
+/// known type, a payload under 64 KiB, the reserved bit clear, and stream 0
+/// exactly for the connection-level types.  Used to tell a connection that
+/// was already open when capture started (not followed: its HPACK state is
+/// unknown) from one that is not HTTP at all.
+pub(crate) fn is_frame_head(p: &[u8]) -> bool {
+    let Some(head) = p.first_chunk::<FRAME_HEAD_LEN>() else {
+        return false;
+    };
+    let h = FrameHead::parse(head);
+    let connection_level = matches!(h.kind, SETTINGS | 0x6 | 0x7);
+    h.kind <= CONTINUATION
+        && h.len < 1 << 16
+        && head[5] & 0x80 == 0
+        && (h.kind == 0x8 || connection_level == (h.stream == 0))
+}
+
 /// What a direction carried.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Event {

@@ -566,13 +566,25 @@ fn lost_bytes_inside_data_truncate_the_body_elsewhere_end_the_connection() {
 #[test]
 fn connections_joined_late_or_broken_are_counted() {
     let (c, _) = conversation();
-    let after_preface = &c.client[PREFACE.len()..];
+    // Joined after the preface and the SETTINGS: either side seen first.
+    let late_client = c.client[PREFACE.len() + 2 * 9 + 12..].to_vec();
+    let late_server = c.server[15 + 9..].to_vec();
+    for evs in [
+        [Ev::R(late_client.clone()), Ev::W(late_server.clone())],
+        [Ev::W(late_server.clone()), Ev::R(late_client.clone())],
+    ] {
+        let run = run_with(limits(), &evs);
+        assert!(run.ex.is_empty() && run.p.is_ignored());
+        assert_eq!(run.errors, vec![E::Http2]);
+    }
+    // Not HTTP/2 frames (a TLS record, as in TLS inside TLS): not HTTP.
     let run = run_with(
         limits(),
-        &[Ev::R(after_preface.to_vec()), Ev::W(c.server.clone())],
+        &[Ev::R(
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
+        )],
     );
-    assert!(run.ex.is_empty() && run.p.is_ignored());
-    assert_eq!(run.errors.len(), 1);
+    assert_eq!(run.errors, vec![E::NotHttp]);
 
     for bad in [
         // CONTINUATION without HEADERS.
