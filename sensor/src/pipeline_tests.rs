@@ -399,3 +399,81 @@ fn tiny_events_do_not_inflate_what_is_held() {
     let held = h.pipeline.buffered_bytes() - base;
     assert!(held <= 64 * 1024 + 8 * 1024 + 16 * 128, "{held}");
 }
+
+/// HTTP/2 end to end through the pipeline: credentials from a stream's
+/// headers (a cookie split over two `cookie` fields, as HTTP/2 allows), an
+/// echo in a debug header and one in a gzipped body of the same response,
+/// while another stream without credentials is answered in between.
+#[test]
+fn http2_leaks_become_findings_per_stream() {
+    use std::io::Write as _;
+
+    use crate::http::h2::tests::Conn;
+    const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.h2tokenpayload.sig9f8e7d6c";
+    const SESSION: &str = "s3ss10n_9a8b7c6d5e4f3a2b1c0d";
+    let mut c = Conn::new();
+    let bearer = format!("Bearer {TOKEN}");
+    let cookie = format!("session={SESSION}");
+    c.request(
+        1,
+        "GET",
+        "/v1/me",
+        &[
+            ("authorization", bearer.as_bytes()),
+            ("cookie", b"theme=dark"),
+            ("cookie", cookie.as_bytes()),
+        ],
+        None,
+    );
+    c.request(3, "GET", "/healthz", &[], None);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    write!(gz, "{{\"error\":\"expired\",\"session\":\"{SESSION}\"}}").unwrap();
+    let body = gz.finish().unwrap();
+    c.response(3, 200, &[], b"{\"status\":\"ok\"}");
+    c.response(
+        1,
+        401,
+        &[
+            ("content-encoding", b"gzip"),
+            ("x-debug-token", TOKEN.as_bytes()),
+        ],
+        &body,
+    );
+    let mut h = harness(PipelineConfig::default());
+    h.pipeline
+        .handle_raw(data(SERVER, Direction::Read, 1, &c.client));
+    h.pipeline
+        .handle_raw(data(SERVER, Direction::Write, 2, &c.server));
+    h.pipeline.finish();
+    assert_eq!(h.metrics.hot.pairs_server.get(), 2);
+    let findings = h.findings.lock().unwrap();
+    let mut got: Vec<(String, String, Option<String>, &str)> = findings
+        .iter()
+        .map(|f| {
+            (
+                f.request.path.clone(),
+                f.sink.location.as_str().to_string(),
+                f.sink.name.clone(),
+                f.sink.content_encoding.as_str(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("/v1/me".to_string(), "body".to_string(), None, "gzip"),
+            (
+                "/v1/me".to_string(),
+                "header".to_string(),
+                Some("x-debug-token".to_string()),
+                "identity"
+            ),
+        ]
+    );
+    let json = serde_json::to_string(&*findings).unwrap();
+    for secret in [TOKEN, SESSION] {
+        assert!(!json.contains(secret));
+        assert!(!h.metrics.render().contains(secret));
+    }
+}

@@ -24,7 +24,7 @@
 
 mod frame;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 
