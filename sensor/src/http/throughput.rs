@@ -87,5 +87,112 @@ pub fn measure() -> Vec<String> {
         m as f64 / secs,
         m as f64 * BODY as f64 / secs / 1e6
     ));
+    lines.extend(measure_http2(n, m));
+    lines
+}
+
+/// The same exchanges over one HTTP/2 connection: a stream each, headers
+/// HPACK-encoded as a client and a server would (repeated fields indexed).
+fn measure_http2(n: u64, m: u64) -> Vec<String> {
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        f.extend([kind, flags]);
+        f.extend(stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+    let mut lines = Vec::new();
+    let mut enc_client = loona_hpack::Encoder::new();
+    let mut enc_server = loona_hpack::Encoder::new();
+    let request = |enc: &mut loona_hpack::Encoder, stream: u32| {
+        let block = enc.encode(vec![
+            (&b":method"[..], &b"GET"[..]),
+            (b":scheme", b"https"),
+            (b":authority", b"api.example"),
+            (b":path", b"/v1/items?page=2"),
+            (b"user-agent", b"bench/1"),
+            (b"accept", b"*/*"),
+            (b"authorization", b"Bearer abcdefghijklmnopqrstuvwxyz012345"),
+        ]);
+        Bytes::from(frame(HEADERS, END_HEADERS | END_STREAM, stream, &block))
+    };
+    let response_head = |enc: &mut loona_hpack::Encoder, stream: u32, len: usize| {
+        let len = len.to_string();
+        let block = enc.encode(vec![
+            (&b":status"[..], &b"200"[..]),
+            (b"content-type", b"application/json"),
+            (b"content-length", len.as_bytes()),
+            (b"date", b"Mon, 23 Nov 2026 08:00:00 GMT"),
+        ]);
+        frame(HEADERS, END_HEADERS, stream, &block)
+    };
+    let preface = Bytes::from_static(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    let settings = Bytes::from(frame(4, 0, 0, &[]));
+
+    let mut feeds = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let stream = 1 + 2 * i as u32;
+        let mut resp = response_head(&mut enc_server, stream, 200);
+        resp.extend(frame(0, END_STREAM, stream, &[b'x'; 200]));
+        feeds.push((request(&mut enc_client, stream), Bytes::from(resp)));
+    }
+    let bytes: usize = feeds.iter().map(|(q, r)| q.len() + r.len()).sum();
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    p.feed(Write, &settings, 0, &mut out);
+    p.feed(Read, &preface, 0, &mut out);
+    let mut pairs = 0u64;
+    let t = Instant::now();
+    for (i, (q, r)) in feeds.iter().enumerate() {
+        p.feed(Read, q, i as u64, &mut out);
+        p.feed(Write, r, i as u64, &mut out);
+        pairs += out.exchanges.len() as u64;
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(pairs, n);
+    lines.push(format!(
+        "HTTP/2 small streams on one connection: {:.0} exchanges/s, {:.1} MB/s",
+        n as f64 / secs,
+        bytes as f64 / secs / 1e6
+    ));
+
+    const BODY: usize = 1024 * 1024;
+    const FRAME: usize = 16 * 1024;
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    p.feed(Write, &settings, 0, &mut out);
+    p.feed(Read, &preface, 0, &mut out);
+    let payload = vec![b'y'; FRAME];
+    let mut streams = Vec::with_capacity(m as usize);
+    for i in 0..m {
+        let stream = 1 + 2 * i as u32;
+        let head = Bytes::from(response_head(&mut enc_server, stream, BODY));
+        let frames: Vec<Bytes> = (0..BODY / FRAME)
+            .map(|k| {
+                let end = if k + 1 == BODY / FRAME { END_STREAM } else { 0 };
+                Bytes::from(frame(0, end, stream, &payload))
+            })
+            .collect();
+        streams.push((request(&mut enc_client, stream), head, frames));
+    }
+    let t = Instant::now();
+    for (i, (q, head, frames)) in streams.iter().enumerate() {
+        p.feed(Read, q, i as u64, &mut out);
+        p.feed(Write, head, i as u64, &mut out);
+        for f in frames {
+            p.feed(Write, f, i as u64, &mut out);
+        }
+        debug_assert_eq!(out.exchanges.len(), 1);
+        out.clear();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    lines.push(format!(
+        "HTTP/2 1 MiB response bodies (16 KiB DATA frames): {:.0} exchanges/s, {:.0} MB/s",
+        m as f64 / secs,
+        m as f64 * BODY as f64 / secs / 1e6
+    ));
     lines
 }
