@@ -51,9 +51,10 @@ const DEFAULT_HPACK_TABLE_BYTES: usize = 4096;
 /// `max_body_bytes` (HTTP/1.x holds at most two responses at a time too); a
 /// body that finds the budget spent keeps what it has and is truncated.
 pub const RESPONSE_BODY_BUDGET_FACTOR: usize = 2;
-/// Memory one HPACK table entry may cost beyond its RFC 7541 size (which
-/// already counts 32 bytes of overhead): two vectors and a deque slot.
-const HPACK_ENTRY_SLACK: usize = 3;
+/// Memory an HPACK table may cost per byte of its RFC 7541 size (which counts
+/// 32 bytes per entry): an entry's two vectors, their allocations and its
+/// deque slot are ~100 bytes beyond its name and value.
+const HPACK_ENTRY_SLACK: usize = 4;
 
 /// The version both heads of an HTTP/2 pair carry.
 pub const HTTP2: &str = "HTTP/2";
@@ -136,6 +137,9 @@ pub(crate) struct H2Connection {
     decoders: [loona_hpack::Decoder<'static>; 2],
     /// The largest table each decoder follows (what its peer was allowed).
     table_max: [usize; 2],
+    /// An upper bound of each table's size: what was decoded through it (every
+    /// entry was once a decoded field), at most `table_max`.
+    table_bound: [usize; 2],
     streams: HashMap<u32, Stream>,
     /// Response body bytes kept by open streams.
     response_kept: usize,
@@ -168,6 +172,7 @@ impl H2Connection {
             readers: [reader(Direction::Read), reader(Direction::Write)],
             decoders: [decoder(), decoder()],
             table_max: [DEFAULT_HPACK_TABLE_BYTES; 2],
+            table_bound: [0; 2],
             streams: HashMap::new(),
             response_kept: 0,
             failed: false,
@@ -189,9 +194,9 @@ impl H2Connection {
     /// Memory held (as `ConnectionParser::buffered_bytes` counts it).
     pub(crate) fn buffered_bytes(&self) -> usize {
         let tables: usize = self
-            .table_max
+            .table_bound
             .iter()
-            .map(|m| m.saturating_mul(HPACK_ENTRY_SLACK))
+            .map(|b| b.saturating_mul(HPACK_ENTRY_SLACK))
             .sum();
         self.readers.iter().map(FrameReader::held).sum::<usize>()
             + tables
@@ -352,10 +357,13 @@ impl H2Connection {
         let max_head = self.limits.max_head_bytes;
         let max_headers = self.limits.max_headers;
         let mut count = 0usize;
-        self.decoders[idx(dir)]
+        let mut inserted = 0usize;
+        let i = idx(dir);
+        let result = self.decoders[i]
             .decode_with_cb(block, |name, value| {
                 count += 1;
                 b.size += name.len() + value.len() + 4;
+                inserted += name.len() + value.len() + 32;
                 if b.too_large.is_none() && count > max_headers {
                     b.too_large = Some(ParseErrorReason::TooManyHeaders);
                 } else if b.too_large.is_none() && b.size > max_head {
@@ -368,7 +376,9 @@ impl H2Connection {
             .map_err(|e| {
                 tracing::debug!(error = ?e, "http2: header block does not decode");
                 ParseErrorReason::Http2
-            })?;
+            });
+        self.table_bound[i] = (self.table_bound[i] + inserted).min(self.table_max[i]);
+        result?;
         if b.too_large.is_some() {
             b.fields = Vec::new();
         }

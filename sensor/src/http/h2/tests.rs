@@ -1141,3 +1141,48 @@ mod proptests {
         }
     }
 }
+
+/// What an HTTP/2 connection holds between requests: its HPACK tables as
+/// far as they filled, its gathering buffers; no stream.
+#[test]
+fn an_idle_connection_holds_its_tables_only() {
+    let mut c = Conn::new();
+    c.request(1, "GET", "/a", &[("x-api-key", b"k1")], None);
+    c.response(1, 200, &[], b"ok");
+    let run = run_with(
+        limits(),
+        &[Ev::R(c.client.clone()), Ev::W(c.server.clone())],
+    );
+    assert_eq!(run.ex.len(), 1);
+    let small = run.p.buffered_bytes();
+    eprintln!("held after one small exchange: {small}");
+    assert!(small < 2048, "{small}");
+    // Many distinct headers fill the tables to their size, no further.
+    let mut c = Conn::new();
+    let mut evs = Vec::new();
+    for i in 0..200u32 {
+        let v = format!("value-{i:04}-{}", "x".repeat(100));
+        // The first exchange carries the prefaces.
+        let (q, r) = if i == 0 {
+            (0, 0)
+        } else {
+            (c.client.len(), c.server.len())
+        };
+        c.request(
+            1 + 2 * i,
+            "GET",
+            &format!("/{i}"),
+            &[("x-request-id", v.as_bytes())],
+            None,
+        );
+        c.response(1 + 2 * i, 200, &[("x-trace-id", v.as_bytes())], b"ok");
+        evs.push(Ev::R(c.client[q..].to_vec()));
+        evs.push(Ev::W(c.server[r..].to_vec()));
+    }
+    let run = run_with(limits(), &evs);
+    assert_eq!(run.ex.len(), 200);
+    let full = run.p.buffered_bytes();
+    eprintln!("held after 200 distinct exchanges: {full}");
+    assert!(full >= 2 * DEFAULT_HPACK_TABLE_BYTES * HPACK_ENTRY_SLACK);
+    assert!(full < 2 * DEFAULT_HPACK_TABLE_BYTES * HPACK_ENTRY_SLACK + 2048);
+}
