@@ -4,7 +4,9 @@
 
 use super::frame::{self, FrameHead, PREFACE};
 use super::*;
-use crate::capture::event::Direction::Write;
+use bytes::Bytes;
+
+use crate::capture::event::Direction::{Read, Write};
 use crate::http::tests::{run_with, Ev, Run};
 use crate::http::ParseErrorReason as E;
 
@@ -1185,4 +1187,75 @@ fn an_idle_connection_holds_its_tables_only() {
     eprintln!("held after 200 distinct exchanges: {full}");
     assert!(full >= 2 * DEFAULT_HPACK_TABLE_BYTES * HPACK_ENTRY_SLACK);
     assert!(full < 2 * DEFAULT_HPACK_TABLE_BYTES * HPACK_ENTRY_SLACK + 2048);
+}
+
+/// A 100 MiB response over HTTP/2 (and a 100 MiB upload on another stream
+/// at the same time): what is kept stays at the caps, the lengths are exact.
+#[test]
+fn hundred_mib_bodies_are_bounded() {
+    const TOTAL: usize = 100 * 1024 * 1024;
+    const FRAME: usize = 16 * 1024;
+    let lim = limits();
+    let mut c = Conn::new();
+    c.request(1, "GET", "/download", &[("x-api-key", b"k")], None);
+    let block = c.enc_client.encode(vec![
+        (&b":method"[..], &b"POST"[..]),
+        (b":path", b"/upload"),
+    ]);
+    c.client
+        .extend(frame(frame::HEADERS, frame::FLAG_END_HEADERS, 3, &block));
+    let block = c.enc_server.encode(vec![(&b":status"[..], &b"200"[..])]);
+    c.server
+        .extend(frame(frame::HEADERS, frame::FLAG_END_HEADERS, 1, &block));
+    let mut p = crate::http::ConnectionParser::new(lim.clone());
+    let mut out = crate::http::ParserOutput::default();
+    p.feed(Read, &Bytes::from(c.client.clone()), 1, &mut out);
+    p.feed(Write, &Bytes::from(c.server.clone()), 2, &mut out);
+    let payload = vec![b'x'; FRAME];
+    let mut max_held = 0;
+    for i in 0..TOTAL / FRAME {
+        let end = if i + 1 == TOTAL / FRAME {
+            frame::FLAG_END_STREAM
+        } else {
+            0
+        };
+        let up = Bytes::from(frame(frame::DATA, end, 3, &payload));
+        let down = Bytes::from(frame(frame::DATA, end, 1, &payload));
+        p.feed(Read, &up, 3 + i as u64, &mut out);
+        p.feed(Write, &down, 3 + i as u64, &mut out);
+        max_held = max_held.max(p.buffered_bytes());
+    }
+    let block = c.enc_server.encode(vec![(&b":status"[..], &b"201"[..])]);
+    p.feed(
+        Write,
+        &Bytes::from(frame(
+            frame::HEADERS,
+            frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+            3,
+            &block,
+        )),
+        u64::MAX,
+        &mut out,
+    );
+    assert_eq!(out.errors, vec![]);
+    assert_eq!(out.exchanges.len(), 2);
+    let down = &out.exchanges[0].response.body;
+    assert_eq!(
+        (down.len, down.kept_len(), down.truncated),
+        (TOTAL as u64, lim.max_body_bytes, true)
+    );
+    let up = &out.exchanges[1].request.body;
+    assert_eq!(
+        (up.len, up.kept_len(), up.truncated),
+        (TOTAL as u64, lim.request_body_cap(), false)
+    );
+    eprintln!("held at most {max_held}");
+    // The kept bytes and the 16 KiB slices' overhead (each pins its frame).
+    let kept = lim.max_body_bytes + lim.request_body_cap();
+    assert!(max_held < kept + kept / 50 + 64 * 1024, "held {max_held}");
+    assert_eq!(out.body_bytes_over_cap, (TOTAL - lim.max_body_bytes) as u64);
+    assert_eq!(
+        out.request_body_bytes_not_kept,
+        (TOTAL - lim.request_body_cap()) as u64
+    );
 }
