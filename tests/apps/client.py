@@ -21,7 +21,8 @@ response really was HTTP/2.  `plan` sends the requests of a JSON file
 it holds credentials: the caller keeps it private) in order on one connection.
 `raw-h2` sends one request with the h2 library itself and reports the
 response's trailers: each name, with the names of the request headers whose
-values it repeats (never a value).
+values it repeats (never a value); with `--end-early reset|close` it ends the
+stream as curl does once the body has its content-length.
 
 Templates: {i} = request index (from 0), {t} = thread index, {key} = the thread's key.
 """
@@ -209,11 +210,15 @@ def cmd_plan(args):
 
 
 def cmd_raw_h2(args):
-    """One request with the h2 library: the response's trailers, as hashes."""
+    """One request with the h2 library: the response's trailers (names), and
+    how the stream ended.  `--end-early reset|close`: as soon as the body has
+    its content-length, reset the stream (RST_STREAM CANCEL, as curl does) or
+    close the connection, without reading the END_STREAM that may follow."""
     import socket
 
     import h2.config  # only in the tools venv
     import h2.connection
+    import h2.errors
     import h2.events
 
     ctx = tls_context(args.cacert)
@@ -230,8 +235,9 @@ def cmd_raw_h2(args):
         headers += [(n.lower(), v) for n, v in parse_headers(args.header).items()]
         conn.send_headers(1, headers, end_stream=True)
         sock.sendall(conn.data_to_send())
-        status, data, names, trailers, ended = None, b"", [], {}, False
-        while not ended:
+        status, data, names, trailers, ended_by = None, b"", [], {}, None
+        content_length = None
+        while ended_by is None:
             chunk = sock.recv(65536)
             if not chunk:
                 sys.exit("client.py: connection closed before the stream ended")
@@ -242,6 +248,8 @@ def cmd_raw_h2(args):
                             status = int(v)
                         else:
                             names.append(n.decode())
+                        if n == b"content-length":
+                            content_length = int(v)
                 elif isinstance(event, h2.events.DataReceived):
                     data += event.data
                     conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -251,14 +259,21 @@ def cmd_raw_h2(args):
                         trailers[n.decode()] = [rn for rn, rv in headers
                                                 if not rn.startswith(":") and rv.encode() in v]
                 elif isinstance(event, h2.events.StreamEnded):
-                    ended = True
+                    ended_by = "end_stream"
                 elif isinstance(event, h2.events.StreamReset):
-                    sys.exit("client.py: stream reset")
+                    sys.exit("client.py: stream reset by the server")
+            complete = content_length is not None and len(data) >= content_length
+            if ended_by is None and args.end_early and complete:
+                ended_by = args.end_early
+                if args.end_early == "reset":
+                    conn.reset_stream(1, error_code=h2.errors.ErrorCodes.CANCEL)
             sock.sendall(conn.data_to_send())
-        conn.close_connection()
-        sock.sendall(conn.data_to_send())
+        if ended_by != "close":
+            conn.close_connection()
+            sock.sendall(conn.data_to_send())
         report(**describe(status, data, sock.getsockname()[1], path=args.path.split("?")[0],
-                          http_version="HTTP/2", header_names=names, trailers=trailers))
+                          http_version="HTTP/2", header_names=names, trailers=trailers,
+                          ended_by=ended_by))
     finally:
         sock.close()
 
@@ -324,6 +339,7 @@ def main():
     p = sub.add_parser("raw-h2", parents=[common])
     p.add_argument("--path", required=True)
     p.add_argument("-H", "--header", action="append")
+    p.add_argument("--end-early", choices=["reset", "close"])
     p.set_defaults(func=cmd_raw_h2)
 
     p = sub.add_parser("demo", parents=[common])

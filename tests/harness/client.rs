@@ -123,6 +123,9 @@ pub struct PyResult {
     /// `raw-h2`: each trailer's name, with the request headers whose values it repeats.
     #[serde(default)]
     pub trailers: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// `raw-h2`: how the stream ended (`end_stream`, or `reset` / `close` with `--end-early`).
+    #[serde(default)]
+    pub ended_by: Option<String>,
 }
 
 impl PyClient {

@@ -10,6 +10,7 @@
 
 use std::collections::BTreeSet;
 
+use sensor_e2e::client::PyClient;
 use sensor_e2e::contract::{Finding, Pair};
 use sensor_e2e::http2::{H2App, H2Client, H2ClientRun, H2Scenario, RawLeak};
 use sensor_e2e::proc::is_alive;
@@ -60,10 +61,10 @@ impl Problems {
 
 /// Waits until both sides have `n` pairs (or [`SENSOR_LAG`] passed: the
 /// checks then say what is missing), then lets late outputs arrive.
-fn wait_pairs(sensor: &Sensor, server_pids: &[u32], client_pid: u32, n: usize) {
+fn wait_pairs(sensor: &Sensor, server_pids: &[u32], client_pids: &[u32], n: usize) {
     let done = |p: &[Pair]| {
         pairs_of(p, "server", server_pids).len() >= n
-            && pairs_of(p, "client", &[client_pid]).len() >= n
+            && pairs_of(p, "client", client_pids).len() >= n
     };
     if sensor.wait_for_pairs(done, SENSOR_LAG).is_err() {
         eprintln!("not every HTTP/2 pair appeared within {SENSOR_LAG:?}");
@@ -236,7 +237,7 @@ fn h2_leaks_are_reported_exactly(app: H2App, client: H2Client) {
     }
     .unwrap();
     let n = sc.requests.len();
-    wait_pairs(&sensor, &pids, run.pid, n);
+    wait_pairs(&sensor, &pids, &[run.pid], n);
 
     let mut problems = Problems::default();
     let findings = sensor.findings().unwrap();
@@ -386,7 +387,7 @@ fn multiplexed_findings_belong_to_their_stream(app: H2App) {
             assert_eq!(t.body.len() as u64, large_len, "{}", r.path);
         }
     }
-    wait_pairs(&sensor, &pids, run.pid, plan.len());
+    wait_pairs(&sensor, &pids, &[run.pid], plan.len());
 
     let mut problems = Problems::default();
     let expected: Vec<ExpectedFinding> = plan
@@ -472,6 +473,118 @@ fn nginx_h2_multiplexed_findings_belong_to_their_stream() {
 #[test]
 fn node_h2_multiplexed_findings_belong_to_their_stream() {
     multiplexed_findings_belong_to_their_stream(H2App::Node);
+}
+
+/// node ends a response with an empty DATA frame carrying END_STREAM,
+/// written after the body; curl, once the body has its content-length,
+/// resets the stream (RST_STREAM) or, for its last transfer, closes the
+/// connection without reading that frame.  The response was delivered all
+/// the same: each of these streams must give its pair and its finding on
+/// both sides, as the same exchange over HTTP/1.1 does.  `client.py raw-h2
+/// --end-early` does what curl does, deterministically; a third stream read
+/// to its END_STREAM is the control.
+#[test]
+fn node_h2_streams_the_client_ends_early_are_reported() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = H2App::Node.start(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let pids = server.pids();
+
+    let modes = ["reset", "close", "end_stream"];
+    let keys: Vec<Secret> = (0..modes.len())
+        .map(|i| Secret::random("ee_", 24 + i))
+        .collect();
+    let mut client_pids = Vec::new();
+    let mut runs = Vec::new();
+    for (mode, key) in modes.iter().zip(&keys) {
+        let path = format!("/v1/items/{mode}");
+        let header = format!("x-api-key: {}", key.expose());
+        let mut args = vec!["raw-h2", "--path", &path, "-H", &header];
+        if *mode != "end_stream" {
+            args.extend(["--end-early", mode]);
+        }
+        let (pid, results) = PyClient::run(&cert, server.port(), "httpx", &args).unwrap();
+        let r = &results[0];
+        assert_eq!(r.status, 401, "{path}");
+        assert_eq!(
+            r.ended_by.as_deref(),
+            Some(*mode),
+            "{path}: how the stream ended"
+        );
+        client_pids.push(pid);
+        runs.push((path, r.body_len));
+    }
+    wait_pairs(&sensor, &pids, &client_pids, modes.len());
+
+    let mut problems = Problems::default();
+    let expected: Vec<ExpectedFinding> = runs
+        .iter()
+        .zip(&keys)
+        .map(|((path, _), k)| {
+            ExpectedFinding::new(k, "header", "x-api-key")
+                .kind("api_key")
+                .request("GET", path, 401)
+        })
+        .collect();
+    let findings = sensor.findings().unwrap();
+    check_side(
+        &mut problems,
+        "server",
+        &findings_of(&findings, "server", &pids),
+        &expected,
+        server.port(),
+        |c| c == "node",
+    );
+    check_side(
+        &mut problems,
+        "client",
+        &findings_of(&findings, "client", &client_pids),
+        &expected,
+        server.port(),
+        |c| c.starts_with("python"),
+    );
+    let pairs = sensor.pairs().unwrap();
+    for (side, side_pairs) in [
+        ("server", pairs_of(&pairs, "server", &pids)),
+        ("client", pairs_of(&pairs, "client", &client_pids)),
+    ] {
+        for (path, body_len) in &runs {
+            let what = format!("{side} pair GET {path}");
+            let matching: Vec<&Pair> = side_pairs
+                .iter()
+                .filter(|p| p.path_only() == path)
+                .collect();
+            let [p] = matching[..] else {
+                problems
+                    .0
+                    .push(format!("{what}: {} pairs, expected 1", matching.len()));
+                continue;
+            };
+            problems.check(
+                p.response.status == 401
+                    && p.response.body_len == *body_len
+                    && !p.response.body_truncated
+                    && p.response.version == "HTTP/2",
+                || {
+                    format!(
+                        "{what}: status {} body_len {} (expected {body_len}) truncated {} version {}",
+                        p.response.status,
+                        p.response.body_len,
+                        p.response.body_truncated,
+                        p.response.version
+                    )
+                },
+            );
+        }
+    }
+    check_no_h2_parse_errors(&mut problems, &sensor);
+
+    let secrets: Vec<&Secret> = keys.iter().collect();
+    assert_no_secrets("sensor output", &sensor.all_output(), &secrets);
+    problems.assert_none(&sensor);
+    sensor.stop().unwrap();
 }
 
 // --- the servers and clients alone (no sensor) ---
