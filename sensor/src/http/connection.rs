@@ -406,7 +406,7 @@ impl ConnectionParser {
             return;
         }
         if let Some(h2) = self.h2.as_mut() {
-            h2.close();
+            h2.close(out);
         }
         for dir in [Direction::Read, Direction::Write] {
             let side = &self.sides[idx(dir)];

@@ -172,6 +172,11 @@ impl BodyAcc {
         self.kept
     }
 
+    /// Decoded length so far, kept or not.
+    pub(crate) fn len(&self) -> u64 {
+        self.body.len
+    }
+
     /// Memory this body holds now (see [`max_body_held`] for its bound).
     pub(crate) fn held(&self) -> usize {
         self.held

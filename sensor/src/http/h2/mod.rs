@@ -257,7 +257,17 @@ impl H2Connection {
         }
     }
 
-    pub(crate) fn close(&mut self) {
+    /// The connection ended: streams whose response started are handed on
+    /// (see [`Self::cut`]), in stream order.
+    pub(crate) fn close(&mut self, out: &mut ParserOutput) {
+        if self.failed {
+            return;
+        }
+        let mut ids: Vec<u32> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.cut(id, out);
+        }
         self.streams = HashMap::new();
         self.response_kept = 0;
     }
@@ -335,7 +345,7 @@ impl H2Connection {
                     self.end_of(stream, request, ts_ns, out);
                 }
             }
-            Event::Reset { stream } => self.drop_stream(stream),
+            Event::Reset { stream } => self.cut(stream, out),
             Event::HeaderTableSize(size) => {
                 // The sender of these settings decodes what the other
                 // direction carries: that decoder may now follow a larger
@@ -544,6 +554,31 @@ impl H2Connection {
             timing: s.timing,
             role: self.role,
         });
+    }
+
+    /// `stream` ended without its response's END_STREAM: reset (RST_STREAM)
+    /// or its connection closed.  Clients do both once a body reached its
+    /// content-length (curl resets the stream, or closes the connection after
+    /// its last transfer, before the server's empty END_STREAM frame comes).
+    /// A response whose head was seen is handed on — complete when its body
+    /// reached its content-length, else truncated; without a response head
+    /// there is no pair.
+    fn cut(&mut self, stream: u32, out: &mut ParserOutput) {
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let Some((response, acc, _)) = s.response.as_mut() else {
+            return self.drop_stream(stream);
+        };
+        let declared = response
+            .header("content-length")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared != Some(acc.len()) {
+            acc.lost(0);
+        }
+        let last = s.timing.response_end_ns;
+        self.end_of(stream, false, last, out);
     }
 
     fn drop_stream(&mut self, stream: u32) {

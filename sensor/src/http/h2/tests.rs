@@ -1259,3 +1259,66 @@ fn hundred_mib_bodies_are_bounded() {
         (TOTAL - lim.request_body_cap()) as u64
     );
 }
+
+/// Clients reset a stream, or close the connection, once a body reached its
+/// content-length, before the server's empty END_STREAM frame (curl does,
+/// with node): the pair is handed on, complete; a body cut short is handed
+/// on truncated; a stream without a response head gives nothing.
+#[test]
+fn streams_cut_after_their_response_started_are_handed_on() {
+    let mut c = Conn::new();
+    for i in 0..4 {
+        c.request(1 + 2 * i, "GET", &format!("/{i}"), &[], None);
+    }
+    let head = |c: &mut Conn, stream: u32, len: &str| {
+        let block = c.enc_server.encode(vec![
+            (&b":status"[..], &b"200"[..]),
+            (b"content-length", len.as_bytes()),
+        ]);
+        c.server.extend(frame(
+            frame::HEADERS,
+            frame::FLAG_END_HEADERS,
+            stream,
+            &block,
+        ));
+    };
+    // 1: whole body, then the client resets it.
+    head(&mut c, 1, "5");
+    c.server.extend(frame(frame::DATA, 0, 1, b"hello"));
+    let mut evs = feed(&c.client, &c.server, Role::Server);
+    let reset = frame(frame::RST_STREAM, 0, 1, &8u32.to_be_bytes());
+    evs.push(Ev::R(reset));
+    // 3: half its body, then reset by the server.
+    let at = c.server.len();
+    head(&mut c, 3, "10");
+    c.server.extend(frame(frame::DATA, 0, 3, b"hello"));
+    c.server
+        .extend(frame(frame::RST_STREAM, 0, 3, &2u32.to_be_bytes()));
+    // 5: whole body, then the connection closes.  7: no response at all.
+    head(&mut c, 5, "3");
+    c.server.extend(frame(frame::DATA, 0, 5, b"bye"));
+    evs.push(Ev::W(c.server[at..].to_vec()));
+    evs.push(Ev::Close);
+    let run = run_with(limits(), &evs);
+    assert_eq!(run.errors, vec![]);
+    let got: Vec<(String, Vec<u8>, bool)> = run
+        .ex
+        .iter()
+        .map(|e| {
+            (
+                e.request.target.clone(),
+                e.response.body.to_vec(),
+                e.response.body.truncated,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/0".to_string(), b"hello".to_vec(), false),
+            ("/1".to_string(), b"hello".to_vec(), true),
+            ("/2".to_string(), b"bye".to_vec(), false),
+        ]
+    );
+    assert_eq!(run.p.buffered_bytes(), 0);
+}
