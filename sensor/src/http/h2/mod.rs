@@ -23,6 +23,7 @@
 //! `max_body_bytes`.
 
 mod frame;
+pub mod hpack;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -51,10 +52,6 @@ const DEFAULT_HPACK_TABLE_BYTES: usize = 4096;
 /// `max_body_bytes` (HTTP/1.x holds at most two responses at a time too); a
 /// body that finds the budget spent keeps what it has and is truncated.
 pub const RESPONSE_BODY_BUDGET_FACTOR: usize = 2;
-/// Memory an HPACK table may cost per byte of its RFC 7541 size (which counts
-/// 32 bytes per entry): an entry's two vectors, their allocations and its
-/// deque slot are ~100 bytes beyond its name and value.
-const HPACK_ENTRY_SLACK: usize = 4;
 
 /// The version both heads of an HTTP/2 pair carry.
 pub const HTTP2: &str = "HTTP/2";
@@ -106,7 +103,9 @@ pub(crate) fn max_buffered_bytes(limits: &HttpLimits) -> usize {
         .max_head_bytes
         .saturating_mul(4)
         .saturating_add(2 * MAX_SETTINGS_BYTES);
-    let table = MAX_HPACK_TABLE_BYTES * HPACK_ENTRY_SLACK;
+    // A table's entries, and the scratch a block's Huffman strings decode
+    // into (at most 8/5 of the block).
+    let table = MAX_HPACK_TABLE_BYTES + limits.max_head_bytes.saturating_mul(4);
     // A head and its trailers, each at most `max_head_bytes` decoded.
     let head = limits
         .max_head_bytes
@@ -134,12 +133,7 @@ pub(crate) struct H2Connection {
     role: Role,
     limits: HttpLimits,
     readers: [FrameReader; 2],
-    decoders: [loona_hpack::Decoder<'static>; 2],
-    /// The largest table each decoder follows (what its peer was allowed).
-    table_max: [usize; 2],
-    /// An upper bound of each table's size: what was decoded through it (every
-    /// entry was once a decoded field), at most `table_max`.
-    table_bound: [usize; 2],
+    decoders: [hpack::Decoder; 2],
     streams: HashMap<u32, Stream>,
     /// Response body bytes kept by open streams.
     response_kept: usize,
@@ -161,18 +155,12 @@ impl H2Connection {
             Role::Client => Direction::Write,
         };
         let reader = |dir: Direction| FrameReader::new(dir == request_dir, limits.max_head_bytes);
-        let decoder = || {
-            let mut d = loona_hpack::Decoder::new();
-            // Until the decoding side's SETTINGS say otherwise (RFC 9113 §6.5.2).
-            d.set_max_allowed_table_size(DEFAULT_HPACK_TABLE_BYTES);
-            d
-        };
+        // Until the decoding side's SETTINGS say otherwise (RFC 9113 §6.5.2).
+        let decoder = || hpack::Decoder::new(DEFAULT_HPACK_TABLE_BYTES);
         H2Connection {
             role,
             readers: [reader(Direction::Read), reader(Direction::Write)],
             decoders: [decoder(), decoder()],
-            table_max: [DEFAULT_HPACK_TABLE_BYTES; 2],
-            table_bound: [0; 2],
             streams: HashMap::new(),
             response_kept: 0,
             failed: false,
@@ -193,11 +181,7 @@ impl H2Connection {
 
     /// Memory held (as `ConnectionParser::buffered_bytes` counts it).
     pub(crate) fn buffered_bytes(&self) -> usize {
-        let tables: usize = self
-            .table_bound
-            .iter()
-            .map(|b| b.saturating_mul(HPACK_ENTRY_SLACK))
-            .sum();
+        let tables: usize = self.decoders.iter().map(hpack::Decoder::held).sum();
         self.readers.iter().map(FrameReader::held).sum::<usize>()
             + tables
             + self.streams.values().map(Stream::held).sum::<usize>()
@@ -352,12 +336,7 @@ impl H2Connection {
                 // table.  A larger table than the encoder uses decodes the same
                 // (it only evicts later), so it is raised at once.
                 let other = 1 - idx(dir);
-                let size = (size as usize).min(MAX_HPACK_TABLE_BYTES);
-                if size > self.table_max[other] {
-                    self.table_max[other] = size;
-                    self.decoders[other].set_max_allowed_table_size(size);
-                    self.decoders[other].set_max_table_size(size);
-                }
+                self.decoders[other].allow((size as usize).min(MAX_HPACK_TABLE_BYTES));
             }
         }
     }
@@ -367,28 +346,23 @@ impl H2Connection {
         let max_head = self.limits.max_head_bytes;
         let max_headers = self.limits.max_headers;
         let mut count = 0usize;
-        let mut inserted = 0usize;
-        let i = idx(dir);
-        let result = self.decoders[i]
-            .decode_with_cb(block, |name, value| {
+        self.decoders[idx(dir)]
+            .decode(block, |name, value| {
                 count += 1;
                 b.size += name.len() + value.len() + 4;
-                inserted += name.len() + value.len() + 32;
                 if b.too_large.is_none() && count > max_headers {
                     b.too_large = Some(ParseErrorReason::TooManyHeaders);
                 } else if b.too_large.is_none() && b.size > max_head {
                     b.too_large = Some(ParseErrorReason::HeadTooLarge);
                 }
                 if b.too_large.is_none() {
-                    take_field(&mut b, &name, &value);
+                    take_field(&mut b, name, value);
                 }
             })
             .map_err(|e| {
                 tracing::debug!(error = ?e, "http2: header block does not decode");
                 ParseErrorReason::Http2
-            });
-        self.table_bound[i] = (self.table_bound[i] + inserted).min(self.table_max[i]);
-        result?;
+            })?;
         if b.too_large.is_some() {
             b.fields = Vec::new();
         }
