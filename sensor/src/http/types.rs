@@ -73,27 +73,11 @@ impl Headers {
     pub fn from_pairs<N: AsRef<str>, V: AsRef<[u8]>>(
         pairs: impl IntoIterator<Item = (N, V)>,
     ) -> Headers {
-        let mut buf = Vec::new();
-        let mut spans = Vec::new();
+        let mut b = HeadersBuilder::default();
         for (n, v) in pairs {
-            let (n, v) = (n.as_ref(), v.as_ref());
-            let name_at = buf.len() as u32;
-            buf.extend(n.bytes().map(|b| b.to_ascii_lowercase()));
-            buf.extend_from_slice(b": ");
-            let value_at = buf.len() as u32;
-            buf.extend_from_slice(v);
-            buf.extend_from_slice(b"\r\n");
-            spans.push(HeaderSpan {
-                name_at,
-                name_len: n.len() as u32,
-                value_at,
-                value_len: v.len() as u32,
-            });
+            b.push(n.as_ref(), v.as_ref());
         }
-        Headers {
-            buf: Bytes::from(buf),
-            spans,
-        }
+        b.finish()
     }
 
     fn name_of(&self, s: &HeaderSpan) -> &[u8] {
@@ -151,6 +135,62 @@ impl Headers {
 
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
+    }
+}
+
+/// Builds [`Headers`] one header at a time into one buffer (HTTP/2 heads,
+/// decoded field by field).
+#[derive(Default)]
+pub struct HeadersBuilder {
+    buf: Vec<u8>,
+    spans: Vec<HeaderSpan>,
+}
+
+impl HeadersBuilder {
+    pub fn with_capacity(bytes: usize) -> HeadersBuilder {
+        HeadersBuilder {
+            buf: Vec::with_capacity(bytes),
+            spans: Vec::new(),
+        }
+    }
+
+    /// Adds a header; its name is lower-cased.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        let name_at = self.buf.len() as u32;
+        self.buf.extend_from_slice(name.as_bytes());
+        lower_case_ascii(&mut self.buf[name_at as usize..]);
+        self.buf.extend_from_slice(b": ");
+        let value_at = self.buf.len() as u32;
+        self.buf.extend_from_slice(value);
+        self.buf.extend_from_slice(b"\r\n");
+        self.spans.push(HeaderSpan {
+            name_at,
+            name_len: name.len() as u32,
+            value_at,
+            value_len: value.len() as u32,
+        });
+    }
+
+    /// Adds every header of `h`, in order.
+    pub fn extend(&mut self, h: &Headers) {
+        for header in h {
+            self.push(header.name, header.value);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    pub fn finish(self) -> Headers {
+        Headers {
+            buf: Bytes::from(self.buf),
+            spans: self.spans,
+        }
     }
 }
 

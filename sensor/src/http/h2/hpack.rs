@@ -383,6 +383,8 @@ impl Decoder {
             return Ok(Str::Block(raw.start, raw.end));
         }
         let start = self.scratch.len();
+        // Codes are at least 5 bits: at most 8/5 bytes out per byte in.
+        self.scratch.reserve(raw.len() * 8 / 5 + 1);
         huffman_decode(&block[raw], &mut self.scratch)?;
         Ok(Str::Scratch(start, self.scratch.len()))
     }

@@ -33,7 +33,7 @@ use super::connection::{BodyWanted, ParserOutput};
 use super::decode::{BodyAcc, FeedData, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::limits::HttpLimits;
-use super::types::{Exchange, Headers, Request, Response, Role, Timing};
+use super::types::{Exchange, Headers, HeadersBuilder, Request, Response, Role, Timing};
 use crate::capture::event::Direction;
 
 pub use frame::MAX_SETTINGS_BYTES;
@@ -83,7 +83,10 @@ struct Block {
     path: Option<String>,
     authority: Option<Vec<u8>>,
     status: Option<u16>,
-    fields: Vec<(String, Vec<u8>)>,
+    /// The regular headers (and `host` from `:authority`), built as they decode.
+    fields: HeadersBuilder,
+    /// `host` was taken from `:authority`.
+    has_host: bool,
     /// Decoded size (names, values, 4 bytes each as in HTTP/1.x).
     size: usize,
     /// A field that HTTP/2 forbids or that does not decode as text.
@@ -342,7 +345,10 @@ impl H2Connection {
     }
 
     fn decode(&mut self, dir: Direction, block: &[u8]) -> Result<Block, ParseErrorReason> {
-        let mut b = Block::default();
+        let mut b = Block {
+            fields: HeadersBuilder::with_capacity(block.len() * 2),
+            ..Block::default()
+        };
         let max_head = self.limits.max_head_bytes;
         let max_headers = self.limits.max_headers;
         let mut count = 0usize;
@@ -364,7 +370,7 @@ impl H2Connection {
                 ParseErrorReason::Http2
             })?;
         if b.too_large.is_some() {
-            b.fields = Vec::new();
+            b.fields = HeadersBuilder::default();
         }
         Ok(b)
     }
@@ -383,7 +389,7 @@ impl H2Connection {
                 self.drop_stream(stream);
                 return out.errors.push(ParseErrorReason::InvalidRequest);
             }
-            s.request.headers = append(&s.request.headers, block.fields);
+            s.request.headers = append(&s.request.headers, block.fields.finish());
             s.request_held = headers_held(&s.request.headers);
             return self.end_of(stream, true, ts_ns, out);
         }
@@ -406,13 +412,7 @@ impl H2Connection {
         if self.streams.len() >= self.limits.max_pending_requests {
             return out.errors.push(ParseErrorReason::TooManyPending);
         }
-        let mut fields = block.fields;
-        if let Some(authority) = block.authority {
-            if !fields.iter().any(|(n, _)| n == "host") {
-                fields.insert(0, ("host".to_string(), authority));
-            }
-        }
-        let headers = Headers::from_pairs(fields);
+        let headers = block.fields.finish();
         let prefix_only = self.limits.max_request_body_kept < self.limits.max_body_bytes;
         let s = Stream {
             request_held: headers_held(&headers),
@@ -459,7 +459,7 @@ impl H2Connection {
                 self.drop_stream(stream);
                 return out.errors.push(ParseErrorReason::InvalidResponse);
             }
-            response.headers = append(&response.headers, block.fields);
+            response.headers = append(&response.headers, block.fields.finish());
             *held = headers_held(&response.headers);
             return self.end_of(stream, false, ts_ns, out);
         }
@@ -473,7 +473,7 @@ impl H2Connection {
         }
         let request_done = s.request_body.is_none();
         let keep = !request_done || body_wanted(&s.request);
-        let headers = Headers::from_pairs(block.fields);
+        let headers = block.fields.finish();
         let held = headers_held(&headers);
         s.response = Some((
             Response {
@@ -565,12 +565,21 @@ impl H2Connection {
 }
 
 /// Files one decoded field: a pseudo-header into its place, or a header.
+/// `:authority` is given as a `host` header (pseudo-headers come first,
+/// RFC 9113 §8.3, so it leads the headers), and a `host` field after it is
+/// not repeated.
 fn take_field(b: &mut Block, name: &[u8], value: &[u8]) {
     let text = |v: &[u8]| std::str::from_utf8(v).ok().map(str::to_string);
     match name {
         b":method" => b.method = text(value),
         b":path" => b.path = text(value),
-        b":authority" => b.authority = Some(value.to_vec()),
+        b":authority" => {
+            b.authority = Some(value.to_vec());
+            if !b.has_host {
+                b.fields.push("host", value);
+                b.has_host = true;
+            }
+        }
         b":status" => {
             b.status = std::str::from_utf8(value)
                 .ok()
@@ -579,22 +588,24 @@ fn take_field(b: &mut Block, name: &[u8], value: &[u8]) {
         }
         b":scheme" | b":protocol" => {}
         _ if name.first() == Some(&b':') => b.malformed = true,
+        b"host" if b.has_host => {}
         _ => match std::str::from_utf8(name) {
-            // RFC 9113 §8.2.1: names are lower case; Headers lower-cases anyway.
-            Ok(n) if !n.is_empty() => b.fields.push((n.to_string(), value.to_vec())),
+            // RFC 9113 §8.2.1: names are lower case; the builder lower-cases anyway.
+            Ok(n) if !n.is_empty() => {
+                b.has_host |= n == "host";
+                b.fields.push(n, value)
+            }
             _ => b.malformed = true,
         },
     }
 }
 
 /// `headers` followed by `more` (trailers).
-fn append(headers: &Headers, more: Vec<(String, Vec<u8>)>) -> Headers {
-    let mut all: Vec<(String, Vec<u8>)> = headers
-        .iter()
-        .map(|h| (h.name.to_string(), h.value.to_vec()))
-        .collect();
-    all.extend(more);
-    Headers::from_pairs(all)
+fn append(headers: &Headers, more: Headers) -> Headers {
+    let mut all = HeadersBuilder::default();
+    all.extend(headers);
+    all.extend(&more);
+    all.finish()
 }
 
 /// Memory a decoded head holds.
