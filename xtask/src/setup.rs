@@ -24,6 +24,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "wrk",
+    // h2load: `cargo xtask bench`'s HTTP/2 load.
+    "nghttp2-client",
     "prometheus",
     "golang-go",
     // Debian's node links OpenSSL statically: the blind-spot test's example.

@@ -56,6 +56,8 @@ pub const PORT_NGINX: u16 = 24500;
 pub const PORT_NGINX_UPSTREAM: u16 = 24501;
 pub const PORT_UVICORN: u16 = 24502;
 pub const PORT_EVENT_COST: u16 = 24503;
+/// nginx's HTTP/2 listener (same server, same files as `PORT_NGINX`).
+pub const PORT_NGINX_H2: u16 = 24504;
 /// Sensor metrics/API ports are taken in pairs from here (a fresh pair per
 /// start, so a port in TIME_WAIT never delays the next one).
 const PORT_SENSOR_FIRST: u16 = 24600;
@@ -211,7 +213,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
             .filter(|b| o.only.iter().any(|x| x == b))
             .collect()
     };
-    for tool in ["nginx", "wrk", "openssl", "cc", "perf"] {
+    for tool in ["nginx", "wrk", "h2load", "openssl", "cc", "perf"] {
         if which(tool).is_none() {
             bail!("`{tool}` is not installed; run `cargo xtask setup` (it installs the benchmark tools)");
         }

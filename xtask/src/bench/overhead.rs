@@ -229,19 +229,26 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     };
     let mut raw = serde_json::Map::new();
     let mut params = Vec::new();
-    for (name, path, key) in [
-        ("nginx 1KiB", "/1k.bin", "nginx_1k"),
-        ("nginx 64KiB", "/64k.bin", "nginx_64k"),
+    for (name, path, key, http2) in [
+        ("nginx 1KiB", "/1k.bin", "nginx_1k", false),
+        ("nginx 64KiB", "/64k.bin", "nginx_64k", false),
+        // HTTP/2 (h2load, one stream at a time per connection, as wrk).
+        ("nginx 1KiB HTTP/2", "/1k.bin", "nginx_h2_1k", true),
     ] {
         let target = Target {
             name: name.into(),
             server_pid: nginx.worker,
             load: WrkLoad {
-                url: nginx.url(path),
+                url: if http2 {
+                    nginx.h2_url(path)
+                } else {
+                    nginx.url(path)
+                },
                 threads: 1,
                 connections: 16,
                 duration: ctx.wrk_duration(),
                 private_libs: private_libs.clone(),
+                http2,
             },
             sensor: scoped(nginx.worker),
         };
@@ -251,7 +258,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             .extend(figures(ctx, name, &cells, key == "nginx_1k"));
         params.push(
             json!({"target": name, "url": target.load.url, "wrk_threads": 1,
-            "wrk_connections": 16, "seconds": ctx.seconds}),
+            "wrk_connections": 16, "seconds": ctx.seconds,
+            "load": if http2 { "h2load -m 1" } else { "wrk" }}),
         );
         raw.insert(key.into(), serde_json::to_value(&cells)?);
     }
@@ -268,6 +276,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                     connections: 8,
                     duration: ctx.wrk_duration(),
                     private_libs: private_libs.clone(),
+                    http2: false,
                 },
                 sensor: scoped(uv.proc.pid()),
             };

@@ -154,6 +154,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         connections: 16,
         duration: Duration::from_secs(secs + 2),
         private_libs: None,
+        http2: false,
     };
     let wrk = std::thread::spawn(move || load.run());
     // Let the load reach its steady state before sampling.

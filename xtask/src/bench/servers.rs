@@ -48,6 +48,8 @@ pub struct Nginx {
     /// The master process; stopping it (on drop) stops the worker.
     _master: Proc,
     pub port: u16,
+    /// The same server over HTTP/2 ([`super::PORT_NGINX_H2`]).
+    pub h2_port: u16,
     /// The single worker process (where the probes fire and the TLS work is done).
     pub worker: u32,
 }
@@ -55,6 +57,10 @@ pub struct Nginx {
 impl Nginx {
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn h2_url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.h2_port)
     }
 }
 
@@ -78,7 +84,14 @@ pub fn start_nginx(
     // Every connection is a file descriptor of the worker, which inherits our limit.
     let nofile = super::proc::nofile_limit();
     let max_connections = max_connections.min(nofile.saturating_sub(64) as u32);
-    let conf = nginx_conf(&prefix, &root, cert, port, upstream_port, max_connections);
+    let h2_port = super::PORT_NGINX_H2;
+    let conf = nginx_conf(
+        &prefix,
+        &root,
+        cert,
+        [port, h2_port, upstream_port],
+        max_connections,
+    );
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let log = prefix.join("stderr.log");
@@ -105,6 +118,7 @@ pub fn start_nginx(
     Ok(Nginx {
         _master: proc,
         port,
+        h2_port,
         worker,
     })
 }
@@ -113,8 +127,7 @@ fn nginx_conf(
     prefix: &Path,
     root: &Path,
     cert: &Cert,
-    port: u16,
-    upstream_port: u16,
+    [port, h2_port, upstream_port]: [u16; 3],
     max_connections: u32,
 ) -> String {
     let p = prefix.display();
@@ -145,6 +158,8 @@ http {{
 
     server {{
         listen 127.0.0.1:{port} ssl;
+        # nginx 1.22 (Debian 12) takes http2 on the listen line.
+        listen 127.0.0.1:{h2_port} ssl http2;
         server_name localhost;
         ssl_certificate {cert};
         ssl_certificate_key {key};
@@ -261,8 +276,10 @@ mod tests {
             cert: "/c.pem".into(),
             key: "/k.pem".into(),
         };
-        let c = nginx_conf(Path::new("/p"), Path::new("/r"), &cert, 24500, 24501, 20000);
+        let ports = [24500, 24504, 24501];
+        let c = nginx_conf(Path::new("/p"), Path::new("/r"), &cert, ports, 20000);
         assert!(c.contains("listen 127.0.0.1:24500 ssl;"));
+        assert!(c.contains("listen 127.0.0.1:24504 ssl http2;"));
         assert!(c.contains("listen 127.0.0.1:24501;"));
         assert!(c.contains("ssl_protocols TLSv1.3;"));
         assert!(c.contains("worker_processes 1;"));

@@ -1,4 +1,6 @@
-//! Running `wrk --latency` and reading its report.
+//! Running the load: `wrk --latency` (HTTP/1.1), or `h2load` (HTTP/2, one
+//! stream at a time per connection, as wrk keeps one request in flight per
+//! connection) with per-request latencies from its `--log-file`.
 
 use std::process::Command;
 use std::time::Duration;
@@ -28,10 +30,15 @@ pub struct WrkLoad {
     /// (`LD_LIBRARY_PATH`): a different inode, so a sensor scoped to the server
     /// with `--pid` never attaches to the load generator.
     pub private_libs: Option<std::path::PathBuf>,
+    /// HTTP/2 with h2load instead of HTTP/1.1 with wrk.
+    pub http2: bool,
 }
 
 impl WrkLoad {
     pub fn run(&self) -> anyhow::Result<WrkResult> {
+        if self.http2 {
+            return self.run_h2load();
+        }
         let secs = self.duration.as_secs().max(1);
         let mut c = Command::new("wrk");
         c.args([
@@ -73,6 +80,102 @@ impl WrkLoad {
         }
         Ok(r)
     }
+}
+
+impl WrkLoad {
+    fn run_h2load(&self) -> anyhow::Result<WrkResult> {
+        let secs = self.duration.as_secs().max(1);
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("requests.tsv");
+        let mut c = Command::new("h2load");
+        c.args(["-t", &self.threads.to_string()])
+            .args(["-c", &self.connections.to_string()])
+            .args(["-m", "1", "-D", &secs.to_string()])
+            .arg(format!("--log-file={}", log.display()))
+            .arg(&self.url);
+        if let Some(dir) = &self.private_libs {
+            c.env("LD_LIBRARY_PATH", dir);
+        }
+        let what = crate::util::display(&c);
+        let out_path = dir.path().join("out");
+        let out = std::fs::File::create(&out_path)?;
+        let err = std::fs::File::create(dir.path().join("err"))?;
+        let m = super::proc::run_measured(&mut c, out, err, Duration::from_secs(secs + 60))?;
+        let text = std::fs::read_to_string(&out_path)?;
+        if m.status != 0 {
+            bail!("{what} failed (exit {}): {text}", m.status);
+        }
+        let log =
+            std::fs::read_to_string(&log).with_context(|| format!("{what}: no --log-file"))?;
+        let r = parse_h2load(&text, &log)
+            .with_context(|| format!("reading the output of {what}:\n{text}"))?;
+        if r.non_2xx > 0 || r.socket_errors > 0 {
+            bail!(
+                "{what}: {} responses were not 2xx/3xx, {} requests failed (server misconfigured?)",
+                r.non_2xx,
+                r.socket_errors
+            );
+        }
+        Ok(r)
+    }
+}
+
+/// h2load's summary (`finished in 6.00s, 65889.00 req/s`, `requests: …`,
+/// `status codes: …`) and its per-request log (start µs, status, duration
+/// µs): percentiles from the log, failed requests as `socket_errors`.
+pub fn parse_h2load(text: &str, log: &str) -> anyhow::Result<WrkResult> {
+    let mut r = WrkResult::default();
+    let mut have_rps = false;
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix("finished in ") {
+            // "6.00s, 65889.00 req/s, 72.26MB/s"
+            let mut parts = rest.split(',');
+            r.seconds = parts
+                .next()
+                .and_then(duration_us)
+                .map_or(0.0, |us| us / 1e6);
+            r.requests_per_s = parts
+                .next()
+                .and_then(|p| p.trim().strip_suffix(" req/s"))
+                .and_then(|v| v.trim().parse().ok())
+                .context("req/s")?;
+            have_rps = true;
+        } else if let Some(rest) = t.strip_prefix("requests:") {
+            // "197667 total, 197683 started, 197667 done, 197667 succeeded, 0 failed, 0 errored, 0 timeout"
+            for kv in rest.split(',') {
+                let mut it = kv.split_whitespace();
+                let (Some(n), Some(k)) = (it.next().and_then(number), it.next()) else {
+                    continue;
+                };
+                match k {
+                    "succeeded" => r.requests = n,
+                    "failed" | "errored" | "timeout" => r.socket_errors += n,
+                    _ => {}
+                }
+            }
+        } else if let Some(rest) = t.strip_prefix("status codes:") {
+            // "16000 2xx, 0 3xx, 0 4xx, 0 5xx"
+            for kv in rest.split(',') {
+                let mut it = kv.split_whitespace();
+                if let (Some(n), Some("4xx" | "5xx")) = (it.next().and_then(number), it.next()) {
+                    r.non_2xx += n;
+                }
+            }
+        }
+    }
+    let mut us: Vec<f64> = log
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.trim().parse().ok())
+        .collect();
+    if !have_rps || us.is_empty() {
+        bail!("no req/s summary or no per-request log");
+    }
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() - 1) as f64 * q).round() as usize];
+    (r.p50_us, r.p90_us, r.p99_us) = (at(0.50), at(0.90), at(0.99));
+    Ok(r)
 }
 
 /// Copies the system libssl.so.3 and libcrypto.so.3 into `dir` (see
@@ -195,6 +298,25 @@ Transfer/sec:     30.00MB
         assert!((r.p99_us - 1640.0).abs() < 1e-6);
         assert_eq!(r.socket_errors, 3);
         assert_eq!(r.non_2xx, 0);
+    }
+
+    #[test]
+    fn parses_h2load_summary_and_log() {
+        let text = "finished in 6.00s, 65889.50 req/s, 72.26MB/s
+requests: 400 total, 401 started, 400 done, 398 succeeded, 1 failed, 1 errored, 0 timeout
+status codes: 397 2xx, 0 3xx, 1 4xx, 0 5xx
+time for request:       81us      6.56ms       233us        95us    99.17%
+";
+        let log: String = (1..=100)
+            .map(|i| format!("17960686{i:08}\t200\t{}\n", i * 10))
+            .collect();
+        let r = parse_h2load(text, &log).unwrap();
+        assert!((r.seconds - 6.0).abs() < 1e-9);
+        assert!((r.requests_per_s - 65889.5).abs() < 1e-9);
+        assert_eq!((r.requests, r.socket_errors, r.non_2xx), (398, 2, 1));
+        assert_eq!((r.p50_us, r.p90_us, r.p99_us), (510.0, 900.0, 990.0));
+        assert!(parse_h2load(text, "").is_err());
+        assert!(parse_h2load("garbage", &log).is_err());
     }
 
     #[test]
