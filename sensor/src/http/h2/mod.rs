@@ -7,8 +7,10 @@
 //! decoder per direction, fed every block in order, so its dynamic table
 //! follows the peer's encoder); DATA payloads go into the same body
 //! accumulators as HTTP/1.x bodies, under the same caps.  A pair is handed on
-//! when its response ends (END_STREAM); streams reset (RST_STREAM) are
-//! dropped.
+//! when its response ends (END_STREAM), or when its stream is cut after the
+//! response started (RST_STREAM, connection closed: complete if the body
+//! reached its content-length, else truncated); a stream cut before its
+//! response started gives no pair.
 //!
 //! What cannot be followed ends the connection's parsing, counted: a
 //! connection whose start was not seen (its HPACK state is unknown), frames
@@ -16,7 +18,7 @@
 //! frame.
 //!
 //! Memory: per direction a header block being gathered (< `max_head_bytes`)
-//! and an HPACK table (< [`MAX_HPACK_TABLE_BYTES`]); at most
+//! and an HPACK table (what the peer allowed, < [`MAX_HPACK_TABLE_BYTES`]); at most
 //! `max_pending_requests` open streams, each with its decoded heads
 //! (< `max_head_bytes` each) and request body prefix; response bodies kept by
 //! all open streams together at most [`RESPONSE_BODY_BUDGET_FACTOR`] ×
