@@ -147,10 +147,12 @@ pub struct HeadersBuilder {
 }
 
 impl HeadersBuilder {
+    /// Room for `bytes` of headers, and (a guess that saves the first
+    /// regrowths) 16 of them.
     pub fn with_capacity(bytes: usize) -> HeadersBuilder {
         HeadersBuilder {
             buf: Vec::with_capacity(bytes),
-            spans: Vec::new(),
+            spans: Vec::with_capacity(16),
         }
     }
 

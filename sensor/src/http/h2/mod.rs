@@ -83,7 +83,8 @@ impl Stream {
 struct Block {
     method: Option<String>,
     path: Option<String>,
-    authority: Option<Vec<u8>>,
+    /// `:authority` was sent (its value is the `host` header).
+    authority: bool,
     status: Option<u16>,
     /// The regular headers (and `host` from `:authority`), built as they decode.
     fields: HeadersBuilder,
@@ -399,14 +400,13 @@ impl H2Connection {
             // Even streams are the server's; a request HTTP/2 forbids is not paired.
             return out.errors.push(ParseErrorReason::InvalidRequest);
         }
+        let headers = block.fields.finish();
         let (Some(method), Some(path)) = (
             block.method,
             block.path.or_else(|| {
-                // CONNECT names an authority, not a path.
-                block
-                    .authority
-                    .as_ref()
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                // CONNECT names an authority (given as `host`), not a path.
+                let authority = headers.get("host").filter(|_| block.authority)?;
+                Some(String::from_utf8_lossy(authority).into_owned())
             }),
         ) else {
             return out.errors.push(ParseErrorReason::InvalidRequest);
@@ -414,7 +414,6 @@ impl H2Connection {
         if self.streams.len() >= self.limits.max_pending_requests {
             return out.errors.push(ParseErrorReason::TooManyPending);
         }
-        let headers = block.fields.finish();
         let prefix_only = self.limits.max_request_body_kept < self.limits.max_body_bytes;
         let s = Stream {
             request_held: headers_held(&headers),
@@ -576,7 +575,7 @@ fn take_field(b: &mut Block, name: &[u8], value: &[u8]) {
         b":method" => b.method = text(value),
         b":path" => b.path = text(value),
         b":authority" => {
-            b.authority = Some(value.to_vec());
+            b.authority = true;
             if !b.has_host {
                 b.fields.push("host", value);
                 b.has_host = true;

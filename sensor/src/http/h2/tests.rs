@@ -1322,3 +1322,41 @@ fn streams_cut_after_their_response_started_are_handed_on() {
     );
     assert_eq!(run.p.buffered_bytes(), 0);
 }
+
+/// CONNECT names an authority, not a path (RFC 9113 §8.5); a request with
+/// neither is not paired.
+#[test]
+fn connect_targets_its_authority() {
+    let mut c = Conn::new();
+    let block = c.enc_client.encode(vec![
+        (&b":method"[..], &b"CONNECT"[..]),
+        (b":authority", b"db.internal:5432"),
+    ]);
+    c.client.extend(frame(
+        frame::HEADERS,
+        frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+        1,
+        &block,
+    ));
+    let block = c.enc_client.encode(vec![(&b":method"[..], &b"GET"[..])]);
+    c.client.extend(frame(
+        frame::HEADERS,
+        frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+        3,
+        &block,
+    ));
+    c.response(1, 200, &[], b"");
+    let run = run_with(
+        limits(),
+        &[Ev::R(c.client.clone()), Ev::W(c.server.clone())],
+    );
+    assert_eq!(run.errors, vec![E::InvalidRequest]);
+    assert_eq!(
+        summary(&run),
+        vec![s("CONNECT", "db.internal:5432", b"", 200, b"")]
+    );
+    assert_eq!(
+        run.ex[0].request.header("host"),
+        Some(&b"db.internal:5432"[..])
+    );
+}
