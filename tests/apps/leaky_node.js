@@ -13,6 +13,10 @@ const fs = require('fs');
 const https = require('https');
 const zlib = require('zlib');
 
+const {
+  deterministicBytes, arg, escapeHtml, bearerOf, basicOf, cookies, sendJson, readBody, rows,
+} = require('./leaky_common');
+
 // Size of the filler sent before the key in /v1/stream: the key lands past 64 KiB.
 const STREAM_FILLER_BYTES = 70000;
 const LARGE_BODY_BYTES = 1 << 20;
@@ -20,63 +24,7 @@ const PLAIN_STREAM_CHUNK = 8192;
 const PLAIN_STREAM_CHUNKS = 25;
 const GZIP_MIN_BYTES = 256;
 
-function deterministicBytes(n) {
-  const out = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) out[i] = i % 251;
-  return out;
-}
-
 const LARGE_BODY = deterministicBytes(LARGE_BODY_BYTES);
-
-function arg(name) {
-  const i = process.argv.indexOf(name);
-  if (i < 0 || i + 1 >= process.argv.length) {
-    console.error(`usage: leaky_node.js --port N --cert FILE --key FILE (missing ${name})`);
-    process.exit(2);
-  }
-  return process.argv[i + 1];
-}
-
-function escapeHtml(s) {
-  return s.replace(/[&<>"']/g, (c) => ({
-    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#x27;',
-  })[c]);
-}
-
-function bearerOf(authorization) {
-  if (authorization && authorization.toLowerCase().startsWith('bearer ')) {
-    return authorization.slice(7).trim();
-  }
-  return '';
-}
-
-function basicOf(authorization) {
-  if (!authorization || !authorization.toLowerCase().startsWith('basic ')) {
-    return ['', ''];
-  }
-  const decoded = Buffer.from(authorization.slice(6), 'base64').toString('utf8');
-  const i = decoded.indexOf(':');
-  return i < 0 ? [decoded, ''] : [decoded.slice(0, i), decoded.slice(i + 1)];
-}
-
-function cookies(req) {
-  const out = {};
-  for (const part of (req.headers.cookie || '').split(';')) {
-    const i = part.indexOf('=');
-    if (i > 0) out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
-  }
-  return out;
-}
-
-function sendJson(res, status, body, headers = {}) {
-  const data = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': data.length,
-    ...headers,
-  });
-  res.end(data);
-}
 
 // Gzipped when the client accepts it and the body is worth it (as compression
 // middleware does).
@@ -90,21 +38,6 @@ function sendMaybeGzip(req, res, body) {
   headers['content-length'] = data.length;
   res.writeHead(200, headers);
   res.end(data);
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const parts = [];
-    req.on('data', (d) => parts.push(d));
-    req.on('end', () => resolve(Buffer.concat(parts)));
-    req.on('error', reject);
-  });
-}
-
-function rows() {
-  const out = [];
-  for (let i = 0; i < 40; i++) out.push({ id: i, name: `item-${i}`, price: i * 3 });
-  return out;
 }
 
 async function handle(req, res) {

@@ -29,74 +29,15 @@ const fs = require('fs');
 const http2 = require('http2');
 const zlib = require('zlib');
 
+const {
+  deterministicBytes, arg, escapeHtml, bearerOf, cookies, sendJson, readBody, rows,
+} = require('./leaky_common');
+
 const STREAM_FILLER_BYTES = 70000;
 const STREAM_WRITE_BYTES = 8192;
 const LARGE_BODY_BYTES = 1 << 20;
 
-function deterministicBytes(n) {
-  const out = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) out[i] = i % 251;
-  return out;
-}
-
 const LARGE_BODY = deterministicBytes(LARGE_BODY_BYTES);
-
-function arg(name) {
-  const i = process.argv.indexOf(name);
-  if (i < 0 || i + 1 >= process.argv.length) {
-    console.error(`usage: leaky_node_h2.js --port N --cert FILE --key FILE (missing ${name})`);
-    process.exit(2);
-  }
-  return process.argv[i + 1];
-}
-
-function escapeHtml(s) {
-  return s.replace(/[&<>"']/g, (c) => ({
-    '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#x27;',
-  })[c]);
-}
-
-function bearerOf(authorization) {
-  if (authorization && authorization.toLowerCase().startsWith('bearer ')) {
-    return authorization.slice(7).trim();
-  }
-  return '';
-}
-
-function cookies(req) {
-  // HTTP/2 may split the cookie header into several fields (node joins them with '; ').
-  const out = {};
-  for (const part of (req.headers.cookie || '').split(';')) {
-    const i = part.indexOf('=');
-    if (i > 0) out[part.slice(0, i).trim()] = part.slice(i + 1).trim();
-  }
-  return out;
-}
-
-function sendJson(res, status, body, headers = {}) {
-  const data = Buffer.from(JSON.stringify(body));
-  res.writeHead(status, {
-    'content-type': 'application/json',
-    'content-length': data.length,
-    ...headers,
-  });
-  res.end(data);
-}
-
-function readBody(req) {
-  return new Promise((resolve, reject) => {
-    const parts = [];
-    req.on('data', (d) => parts.push(d));
-    req.on('end', () => resolve(Buffer.concat(parts)));
-    req.on('error', reject);
-  });
-}
-
-function rows() {
-  const out = [];
-  for (let i = 0; i < 40; i++) out.push({ id: i, name: `item-${i}`, price: i * 3 });
-  return out;
-}
 
 async function handle(req, res) {
   const url = new URL(req.url, 'https://localhost');

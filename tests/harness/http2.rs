@@ -452,6 +452,54 @@ fn find(hay: &[u8], needle: &str) -> Option<usize> {
         .position(|w| w == needle.as_bytes())
 }
 
+/// Endpoints both HTTP/2 apps serve alike.
+fn items_echo(key: &Secret) -> H2Request {
+    H2Request::new("GET", "/v1/items", 401)
+        .header("x-api-key", key.expose())
+        .leaks(RawLeak::Body(key.expose().into()))
+        .finds(
+            ExpectedFinding::new(key, "header", "x-api-key")
+                .kind("api_key")
+                .request("GET", "/v1/items", 401),
+        )
+}
+
+fn remember_cookie(cookie: &str, session: &Secret) -> H2Request {
+    H2Request::new("GET", "/v1/remember", 200)
+        .header("cookie", cookie)
+        .leaks(RawLeak::Header(
+            "set-cookie",
+            format!("remember_token={}", session.expose()),
+        ))
+        .finds(
+            ExpectedFinding::new(session, "cookie", "session")
+                .kind("session_cookie")
+                .request("GET", "/v1/remember", 200)
+                .in_header("set-cookie"),
+        )
+}
+
+fn gzip_export(key: &Secret) -> H2Request {
+    H2Request::new("GET", "/gz/export", 200)
+        .header("x-api-key", key.expose())
+        .header("accept-encoding", "gzip")
+        .leaks(RawLeak::Gzip)
+        .finds(
+            ExpectedFinding::new(key, "header", "x-api-key")
+                .kind("api_key")
+                .request("GET", "/gz/export", 200)
+                .content_encoding("gzip"),
+        )
+}
+
+/// Every credential sent, none echoed.
+fn status_benign(key: &Secret, bearer_h: &str, cookie: &str) -> H2Request {
+    H2Request::new("GET", "/v1/status", 200)
+        .header("x-api-key", key.expose())
+        .header("authorization", bearer_h)
+        .header("cookie", cookie)
+}
+
 fn nginx_requests() -> (Vec<H2Request>, Vec<Secret>) {
     let key = Secret::random("ak_", 30);
     let bearer = Secret::random("tk", 34);
@@ -469,14 +517,7 @@ fn nginx_requests() -> (Vec<H2Request>, Vec<Secret>) {
     let (big, big_len) = H2App::Nginx.large_path();
     let export_len = nginx_h2_export_body(key.expose()).len() as u64;
     let requests = vec![
-        H2Request::new("GET", "/v1/items", 401)
-            .header("x-api-key", key.expose())
-            .leaks(RawLeak::Body(key.expose().into()))
-            .finds(
-                e(&key, "header", "x-api-key")
-                    .kind("api_key")
-                    .request("GET", "/v1/items", 401),
-            ),
+        items_echo(&key),
         H2Request::new("GET", "/v1/debug", 200)
             .header("authorization", &bearer_h)
             .leaks(RawLeak::Header(
@@ -507,18 +548,7 @@ fn nginx_requests() -> (Vec<H2Request>, Vec<Secret>) {
                 .request("GET", "/oauth/authorize", 302)
                 .in_header("location"),
         ),
-        H2Request::new("GET", "/v1/remember", 200)
-            .header("cookie", &cookie)
-            .leaks(RawLeak::Header(
-                "set-cookie",
-                format!("remember_token={}", session.expose()),
-            ))
-            .finds(
-                e(&session, "cookie", "session")
-                    .kind("session_cookie")
-                    .request("GET", "/v1/remember", 200)
-                    .in_header("set-cookie"),
-            ),
+        remember_cookie(&cookie, &session),
         H2Request::new("GET", "/v1/trace", 200)
             .header("x-auth-token", auth_token.expose())
             .leaks(RawLeak::Trailer("x-debug-token", "x-auth-token"))
@@ -535,16 +565,7 @@ fn nginx_requests() -> (Vec<H2Request>, Vec<Secret>) {
                     .kind("client_secret")
                     .request("POST", "/oauth/token", 401),
             ),
-        H2Request::new("GET", "/gz/export", 200)
-            .header("x-api-key", key.expose())
-            .header("accept-encoding", "gzip")
-            .leaks(RawLeak::Gzip)
-            .finds(
-                e(&key, "header", "x-api-key")
-                    .kind("api_key")
-                    .request("GET", "/gz/export", 200)
-                    .content_encoding("gzip"),
-            ),
+        gzip_export(&key),
         H2Request::new("GET", "/v1/export", 200)
             .header("x-api-key", key.expose())
             .leaks(RawLeak::BodyAfter(
@@ -559,10 +580,7 @@ fn nginx_requests() -> (Vec<H2Request>, Vec<Secret>) {
                     .min_offset(65536),
             ),
         // --- benign ---
-        H2Request::new("GET", "/v1/status", 200)
-            .header("x-api-key", key.expose())
-            .header("authorization", &bearer_h)
-            .header("cookie", &cookie),
+        status_benign(&key, &bearer_h, &cookie),
         H2Request::new("GET", big, 200)
             .header("x-api-key", key.expose())
             .response_len(big_len),
@@ -611,14 +629,7 @@ fn node_requests() -> (Vec<H2Request>, Vec<Secret>) {
     let (large, large_len) = H2App::Node.large_path();
     let e = ExpectedFinding::new;
     let requests = vec![
-        H2Request::new("GET", "/v1/items", 401)
-            .header("x-api-key", key.expose())
-            .leaks(RawLeak::Body(key.expose().into()))
-            .finds(
-                e(&key, "header", "x-api-key")
-                    .kind("api_key")
-                    .request("GET", "/v1/items", 401),
-            ),
+        items_echo(&key),
         H2Request::new(
             "GET",
             "/oauth/authorize?response_type=token&client_id=demo&state=s1",
@@ -663,18 +674,7 @@ fn node_requests() -> (Vec<H2Request>, Vec<Secret>) {
                     .request("GET", "/v1/session", 200)
                     .in_header("x-debug-token"),
             ),
-        H2Request::new("GET", "/v1/remember", 200)
-            .header("cookie", &cookie)
-            .leaks(RawLeak::Header(
-                "set-cookie",
-                format!("remember_token={}", session.expose()),
-            ))
-            .finds(
-                e(&session, "cookie", "session")
-                    .kind("session_cookie")
-                    .request("GET", "/v1/remember", 200)
-                    .in_header("set-cookie"),
-            ),
+        remember_cookie(&cookie, &session),
         H2Request::new("GET", "/v1/trace", 200)
             .header("authorization", &bearer_h)
             .leaks(RawLeak::Trailer("x-debug-authorization", "authorization"))
@@ -694,16 +694,7 @@ fn node_requests() -> (Vec<H2Request>, Vec<Secret>) {
                     .request("GET", "/v1/stream", 200)
                     .min_offset(65536),
             ),
-        H2Request::new("GET", "/gz/export", 200)
-            .header("x-api-key", key.expose())
-            .header("accept-encoding", "gzip")
-            .leaks(RawLeak::Gzip)
-            .finds(
-                e(&key, "header", "x-api-key")
-                    .kind("api_key")
-                    .request("GET", "/gz/export", 200)
-                    .content_encoding("gzip"),
-            ),
+        gzip_export(&key),
         H2Request::new("GET", "/v1/links", 200)
             .header("x-api-key", pct_key.expose())
             .leaks(RawLeak::Body(
@@ -745,10 +736,7 @@ fn node_requests() -> (Vec<H2Request>, Vec<Secret>) {
             ),
         // --- benign ---
         H2Request::new("GET", "/v1/masked", 200).header("x-api-key", masked_key.expose()),
-        H2Request::new("GET", "/v1/status", 200)
-            .header("x-api-key", key.expose())
-            .header("authorization", &bearer_h)
-            .header("cookie", &cookie),
+        status_benign(&key, &bearer_h, &cookie),
         H2Request::new("GET", large, 200)
             .header("x-api-key", key.expose())
             .response_len(large_len),
