@@ -4,8 +4,9 @@
 //! either internal to an HTTP/2 stack (`h2`) or decode Huffman strings by
 //! building hash maps per string and walking them bit by bit (`hpack`,
 //! `loona-hpack`), which took ~120 µs per request on live curl/nginx traffic.
-//! Huffman strings here go through a 256-entry table for codes of up to 8
-//! bits (the common characters) and canonical decoding for longer ones.
+//! Huffman strings here go through an 11-bit table that gives the one or
+//! two symbols it holds whole (the common characters), and canonical
+//! decoding for longer codes and a string's last bits.
 
 use std::collections::VecDeque;
 use std::sync::OnceLock;
@@ -124,9 +125,6 @@ struct Huffman {
     /// fit), packed: first symbol, second, bits used << 16, count << 24
     /// (0: the first code is longer).
     pairs: Box<[u32]>,
-    /// By the next 8 bits: (symbol, code length) for codes of ≤ 8 bits, or
-    /// length 0 when the code is longer.
-    fast: [(u8, u8); 256],
     /// Per length: the first code, how many codes, where its symbols start in `sorted`.
     first: [u32; MAX_CODE_LEN + 1],
     count: [u32; MAX_CODE_LEN + 1],
@@ -159,7 +157,6 @@ fn huffman() -> &'static Huffman {
         let codes = huffman_codes();
         let mut h = Huffman {
             pairs: Box::new([]),
-            fast: [(0, 0); 256],
             first: [0; MAX_CODE_LEN + 1],
             count: [0; MAX_CODE_LEN + 1],
             start: [0; MAX_CODE_LEN + 1],
@@ -176,12 +173,6 @@ fn huffman() -> &'static Huffman {
             }
             h.count[len] += 1;
             h.sorted[k] = s;
-            if len <= 8 {
-                let base = (code << (8 - len)) as usize;
-                for e in &mut h.fast[base..base + (1 << (8 - len))] {
-                    *e = (s as u8, len as u8);
-                }
-            }
         }
         h.pairs = (0..1u32 << PAIR_BITS)
             .map(|bits| {
@@ -244,23 +235,9 @@ pub(crate) fn huffman_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), HpackE
                 continue;
             }
         }
-        let (sym, len) = h.fast[(acc >> 56) as usize];
-        if len != 0 && u32::from(len) <= nbits {
-            out.push(sym);
-            acc <<= len;
-            nbits -= u32::from(len);
-            continue;
-        }
-        let mut found = None;
-        for len in 5..=MAX_CODE_LEN.min(nbits as usize) {
-            let code = (acc >> (64 - len)) as u32;
-            let i = code.wrapping_sub(h.first[len]);
-            if i < h.count[len] {
-                found = Some((h.sorted[(h.start[len] + i) as usize], len as u32));
-                break;
-            }
-        }
-        match found {
+        // A code longer than the table's bits, or the string's last bits.
+        let n = nbits.min(MAX_CODE_LEN as u32);
+        match h.prefix((acc >> (64 - n)) as u32, n) {
             Some((EOS, _)) => return Err(HpackError::BadHuffman),
             Some((sym, len)) => {
                 out.push(sym as u8);
