@@ -94,16 +94,10 @@ pub fn measure() -> Vec<String> {
 /// The same exchanges over one HTTP/2 connection: a stream each, headers
 /// HPACK-encoded as a client and a server would (repeated fields indexed).
 fn measure_http2(n: u64, m: u64) -> Vec<String> {
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-        f.extend([kind, flags]);
-        f.extend(stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    }
-    const HEADERS: u8 = 1;
-    const END_STREAM: u8 = 1;
-    const END_HEADERS: u8 = 4;
+    use super::h2::frame::{
+        encode as frame, DATA, FLAG_END_HEADERS as END_HEADERS, FLAG_END_STREAM as END_STREAM,
+        HEADERS, PREFACE, SETTINGS,
+    };
     let mut lines = Vec::new();
     let mut enc_client = crate::http::h2::hpack::Encoder::new();
     let mut enc_server = crate::http::h2::hpack::Encoder::new();
@@ -129,14 +123,14 @@ fn measure_http2(n: u64, m: u64) -> Vec<String> {
         ]);
         frame(HEADERS, END_HEADERS, stream, &block)
     };
-    let preface = Bytes::from_static(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
-    let settings = Bytes::from(frame(4, 0, 0, &[]));
+    let preface = Bytes::from_static(PREFACE);
+    let settings = Bytes::from(frame(SETTINGS, 0, 0, &[]));
 
     let mut feeds = Vec::with_capacity(n as usize);
     for i in 0..n {
         let stream = 1 + 2 * i as u32;
         let mut resp = response_head(&mut enc_server, stream, 200);
-        resp.extend(frame(0, END_STREAM, stream, &[b'x'; 200]));
+        resp.extend(frame(DATA, END_STREAM, stream, &[b'x'; 200]));
         feeds.push((request(&mut enc_client, stream), Bytes::from(resp)));
     }
     let bytes: usize = feeds.iter().map(|(q, r)| q.len() + r.len()).sum();
@@ -176,7 +170,7 @@ fn measure_http2(n: u64, m: u64) -> Vec<String> {
         let frames: Vec<Bytes> = (0..BODY / FRAME)
             .map(|k| {
                 let end = if k + 1 == BODY / FRAME { END_STREAM } else { 0 };
-                Bytes::from(frame(0, end, stream, &payload))
+                Bytes::from(frame(DATA, end, stream, &payload))
             })
             .collect();
         streams.push((request(&mut enc_client, stream), head, frames));

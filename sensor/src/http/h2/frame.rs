@@ -53,6 +53,16 @@ impl FrameHead {
     }
 }
 
+/// One frame's bytes (the inverse of [`FrameHead::parse`] and its payload):
+/// for tests and the throughput baseline, not used on captured traffic.
+pub(crate) fn encode(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend([kind, flags]);
+    f.extend(stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
 /// Whether `p` (at least a frame header long) starts with the SETTINGS frame
 /// a server opens its side of a connection with (RFC 9113 §3.4): stream 0,
 /// no flags, whole settings.  Servers (nginx, node) may write it before they

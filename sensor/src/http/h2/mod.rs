@@ -24,7 +24,7 @@
 //! all open streams together at most [`RESPONSE_BODY_BUDGET_FACTOR`] ×
 //! `max_body_bytes`.
 
-mod frame;
+pub(crate) mod frame;
 pub mod hpack;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -11,15 +11,7 @@ use crate::http::tests::{run_with, Ev, Run};
 use crate::http::ParseErrorReason as E;
 
 /// One frame's bytes.
-pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = payload.len() as u32;
-    let mut f = len.to_be_bytes()[1..].to_vec();
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
+pub(crate) use super::frame::encode as frame;
 
 pub(crate) fn settings(pairs: &[(u16, u32)]) -> Vec<u8> {
     let mut p = Vec::new();
