@@ -57,17 +57,7 @@ impl WrkLoad {
             c.env("LD_LIBRARY_PATH", dir);
         }
         let what = crate::util::display(&c);
-        let dir = tempfile::tempdir()?;
-        let out_path = dir.path().join("out");
-        let out = std::fs::File::create(&out_path)?;
-        let err = std::fs::File::create(dir.path().join("err"))?;
-        // wrk stops itself after -d; the limit only catches a hung run.
-        let m = super::proc::run_measured(&mut c, out, err, Duration::from_secs(secs + 60))?;
-        let text = std::fs::read_to_string(&out_path)?;
-        let errtext = std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
-        if m.status != 0 {
-            bail!("{what} failed (exit {}): {text}{errtext}", m.status);
-        }
+        let (text, errtext) = run_load(&mut c, secs)?;
         let r = parse(&text).with_context(|| format!("reading the output of {what}:\n{text}"))?;
         if r.requests == 0 {
             bail!("{what} completed no request:\n{text}{errtext}");
@@ -80,6 +70,23 @@ impl WrkLoad {
         }
         Ok(r)
     }
+}
+
+/// Runs a load generator that stops itself after `secs` (the limit only
+/// catches a hung run): its stdout and stderr, or why it failed.
+fn run_load(c: &mut Command, secs: u64) -> anyhow::Result<(String, String)> {
+    let what = crate::util::display(c);
+    let dir = tempfile::tempdir()?;
+    let out_path = dir.path().join("out");
+    let out = std::fs::File::create(&out_path)?;
+    let err = std::fs::File::create(dir.path().join("err"))?;
+    let m = super::proc::run_measured(c, out, err, Duration::from_secs(secs + 60))?;
+    let text = std::fs::read_to_string(&out_path)?;
+    let errtext = std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
+    if m.status != 0 {
+        bail!("{what} failed (exit {}): {text}{errtext}", m.status);
+    }
+    Ok((text, errtext))
 }
 
 impl WrkLoad {
@@ -97,14 +104,7 @@ impl WrkLoad {
             c.env("LD_LIBRARY_PATH", dir);
         }
         let what = crate::util::display(&c);
-        let out_path = dir.path().join("out");
-        let out = std::fs::File::create(&out_path)?;
-        let err = std::fs::File::create(dir.path().join("err"))?;
-        let m = super::proc::run_measured(&mut c, out, err, Duration::from_secs(secs + 60))?;
-        let text = std::fs::read_to_string(&out_path)?;
-        if m.status != 0 {
-            bail!("{what} failed (exit {}): {text}", m.status);
-        }
+        let (text, _) = run_load(&mut c, secs)?;
         let log =
             std::fs::read_to_string(&log).with_context(|| format!("{what}: no --log-file"))?;
         let r = parse_h2load(&text, &log)
