@@ -865,8 +865,8 @@ impl ConnectionParser {
     ) {
         let empty = decoder == Decoder::Length(0);
         // A request keeps a prefix of its body by design (see `read_body`).
-        let prefix_only = matches!(kind, InKind::Request { .. })
-            && self.limits.max_request_body_kept < self.limits.max_body_bytes;
+        let prefix_only =
+            matches!(kind, InKind::Request { .. }) && self.limits.request_body_is_prefix();
         let side = &mut self.sides[idx(dir)];
         side.msg = Some(InMsg {
             decoder,

@@ -42,6 +42,12 @@ impl HttpLimits {
         self.max_request_body_kept.min(self.max_body_bytes)
     }
 
+    /// Request bodies keep a prefix by design (below the body cap): bytes
+    /// past it are seen and counted, and do not make the body truncated.
+    pub fn request_body_is_prefix(&self) -> bool {
+        self.max_request_body_kept < self.max_body_bytes
+    }
+
     /// Most memory one `ConnectionParser` can hold under these limits, whatever
     /// it is fed (as `ConnectionParser::buffered_bytes` counts it: capacities and
     /// what kept chunks pin).  HTTP/1.x: a head in progress per direction, every

@@ -414,7 +414,6 @@ impl H2Connection {
         if self.streams.len() >= self.limits.max_pending_requests {
             return out.errors.push(ParseErrorReason::TooManyPending);
         }
-        let prefix_only = self.limits.max_request_body_kept < self.limits.max_body_bytes;
         let s = Stream {
             request_held: headers_held(&headers),
             request: Request {
@@ -424,7 +423,7 @@ impl H2Connection {
                 headers,
                 body: Default::default(),
             },
-            request_body: Some(BodyAcc::new(false, prefix_only)),
+            request_body: Some(BodyAcc::new(false, self.limits.request_body_is_prefix())),
             response: None,
             timing: Timing {
                 request_start_ns: ts_ns,
