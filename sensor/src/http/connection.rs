@@ -189,19 +189,7 @@ fn h2_sniff(p: &[u8]) -> H2Sniff {
             H2Sniff::No
         };
     }
-    // Length (< 64 KiB), type SETTINGS, no flags, stream 0.
-    let want: [Option<u8>; 9] = [
-        Some(0),
-        None,
-        None,
-        Some(4),
-        Some(0),
-        Some(0),
-        Some(0),
-        Some(0),
-        Some(0),
-    ];
-    if p.iter().zip(want).all(|(b, w)| w.is_none_or(|w| *b == w)) {
+    if h2::may_start_server_preface(p) {
         H2Sniff::NeedMore
     } else {
         H2Sniff::No
@@ -314,11 +302,7 @@ impl ConnectionParser {
         }
         if let Some(h2) = self.h2.as_mut() {
             h2.feed(dir, data, ts_ns, out, body_wanted);
-            if h2.is_failed() {
-                self.ignored = true;
-                self.drop_state();
-            }
-            return;
+            return self.drop_failed_h2();
         }
         if let Some((early_dir, held)) = self.h2_early.as_mut() {
             if *early_dir == dir {
@@ -352,11 +336,7 @@ impl ConnectionParser {
         }
         if let Some(h2) = self.h2.as_mut() {
             h2.gap(dir, lost, out);
-            if h2.is_failed() {
-                self.ignored = true;
-                self.drop_state();
-            }
-            return;
+            return self.drop_failed_h2();
         }
         if self.h2_early.as_ref().is_some_and(|(d, _)| *d == dir) {
             return self.fail(ParseErrorReason::GapInHead, out);
@@ -687,10 +667,16 @@ impl ConnectionParser {
         *pos = data.len();
         self.drop_state();
         self.role = Some(role);
-        if h2.is_failed() {
+        self.h2 = Some(Box::new(h2));
+        self.drop_failed_h2();
+    }
+
+    /// An HTTP/2 connection that could not be followed (its error already
+    /// counted) is ignored from then on, its state dropped.
+    fn drop_failed_h2(&mut self) {
+        if self.h2.as_ref().is_some_and(|h| h.is_failed()) {
             self.ignored = true;
-        } else {
-            self.h2 = Some(Box::new(h2));
+            self.drop_state();
         }
     }
 

@@ -80,6 +80,17 @@ pub(crate) fn is_server_preface(p: &[u8]) -> bool {
         && head[5] & 0x80 == 0
 }
 
+/// Whether `p`, shorter than a frame header, can still start the server's
+/// opening SETTINGS ([`is_server_preface`]): the bytes it has are the fixed
+/// ones (a length under 64 KiB, type SETTINGS, no flags, stream 0).
+pub(crate) fn may_start_server_preface(p: &[u8]) -> bool {
+    p.iter().enumerate().all(|(i, &b)| match i {
+        1 | 2 => true,
+        3 => b == SETTINGS,
+        _ => b == 0,
+    })
+}
+
 /// Whether `p` starts with what is most likely an HTTP/2 frame header: a
 /// known type, a payload under 64 KiB, the reserved bit clear, and stream 0
 /// exactly for the connection-level types.  Used to tell a connection that

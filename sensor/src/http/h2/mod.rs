@@ -39,7 +39,9 @@ use super::types::{Exchange, Headers, HeadersBuilder, Request, Response, Role, T
 use crate::capture::event::Direction;
 
 pub use frame::MAX_SETTINGS_BYTES;
-pub(crate) use frame::{is_frame_head, is_server_preface, FRAME_HEAD_LEN};
+pub(crate) use frame::{
+    is_frame_head, is_server_preface, may_start_server_preface, FRAME_HEAD_LEN,
+};
 use frame::{Event, FrameReader};
 
 /// Largest HPACK dynamic table followed per direction (RFC 7541 §4.2: the
