@@ -593,11 +593,19 @@ impl ConnectionParser {
                 return;
             }
         }
-        if !self.sides[i].start_line_ok && !self.check_start_line(dir, data, *pos, out) {
+        let side = &self.sides[i];
+        let head_end = head::find_head_end(&side.head_buf, &data[*pos..]);
+        // The start line is judged on its own (with a second parse) only
+        // while its head is incomplete, to turn garbage away before buffering
+        // it.  A head whole in this feed is judged by its parse; the start
+        // line is looked at again only if that fails (see below).
+        let judged_by_parse = !side.start_line_ok && side.head_buf.is_empty() && head_end.is_some();
+        if !side.start_line_ok && !judged_by_parse && !self.check_start_line(dir, data, *pos, out) {
             return;
         }
+        let kind_before = self.kind_of(dir).or(self.sides[i].resync_kind);
         let side = &mut self.sides[i];
-        match head::find_head_end(&side.head_buf, &data[*pos..]) {
+        match head_end {
             Some(end) => {
                 side.start_line_ok = false;
                 if side.head_buf.len() + end > max_head {
@@ -613,8 +621,23 @@ impl ConnectionParser {
                     BytesMut::from(&data[*pos..*pos + end])
                 };
                 let held = head.capacity() + CHUNK_OVERHEAD;
+                let start = *pos;
                 *pos += end;
-                self.on_head(dir, head, held, ts_ns, out, body_wanted);
+                if let Err(reason) = self.on_head(dir, head, held, ts_ns, out, body_wanted) {
+                    // As if the start line had been judged first: its error,
+                    // with the head's bytes not consumed.
+                    if let (true, Some(kind)) = (judged_by_parse, kind_before) {
+                        let head = &data[start..start + end];
+                        let line =
+                            &head[..memchr::memchr(b'\n', head).map_or(head.len(), |n| n + 1)];
+                        if !head::start_line_valid(line, kind == Kind::Request) {
+                            *pos = start;
+                            let reason = self.start_line_error(kind);
+                            return self.head_error(dir, reason, false, out);
+                        }
+                    }
+                    self.head_error(dir, reason, true, out);
+                }
             }
             None => {
                 let rest = data.len() - *pos;
@@ -708,15 +731,20 @@ impl ConnectionParser {
             side.start_line_ok = true;
             return true;
         }
-        let reason = if self.next_id == 0 && !self.any_response {
+        let reason = self.start_line_error(kind);
+        self.head_error(dir, reason, false, out);
+        false
+    }
+
+    /// What an invalid start line of a `kind` message is counted as.
+    fn start_line_error(&self, kind: Kind) -> ParseErrorReason {
+        if self.next_id == 0 && !self.any_response {
             ParseErrorReason::NotHttp
         } else if kind == Kind::Request {
             ParseErrorReason::InvalidRequest
         } else {
             ParseErrorReason::InvalidResponse
-        };
-        self.head_error(dir, reason, false, out);
-        false
+        }
     }
 
     fn on_head(
@@ -727,14 +755,14 @@ impl ConnectionParser {
         ts_ns: u64,
         out: &mut ParserOutput,
         body_wanted: BodyWanted<'_>,
-    ) {
+    ) -> Result<(), ParseErrorReason> {
         let kind = match self.kind_of(dir).or(self.sides[idx(dir)].resync_kind) {
             Some(k) => k,
             None => match self.check_kind(dir, &head[..head.len().min(SNIFF_LEN)]) {
                 Ok(true) => self.kind_of(dir).unwrap_or(Kind::Request),
                 Ok(false) | Err(_) => {
                     self.fail(ParseErrorReason::NotHttp, out);
-                    return;
+                    return Ok(());
                 }
             },
         };
@@ -742,13 +770,11 @@ impl ConnectionParser {
         let start_ns = self.sides[i].head_start_ns;
         match kind {
             Kind::Request => {
-                let (request, framing) = match head::parse_request(head, self.limits.max_headers) {
-                    Ok(r) => r,
-                    Err(reason) => return self.head_error(dir, reason, true, out),
-                };
+                let (request, framing) = head::parse_request(head, self.limits.max_headers)?;
                 self.head_parsed(dir, Kind::Request);
                 if self.pending.len() >= self.limits.max_pending_requests {
-                    return self.fail(ParseErrorReason::TooManyPending, out);
+                    self.fail(ParseErrorReason::TooManyPending, out);
+                    return Ok(());
                 }
                 let id = self.next_id;
                 self.next_id += 1;
@@ -772,37 +798,33 @@ impl ConnectionParser {
                 );
             }
             Kind::Response => {
-                if self.resp_resynced {
-                    // Responses to requests before the newest were in the hole (the
-                    // usual, non-pipelined case): drop those requests.
-                    self.resp_resynced = false;
-                    let waiting = self.pending.iter().filter(|p| p.response.is_none()).count();
-                    let mut drop = waiting.saturating_sub(1);
-                    self.pending.retain(|p| {
-                        if drop > 0 && p.response.is_none() {
-                            drop -= 1;
-                            false
-                        } else {
-                            true
-                        }
-                    });
-                }
-                let answers = self.pending.iter().find(|p| p.response.is_none());
+                // After a hole, the answer is to the newest request waiting:
+                // the responses to those before it were in the hole (the
+                // usual, non-pipelined case), and they are dropped below.
+                let mut waiting = self.pending.iter().filter(|p| p.response.is_none());
+                let answers = if self.resp_resynced {
+                    waiting.last()
+                } else {
+                    waiting.next()
+                };
                 let method = answers.map(|p| p.request.method.as_str());
                 let answers_id = answers.map(|p| p.id);
                 let connect = method == Some("CONNECT");
                 let (response, framing) =
-                    match head::parse_response(head, self.limits.max_headers, method) {
-                        Ok(r) => r,
-                        Err(reason) => return self.head_error(dir, reason, true, out),
-                    };
+                    head::parse_response(head, self.limits.max_headers, method)?;
+                if self.resp_resynced {
+                    self.resp_resynced = false;
+                    self.pending
+                        .retain(|p| p.response.is_some() || Some(p.id) == answers_id);
+                }
                 self.head_parsed(dir, Kind::Response);
                 if response.status == 101 {
-                    return self.fail(ParseErrorReason::Upgrade, out);
+                    self.fail(ParseErrorReason::Upgrade, out);
+                    return Ok(());
                 }
                 if (100..200).contains(&response.status) {
                     // Interim (100 Continue, 103 Early Hints...): not the answer.
-                    return;
+                    return Ok(());
                 }
                 let tunnel = connect && (200..300).contains(&response.status);
                 if answers_id.is_none() {
@@ -824,6 +846,7 @@ impl ConnectionParser {
                 self.start_body(dir, framing.decoder, !keep_body, start_ns, kind, ts_ns, out);
             }
         }
+        Ok(())
     }
 
     fn head_parsed(&mut self, dir: Direction, kind: Kind) {

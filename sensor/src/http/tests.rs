@@ -268,6 +268,31 @@ fn behaviour_table() {
         ("server-first protocol (SMTP banner)", vec![w("220 mail.example ESMTP ready\r\n"), r("EHLO x\r\n")], vec![], vec![E::NotHttp]),
         ("bad request line later on", vec![r(GET), w(OK5), r("GET /x HTTP/9.9\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
         ("binary in a head", vec![r("GET / HTTP/1.1\r\nX: \x01\r\n\r\n")], vec![], vec![E::InvalidRequest]),
+        // A whole head in one feed is judged by its parse; a bad start line
+        // still earns what it earns when judged on its own (above).
+        ("bad request line later on, whole head in one feed", vec![r(GET), w(OK5), r("GET /x HTTP/9.9\r\nHost: a\r\n\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
+        ("token-space garbage, whole head in one feed", vec![r("FOO bar baz\r\nX: y\r\n\r\n")], vec![], vec![E::NotHttp]),
+        ("bad status line later on, whole head in one feed", vec![r(GET), w(OK5), r(GET), w("HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidResponse]),
+        (
+            "resync candidate with a bad start line, whole head in one feed: scanning goes on after it",
+            vec![Ev::Gap(Read, 0), r("GET /a HTTX\r\n\r\nGET /2 HTTP/1.1\r\n\r\n"), w(OK5)],
+            vec![s("GET", "/2", b"", 200, b"hello")],
+            vec![E::GapInHead],
+        ),
+        (
+            "response candidate with a bad status line after a hole: the next one answers the newest request",
+            vec![r("GET /1 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nConte"), Ev::Gap(Write, 50),
+                 w("HTTP/1.1 2000 OK\r\n\r\n"), r("GET /2 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")],
+            vec![s("GET", "/2", b"", 200, b"2")],
+            vec![E::GapInHead],
+        ),
+        (
+            "response head after a hole that does not parse: the next one still answers the newest request",
+            vec![r("GET /1 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nConte"), Ev::Gap(Write, 50),
+                 w("HTTP/1.1 200 OK\r\nX: \x01\r\n\r\n"), r("GET /2 HTTP/1.1\r\n\r\n"), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")],
+            vec![s("GET", "/2", b"", 200, b"2")],
+            vec![E::GapInHead],
+        ),
         // HTTP/2 is followed (h2::tests); here only its start and its failures.
         ("http2 preface", vec![w("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), r("\0\0\0\x04")], vec![], vec![]),
         ("http2 preface split, then a stray CONTINUATION", vec![w("PRI * H"), w("TTP/2.0\r\n\r\nSM\r\n\r\n"), w("\0\0\x01\x09\x04\0\0\0\x01x")], vec![], vec![E::Http2]),
