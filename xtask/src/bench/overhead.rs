@@ -203,6 +203,15 @@ pub fn figures(ctx: &Ctx, name: &str, cells: &[Cell], is_nginx_1k: bool) -> Vec<
             f = f.target("≥ 0.95");
         }
         out.push(f);
+        // What the sensor adds at p99 above the probes' own traps: the p99
+        // target is against no sensor, and the floor alone can exceed it.
+        out.push(Figure::new(
+            format!("{name}, full capture vs count-only floor: p99 latency"),
+            "x",
+            per_run(ctx, cells, Variant::Full, Variant::CountOnly, |c, floor| {
+                ratio(c.wrk.p99_us, floor.wrk.p99_us)
+            }),
+        ));
     }
     out
 }
