@@ -158,8 +158,20 @@ impl HeadersBuilder {
 
     /// Adds a header; its name is lower-cased.
     pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.push_name_bytes(name.as_bytes(), value);
+    }
+
+    /// [`Self::push`] of a name known to be ASCII (what [`Headers`] needs of
+    /// a name: UTF-8), without validating it as UTF-8 again.
+    pub(crate) fn push_ascii(&mut self, name: &[u8], value: &[u8]) {
+        assert!(name.is_ascii(), "header name not ASCII");
+        self.push_name_bytes(name, value);
+    }
+
+    /// `name` must be UTF-8.
+    fn push_name_bytes(&mut self, name: &[u8], value: &[u8]) {
         let name_at = self.buf.len() as u32;
-        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(name);
         lower_case_ascii(&mut self.buf[name_at as usize..]);
         self.buf.extend_from_slice(b": ");
         let value_at = self.buf.len() as u32;

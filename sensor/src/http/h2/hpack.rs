@@ -11,6 +11,8 @@
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
+use super::huffman_cache;
+
 /// Why a header block does not decode (the connection is then not followed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HpackError {
@@ -346,13 +348,15 @@ impl Decoder {
                 } else {
                     (4, false)
                 };
+                // Not a never-indexed literal (see huffman_cache).
+                let cached = b & 0xf0 != 0x10;
                 let name_index = integer(block, &mut at, prefix)?;
                 let name = if name_index == 0 {
-                    Some(self.string(block, &mut at)?)
+                    Some(self.string(block, &mut at, cached)?)
                 } else {
                     None
                 };
-                let value = self.string(block, &mut at)?;
+                let value = self.string(block, &mut at, cached)?;
                 let value_bytes: &[u8] = match value {
                     Str::Block(a, e) => &block[a..e],
                     Str::Scratch(a, e) => &self.scratch[a..e],
@@ -398,7 +402,9 @@ impl Decoder {
 
     /// A string literal (§5.2): raw bytes stay in the block, Huffman ones
     /// are decoded onto `scratch`.
-    fn string(&mut self, block: &[u8], at: &mut usize) -> Result<Str, HpackError> {
+    /// `cached`: a Huffman string is looked up in (and offered to) the
+    /// thread's cache of recent decodings.
+    fn string(&mut self, block: &[u8], at: &mut usize, cached: bool) -> Result<Str, HpackError> {
         let huffman_coded = block.get(*at).ok_or(HpackError::Truncated)? & 0x80 != 0;
         let len = integer(block, at, 7)?;
         let end = at.checked_add(len).filter(|&e| e <= block.len());
@@ -411,7 +417,11 @@ impl Decoder {
         let start = self.scratch.len();
         // Codes are at least 5 bits: at most 8/5 bytes out per byte in.
         self.scratch.reserve(raw.len() * 8 / 5 + 1);
-        huffman_decode(&block[raw], &mut self.scratch)?;
+        if cached {
+            huffman_cache::decode(&block[raw], &mut self.scratch)?;
+        } else {
+            huffman_decode(&block[raw], &mut self.scratch)?;
+        }
         Ok(Str::Scratch(start, self.scratch.len()))
     }
 
@@ -606,6 +616,33 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Huffman literals are decoded through the thread's cache, except
+    /// never-indexed ones: what the encoder marked sensitive stays out of it.
+    #[test]
+    fn never_indexed_literals_stay_out_of_the_huffman_cache() {
+        let literal = |flags: u8, name: &[u8], value: &[u8]| {
+            let mut block = vec![flags];
+            put_string(&mut block, name);
+            let mut coded = Vec::new();
+            huffman_encode(value, &mut coded);
+            put_integer(&mut block, 0x80, 7, coded.len());
+            block.extend_from_slice(&coded);
+            (block, coded)
+        };
+        for (flags, cached) in [(0x00, true), (0x40, true), (0x10, false)] {
+            let value = format!("value-of-a-literal-{flags:#x}");
+            let (block, coded) = literal(flags, b"x-field", value.as_bytes());
+            for _ in 0..2 {
+                let mut got = Vec::new();
+                Decoder::new(4096)
+                    .decode(&block, |n, v| got.push((n.to_vec(), v.to_vec())))
+                    .unwrap();
+                assert_eq!(got, vec![(b"x-field".to_vec(), value.clone().into_bytes())]);
+            }
+            assert_eq!(huffman_cache::holds(&coded), cached, "flags {flags:#x}");
+        }
+    }
 
     type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 

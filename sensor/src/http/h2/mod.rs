@@ -26,6 +26,7 @@
 
 pub(crate) mod frame;
 pub mod hpack;
+mod huffman_cache;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -79,6 +80,9 @@ impl Stream {
                 .map_or(0, |(_, acc, head)| acc.held() + head)
     }
 }
+
+/// Bytes a decoded head's buffer starts with (a typical head fits).
+const MIN_HEAD_CAPACITY: usize = 256;
 
 /// Headers of one decoded block.
 #[derive(Default)]
@@ -351,7 +355,9 @@ impl H2Connection {
 
     fn decode(&mut self, dir: Direction, block: &[u8]) -> Result<Block, ParseErrorReason> {
         let mut b = Block {
-            fields: HeadersBuilder::with_capacity(block.len() * 2),
+            // Indexed fields decode to far more than their bytes: room for a
+            // typical head up front, not regrown field by field.
+            fields: HeadersBuilder::with_capacity((block.len() * 2).max(MIN_HEAD_CAPACITY)),
             ..Block::default()
         };
         let max_head = self.limits.max_head_bytes;
@@ -591,12 +597,14 @@ fn take_field(b: &mut Block, name: &[u8], value: &[u8]) {
         b":scheme" | b":protocol" => {}
         _ if name.first() == Some(&b':') => b.malformed = true,
         b"host" if b.has_host => {}
+        // RFC 9113 §8.2.1: names are lower-case tokens (ASCII, checked
+        // without a UTF-8 validation per field); the builder lower-cases anyway.
+        _ if !name.is_empty() && name.is_ascii() => {
+            b.has_host |= name == b"host";
+            b.fields.push_ascii(name, value)
+        }
         _ => match std::str::from_utf8(name) {
-            // RFC 9113 §8.2.1: names are lower case; the builder lower-cases anyway.
-            Ok(n) if !n.is_empty() => {
-                b.has_host |= n == "host";
-                b.fields.push(n, value)
-            }
+            Ok(n) if !n.is_empty() => b.fields.push(n, value),
             _ => b.malformed = true,
         },
     }

@@ -1352,3 +1352,43 @@ fn connect_targets_its_authority() {
         Some(&b"db.internal:5432"[..])
     );
 }
+
+/// Field names: ASCII ones (the usual, taken without a UTF-8 check) are
+/// lower-cased, other UTF-8 is kept as it is, and a name that is not UTF-8
+/// makes its request malformed (not paired).
+#[test]
+fn header_names_ascii_utf8_and_invalid() {
+    let mut c = Conn::new();
+    c.request(
+        1,
+        "GET",
+        "/a",
+        &[("X-Api-Key", b"k1"), ("x-caf\u{e9}", b"v")],
+        None,
+    );
+    let block = c.enc_client.encode(vec![
+        (&b":method"[..], &b"GET"[..]),
+        (b":scheme", b"https"),
+        (b":path", b"/b"),
+        (b"x-\xff", b"v"),
+    ]);
+    c.client.extend(frame(
+        frame::HEADERS,
+        frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+        3,
+        &block,
+    ));
+    c.response(1, 200, &[], b"ok").response(3, 200, &[], b"ok");
+    let run = run_with(
+        limits(),
+        &[Ev::R(c.client.clone()), Ev::W(c.server.clone())],
+    );
+    // Stream 3's response then answers no request.
+    assert_eq!(
+        run.errors,
+        vec![E::InvalidRequest, E::ResponseWithoutRequest]
+    );
+    assert_eq!(summary(&run), vec![s("GET", "/a", b"", 200, b"ok")]);
+    let names: Vec<&str> = run.ex[0].request.headers.iter().map(|h| h.name).collect();
+    assert_eq!(names, ["host", "x-api-key", "x-caf\u{e9}"]);
+}
