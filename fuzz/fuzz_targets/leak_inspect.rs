@@ -20,6 +20,7 @@ fn body(chunks: Vec<Bytes>) -> Body {
         len: chunks.iter().map(|c| c.len() as u64).sum(),
         chunks,
         truncated: false,
+        discarded: false,
     }
 }
 

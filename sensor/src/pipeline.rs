@@ -25,7 +25,7 @@ use crate::finding::Finding;
 use crate::http::limits::HttpLimits;
 use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
 use crate::http::{ConnectionParser, FeedData, ParserOutput};
-use crate::leak::Detector;
+use crate::leak::{Detector, Inspection};
 use crate::outputs::jsonl::JsonLinesWriter;
 use crate::outputs::metrics::Metrics;
 use crate::outputs::pairs::pair_record;
@@ -515,7 +515,15 @@ impl Pipeline {
             Role::Server => self.metrics.hot.pairs_server.inc(),
             Role::Client => self.metrics.hot.pairs_client.inc(),
         }
-        let inspection = self.detector.inspect(pair);
+        // A response body is discarded only when `wants_response_body`
+        // (this pipeline's `body_wanted`) said its request carries no body
+        // and no credential: inspecting would extract them again, to find
+        // none.
+        let inspection = if pair.exchange.response.body.discarded {
+            Inspection::default()
+        } else {
+            self.detector.inspect(pair)
+        };
         for sink in &inspection.masked_echoes {
             self.metrics
                 .masked_echoes

@@ -185,6 +185,7 @@ impl BodyAcc {
     /// The body, its last gather block included.
     pub(crate) fn finish(mut self) -> Body {
         self.flush_tail();
+        self.body.discarded = self.discard;
         self.body
     }
 

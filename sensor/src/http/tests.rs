@@ -944,3 +944,46 @@ fn throughput() {
         println!("{line}");
     }
 }
+
+/// A response body the caller did not want (asked of its complete request)
+/// keeps no byte and says so; one answering a request still incomplete, or
+/// one that was wanted, is kept and does not.  The pipeline skips the leak
+/// stage's second look at a request on `discarded`.
+#[test]
+fn unwanted_response_bodies_are_discarded_and_marked() {
+    let none = &|_: &crate::http::types::Request| false;
+    let feed = |p: &mut ConnectionParser, out: &mut ParserOutput, dir, d: &[u8]| {
+        p.feed_with(dir, FeedData::Borrowed(d), 1, out, none)
+    };
+    let mut p = ConnectionParser::new(HttpLimits::default());
+    let mut out = ParserOutput::default();
+    feed(&mut p, &mut out, Read, b"GET /a HTTP/1.1\r\n\r\n");
+    feed(&mut p, &mut out, Write, OK5.as_bytes());
+    // The request's body is still arriving when its response starts.
+    feed(
+        &mut p,
+        &mut out,
+        Read,
+        b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nx",
+    );
+    feed(&mut p, &mut out, Write, OK5.as_bytes());
+    feed(&mut p, &mut out, Read, b"y");
+    let got: Vec<_> = out
+        .exchanges
+        .iter()
+        .map(|e| {
+            (
+                e.request.target.as_str(),
+                e.response.body.discarded,
+                e.response.body.to_vec(),
+                e.response.body.len,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("/a", true, vec![], 5), ("/b", false, b"hello".to_vec(), 5)]
+    );
+    let run = run(&[r(GET), w(OK5)]);
+    assert!(!run.ex[0].response.body.discarded);
+}

@@ -303,6 +303,9 @@ pub struct Body {
     /// `max_body_bytes`).  A request body cut at `max_request_body_kept` was
     /// seen whole and is not truncated, but it is [`Body::is_partial`].
     pub truncated: bool,
+    /// No byte was kept because the caller said the body was not wanted
+    /// (the `body_wanted` predicate of `ConnectionParser::feed_with`).
+    pub discarded: bool,
 }
 
 impl Body {

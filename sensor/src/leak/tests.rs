@@ -80,6 +80,7 @@ fn pair_full(
                     chunks,
                     len,
                     truncated: false,
+                    discarded: false,
                 },
             },
             timing: Timing::default(),
@@ -403,6 +404,7 @@ fn body_sources_form_json_multipart() {
             len: body.len() as u64,
             chunks: vec![Bytes::from(body.clone().into_bytes())],
             truncated: false,
+            discarded: false,
         };
         let p = pair_full(
             &[("content-type", ct.as_bytes())],
@@ -434,6 +436,7 @@ fn partial_request_bodies_keep_only_whole_form_values() {
         len: body.len() as u64 + 1,
         chunks: vec![Bytes::from(body)],
         truncated: false,
+        discarded: false,
     };
     assert!(req_body.is_partial());
     let p = pair_full(
@@ -451,6 +454,7 @@ fn partial_request_bodies_keep_only_whole_form_values() {
         len: body.len() as u64 + 100,
         chunks: vec![Bytes::from(body)],
         truncated: true,
+        discarded: false,
     };
     let p = pair_full(
         &[("content-type", b"application/x-www-form-urlencoded")],
@@ -471,6 +475,7 @@ fn truncated_request_bodies_do_not_yield_cut_values() {
         len: 10_000,
         chunks: vec![Bytes::from(body)],
         truncated: true,
+        discarded: false,
     };
     let p = pair_full(
         &[("content-type", b"application/x-www-form-urlencoded")],
@@ -485,6 +490,7 @@ fn truncated_request_bodies_do_not_yield_cut_values() {
         len: 10_000,
         chunks: vec![Bytes::from(body)],
         truncated: true,
+        discarded: false,
     };
     let p = pair_full(
         &[("content-type", b"application/json")],
