@@ -747,6 +747,9 @@ impl ConnectionParser {
         }
     }
 
+    /// Takes a complete head.  `Err`: it did not parse (the caller counts
+    /// it, as the start line may earn the error instead); every other
+    /// failure is dealt with here.
     fn on_head(
         &mut self,
         dir: Direction,
