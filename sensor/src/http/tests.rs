@@ -987,3 +987,15 @@ fn unwanted_response_bodies_are_discarded_and_marked() {
     let run = run(&[r(GET), w(OK5)]);
     assert!(!run.ex[0].response.body.discarded);
 }
+
+/// A built head (HTTP/2) counts the allocation it was built in, not only
+/// the bytes written into it: buffers start at a typical head's size.
+#[test]
+fn built_headers_count_their_allocation() {
+    let mut b = super::types::HeadersBuilder::with_capacity(256);
+    b.push("x", b"y");
+    let h = b.finish();
+    // Room for 16 spans comes with the builder, as in every built head.
+    let spans = 16 * std::mem::size_of::<super::types::HeaderSpan>();
+    assert!(h.held() >= 256 + spans, "{}", h.held());
+}

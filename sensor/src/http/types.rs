@@ -40,6 +40,9 @@ pub struct Headers {
     /// The bytes the spans point into (the whole head, names lower-cased).
     buf: Bytes,
     spans: Vec<HeaderSpan>,
+    /// Bytes `buf`'s allocation holds (a built head's buffer may be larger
+    /// than what was written into it).
+    buf_held: usize,
 }
 
 /// Where one header's name and value are in [`Headers::buf`].
@@ -66,7 +69,11 @@ impl Headers {
             let n = &buf[s.name_at as usize..][..s.name_len as usize];
             !n.iter().any(|b| !b.is_ascii() || b.is_ascii_uppercase())
         }));
-        Headers { buf, spans }
+        Headers {
+            buf_held: buf.len(),
+            buf,
+            spans,
+        }
     }
 
     /// Headers written by hand (tests, synthetic pairs); names are lower-cased.
@@ -128,9 +135,9 @@ impl Headers {
         self.spans.len()
     }
 
-    /// Memory these headers hold: their bytes and spans.
+    /// Memory these headers hold: their bytes' allocation and spans.
     pub(crate) fn held(&self) -> usize {
-        self.buf.len() + self.spans.capacity() * std::mem::size_of::<HeaderSpan>()
+        self.buf_held + self.spans.capacity() * std::mem::size_of::<HeaderSpan>()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -202,6 +209,7 @@ impl HeadersBuilder {
 
     pub fn finish(self) -> Headers {
         Headers {
+            buf_held: self.buf.capacity(),
             buf: Bytes::from(self.buf),
             spans: self.spans,
         }
