@@ -603,7 +603,8 @@ impl ConnectionParser {
         if !side.start_line_ok && !judged_by_parse && !self.check_start_line(dir, data, *pos, out) {
             return;
         }
-        let kind_before = self.kind_of(dir).or(self.sides[i].resync_kind);
+        // Whether a start line could be judged now (on_head may learn the kind).
+        let kind_known = self.kind_of(dir).or(self.sides[i].resync_kind).is_some();
         let side = &mut self.sides[i];
         match head_end {
             Some(end) => {
@@ -626,15 +627,14 @@ impl ConnectionParser {
                 if let Err(reason) = self.on_head(dir, head, held, ts_ns, out, body_wanted) {
                     // As if the start line had been judged first: its error,
                     // with the head's bytes not consumed.
-                    if let (true, Some(kind)) = (judged_by_parse, kind_before) {
-                        let head = &data[start..start + end];
-                        let line =
-                            &head[..memchr::memchr(b'\n', head).map_or(head.len(), |n| n + 1)];
-                        if !head::start_line_valid(line, kind == Kind::Request) {
-                            *pos = start;
-                            let reason = self.start_line_error(kind);
-                            return self.head_error(dir, reason, false, out);
-                        }
+                    // (A valid start line leaves `start_line_ok` set, which
+                    // `head_error` clears or makes moot.)
+                    if judged_by_parse
+                        && kind_known
+                        && !self.check_start_line(dir, data, start, out)
+                    {
+                        *pos = start;
+                        return;
                     }
                     self.head_error(dir, reason, true, out);
                 }
@@ -731,20 +731,15 @@ impl ConnectionParser {
             side.start_line_ok = true;
             return true;
         }
-        let reason = self.start_line_error(kind);
-        self.head_error(dir, reason, false, out);
-        false
-    }
-
-    /// What an invalid start line of a `kind` message is counted as.
-    fn start_line_error(&self, kind: Kind) -> ParseErrorReason {
-        if self.next_id == 0 && !self.any_response {
+        let reason = if self.next_id == 0 && !self.any_response {
             ParseErrorReason::NotHttp
         } else if kind == Kind::Request {
             ParseErrorReason::InvalidRequest
         } else {
             ParseErrorReason::InvalidResponse
-        }
+        };
+        self.head_error(dir, reason, false, out);
+        false
     }
 
     /// Takes a complete head.  `Err`: it did not parse (the caller counts
