@@ -168,11 +168,15 @@ impl HeadersBuilder {
         self.push_name_bytes(name.as_bytes(), value);
     }
 
-    /// [`Self::push`] of a name known to be ASCII (what [`Headers`] needs of
-    /// a name: UTF-8), without validating it as UTF-8 again.
-    pub(crate) fn push_ascii(&mut self, name: &[u8], value: &[u8]) {
-        assert!(name.is_ascii(), "header name not ASCII");
+    /// [`Self::push`] of a name off the wire: false, and nothing added, when
+    /// it is not UTF-8 (what [`Headers`] needs of a name).  An ASCII name,
+    /// the usual, is not validated as UTF-8 besides.
+    pub(crate) fn push_bytes(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if !name.is_ascii() && std::str::from_utf8(name).is_err() {
+            return false;
+        }
         self.push_name_bytes(name, value);
+        true
     }
 
     /// `name` must be UTF-8.

@@ -597,16 +597,15 @@ fn take_field(b: &mut Block, name: &[u8], value: &[u8]) {
         b":scheme" | b":protocol" => {}
         _ if name.first() == Some(&b':') => b.malformed = true,
         b"host" if b.has_host => {}
-        // RFC 9113 §8.2.1: names are lower-case tokens (ASCII, checked
-        // without a UTF-8 validation per field); the builder lower-cases anyway.
-        _ if !name.is_empty() && name.is_ascii() => {
-            b.has_host |= name == b"host";
-            b.fields.push_ascii(name, value)
+        b"" => b.malformed = true,
+        // RFC 9113 §8.2.1: names are lower case; the builder lower-cases anyway.
+        _ => {
+            if b.fields.push_bytes(name, value) {
+                b.has_host |= name == b"host";
+            } else {
+                b.malformed = true;
+            }
         }
-        _ => match std::str::from_utf8(name) {
-            Ok(n) if !n.is_empty() => b.fields.push(n, value),
-            _ => b.malformed = true,
-        },
     }
 }
 
