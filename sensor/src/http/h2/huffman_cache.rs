@@ -17,9 +17,9 @@ use std::cell::RefCell;
 use super::hpack::{huffman_decode, HpackError};
 
 /// Entries per thread (a power of two: the slot is the hash's top bits).
-pub(crate) const SLOTS: usize = 64;
+const SLOTS: usize = 64;
 /// Longer strings are decoded every time (long values rarely repeat).
-pub(crate) const MAX_CODED: usize = 64;
+const MAX_CODED: usize = 64;
 
 #[derive(Default)]
 struct Slot {
@@ -121,6 +121,7 @@ mod tests {
         // EOS inside a string: an error each time, and the slot is not filled.
         let bad = [0xff, 0xff, 0xff, 0xff];
         assert!(decode(&bad, &mut Vec::new()).is_err());
+        assert!(!holds(&bad));
         assert!(decode(&bad, &mut Vec::new()).is_err());
     }
 

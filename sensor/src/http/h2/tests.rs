@@ -76,6 +76,23 @@ impl Conn {
         self
     }
 
+    /// A request of exactly `fields` (pseudo-headers included, as given)
+    /// that ends its stream: requests `request` would not write.
+    pub(crate) fn request_of_fields(
+        &mut self,
+        stream: u32,
+        fields: &[(&[u8], &[u8])],
+    ) -> &mut Self {
+        let block = self.enc_client.encode(fields.iter().copied());
+        self.client.extend(frame(
+            frame::HEADERS,
+            frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+            stream,
+            &block,
+        ));
+        self
+    }
+
     pub(crate) fn response(
         &mut self,
         stream: u32,
@@ -1320,24 +1337,15 @@ fn streams_cut_after_their_response_started_are_handed_on() {
 #[test]
 fn connect_targets_its_authority() {
     let mut c = Conn::new();
-    let block = c.enc_client.encode(vec![
-        (&b":method"[..], &b"CONNECT"[..]),
-        (b":authority", b"db.internal:5432"),
-    ]);
-    c.client.extend(frame(
-        frame::HEADERS,
-        frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+    c.request_of_fields(
         1,
-        &block,
-    ));
-    let block = c.enc_client.encode(vec![(&b":method"[..], &b"GET"[..])]);
-    c.client.extend(frame(
-        frame::HEADERS,
-        frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
-        3,
-        &block,
-    ));
-    c.response(1, 200, &[], b"");
+        &[
+            (b":method", b"CONNECT"),
+            (b":authority", b"db.internal:5432"),
+        ],
+    )
+    .request_of_fields(3, &[(b":method", b"GET")])
+    .response(1, 200, &[], b"");
     let run = run_with(
         limits(),
         &[Ev::R(c.client.clone()), Ev::W(c.server.clone())],
@@ -1366,19 +1374,17 @@ fn header_names_ascii_utf8_and_invalid() {
         &[("X-Api-Key", b"k1"), ("x-caf\u{e9}", b"v")],
         None,
     );
-    let block = c.enc_client.encode(vec![
-        (&b":method"[..], &b"GET"[..]),
-        (b":scheme", b"https"),
-        (b":path", b"/b"),
-        (b"x-\xff", b"v"),
-    ]);
-    c.client.extend(frame(
-        frame::HEADERS,
-        frame::FLAG_END_HEADERS | frame::FLAG_END_STREAM,
+    c.request_of_fields(
         3,
-        &block,
-    ));
-    c.response(1, 200, &[], b"ok").response(3, 200, &[], b"ok");
+        &[
+            (b":method", b"GET"),
+            (b":scheme", b"https"),
+            (b":path", b"/b"),
+            (b"x-\xff", b"v"),
+        ],
+    )
+    .response(1, 200, &[], b"ok")
+    .response(3, 200, &[], b"ok");
     let run = run_with(
         limits(),
         &[Ev::R(c.client.clone()), Ev::W(c.server.clone())],
