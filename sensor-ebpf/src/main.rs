@@ -15,7 +15,8 @@
 //! - exported: `SSL_write`/`SSL_read` (3 args) and `SSL_write_ex`/`SSL_read_ex` (4 args);
 //! - internal: `ssl_write_internal`/`ssl_read_internal` `(SSL *s, void *buf, size_t num,
 //!   size_t *out)`, reached from all four exported functions and much cheaper to probe
-//!   (their first instruction is emulated instead of single-stepped).
+//!   (their first instruction is emulated instead of single-stepped); since OpenSSL 3.3
+//!   `ssl_write_internal` takes `uint64_t flags` before `out`.
 //!
 //! Userspace attaches one family per library, never both.
 #![no_std]
@@ -142,15 +143,15 @@ fn take_comm(comm: &mut [u8; 16]) {
 }
 
 #[inline(always)]
-fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, has_out: bool) -> u32 {
+fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, out_arg: Option<usize>) -> u32 {
     count(CTR_CALLS, 1);
     if count_only() {
         return 0;
     }
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
     let buf: u64 = ctx.arg(1).unwrap_or(0);
-    let out_len_ptr: u64 = if has_out { ctx.arg(3).unwrap_or(0) } else { 0 };
-    if ssl == 0 || buf == 0 || (has_out && out_len_ptr == 0) {
+    let out_len_ptr: u64 = out_arg.map_or(0, |n| ctx.arg(n).unwrap_or(0));
+    if ssl == 0 || buf == 0 || (out_arg.is_some() && out_len_ptr == 0) {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -195,32 +196,38 @@ fn on_entry(ctx: &ProbeContext, direction: u8, site: u8, has_out: bool) -> u32 {
 
 #[uprobe]
 pub fn ssl_write_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, DIR_WRITE, SITE_EXPORTED, false)
+    on_entry(&ctx, DIR_WRITE, SITE_EXPORTED, None)
 }
 
 #[uprobe]
 pub fn ssl_read_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, DIR_READ, SITE_EXPORTED, false)
+    on_entry(&ctx, DIR_READ, SITE_EXPORTED, None)
 }
 
 #[uprobe]
 pub fn ssl_write_ex_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, DIR_WRITE, SITE_EXPORTED, true)
+    on_entry(&ctx, DIR_WRITE, SITE_EXPORTED, Some(3))
 }
 
 #[uprobe]
 pub fn ssl_read_ex_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, DIR_READ, SITE_EXPORTED, true)
+    on_entry(&ctx, DIR_READ, SITE_EXPORTED, Some(3))
 }
 
 #[uprobe]
 pub fn ssl_write_internal_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, DIR_WRITE, SITE_INTERNAL, true)
+    on_entry(&ctx, DIR_WRITE, SITE_INTERNAL, Some(3))
+}
+
+/// OpenSSL 3.3 and later: `ssl_write_internal(s, buf, num, flags, written)`.
+#[uprobe]
+pub fn ssl_write_internal_flags_entry(ctx: ProbeContext) -> u32 {
+    on_entry(&ctx, DIR_WRITE, SITE_INTERNAL, Some(4))
 }
 
 #[uprobe]
 pub fn ssl_read_internal_entry(ctx: ProbeContext) -> u32 {
-    on_entry(&ctx, DIR_READ, SITE_INTERNAL, true)
+    on_entry(&ctx, DIR_READ, SITE_INTERNAL, Some(3))
 }
 
 /// This thread's slot, claimed for a call (made busy), or null when another

@@ -15,7 +15,7 @@ use object::read::{ReadCache, ReadRef};
 use object::{Endianness, Object, ObjectSection};
 
 use super::config::ProbeMode;
-use super::x86::{starts_with_push, wrapper_call_target, WrapperError};
+use super::x86::{probe_entry, push_entry, wrapper_call_target, WrapperError};
 
 /// Bytes of a function read for decoding (the wrapper pattern is 9 bytes).
 const DECODE_WINDOW: u64 = 32;
@@ -32,6 +32,8 @@ pub enum Program {
     SslWriteExEntry,
     SslReadExEntry,
     SslWriteInternalEntry,
+    /// OpenSSL 3.3 and later: `ssl_write_internal(s, buf, num, flags, written)`.
+    SslWriteInternalFlagsEntry,
     SslReadInternalEntry,
     SslReturn,
     SslFreeEntry,
@@ -46,18 +48,20 @@ impl Program {
             Program::SslWriteExEntry => "ssl_write_ex_entry",
             Program::SslReadExEntry => "ssl_read_ex_entry",
             Program::SslWriteInternalEntry => "ssl_write_internal_entry",
+            Program::SslWriteInternalFlagsEntry => "ssl_write_internal_flags_entry",
             Program::SslReadInternalEntry => "ssl_read_internal_entry",
             Program::SslReturn => "ssl_return",
             Program::SslFreeEntry => "ssl_free_entry",
         }
     }
 
-    pub const ALL: [Program; 8] = [
+    pub const ALL: [Program; 9] = [
         Program::SslWriteEntry,
         Program::SslReadEntry,
         Program::SslWriteExEntry,
         Program::SslReadExEntry,
         Program::SslWriteInternalEntry,
+        Program::SslWriteInternalFlagsEntry,
         Program::SslReadInternalEntry,
         Program::SslReturn,
         Program::SslFreeEntry,
@@ -111,13 +115,27 @@ struct Function {
 
 /// The symbols the probes may use.  All of them are looked up in one pass
 /// over the symbol table: node's `.dynsym` has ~100,000 entries.
-const SYMBOLS: [&str; 5] = [
+const SYMBOLS: [&str; 6] = [
     "SSL_write",
     "SSL_read",
     "SSL_write_ex",
     "SSL_read_ex",
     "SSL_free",
+    "SSL_write_ex2",
 ];
+
+/// The length of the longest of [`SYMBOLS`].
+const LONGEST_SYMBOL: usize = {
+    let mut i = 0;
+    let mut max = 0;
+    while i < SYMBOLS.len() {
+        if SYMBOLS[i].len() > max {
+            max = SYMBOLS[i].len();
+        }
+        i += 1;
+    }
+    max
+};
 
 struct Elf<'a, R: ReadRef<'a>> {
     file: ElfFile64<'a, Endianness, R>,
@@ -213,8 +231,8 @@ fn defined_functions<'a, R: ReadRef<'a>>(
         let Some(rest) = strings.get(sym.st_name(endian) as usize..) else {
             continue;
         };
-        // The longest name is 12 bytes: look no further for its end.
-        let rest = &rest[..rest.len().min(13)];
+        // Look for a name's end no further than the longest name's.
+        let rest = &rest[..rest.len().min(LONGEST_SYMBOL + 1)];
         let Some(end) = memchr::memchr(0, rest) else {
             continue;
         };
@@ -225,15 +243,21 @@ fn defined_functions<'a, R: ReadRef<'a>>(
     found
 }
 
-/// Looks for the internal probe sites: the call targets of `SSL_write_ex` and
-/// `SSL_read_ex`, both starting with `push`.
+/// Looks for the internal probe sites: the call targets of the write wrapper
+/// and of `SSL_read_ex`, both starting with `push` (after an `endbr64` in CET
+/// builds).  The write wrapper is `SSL_write_ex2` where the file defines it
+/// (OpenSSL 3.3 and later: there `SSL_write_ex` jumps to it, and
+/// `ssl_write_internal` takes a `flags` argument before `written`), else
+/// `SSL_write_ex`.
 fn internal_sites<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>) -> Result<Vec<(Program, u64)>, String> {
+    let write = if elf.has("SSL_write_ex2") {
+        ("SSL_write_ex2", Program::SslWriteInternalFlagsEntry)
+    } else {
+        ("SSL_write_ex", Program::SslWriteInternalEntry)
+    };
     let mut sites = Vec::new();
     let mut targets = Vec::new();
-    for (wrapper, program) in [
-        ("SSL_write_ex", Program::SslWriteInternalEntry),
-        ("SSL_read_ex", Program::SslReadInternalEntry),
-    ] {
+    for (wrapper, program) in [write, ("SSL_read_ex", Program::SslReadInternalEntry)] {
         let f = elf.symbol(wrapper).map_err(|e| e.to_string())?;
         let code = elf.code(f).map_err(|e| e.to_string())?;
         let target = wrapper_call_target(code, f.vaddr).map_err(|e| format!("{wrapper}: {e}"))?;
@@ -241,13 +265,16 @@ fn internal_sites<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>) -> Result<Vec<(Program, 
             .function(target)
             .map_err(|e| format!("{wrapper} calls {target:#x}: {e}"))?;
         let code = elf.code(t).map_err(|e| e.to_string())?;
-        starts_with_push(code, t.vaddr)
+        let push = push_entry(code, t.vaddr)
             .map_err(|e: WrapperError| format!("{wrapper} calls {target:#x}: {e}"))?;
         targets.push(target);
-        sites.push((program, t.file_offset));
+        sites.push((program, t.file_offset + push));
     }
     if targets[0] == targets[1] {
-        return Err("SSL_write_ex and SSL_read_ex call the same function".into());
+        return Err(format!(
+            "{} and SSL_read_ex call the same function",
+            write.0
+        ));
     }
     Ok(sites)
 }
@@ -266,10 +293,16 @@ fn exported_sites<'a, R: ReadRef<'a>>(
         ("SSL_read_ex", Program::SslReadExEntry, false),
     ] {
         if required || elf.has(name) {
-            sites.push((program, elf.symbol(name)?.file_offset));
+            sites.push((program, entry_site(elf, elf.symbol(name)?)?));
         }
     }
     Ok(sites)
+}
+
+/// The file offset of a probe on `f`'s entry: past a leading `endbr64` when a
+/// `push` follows it (see [`probe_entry`]).
+fn entry_site<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>, f: Function) -> Result<u64, LibraryError> {
+    Ok(f.file_offset + probe_entry(elf.code(f)?, f.vaddr))
 }
 
 /// Decides where the probes go in the file whose contents `data` reads.
@@ -277,7 +310,7 @@ fn exported_sites<'a, R: ReadRef<'a>>(
 /// Every entry site also gets the shared return probe; `SSL_free` gets the close probe.
 pub fn plan<'a, R: ReadRef<'a>>(data: R, mode: ProbeMode) -> Result<ProbePlan, LibraryError> {
     let elf = Elf::parse(data)?;
-    let free = elf.symbol("SSL_free")?;
+    let free = entry_site(&elf, elf.symbol("SSL_free")?)?;
     let (site_mode, mut sites, fallback_reason) = match mode {
         ProbeMode::Exported => (SiteMode::Exported, exported_sites(&elf)?, None),
         ProbeMode::Auto => match internal_sites(&elf) {
@@ -290,7 +323,7 @@ pub fn plan<'a, R: ReadRef<'a>>(data: R, mode: ProbeMode) -> Result<ProbePlan, L
         .map(|&(_, off)| (Program::SslReturn, off))
         .collect();
     sites.extend(returns);
-    sites.push((Program::SslFreeEntry, free.file_offset));
+    sites.push((Program::SslFreeEntry, free));
     Ok(ProbePlan {
         mode: site_mode,
         sites,
@@ -351,7 +384,7 @@ mod tests {
         // Each internal site starts with push in the file itself.
         for &(p, off) in &plan.sites[..2] {
             let code = &data[off as usize..off as usize + 16];
-            assert!(starts_with_push(code, off).is_ok(), "{p:?} at {off:#x}");
+            assert_eq!(push_entry(code, off), Ok(0), "{p:?} at {off:#x}");
         }
         // And they are distinct from the exported entries.
         let exported = super::plan(data.as_slice(), ProbeMode::Exported).unwrap();
@@ -359,6 +392,61 @@ mod tests {
         assert_eq!(exported.sites.len(), 4 + 4 + 1);
         for &(_, off) in &plan.sites[..2] {
             assert!(!exported.sites[..4].iter().any(|&(_, o)| o == off));
+        }
+    }
+
+    /// Debian 13's libssl (OpenSSL 3.5, CET build), unpacked by `cargo xtask setup`.
+    fn debian13_libssl() -> Option<Vec<u8>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../.tools/debian13/root/usr/lib/x86_64-linux-gnu/libssl.so.3");
+        let data = std::fs::read(&path).ok();
+        if data.is_none() {
+            crate::test_tools::tool_missing("Debian 13 libssl (`cargo xtask setup`)");
+        }
+        data
+    }
+
+    /// OpenSSL 3.5 built with `-fcf-protection`: every function begins with
+    /// `endbr64`, `SSL_write_ex` jumps to `SSL_write_ex2`, and
+    /// `ssl_write_internal` takes `flags` before `written`.
+    #[test]
+    fn debian13_libssl_gets_internal_sites_past_endbr64() {
+        let Some(data) = debian13_libssl() else {
+            return;
+        };
+        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+        let plan = plan(data.as_slice(), ProbeMode::Auto).unwrap();
+        assert_eq!(plan.mode, SiteMode::Internal, "{:?}", plan.fallback_reason);
+        let progs: Vec<Program> = plan.sites.iter().map(|s| s.0).collect();
+        assert_eq!(
+            progs,
+            [
+                Program::SslWriteInternalFlagsEntry,
+                Program::SslReadInternalEntry,
+                Program::SslReturn,
+                Program::SslReturn,
+                Program::SslFreeEntry
+            ]
+        );
+        // Each entry site is the push right after the function's endbr64,
+        // and each return probe sits on its entry's site.
+        for &(p, off) in &plan.sites[..2] {
+            let off = off as usize;
+            assert_eq!(data[off - 4..off], ENDBR64, "{p:?} at {off:#x}");
+            assert_eq!(push_entry(&data[off..off + 16], off as u64), Ok(0));
+        }
+        assert_eq!(plan.sites[2].1, plan.sites[0].1);
+        assert_eq!(plan.sites[3].1, plan.sites[1].1);
+        // SSL_free begins `endbr64; test`: probed at its start.
+        let elf = Elf::parse(data.as_slice()).unwrap();
+        let free = elf.symbol("SSL_free").unwrap();
+        assert_eq!(plan.sites[4].1, free.file_offset);
+        assert_eq!(data[free.file_offset as usize..][..4], ENDBR64);
+        // The exported entries begin `endbr64; sub`: probed at their start
+        // (single-stepped either way).
+        let exported = super::plan(data.as_slice(), ProbeMode::Exported).unwrap();
+        for &(p, off) in &exported.sites[..4] {
+            assert_eq!(data[off as usize..][..4], ENDBR64, "{p:?}");
         }
     }
 
@@ -473,7 +561,11 @@ mod tests {
             }
         }
         let elf = Elf::parse(&file).unwrap();
-        for name in SYMBOLS {
+        // SSL_write_ex2 is OpenSSL 3.3's.
+        for name in SYMBOLS
+            .into_iter()
+            .filter(|&n| n != "SSL_write_ex2" || elf.has(n))
+        {
             let f = elf.symbol(name).unwrap();
             // Code, inside the file: the first bytes of each function read.
             assert!(!elf.code(f).unwrap().is_empty(), "{name}");
