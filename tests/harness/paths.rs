@@ -26,6 +26,20 @@ pub fn venv_dir() -> PathBuf {
     }
 }
 
+/// Debian 13's glibc and OpenSSL 3.5, unpacked by `cargo xtask setup` into
+/// `<workspace>/.tools/debian13/root`.
+pub fn debian13_root() -> Result<PathBuf> {
+    let root = workspace_root().join(".tools/debian13/root");
+    let loader = root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+    if !loader.exists() {
+        bail!(
+            "{} not found: unpack Debian 13's OpenSSL with `cargo xtask setup`",
+            loader.display()
+        );
+    }
+    Ok(root)
+}
+
 /// A program from the venv's `bin/`, with a message that says how to get it.
 pub fn venv_bin(name: &str) -> Result<PathBuf> {
     let path = venv_dir().join("bin").join(name);

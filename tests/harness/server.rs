@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cert::TestCert;
 use crate::net::free_port;
-use crate::paths::{apps_dir, system_python, venv_bin};
+use crate::paths::{apps_dir, debian13_root, system_python, venv_bin};
 use crate::proc::{run_bounded, Process, DEFAULT_HARD_TIMEOUT};
 
 /// How long a server may take to accept TLS after being started.
@@ -59,17 +59,24 @@ impl Server {
     pub fn fastapi(cert: &TestCert) -> Result<Server> {
         let port = free_port()?;
         let mut cmd = Command::new(venv_bin("uvicorn")?);
-        cmd.arg("leaky_fastapi:app")
-            .arg("--app-dir")
-            .arg(apps_dir())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .arg("--ssl-certfile")
-            .arg(cert.cert())
-            .arg("--ssl-keyfile")
-            .arg(cert.key())
-            .args(["--log-level", "warning", "--timeout-keep-alive", "30"]);
-        python_env(&mut cmd);
+        uvicorn_args(&mut cmd, port, cert);
         Server::spawn("uvicorn", &cmd, port, cert, tempdir("uvicorn")?)
+    }
+
+    /// The same, on Debian 13's OpenSSL 3.5 and glibc (unpacked by `cargo
+    /// xtask setup`), through that glibc's own loader: a second OpenSSL
+    /// build, with CET (`endbr64` at every function entry) and OpenSSL 3.3's
+    /// write path.
+    pub fn fastapi_on_debian13(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let lib = debian13_root()?.join("usr/lib/x86_64-linux-gnu");
+        let mut cmd = Command::new(lib.join("ld-linux-x86-64.so.2"));
+        cmd.arg("--library-path")
+            .arg(&lib)
+            .arg(venv_bin("python")?)
+            .args(["-m", "uvicorn"]);
+        uvicorn_args(&mut cmd, port, cert);
+        Server::spawn("uvicorn-debian13", &cmd, port, cert, tempdir("uvicorn13")?)
     }
 
     /// `leaky_flask.py` under gunicorn (`--certfile/--keyfile`), gthread
@@ -323,6 +330,20 @@ fn app_command(
         .arg("--key")
         .arg(cert.key());
     cmd
+}
+
+/// `leaky_fastapi:app` on 127.0.0.1:`port` with `cert`, keep-alive 30 s.
+fn uvicorn_args(cmd: &mut Command, port: u16, cert: &TestCert) {
+    cmd.arg("leaky_fastapi:app")
+        .arg("--app-dir")
+        .arg(apps_dir())
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--ssl-certfile")
+        .arg(cert.cert())
+        .arg("--ssl-keyfile")
+        .arg(cert.key())
+        .args(["--log-level", "warning", "--timeout-keep-alive", "30"]);
+    python_env(cmd);
 }
 
 fn python_env(cmd: &mut Command) {

@@ -10,7 +10,7 @@ use sensor_e2e::contract::Pair;
 use sensor_e2e::server::{NGINX_LARGE_FILE, NGINX_SMALL_FILE};
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
 use sensor_e2e::{
-    assert_no_secrets, check_findings, curl, curl_keepalive, findings_of, require_root,
+    assert_no_secrets, check_findings, curl, curl_keepalive, findings_of, http_get, require_root,
     separate_root, serial, ExpectedFinding, Secret, Sensor, Server, TestCert,
 };
 
@@ -466,5 +466,124 @@ fn separate_root_servers_are_captured() {
     }
     let secrets: Vec<&Secret> = secrets.iter().collect();
     assert_no_secrets("sensor output", &sensor.all_output(), &secrets);
+    sensor.stop().unwrap();
+}
+
+/// Waits until the sensor lists a TLS library whose path contains `part`,
+/// and returns its probe mode.
+fn wait_attached_mode(sensor: &Sensor, part: &str) -> String {
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    loop {
+        let (status, body) = http_get(
+            sensor.api_addr(),
+            "/api/v1/stats",
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+        assert_eq!(status, 200, "{body}");
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let found = stats["attached_libraries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["path"].as_str().is_some_and(|p| p.contains(part)));
+        if let Some(lib) = found {
+            return lib["mode"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no library with {part:?} in its path attached: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A second OpenSSL build: Debian 13's 3.5, built with CET (`endbr64` at
+/// every function entry, where a probe would be single-stepped) and with
+/// OpenSSL 3.3's write path (`SSL_write_ex` jumps to `SSL_write_ex2`;
+/// `ssl_write_internal` takes `flags` before `written`).  A real uvicorn on it,
+/// through Debian 13's own loader: probed at its internal sites, and its
+/// traffic — leaks, 1 MiB both ways — captured exactly.
+#[test]
+fn debian13_openssl_is_probed_at_internal_sites() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let server = Server::fastapi_on_debian13(&cert).unwrap();
+    let pids = server.pids();
+    assert_eq!(wait_attached_mode(&sensor, ".tools/debian13/"), "internal");
+
+    let key = Secret::random("ak_", 30);
+    let (_, leaks) = PyClient::run(
+        &cert,
+        server.port(),
+        "http.client",
+        &[
+            "keepalive",
+            "--n",
+            "5",
+            "--path",
+            "/v1/items",
+            "-H",
+            &format!("x-api-key: {}", key.expose()),
+        ],
+    )
+    .unwrap();
+    assert!(leaks.iter().all(|r| r.status == 401));
+    let (_, up) = PyClient::run(
+        &cert,
+        server.port(),
+        "http.client",
+        &["upload", "--size", &MIB.to_string(), "--n", "1"],
+    )
+    .unwrap();
+    assert!(up.iter().all(|r| r.status == 200));
+    let (_, down) = PyClient::run(
+        &cert,
+        server.port(),
+        "http.client",
+        &["keepalive", "--n", "1", "--path", "/v1/large"],
+    )
+    .unwrap();
+    assert!(down.iter().all(|r| r.body_len == MIB));
+
+    let pairs = wait_server_pairs(&sensor, &pids, 7);
+    assert_eq!(pairs.len(), 7);
+    assert_one_connection(&pairs[..5]);
+    for (p, r) in pairs[..5].iter().zip(&leaks) {
+        assert_eq!(
+            (p.request.method.as_str(), p.path_only(), p.response.status),
+            ("GET", "/v1/items", 401)
+        );
+        assert_eq!(p.response.body_len, r.body_len);
+    }
+    let upload = &pairs[5];
+    assert_eq!(
+        (
+            upload.path_only(),
+            upload.request.body_len,
+            upload.response.status
+        ),
+        ("/v1/upload", MIB, 200)
+    );
+    assert!(!upload.request.body_truncated);
+    let large = &pairs[6];
+    assert_eq!(
+        (large.path_only(), large.response.body_len),
+        ("/v1/large", MIB)
+    );
+    assert!(!large.response.body_truncated);
+
+    let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
+        .kind("api_key")
+        .request("GET", "/v1/items", 401)];
+    let findings = findings_of(&sensor.findings().unwrap(), "server", &pids);
+    assert_eq!(findings.len(), 5);
+    for f in &findings {
+        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
+    }
+    assert_no_loss(&sensor);
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
 }

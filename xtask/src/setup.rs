@@ -74,11 +74,24 @@ pub fn venv_dir() -> PathBuf {
     tools_dir().join("venv")
 }
 
+/// Debian 13's OpenSSL 3.5 (built with CET: `endbr64` at every function
+/// entry, and OpenSSL 3.3's `ssl_write_internal` signature) with the glibc it
+/// needs, unpacked under `.tools/debian13/root`: the tests run real servers
+/// on it through its own loader, so the probe sites are checked on a second,
+/// different OpenSSL build than the host's.
+pub fn debian13_root() -> PathBuf {
+    tools_dir().join("debian13/root")
+}
+
+/// Debian 13 packages unpacked into [`debian13_root`].
+const DEBIAN13_PACKAGES: &[&str] = &["libc6", "libssl3t64", "zlib1g", "libzstd1"];
+
 pub fn run(o: &Options) -> anyhow::Result<()> {
     toolchain()?;
     if !o.toolchain_only {
         apt_packages()?;
         python_venv()?;
+        debian13_openssl()?;
     }
     step("setup complete");
     Ok(())
@@ -293,4 +306,80 @@ fn python_venv() -> anyhow::Result<()> {
             .arg(&requirements)
             .args(PIP_EXTRA),
     )
+}
+
+/// Downloads [`DEBIAN13_PACKAGES`] with apt (signatures checked against the
+/// host's Debian archive keyring) into a private apt state under
+/// `.tools/debian13`, and unpacks them into [`debian13_root`].  Nothing is
+/// installed on the host.
+fn debian13_openssl() -> anyhow::Result<()> {
+    let root = debian13_root();
+    let lib = root.join("usr/lib/x86_64-linux-gnu");
+    if lib.join("libssl.so.3").exists() && lib.join("ld-linux-x86-64.so.2").exists() {
+        step(&format!("Debian 13 OpenSSL: present in {}", root.display()));
+        return Ok(());
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        step("Debian 13 OpenSSL: skipped (its tests are for x86-64)");
+        return Ok(());
+    }
+    let base = tools_dir().join("debian13");
+    let apt = base.join("apt");
+    // Only this run's downloads get unpacked.
+    let _ = std::fs::remove_dir_all(apt.join("debs"));
+    for d in ["lists/partial", "cache/archives/partial", "debs"] {
+        std::fs::create_dir_all(apt.join(d))?;
+    }
+    let sources = apt.join("sources.list");
+    std::fs::write(
+        &sources,
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+         http://deb.debian.org/debian trixie main\n",
+    )?;
+    let opts = |c: &mut Command| {
+        c.arg("-q")
+            .arg(format!("-oDir::Etc::SourceList={}", sources.display()))
+            .arg("-oDir::Etc::SourceParts=/dev/null")
+            .arg(format!(
+                "-oDir::State::Lists={}",
+                apt.join("lists").display()
+            ))
+            .arg(format!("-oDir::Cache={}", apt.join("cache").display()))
+            .arg("-oDir::State::status=/dev/null")
+            .arg("-oAPT::Architecture=amd64")
+            .arg("-oAcquire::IndexTargets::deb::DEP-11::DefaultEnabled=false")
+            .arg("-oAPT::Sandbox::User=root")
+            .arg("-oDebug::NoLocking=1");
+    };
+    step("Debian 13 OpenSSL: apt-get update (trixie, private state)");
+    let mut update = Command::new("apt-get");
+    opts(&mut update);
+    run_cmd(update.arg("update"))
+        .context("fetching the Debian 13 package index (deb.debian.org)")?;
+    let debs = apt.join("debs");
+    let mut download = Command::new("apt-get");
+    opts(&mut download);
+    run_cmd(
+        download
+            .arg("download")
+            .args(DEBIAN13_PACKAGES)
+            .current_dir(&debs),
+    )
+    .context("downloading the Debian 13 OpenSSL packages")?;
+    let staging = base.join("root.partial");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging)?;
+    for entry in std::fs::read_dir(&debs)? {
+        let deb = entry?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            run_cmd(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&staging))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::rename(&staging, &root)?;
+    step(&format!(
+        "Debian 13 OpenSSL: unpacked into {}",
+        root.display()
+    ));
+    Ok(())
 }
