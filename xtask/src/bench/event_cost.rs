@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use super::http::prom_sum;
 use super::proc::run_measured;
 use super::report::{BenchReport, Figure};
-use super::sensor::{rotated, Variant};
+use super::sensor::{rotated, Sensor, Variant};
 use super::{ratio, Ctx, PORT_EVENT_COST};
 
 const SOURCE: &str = include_str!("evcost.c");
@@ -49,10 +50,94 @@ struct EvOut {
     cpu_ns_per_call: f64,
 }
 
-fn run_once(ctx: &Ctx, bin: &Path, iterations: u64) -> anyhow::Result<EvOut> {
+/// Which OpenSSL build evcost runs on.
+#[derive(Clone, Debug, PartialEq)]
+enum Build {
+    /// The host's libssl.
+    Host,
+    /// Debian 13's OpenSSL 3.5 (CET build) and glibc, from this directory,
+    /// through that glibc's loader (`cargo xtask setup` unpacks them).
+    Debian13(PathBuf),
+}
+
+impl Build {
+    /// Prefix of the figure names.
+    fn label(&self) -> &'static str {
+        match self {
+            Build::Host => "64 B SSL call",
+            Build::Debian13(_) => "64 B SSL call, Debian 13 OpenSSL 3.5",
+        }
+    }
+
+    fn command(&self, bin: &Path) -> Command {
+        match self {
+            Build::Host => Command::new(bin),
+            Build::Debian13(lib) => {
+                let mut c = Command::new(lib.join("ld-linux-x86-64.so.2"));
+                c.arg("--library-path").arg(lib).arg(bin);
+                c
+            }
+        }
+    }
+}
+
+/// The builds measured: the host's, and Debian 13's when it is unpacked.
+fn builds() -> Vec<Build> {
+    let lib = crate::setup::debian13_root().join("usr/lib/x86_64-linux-gnu");
+    let mut b = vec![Build::Host];
+    if lib.join("libssl.so.3").exists() {
+        b.push(Build::Debian13(lib));
+    } else {
+        eprintln!(
+            "xtask bench: event cost on Debian 13's OpenSSL skipped: not unpacked (`cargo xtask setup`)"
+        );
+    }
+    b
+}
+
+/// Keeps an evcost running on `build` until the sensor has attached to a
+/// library it had not attached to before: a library outside the host's is
+/// attached once a process is seen mapping it, which a short run can end
+/// before.
+fn await_attach(ctx: &Ctx, bin: &Path, build: &Build, sensor: &mut Sensor) -> anyhow::Result<()> {
+    let attached = |s: &mut Sensor| -> anyhow::Result<f64> {
+        Ok(prom_sum(&s.metrics()?, "sensor_tls_attachments").unwrap_or(0.0))
+    };
+    let before = attached(sensor)?;
+    let mut child = build
+        .command(bin)
+        .arg(&ctx.cert.cert)
+        .arg(&ctx.cert.key)
+        .arg(PORT_EVENT_COST.to_string())
+        .arg("100000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting evcost")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let result = loop {
+        match attached(sensor) {
+            Ok(n) if n > before => break Ok(()),
+            Ok(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Ok(_) => {
+                break Err(anyhow::anyhow!(
+                    "the sensor did not attach to {build:?} in 20 s"
+                ))
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn run_once(ctx: &Ctx, bin: &Path, build: &Build, iterations: u64) -> anyhow::Result<EvOut> {
     let dir = ctx.scratch("evcost-run");
     std::fs::create_dir_all(&dir)?;
-    let mut c = Command::new(bin);
+    let mut c = build.command(bin);
     c.arg(&ctx.cert.cert)
         .arg(&ctx.cert.key)
         .arg(PORT_EVENT_COST.to_string())
@@ -82,69 +167,81 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let bin = compile(&ctx.scratch("evcost"))?;
     let iterations: u64 = if ctx.quick { 2_000 } else { 50_000 };
     let variants = ctx.variants();
+    let builds = builds();
     // Warm-up, not recorded.
-    run_once(ctx, &bin, iterations / 10 + 1)?;
-    let mut cells: Vec<(usize, Variant, EvOut)> = Vec::new();
+    for b in &builds {
+        run_once(ctx, &bin, b, iterations / 10 + 1)?;
+    }
+    let mut cells: Vec<(usize, Variant, &Build, EvOut)> = Vec::new();
     for run in 0..ctx.runs {
         for v in rotated(&variants, run) {
-            let sensor = ctx.maybe_sensor(v)?;
-            let out = run_once(ctx, &bin, iterations)?;
+            let mut sensor = ctx.maybe_sensor(v)?;
+            for b in &builds {
+                if let (Some(s), Build::Debian13(_)) = (sensor.as_mut(), b) {
+                    await_attach(ctx, &bin, b, s)?;
+                }
+                let out = run_once(ctx, &bin, b, iterations)?;
+                eprintln!(
+                    "xtask bench:   event cost run {} {:<15} {:>7.0} ns/call CPU, {:>7.0} wall  ({})",
+                    run + 1,
+                    v.label(),
+                    out.cpu_ns_per_call,
+                    out.ns_per_call,
+                    b.label()
+                );
+                cells.push((run, v, b, out));
+            }
             if let Some(mut s) = sensor {
                 s.check_alive()?;
                 s.stop()?;
             }
-            eprintln!(
-                "xtask bench:   event cost run {} {:<15} {:>7.0} ns/call CPU, {:>7.0} wall",
-                run + 1,
-                v.label(),
-                out.cpu_ns_per_call,
-                out.ns_per_call
-            );
-            cells.push((run, v, out));
         }
     }
-    for (what, pick) in [
-        ("CPU", (|o: &EvOut| o.cpu_ns_per_call) as fn(&EvOut) -> f64),
-        ("wall", |o: &EvOut| o.ns_per_call),
-    ] {
-        let get = |v: Variant, r: usize| {
-            cells
-                .iter()
-                .find(|(run, var, _)| *run == r && *var == v)
-                .map(|(_, _, o)| pick(o))
-        };
-        let base = |r| get(Variant::Baseline, r);
-        let unit = format!("ns/call ({what})");
-        report.figures.push(Figure::new(
-            "64 B SSL call, no sensor",
-            unit.clone(),
-            (0..ctx.runs).filter_map(base).collect(),
-        ));
-        for v in [Variant::CountOnly, Variant::Full, Variant::Exported] {
-            if !variants.contains(&v) {
-                continue;
-            }
-            let l = v.label();
+    for build in &builds {
+        for (what, pick) in [
+            ("CPU", (|o: &EvOut| o.cpu_ns_per_call) as fn(&EvOut) -> f64),
+            ("wall", |o: &EvOut| o.ns_per_call),
+        ] {
+            let get = |v: Variant, r: usize| {
+                cells
+                    .iter()
+                    .find(|(run, var, b, _)| *run == r && *var == v && *b == build)
+                    .map(|(_, _, _, o)| pick(o))
+            };
+            let base = |r| get(Variant::Baseline, r);
+            let unit = format!("ns/call ({what})");
+            let call = build.label();
             report.figures.push(Figure::new(
-                format!("64 B SSL call, {l}"),
+                format!("{call}, no sensor"),
                 unit.clone(),
-                (0..ctx.runs).filter_map(|r| get(v, r)).collect(),
+                (0..ctx.runs).filter_map(base).collect(),
             ));
-            report.figures.push(Figure::new(
-                format!("64 B SSL call, {l}: added"),
-                unit.clone(),
-                (0..ctx.runs)
-                    .filter_map(|r| Some(get(v, r)? - base(r)?))
-                    .collect(),
-            ));
-            if what == "CPU" {
+            for v in [Variant::CountOnly, Variant::Full, Variant::Exported] {
+                if !variants.contains(&v) {
+                    continue;
+                }
+                let l = v.label();
                 report.figures.push(Figure::new(
-                    format!("64 B SSL call, {l}: time"),
-                    "x",
+                    format!("{call}, {l}"),
+                    unit.clone(),
+                    (0..ctx.runs).filter_map(|r| get(v, r)).collect(),
+                ));
+                report.figures.push(Figure::new(
+                    format!("{call}, {l}: added"),
+                    unit.clone(),
                     (0..ctx.runs)
-                        .filter_map(|r| Some(ratio(get(v, r)?, base(r)?)))
+                        .filter_map(|r| Some(get(v, r)? - base(r)?))
                         .collect(),
                 ));
+                if what == "CPU" {
+                    report.figures.push(Figure::new(
+                        format!("{call}, {l}: time"),
+                        "x",
+                        (0..ctx.runs)
+                            .filter_map(|r| Some(ratio(get(v, r)?, base(r)?)))
+                            .collect(),
+                    ));
+                }
             }
         }
     }
@@ -158,10 +255,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     report.raw = serde_json::to_value(
         cells
             .iter()
-            .map(|(r, v, o)| json!({"run": r, "variant": v, "result": o}))
+            .map(|(r, v, b, o)| json!({"run": r, "variant": v, "openssl": b.label(), "result": o}))
             .collect::<Vec<_>>(),
     )?;
     report.notes.push("both ends of the connection are in the probed process: each of the 4 calls per round trip is probed (entry + return); CPU figures are the precise ones on a shared machine".into());
+    report.notes.push("\"Debian 13 OpenSSL 3.5\": the same program on Debian 13's libssl and glibc (a CET build: endbr64 at every function entry), through that glibc's loader".into());
     Ok(vec![report])
 }
 
