@@ -12,6 +12,8 @@
 //! | `boringssl` | defines `SSL_write` and BoringSSL markers (`BORINGSSL_*`, "BoringSSL") |
 //! | `static_openssl` | an executable or non-libssl library defining `SSL_write`/`SSL_write_ex` (node, bundled wheels) that the probes are not attached to (the attach failed; attached ones are covered), or stripped with an OpenSSL version string |
 //! | `openssl_unattached` | a shared `libssl.so*` mapped but not attached (attach failed or pending) |
+//! | `rustls` | a Rust program with rustls in it: its symbols (`…6rustls…`), or, stripped, rustls's source paths in `.rodata` |
+//! | `java_tls` | a JVM (`libjvm.so` mapped): Java's own TLS (JSSE) runs in the JVM, where no probe reaches |
 //! | `gnutls`, `nss`, `wolfssl`, `mbedtls` | the library is mapped (`libgnutls`, `libnss3`/`libssl3.so`, `libwolfssl`, `libmbedtls`) |
 //!
 //! Processes with sockets and no TLS code (plain HTTP) are not blind: there is
@@ -37,6 +39,8 @@ pub const REASONS: &[&str] = &[
     "boringssl",
     "static_openssl",
     "openssl_unattached",
+    "rustls",
+    "java_tls",
     "gnutls",
     "nss",
     "wolfssl",
@@ -344,6 +348,9 @@ fn library_reason_by_name(path: &str) -> Option<&'static str> {
         Some("wolfssl")
     } else if n.starts_with("libmbedtls") {
         Some("mbedtls")
+    } else if n == "libjvm.so" {
+        // HotSpot (OpenJDK) and OpenJ9 both name it so.
+        Some("java_tls")
     } else {
         None
     }
@@ -365,8 +372,14 @@ pub fn classify_elf(file: File) -> Option<&'static str> {
     let mut defines_ssl_write = false;
     let mut imports_ssl_write = false;
     let mut boring = false;
+    let mut rustls = false;
     for s in elf.dynamic_symbols().chain(elf.symbols()) {
         let Ok(name) = s.name_bytes() else { continue };
+        // Rust's mangled paths carry each segment with its length (legacy
+        // `_ZN6rustls…`, v0 `…6rustls…`).
+        if !rustls && name.len() > 8 && memchr::memmem::find(name, b"6rustls").is_some() {
+            rustls = true;
+        }
         if matches!(name, b"SSL_write" | b"SSL_write_ex" | b"SSL_read") {
             if s.is_definition() {
                 defines_ssl_write = true;
@@ -387,13 +400,17 @@ pub fn classify_elf(file: File) -> Option<&'static str> {
             },
         );
     }
+    if rustls {
+        return Some("rustls");
+    }
     // Uses a shared libssl: that library is judged on its own mapping.
     if imports_ssl_write {
         return None;
     }
-    // Stripped of symbols: OpenSSL's version string gives it away.
-    let stripped = elf.symbols().next().is_none() && elf.dynamic_symbols().next().is_none();
-    if stripped {
+    // No symbols at all (a static program, stripped): OpenSSL's version
+    // string gives it away.  (Not with a .dynsym: libcrypto has that string.)
+    let no_symtab = elf.symbols().next().is_none();
+    if no_symtab && elf.dynamic_symbols().next().is_none() {
         if section_contains(&elf, ".rodata", b"BoringSSL") {
             return Some("boringssl");
         }
@@ -402,6 +419,12 @@ pub fn classify_elf(file: File) -> Option<&'static str> {
         {
             return Some("static_openssl");
         }
+    }
+    // Stripped of .symtab (a dynamically linked one keeps the .dynsym of what
+    // it imports): rustls's panic locations keep its source paths
+    // (`…/rustls-0.23.12/src/…`).
+    if no_symtab && section_contains(&elf, ".rodata", b"/rustls-") {
+        return Some("rustls");
     }
     None
 }

@@ -54,6 +54,14 @@ fn libraries_by_name() {
         Some("mbedtls")
     );
     assert_eq!(
+        library_reason_by_name("/usr/lib/jvm/java-17-openjdk-amd64/lib/server/libjvm.so"),
+        Some("java_tls")
+    );
+    assert_eq!(
+        library_reason_by_name("/usr/lib/jvm/java-17-openjdk-amd64/lib/libjava.so"),
+        None
+    );
+    assert_eq!(
         library_reason_by_name("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
         None
     );
@@ -73,6 +81,67 @@ fn libssl_path() -> Option<String> {
     .iter()
     .find(|p| Path::new(p).exists())
     .map(|p| p.to_string())
+}
+
+/// Compiles `src` (C) with `cc`, stripped or not.
+fn cc_build(dir: &Path, name: &str, src: &str, strip: bool) -> PathBuf {
+    let c = dir.join(format!("{name}.c"));
+    std::fs::write(&c, src).unwrap();
+    let bin = dir.join(name);
+    let mut cmd = Command::new("cc");
+    cmd.arg("-O1").arg(&c).arg("-o").arg(&bin);
+    if strip {
+        cmd.arg("-s");
+    }
+    let out = cmd.output().expect("cc");
+    assert!(
+        out.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bin
+}
+
+/// A Rust program with rustls in it, as the ELF shows it: by its mangled
+/// symbols, or, stripped, by rustls's source paths in its panic locations.
+/// (Stand-ins built with cc: a Rust build pulling rustls takes minutes.)
+#[test]
+fn rustls_programs_are_recognised() {
+    if !have("cc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let classify = |p: &Path| classify_elf(File::open(p).unwrap());
+    let with_symbol = cc_build(
+        dir.path(),
+        "with_symbol",
+        "void w(void) __asm__(\"_ZN6rustls4conn10connection6Writer5write17h0123456789abcdefE\");\n\
+         void w(void) {}\n\
+         int main(void) { w(); return 0; }\n",
+        false,
+    );
+    assert_eq!(classify(&with_symbol), Some("rustls"));
+    let stripped = cc_build(
+        dir.path(),
+        "stripped",
+        "#include <stdio.h>\n\
+         int main(int argc, char **argv) {\n\
+           if (argc > 5) puts(\"/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/rustls-0.23.12/src/conn.rs\");\n\
+           return 0; }\n",
+        true,
+    );
+    assert_eq!(classify(&stripped), Some("rustls"));
+    // A symbol that only contains the letters, and an unstripped program
+    // whose strings mention rustls, are not rustls programs.
+    let lookalike = cc_build(
+        dir.path(),
+        "lookalike",
+        "#include <stdio.h>\n\
+         void trustlsx(void) {}\n\
+         int main(int argc, char **argv) { if (argc > 5) puts(\"/rustls-\"); trustlsx(); return 0; }\n",
+        false,
+    );
+    assert_eq!(classify(&lookalike), None);
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub struct AttachedLibrary {
 pub struct BlindProcess {
     pub pid: u32,
     pub comm: String,
-    /// "go_tls", "static_openssl", "gnutls", "nss", "boringssl", "unknown_tls", …
+    /// "go_tls", "boringssl", "static_openssl", "openssl_unattached", "rustls", "java_tls", "gnutls", "nss", "wolfssl", "mbedtls" (`blind::REASONS`)
     pub reason: String,
 }
 
