@@ -167,40 +167,37 @@ fn python_keep_alive_pairs_are_exact() {
     sensor.stop().unwrap();
 }
 
-#[test]
-fn one_mib_bodies_are_byte_exact() {
-    require_root();
-    let _serial = serial();
-    let cert = TestCert::new().unwrap();
-    let server = Server::fastapi(&cert).unwrap();
-    let mut sensor = Sensor::start(&[]).unwrap();
-    let pids = server.pids();
-
+/// Uploads `n` 1 MiB bodies to `/v1/upload`, then downloads `n` from
+/// `/v1/large` (http.client, one connection each), checking what the client saw.
+fn one_mib_each_way(cert: &TestCert, port: u16, n: usize) {
+    let n = n.to_string();
     let (_, up) = PyClient::run(
-        &cert,
-        server.port(),
+        cert,
+        port,
         "http.client",
-        &["upload", "--size", &MIB.to_string(), "--n", "2"],
+        &["upload", "--size", &MIB.to_string(), "--n", &n],
     )
     .unwrap();
     assert!(up.iter().all(|r| r.status == 200));
     let (_, down) = PyClient::run(
-        &cert,
-        server.port(),
+        cert,
+        port,
         "http.client",
-        &["keepalive", "--n", "2", "--path", "/v1/large"],
+        &["keepalive", "--n", &n, "--path", "/v1/large"],
     )
     .unwrap();
     assert!(down.iter().all(|r| r.body_len == MIB));
+}
 
-    let pairs = wait_server_pairs(&sensor, &pids, 4);
-    assert_eq!(pairs.len(), 4);
+/// The server pairs of [`one_mib_each_way`]: `n` complete 1 MiB uploads and
+/// `n` complete 1 MiB downloads.
+fn assert_one_mib_pairs(pairs: &[Pair], n: usize) {
     let uploads: Vec<&Pair> = pairs
         .iter()
         .filter(|p| p.request.method == "POST")
         .collect();
     let downloads: Vec<&Pair> = pairs.iter().filter(|p| p.request.method == "GET").collect();
-    assert_eq!((uploads.len(), downloads.len()), (2, 2));
+    assert_eq!((uploads.len(), downloads.len()), (n, n));
     for p in uploads {
         assert_eq!(p.path_only(), "/v1/upload");
         assert_eq!(p.request.body_len, MIB);
@@ -218,6 +215,21 @@ fn one_mib_bodies_are_byte_exact() {
             "1 MiB response body must be complete"
         );
     }
+}
+
+#[test]
+fn one_mib_bodies_are_byte_exact() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::fastapi(&cert).unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let pids = server.pids();
+
+    one_mib_each_way(&cert, server.port(), 2);
+    let pairs = wait_server_pairs(&sensor, &pids, 4);
+    assert_eq!(pairs.len(), 4);
+    assert_one_mib_pairs(&pairs, 2);
     assert_no_loss(&sensor);
     sensor.stop().unwrap();
 }
@@ -531,22 +543,7 @@ fn debian13_openssl_is_probed_at_internal_sites() {
     )
     .unwrap();
     assert!(leaks.iter().all(|r| r.status == 401));
-    let (_, up) = PyClient::run(
-        &cert,
-        server.port(),
-        "http.client",
-        &["upload", "--size", &MIB.to_string(), "--n", "1"],
-    )
-    .unwrap();
-    assert!(up.iter().all(|r| r.status == 200));
-    let (_, down) = PyClient::run(
-        &cert,
-        server.port(),
-        "http.client",
-        &["keepalive", "--n", "1", "--path", "/v1/large"],
-    )
-    .unwrap();
-    assert!(down.iter().all(|r| r.body_len == MIB));
+    one_mib_each_way(&cert, server.port(), 1);
 
     let pairs = wait_server_pairs(&sensor, &pids, 7);
     assert_eq!(pairs.len(), 7);
@@ -558,22 +555,7 @@ fn debian13_openssl_is_probed_at_internal_sites() {
         );
         assert_eq!(p.response.body_len, r.body_len);
     }
-    let upload = &pairs[5];
-    assert_eq!(
-        (
-            upload.path_only(),
-            upload.request.body_len,
-            upload.response.status
-        ),
-        ("/v1/upload", MIB, 200)
-    );
-    assert!(!upload.request.body_truncated);
-    let large = &pairs[6];
-    assert_eq!(
-        (large.path_only(), large.response.body_len),
-        ("/v1/large", MIB)
-    );
-    assert!(!large.response.body_truncated);
+    assert_one_mib_pairs(&pairs[5..], 1);
 
     let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
         .kind("api_key")
