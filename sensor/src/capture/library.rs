@@ -362,25 +362,32 @@ mod tests {
         std::fs::read(SYSTEM_LIBSSL).ok()
     }
 
-    #[test]
-    fn system_libssl_gets_internal_sites() {
-        let Some(data) = system_libssl() else {
-            eprintln!("skipped: {SYSTEM_LIBSSL} not present");
-            return;
-        };
-        let plan = plan(data.as_slice(), ProbeMode::Auto).unwrap();
+    /// Plans `data` in auto mode and checks that it got the internal sites,
+    /// with `write` as the write program, then the returns and `SSL_free`.
+    fn internal_plan(data: &[u8], write: Program) -> ProbePlan {
+        let plan = plan(data, ProbeMode::Auto).unwrap();
         assert_eq!(plan.mode, SiteMode::Internal, "{:?}", plan.fallback_reason);
         let progs: Vec<Program> = plan.sites.iter().map(|s| s.0).collect();
         assert_eq!(
             progs,
             [
-                Program::SslWriteInternalEntry,
+                write,
                 Program::SslReadInternalEntry,
                 Program::SslReturn,
                 Program::SslReturn,
                 Program::SslFreeEntry
             ]
         );
+        plan
+    }
+
+    #[test]
+    fn system_libssl_gets_internal_sites() {
+        let Some(data) = system_libssl() else {
+            eprintln!("skipped: {SYSTEM_LIBSSL} not present");
+            return;
+        };
+        let plan = internal_plan(&data, Program::SslWriteInternalEntry);
         // Each internal site starts with push in the file itself.
         for &(p, off) in &plan.sites[..2] {
             let code = &data[off as usize..off as usize + 16];
@@ -415,19 +422,7 @@ mod tests {
             return;
         };
         const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
-        let plan = plan(data.as_slice(), ProbeMode::Auto).unwrap();
-        assert_eq!(plan.mode, SiteMode::Internal, "{:?}", plan.fallback_reason);
-        let progs: Vec<Program> = plan.sites.iter().map(|s| s.0).collect();
-        assert_eq!(
-            progs,
-            [
-                Program::SslWriteInternalFlagsEntry,
-                Program::SslReadInternalEntry,
-                Program::SslReturn,
-                Program::SslReturn,
-                Program::SslFreeEntry
-            ]
-        );
+        let plan = internal_plan(&data, Program::SslWriteInternalFlagsEntry);
         // Each entry site is the push right after the function's endbr64,
         // and each return probe sits on its entry's site.
         for &(p, off) in &plan.sites[..2] {
