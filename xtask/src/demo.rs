@@ -148,7 +148,10 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the demo loads eBPF programs and needs root: run `sudo -E cargo xtask demo`");
     }
-    crate::setup::run(&crate::setup::Options::default())?;
+    crate::setup::run(&crate::setup::Options {
+        without_test_runtimes: true,
+        ..Default::default()
+    })?;
     let sensor_bin = crate::build::run(&crate::build::Options::default())?;
     let ws = root();
     let dir = std::env::temp_dir().join(format!("sensor-demo-{}", std::process::id()));

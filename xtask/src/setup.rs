@@ -59,6 +59,10 @@ pub struct Options {
     /// Only the eBPF toolchain (nightly, rust-src, bpf-linker); no apt or pip packages.
     #[arg(long)]
     pub toolchain_only: bool,
+    /// Not Debian 13's OpenSSL runtime, which only the tests and benchmarks use
+    /// (set by `cargo xtask demo`).
+    #[arg(skip)]
+    pub without_test_runtimes: bool,
 }
 
 /// `<workspace>/.tools`: gitignored prefix for bpf-linker and the venv.
@@ -91,7 +95,9 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     if !o.toolchain_only {
         apt_packages()?;
         python_venv()?;
-        debian13_openssl()?;
+        if !o.without_test_runtimes {
+            debian13_openssl()?;
+        }
     }
     step("setup complete");
     Ok(())
