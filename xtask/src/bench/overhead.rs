@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::report::{BenchReport, Figure};
 use super::sensor::{rotated, Counters, SensorOptions, Variant};
-use super::servers::{start_nginx, start_uvicorn};
+use super::servers::{start_nginx, start_nginx_on, start_uvicorn};
 use super::wrk::{private_tls_libs, WrkLoad, WrkResult};
 use super::{ratio, Ctx, PORT_NGINX, PORT_NGINX_UPSTREAM, PORT_UVICORN};
 
@@ -273,6 +273,45 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         raw.insert(key.into(), serde_json::to_value(&cells)?);
     }
     drop(nginx);
+    // The same nginx on Debian 13's OpenSSL 3.5 (a CET build), through its
+    // own loader: what the probes cost on a second OpenSSL build.
+    let debian13 = crate::setup::debian13_root().join("usr/lib/x86_64-linux-gnu");
+    if debian13.join("libssl.so.3").exists() {
+        let name = "nginx 1KiB, Debian 13 OpenSSL 3.5";
+        let nginx = start_nginx_on(
+            &ctx.scratch("overhead-debian13"),
+            &ctx.cert,
+            PORT_NGINX,
+            PORT_NGINX_UPSTREAM,
+            1024,
+            Some(&debian13),
+        )?;
+        let target = Target {
+            name: name.into(),
+            server_pid: nginx.worker,
+            load: WrkLoad {
+                url: nginx.url("/1k.bin"),
+                threads: 1,
+                connections: 16,
+                duration: ctx.wrk_duration(),
+                private_libs: private_libs.clone(),
+                http2: false,
+            },
+            sensor: scoped(nginx.worker),
+        };
+        let cells = measure(ctx, &target, &variants)?;
+        report.figures.extend(figures(ctx, name, &cells, false));
+        params.push(
+            json!({"target": name, "url": target.load.url, "wrk_threads": 1,
+            "wrk_connections": 16, "seconds": ctx.seconds, "load": "wrk",
+            "openssl": debian13.display().to_string()}),
+        );
+        raw.insert("nginx_1k_debian13".into(), serde_json::to_value(&cells)?);
+    } else {
+        report.notes.push(
+            "nginx on Debian 13's OpenSSL skipped: not unpacked (run `cargo xtask setup`)".into(),
+        );
+    }
     match &ctx.venv_python {
         Some(py) => {
             let uv = start_uvicorn(&dir, py, &ctx.cert, PORT_UVICORN)?;

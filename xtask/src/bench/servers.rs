@@ -74,6 +74,20 @@ pub fn start_nginx(
     upstream_port: u16,
     max_connections: u32,
 ) -> anyhow::Result<Nginx> {
+    start_nginx_on(dir, cert, port, upstream_port, max_connections, None)
+}
+
+/// [`start_nginx`], on the glibc and OpenSSL in `runtime` (a directory with
+/// `ld-linux-x86-64.so.2` and `libssl.so.3`: Debian 13's, unpacked by `cargo
+/// xtask setup`) when given, through that glibc's loader.
+pub fn start_nginx_on(
+    dir: &Path,
+    cert: &Cert,
+    port: u16,
+    upstream_port: u16,
+    max_connections: u32,
+    runtime: Option<&Path>,
+) -> anyhow::Result<Nginx> {
     let prefix = dir.join("nginx");
     let root = prefix.join("root");
     std::fs::create_dir_all(&root)?;
@@ -95,7 +109,15 @@ pub fn start_nginx(
     let conf_path = prefix.join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let log = prefix.join("stderr.log");
-    let mut c = Command::new("nginx");
+    let mut c = match runtime {
+        None => Command::new("nginx"),
+        Some(lib) => {
+            let nginx = super::which("nginx").context("nginx not found")?;
+            let mut c = Command::new(lib.join("ld-linux-x86-64.so.2"));
+            c.arg("--library-path").arg(lib).arg(nginx);
+            c
+        }
+    };
     c.arg("-c")
         .arg(&conf_path)
         .arg("-p")
