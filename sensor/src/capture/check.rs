@@ -157,6 +157,12 @@ fn tls_library_lines(proc_root: &Path, root: bool) -> Vec<CheckLine> {
                 if let Some(why) = p.fallback_reason {
                     s.push_str(&format!(" ({why})"));
                 }
+                if p.single_stepped > 0 {
+                    s.push_str(&format!(
+                        "; {} entries single-stepped: several µs more per SSL call",
+                        p.single_stepped
+                    ));
+                }
                 Ok(s)
             }
             Err(e) => Err(format!("{}: cannot probe: {e}", lib.path)),

@@ -184,6 +184,8 @@ pub struct Attached {
     pub mode: SiteMode,
     pub links: Vec<(Program, UProbeLinkId)>,
     pub fallback_reason: Option<String>,
+    /// See [`super::library::ProbePlan::single_stepped`].
+    pub single_stepped: usize,
 }
 
 /// Attaches the probes of `mode` to the library at `open_path`.  On failure
@@ -222,6 +224,7 @@ pub fn attach_library(
         mode: plan.mode,
         links,
         fallback_reason: plan.fallback_reason,
+        single_stepped: plan.single_stepped,
     })
 }
 

@@ -206,10 +206,19 @@ impl State {
                 mode,
                 links,
                 fallback_reason: fallback,
+                single_stepped,
             }) => {
                 if let Some(reason) = fallback {
                     tracing::info!(
                         "{}: internal probe sites not recognised ({reason}); using exported SSL_* entries",
+                        lib.path
+                    );
+                }
+                if single_stepped > 0 {
+                    tracing::warn!(
+                        "{}: {single_stepped} probed SSL_* entries begin with an instruction the kernel \
+                         single-steps: each SSL call there costs the calling process several µs more \
+                         (~6× the internal sites); its traffic is captured all the same",
                         lib.path
                     );
                 }
