@@ -15,6 +15,7 @@
 //! | `rustls` | a Rust program with rustls in it: its symbols (`…6rustls…`), or, stripped, rustls's source paths in `.rodata` |
 //! | `java_tls` | a JVM (`libjvm.so` mapped): Java's own TLS (JSSE) runs in the JVM, where no probe reaches |
 //! | `gnutls`, `nss`, `wolfssl`, `mbedtls` | the library is mapped (`libgnutls`, `libnss3`/`libssl3.so`, `libwolfssl`, `libmbedtls`) |
+//! | `unknown_tls` | another TLS library without probes or a reason of its own is mapped (`libs2n`, `libbotan`) |
 //!
 //! Processes with sockets and no TLS code (plain HTTP) are not blind: there is
 //! nothing to decrypt.  ELF verdicts are cached per (device, inode), checked
@@ -45,6 +46,7 @@ pub const REASONS: &[&str] = &[
     "nss",
     "wolfssl",
     "mbedtls",
+    "unknown_tls",
 ];
 /// ELF verdicts kept (executables and libraries of the host, by inode).
 pub const ELF_CACHE_ENTRIES: usize = 8192;
@@ -351,6 +353,11 @@ fn library_reason_by_name(path: &str) -> Option<&'static str> {
     } else if n == "libjvm.so" {
         // HotSpot (OpenJDK) and OpenJ9 both name it so.
         Some("java_tls")
+    } else if n.starts_with("librustls") {
+        // rustls-ffi, rustls behind a C API.
+        Some("rustls")
+    } else if n.starts_with("libs2n") || n.starts_with("libbotan") {
+        Some("unknown_tls")
     } else {
         None
     }

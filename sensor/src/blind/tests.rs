@@ -62,6 +62,18 @@ fn libraries_by_name() {
         None
     );
     assert_eq!(
+        library_reason_by_name("/usr/local/lib/librustls.so"),
+        Some("rustls")
+    );
+    assert_eq!(
+        library_reason_by_name("/usr/lib/x86_64-linux-gnu/libs2n.so.1"),
+        Some("unknown_tls")
+    );
+    assert_eq!(
+        library_reason_by_name("/usr/lib/x86_64-linux-gnu/libbotan-2.so.19"),
+        Some("unknown_tls")
+    );
+    assert_eq!(
         library_reason_by_name("/usr/lib/x86_64-linux-gnu/libssl.so.3"),
         None
     );
