@@ -158,6 +158,15 @@ impl Server {
         Server::spawn("node", &cmd, port, cert, tempdir("node-h2")?)
     }
 
+    /// `leaky_pyopenssl.py`: TLS through pyOpenSSL, on the OpenSSL linked
+    /// into the `cryptography` wheel's extension module.
+    pub fn pyopenssl(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = app_command(venv_bin("python")?, "leaky_pyopenssl.py", port, cert);
+        python_env(&mut cmd);
+        Server::spawn("pyopenssl", &cmd, port, cert, tempdir("pyopenssl")?)
+    }
+
     /// The stdlib demo API (`demo_api.py`) with the system Python.
     pub fn demo(cert: &TestCert) -> Result<Server> {
         let port = free_port()?;

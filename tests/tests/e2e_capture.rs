@@ -569,3 +569,48 @@ fn debian13_openssl_is_probed_at_internal_sites() {
     assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
 }
+
+/// A third OpenSSL build, bundled: pyOpenSSL (as Twisted and daphne use it)
+/// runs on the OpenSSL that the `cryptography` wheel links into its own
+/// extension module, with `SSL_*` only in its `.symtab`.  The sensor finds
+/// it there, probes it at its internal sites, and sees the leak.
+#[test]
+fn openssl_bundled_in_a_python_wheel_is_probed() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let mut sensor = Sensor::start(&[]).unwrap();
+    let server = Server::pyopenssl(&cert).unwrap();
+    let pids = server.pids();
+    assert_eq!(
+        wait_attached_mode(&sensor, "cryptography/hazmat/bindings/"),
+        "internal"
+    );
+
+    let key = Secret::random("ak_", 30);
+    let urls: Vec<String> = (0..3).map(|_| server.url("/v1/items")).collect();
+    let (_, responses) =
+        curl_keepalive(&cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
+    let pairs = wait_server_pairs(&sensor, &pids, 3);
+    assert_eq!(pairs.len(), 3);
+    assert_one_connection(&pairs);
+    for (p, &(status, body_len)) in pairs.iter().zip(&responses) {
+        assert_eq!(
+            (p.request.method.as_str(), p.path_only(), p.response.status),
+            ("GET", "/v1/items", status)
+        );
+        assert_eq!(status, 401);
+        assert_eq!(p.response.body_len, body_len);
+    }
+    let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
+        .kind("api_key")
+        .request("GET", "/v1/items", 401)];
+    let findings = findings_of(&sensor.findings().unwrap(), "server", &pids);
+    assert_eq!(findings.len(), 3);
+    for f in &findings {
+        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
+    }
+    assert_no_loss(&sensor);
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+    sensor.stop().unwrap();
+}

@@ -49,6 +49,7 @@ pub const PIP_PACKAGES: &[&str] = &[
     "gunicorn",
     "httpx",
     "h2",
+    "pyOpenSSL",
     "kubernetes-validate",
 ];
 /// Installed next to the requirements file (manifest validation in the deploy checks).
