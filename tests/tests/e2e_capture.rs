@@ -49,6 +49,26 @@ fn assert_no_loss(sensor: &Sensor) {
     );
 }
 
+/// The server findings of `pids`: exactly `n`, each the `x-api-key` `key`
+/// leaked by `GET <path>` answered `status`.
+fn assert_api_key_leaks(
+    sensor: &Sensor,
+    pids: &[u32],
+    key: &Secret,
+    (path, status): (&str, u16),
+    n: usize,
+) -> Vec<sensor_e2e::Finding> {
+    let expected = [ExpectedFinding::new(key, "header", "x-api-key")
+        .kind("api_key")
+        .request("GET", path, status)];
+    let findings = findings_of(&sensor.findings().unwrap(), "server", pids);
+    assert_eq!(findings.len(), n);
+    for f in &findings {
+        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
+    }
+    findings
+}
+
 /// Pairs of one connection, in order, numbered 1..n.
 fn assert_one_connection(pairs: &[Pair]) {
     let conn = &pairs[0].connection.id;
@@ -412,14 +432,7 @@ fn servers_started_after_the_sensor_are_captured() {
         .iter()
         .all(|p| p.path_only() == "/v1/items" && p.response.status == 400));
     // Three requests, three findings (one per response), each as expected.
-    let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
-        .kind("api_key")
-        .request("GET", "/v1/items", 400)];
-    let findings = findings_of(&sensor.findings().unwrap(), "server", &demo.pids());
-    assert_eq!(findings.len(), 3);
-    for f in &findings {
-        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
-    }
+    let findings = assert_api_key_leaks(&sensor, &demo.pids(), &key, ("/v1/items", 400), 3);
     assert!(findings
         .iter()
         .all(|f| f.credential.fingerprint == findings[0].credential.fingerprint));
@@ -557,14 +570,7 @@ fn debian13_openssl_is_probed_at_internal_sites() {
     }
     assert_one_mib_pairs(&pairs[5..], 1);
 
-    let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
-        .kind("api_key")
-        .request("GET", "/v1/items", 401)];
-    let findings = findings_of(&sensor.findings().unwrap(), "server", &pids);
-    assert_eq!(findings.len(), 5);
-    for f in &findings {
-        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
-    }
+    assert_api_key_leaks(&sensor, &pids, &key, ("/v1/items", 401), 5);
     assert_no_loss(&sensor);
     assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
@@ -602,14 +608,7 @@ fn openssl_bundled_in_a_python_wheel_is_probed() {
         assert_eq!(status, 401);
         assert_eq!(p.response.body_len, body_len);
     }
-    let expected = [ExpectedFinding::new(&key, "header", "x-api-key")
-        .kind("api_key")
-        .request("GET", "/v1/items", 401)];
-    let findings = findings_of(&sensor.findings().unwrap(), "server", &pids);
-    assert_eq!(findings.len(), 3);
-    for f in &findings {
-        check_findings(std::slice::from_ref(f), &expected, "server").unwrap();
-    }
+    assert_api_key_leaks(&sensor, &pids, &key, ("/v1/items", 401), 3);
     assert_no_loss(&sensor);
     assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
