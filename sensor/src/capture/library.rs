@@ -308,14 +308,13 @@ fn exported_sites<'a, R: ReadRef<'a>>(
 }
 
 /// The file offset of a probe on `f`'s entry: past a leading `endbr64` when a
-/// `push` follows it (see [`probe_entry`]); and whether it is on a `push`.
+/// `push` follows it; and whether it is on a `push` (see [`probe_entry`]).
 fn entry_site<'a, R: ReadRef<'a>>(
     elf: &Elf<'a, R>,
     f: Function,
 ) -> Result<(u64, bool), LibraryError> {
-    let code = elf.code(f)?;
-    let at_push = push_entry(code, f.vaddr).is_ok();
-    Ok((f.file_offset + probe_entry(code, f.vaddr), at_push))
+    let (offset, at_push) = probe_entry(elf.code(f)?, f.vaddr);
+    Ok((f.file_offset + offset, at_push))
 }
 
 /// Decides where the probes go in the file whose contents `data` reads.
@@ -407,8 +406,8 @@ mod tests {
             let code = &data[off as usize..off as usize + 16];
             assert_eq!(push_entry(code, off), Ok(0), "{p:?} at {off:#x}");
         }
-        // And they are distinct from the exported entries.
         assert_eq!(plan.single_stepped, 0);
+        // And they are distinct from the exported entries.
         let exported = super::plan(data.as_slice(), ProbeMode::Exported).unwrap();
         assert_eq!(exported.mode, SiteMode::Exported);
         assert_eq!(exported.sites.len(), 4 + 4 + 1);

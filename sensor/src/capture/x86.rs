@@ -94,10 +94,14 @@ pub fn push_entry(code: &[u8], addr: u64) -> Result<u64, WrapperError> {
 }
 
 /// Where to put the probe of a function that need not start with `push` (an
-/// exported entry, `SSL_free`): on the `push` after a leading `endbr64` when
-/// there is one, else at the start.
-pub fn probe_entry(code: &[u8], addr: u64) -> u64 {
-    push_entry(code, addr).unwrap_or(0)
+/// exported entry, `SSL_free`), and whether the kernel emulates the probed
+/// instruction: on the `push` after a leading `endbr64` when there is one
+/// (emulated), else at the start (single-stepped unless it is a `push`).
+pub fn probe_entry(code: &[u8], addr: u64) -> (u64, bool) {
+    match push_entry(code, addr) {
+        Ok(offset) => (offset, true),
+        Err(_) => (0, false),
+    }
 }
 
 #[cfg(test)]
@@ -179,17 +183,17 @@ mod tests {
         // ssl_read_internal: endbr64; push %r14; push %r13
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x41, 0x56, 0x41, 0x55];
         assert_eq!(push_entry(&code, 0x3d830), Ok(4));
-        assert_eq!(probe_entry(&code, 0x3d830), 4);
+        assert_eq!(probe_entry(&code, 0x3d830), (4, true));
         // SSL_read: endbr64; sub $0x18,%rsp — single-stepped either way: the start.
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x83, 0xec, 0x18];
         assert_eq!(
             push_entry(&code, 0x3da40),
             Err(WrapperError::TargetNotPush("sub".into()))
         );
-        assert_eq!(probe_entry(&code, 0x3da40), 0);
+        assert_eq!(probe_entry(&code, 0x3da40), (0, false));
         // SSL_free: endbr64; test %rdi,%rdi; je … — the start.
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x6f];
-        assert_eq!(probe_entry(&code, 0x46500), 0);
+        assert_eq!(probe_entry(&code, 0x46500), (0, false));
         // Only one endbr64 is skipped; a truncated one is not code.
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0xf3, 0x0f, 0x1e, 0xfa, 0x55];
         assert!(push_entry(&code, 0).is_err());
@@ -197,7 +201,7 @@ mod tests {
             push_entry(&[0xf3, 0x0f, 0x1e, 0xfa], 0),
             Err(WrapperError::Undecodable)
         );
-        assert_eq!(probe_entry(&[0xf3, 0x0f, 0x1e], 0), 0);
+        assert_eq!(probe_entry(&[0xf3, 0x0f, 0x1e], 0), (0, false));
     }
 
     /// OpenSSL 3.3+'s `SSL_write_ex2` is the same wrapper around
