@@ -84,8 +84,30 @@ pub fn venv_dir() -> PathBuf {
 /// needs, unpacked under `.tools/debian13/root`: the tests run real servers
 /// on it through its own loader, so the probe sites are checked on a second,
 /// different OpenSSL build than the host's.
-pub fn debian13_root() -> PathBuf {
+fn debian13_root() -> PathBuf {
     tools_dir().join("debian13/root")
+}
+
+/// Debian 13's glibc loader, in [`debian13_lib`].
+const DEBIAN13_LOADER: &str = "ld-linux-x86-64.so.2";
+
+/// Where Debian 13's loader, glibc and libssl are in [`debian13_root`].
+fn debian13_lib() -> PathBuf {
+    debian13_root().join("usr/lib/x86_64-linux-gnu")
+}
+
+/// [`debian13_lib`], when setup has unpacked its loader and libssl there.
+pub fn debian13_unpacked() -> Option<PathBuf> {
+    let lib = debian13_lib();
+    (lib.join("libssl.so.3").exists() && lib.join(DEBIAN13_LOADER).exists()).then_some(lib)
+}
+
+/// `program` run on the glibc and libraries in `lib` (from
+/// [`debian13_unpacked`]), through that glibc's own loader.
+pub fn debian13_command(lib: &Path, program: &Path) -> Command {
+    let mut c = Command::new(lib.join(DEBIAN13_LOADER));
+    c.arg("--library-path").arg(lib).arg(program);
+    c
 }
 
 /// Debian 13 packages unpacked into [`debian13_root`].
@@ -321,8 +343,7 @@ fn python_venv() -> anyhow::Result<()> {
 /// installed on the host.
 fn debian13_openssl() -> anyhow::Result<()> {
     let root = debian13_root();
-    let lib = root.join("usr/lib/x86_64-linux-gnu");
-    if lib.join("libssl.so.3").exists() && lib.join("ld-linux-x86-64.so.2").exists() {
+    if debian13_unpacked().is_some() {
         step(&format!("Debian 13 OpenSSL: present in {}", root.display()));
         return Ok(());
     }

@@ -72,20 +72,15 @@ impl Build {
     fn command(&self, bin: &Path) -> Command {
         match self {
             Build::Host => Command::new(bin),
-            Build::Debian13(lib) => {
-                let mut c = Command::new(lib.join("ld-linux-x86-64.so.2"));
-                c.arg("--library-path").arg(lib).arg(bin);
-                c
-            }
+            Build::Debian13(lib) => crate::setup::debian13_command(lib, bin),
         }
     }
 }
 
 /// The builds measured: the host's, and Debian 13's when it is unpacked.
 fn builds() -> Vec<Build> {
-    let lib = crate::setup::debian13_root().join("usr/lib/x86_64-linux-gnu");
     let mut b = vec![Build::Host];
-    if lib.join("libssl.so.3").exists() {
+    if let Some(lib) = crate::setup::debian13_unpacked() {
         b.push(Build::Debian13(lib));
     } else {
         eprintln!(

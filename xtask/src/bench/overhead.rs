@@ -275,8 +275,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     drop(nginx);
     // The same nginx on Debian 13's OpenSSL 3.5 (a CET build), through its
     // own loader: what the probes cost on a second OpenSSL build.
-    let debian13 = crate::setup::debian13_root().join("usr/lib/x86_64-linux-gnu");
-    if debian13.join("libssl.so.3").exists() {
+    if let Some(debian13) = crate::setup::debian13_unpacked() {
         let name = "nginx 1KiB, Debian 13 OpenSSL 3.5";
         let nginx = start_nginx_on(
             &ctx.scratch("overhead-debian13"),

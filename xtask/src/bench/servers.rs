@@ -113,9 +113,7 @@ pub fn start_nginx_on(
         None => Command::new("nginx"),
         Some(lib) => {
             let nginx = super::which("nginx").context("nginx not found")?;
-            let mut c = Command::new(lib.join("ld-linux-x86-64.so.2"));
-            c.arg("--library-path").arg(lib).arg(nginx);
-            c
+            crate::setup::debian13_command(lib, &nginx)
         }
     };
     c.arg("-c")
