@@ -7,13 +7,14 @@
 //! (/proc/PID/stat before/after), the server's CPU per 1,000 requests (the
 //! probes' cost lands there) and the share of requests the sensor paired.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::json;
 
 use super::report::{BenchReport, Figure};
 use super::sensor::{rotated, Counters, SensorOptions, Variant};
-use super::servers::{start_nginx, start_nginx_on, start_uvicorn};
+use super::servers::{start_nginx, start_nginx_on, start_uvicorn, Nginx};
 use super::wrk::{private_tls_libs, WrkLoad, WrkResult};
 use super::{ratio, Ctx, PORT_NGINX, PORT_NGINX_UPSTREAM, PORT_UVICORN};
 
@@ -238,12 +239,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     };
     let mut raw = serde_json::Map::new();
     let mut params = Vec::new();
-    for (name, path, key, http2) in [
-        ("nginx 1KiB", "/1k.bin", "nginx_1k", false),
-        ("nginx 64KiB", "/64k.bin", "nginx_64k", false),
-        // HTTP/2 (h2load, one stream at a time per connection, as wrk).
-        ("nginx 1KiB HTTP/2", "/1k.bin", "nginx_h2_1k", true),
-    ] {
+    // One nginx target: wrk (h2load for HTTP/2) on `path`, 16 connections;
+    // its figures, parameters and cells are recorded under `name` and `key`.
+    let mut measure_nginx = |nginx: &Nginx,
+                             (name, path, key, http2): (&str, &str, &str, bool),
+                             openssl: Option<&Path>|
+     -> anyhow::Result<()> {
         let target = Target {
             name: name.into(),
             server_pid: nginx.worker,
@@ -265,48 +266,46 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         report
             .figures
             .extend(figures(ctx, name, &cells, key == "nginx_1k"));
-        params.push(
-            json!({"target": name, "url": target.load.url, "wrk_threads": 1,
+        let mut p = json!({"target": name, "url": target.load.url, "wrk_threads": 1,
             "wrk_connections": 16, "seconds": ctx.seconds,
-            "load": if http2 { "h2load -m 1" } else { "wrk" }}),
-        );
+            "load": if http2 { "h2load -m 1" } else { "wrk" }});
+        if let Some(lib) = openssl {
+            p["openssl"] = json!(lib.display().to_string());
+        }
+        params.push(p);
         raw.insert(key.into(), serde_json::to_value(&cells)?);
+        Ok(())
+    };
+    for target in [
+        ("nginx 1KiB", "/1k.bin", "nginx_1k", false),
+        ("nginx 64KiB", "/64k.bin", "nginx_64k", false),
+        // HTTP/2 (h2load, one stream at a time per connection, as wrk).
+        ("nginx 1KiB HTTP/2", "/1k.bin", "nginx_h2_1k", true),
+    ] {
+        measure_nginx(&nginx, target, None)?;
     }
     drop(nginx);
     // The same nginx on Debian 13's OpenSSL 3.5 (a CET build), through its
     // own loader: what the probes cost on a second OpenSSL build.
-    if let Some(debian13) = crate::setup::debian13_unpacked() {
-        let name = "nginx 1KiB, Debian 13 OpenSSL 3.5";
+    let debian13 = crate::setup::debian13_unpacked();
+    if let Some(lib) = &debian13 {
         let nginx = start_nginx_on(
             &ctx.scratch("overhead-debian13"),
             &ctx.cert,
             PORT_NGINX,
             PORT_NGINX_UPSTREAM,
             1024,
-            Some(&debian13),
+            Some(lib),
         )?;
-        let target = Target {
-            name: name.into(),
-            server_pid: nginx.worker,
-            load: WrkLoad {
-                url: nginx.url("/1k.bin"),
-                threads: 1,
-                connections: 16,
-                duration: ctx.wrk_duration(),
-                private_libs: private_libs.clone(),
-                http2: false,
-            },
-            sensor: scoped(nginx.worker),
-        };
-        let cells = measure(ctx, &target, &variants)?;
-        report.figures.extend(figures(ctx, name, &cells, false));
-        params.push(
-            json!({"target": name, "url": target.load.url, "wrk_threads": 1,
-            "wrk_connections": 16, "seconds": ctx.seconds, "load": "wrk",
-            "openssl": debian13.display().to_string()}),
+        let target = (
+            "nginx 1KiB, Debian 13 OpenSSL 3.5",
+            "/1k.bin",
+            "nginx_1k_debian13",
+            false,
         );
-        raw.insert("nginx_1k_debian13".into(), serde_json::to_value(&cells)?);
-    } else {
+        measure_nginx(&nginx, target, Some(lib))?;
+    }
+    if debian13.is_none() {
         report.notes.push(
             "nginx on Debian 13's OpenSSL skipped: not unpacked (run `cargo xtask setup`)".into(),
         );
