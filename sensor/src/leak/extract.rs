@@ -340,29 +340,76 @@ pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
             _ => {}
         }
     }
-    if let Some(q) = req.target.split_once('?').map(|(_, q)| q) {
-        let q = q.split('#').next().unwrap_or("");
-        // As `urlencoded_pairs`, but a key is decoded (and its value at all)
-        // only when that can change it or it names a credential.
-        for p in q.as_bytes().split(|&b| b == b'&').filter(|p| !p.is_empty()) {
-            let (raw_k, raw_v) = match p.iter().position(|&b| b == b'=') {
-                Some(i) => (&p[..i], Some(&p[i + 1..])),
-                None => (p, None),
-            };
-            let k: Cow<[u8]> = if raw_k.iter().any(|&b| b == b'%' || b == b'+') {
-                Cow::Owned(percent_decode(raw_k, true))
-            } else {
-                Cow::Borrowed(raw_k)
-            };
-            let k = String::from_utf8_lossy(&k);
-            if cfg.query_params.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
-                let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
-                ex.add(CredentialSource::Query, &k, kind_for_name(&k), &v);
-            }
-        }
-    }
+    credential_params(req, cfg, |k, raw_v| {
+        let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
+        ex.add(CredentialSource::Query, k, kind_for_name(k), &v);
+    });
     body(&mut ex, req);
     ex.out
+}
+
+/// Hands `found` each query parameter of `req` named in `query_params`: its
+/// decoded name and its raw (still percent-encoded) value, if any.
+fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str, Option<&[u8]>)) {
+    let Some(q) = req.target.split_once('?').map(|(_, q)| q) else {
+        return;
+    };
+    let q = q.split('#').next().unwrap_or("");
+    // As `urlencoded_pairs`, but a key is decoded (and its value at all)
+    // only when that can change it or it names a credential.
+    for p in q.as_bytes().split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (raw_k, raw_v) = match p.iter().position(|&b| b == b'=') {
+            Some(i) => (&p[..i], Some(&p[i + 1..])),
+            None => (p, None),
+        };
+        let k: Cow<[u8]> = if raw_k.iter().any(|&b| b == b'%' || b == b'+') {
+            Cow::Owned(percent_decode(raw_k, true))
+        } else {
+            Cow::Borrowed(raw_k)
+        };
+        let k = String::from_utf8_lossy(&k);
+        if cfg.query_params.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
+            found(&k, raw_v);
+        }
+    }
+}
+
+/// Whether `req` may carry a credential, decided without taking any out
+/// (no entropy, no decoding of values): a body, an Authorization or
+/// credential-named header, or a credential-named query parameter says yes
+/// at once; a Cookie header only if one of its cookies is a credential.
+/// Never no where [`extract`] finds one; yes for a header or parameter whose
+/// value is no credential (empty, short, a plain word).
+pub fn may_carry_credential(req: &Request, cfg: &LeakConfig) -> bool {
+    if req.body.len > 0 {
+        return true;
+    }
+    let mut cookie = false;
+    for h in &req.headers {
+        match h.name {
+            "authorization" | "proxy-authorization" => return true,
+            "cookie" => cookie = true,
+            name if is_credential_header_name(cfg, name) => return true,
+            _ => {}
+        }
+    }
+    let mut param = false;
+    credential_params(req, cfg, |_, _| param = true);
+    if param {
+        return true;
+    }
+    // Cookies need the look extraction takes (configured names, random
+    // values): every request of a browser carries some.  HTTP/2 may split
+    // them over several Cookie headers.
+    cookie
+        && req.headers.iter().filter(|h| h.name == "cookie").any(|h| {
+            let mut ex = Extractor {
+                cfg,
+                out: Vec::new(),
+            };
+            cookies(&mut ex, trim(h.value));
+            !ex.out.is_empty()
+        })
 }
 
 /// Header names (lower-case) that carry credentials, besides Authorization/Cookie.

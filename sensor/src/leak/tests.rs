@@ -1011,6 +1011,45 @@ fn credential_header_names() {
     }
 }
 
+/// Whether a response body is kept is decided by names, not values, except
+/// for cookies (every browser request carries some).
+#[test]
+fn response_body_wanted_by_credential_names() {
+    let d = detector();
+    let wants = |h: &[(&str, &[u8])], target: &str| {
+        d.wants_response_body(&pair(h, target, &[], b"").exchange.request)
+    };
+    assert!(!wants(&[], "/"));
+    assert!(!wants(
+        &[("host", b"a"), ("user-agent", b"curl/8")],
+        "/x?page=2"
+    ));
+    assert!(wants(&[("x-api-key", STRIPE.as_bytes())], "/"));
+    // By name: a value too short to be a credential still keeps the body.
+    assert!(wants(&[("authorization", b"Bearer x")], "/"));
+    assert!(wants(&[("x-auth-token", b"")], "/"));
+    assert!(wants(&[], "/x?a=1&api_key=k"));
+    assert!(wants(&[], "/x?API_KEY"));
+    // Cookies by what extraction makes of them.
+    assert!(!wants(&[("cookie", b"_ga=GA1.2.3; theme=dark")], "/"));
+    assert!(wants(
+        &[("cookie", format!("theme=dark; sid={OPAQUE}").as_bytes())],
+        "/"
+    ));
+    // HTTP/2 splits cookies over several headers: the second one counts.
+    assert!(wants(
+        &[
+            ("cookie", b"theme=dark"),
+            ("cookie", b"prefs=Zq8LmX2vR7tK9wP4nB6c")
+        ],
+        "/"
+    ));
+    // A request body is taken to carry one without looking.
+    let mut p = pair(&[], "/", &[], b"");
+    p.exchange.request.body.len = 10;
+    assert!(d.wants_response_body(&p.exchange.request));
+}
+
 // ---------- properties ----------
 
 mod props {
@@ -1169,6 +1208,50 @@ mod props {
             }
             want.sort();
             prop_assert_eq!(got, want);
+        }
+
+        /// A response body is never dropped when its request carries a
+        /// credential: whatever `extract` finds, `wants_response_body`
+        /// said yes to (it looks at names only, so it may say yes to more).
+        #[test]
+        fn body_wanted_whenever_a_credential_is_extracted(
+            picks in proptest::collection::vec((0usize..10, 0usize..6), 0..5),
+            query in 0usize..5,
+        ) {
+            let values: [&[u8]; 6] = [
+                STRIPE.as_bytes(), b"", b"short", b"password", OPAQUE.as_bytes(),
+                b"_ga=GA1.2.3; theme=dark",
+            ];
+            let names = [
+                "host", "authorization", "cookie", "x-api-key", "user-agent",
+                "x-auth-token", "proxy-authorization", "accept", "stripe-key", "cookie",
+            ];
+            let cookie_values: [&[u8]; 3] =
+                [b"sid=abc", b"_ga=GA1.2.3; theme=dark", b"prefs=Zq8LmX2vR7tK9wP4nB6c"];
+            let headers: Vec<(&str, Vec<u8>)> = picks
+                .iter()
+                .map(|&(n, v)| {
+                    let name = names[n];
+                    let value = match name {
+                        "cookie" => cookie_values[v % 3].to_vec(),
+                        "authorization" if v % 2 == 0 => [b"Bearer ", values[v]].concat(),
+                        _ => values[v].to_vec(),
+                    };
+                    (name, value)
+                })
+                .collect();
+            let target = [
+                "/", "/x?page=2", "/x?api_key=sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+                "/x?token=", "/x?a=1&access_token=tok_9fK2mQ7xLp4Rz8Wv1Nb6#f",
+            ][query];
+            let borrowed: Vec<(&str, &[u8])> =
+                headers.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+            let p = pair(&borrowed, target, &[], b"");
+            let req = &p.exchange.request;
+            let det = detector();
+            if !super::super::extract::extract(req, det.config()).is_empty() {
+                prop_assert!(det.wants_response_body(req), "{:?} {}", picks, target);
+            }
         }
     }
 }
