@@ -26,7 +26,7 @@ pub mod x86;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
@@ -385,6 +385,7 @@ impl Capture {
         )));
         let seen: SeenTgids = Arc::default();
         let rescan_interval = cfg.rescan_interval.max(Duration::from_millis(50));
+        let loss = LossReport::new(cfg.ring_buffer_bytes);
         let state = Arc::new(Mutex::new(State {
             ebpf,
             cfg,
@@ -423,7 +424,7 @@ impl Capture {
                 tx.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(counters_loop(counters.clone(), metrics, stop_rx)),
+            tokio::spawn(counters_loop(counters.clone(), metrics, loss, stop_rx)),
         ];
         Ok((
             Capture {
@@ -641,9 +642,62 @@ fn apply_counter_deltas(metrics: &Metrics, prev: &KernelCounters, now: &KernelCo
     }
 }
 
+/// Lost events get one log line at once, then at most one per
+/// [`LOSS_LOG_EVERY`] with what was lost since the last line.
+pub const LOSS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Says when events are lost because the ring buffer was full: the metric
+/// counts them, this tells the operator why and what to change, without a
+/// line per second while the overload lasts.
+struct LossReport {
+    ring_buffer_bytes: u32,
+    /// Events and bytes lost since the last line.
+    events: u64,
+    bytes: u64,
+    last_line: Option<Instant>,
+}
+
+impl LossReport {
+    fn new(ring_buffer_bytes: u32) -> Self {
+        LossReport {
+            ring_buffer_bytes,
+            events: 0,
+            bytes: 0,
+            last_line: None,
+        }
+    }
+
+    /// Adds what the counters say was lost since the previous reading; a
+    /// line to log when one is due.
+    fn note(&mut self, prev: &KernelCounters, now: &KernelCounters, at: Instant) -> Option<String> {
+        self.events += now.ringbuf_full.saturating_sub(prev.ringbuf_full);
+        self.bytes += now.lost_bytes.saturating_sub(prev.lost_bytes);
+        if self.events == 0 || self.last_line.is_some_and(|t| at - t < LOSS_LOG_EVERY) {
+            return None;
+        }
+        let since = match self.last_line {
+            Some(t) => format!("in the last {} s", (at - t).as_secs()),
+            None => "so far".to_string(),
+        };
+        let line = format!(
+            "capture ring buffer full: {} events ({} KiB of TLS data) lost {since}, the pipeline is behind the traffic; \
+             give it more room (--ring-buffer-bytes, now {}) or capture less (--pid, --comm, --role); \
+             counted in sensor_capture_lost_events_total",
+            self.events,
+            self.bytes / 1024,
+            self.ring_buffer_bytes
+        );
+        self.events = 0;
+        self.bytes = 0;
+        self.last_line = Some(at);
+        Some(line)
+    }
+}
+
 async fn counters_loop(
     counters: Arc<PerCpuArray<MapData, u64>>,
     metrics: Metrics,
+    mut loss: LossReport,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut prev = KernelCounters::default();
@@ -655,6 +709,9 @@ async fn counters_loop(
         };
         let now = read_counters(&counters);
         apply_counter_deltas(&metrics, &prev, &now);
+        if let Some(line) = loss.note(&prev, &now, Instant::now()) {
+            tracing::warn!("{line}");
+        }
         prev = now;
         if stopping {
             return;
@@ -665,6 +722,47 @@ async fn counters_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_events_are_said_at_once_then_summed_every_ten_seconds() {
+        let mut r = LossReport::new(1 << 25);
+        let t0 = Instant::now();
+        let at = |n: u64, bytes: u64| KernelCounters {
+            ringbuf_full: n,
+            lost_bytes: bytes,
+            ..KernelCounters::default()
+        };
+        assert_eq!(
+            r.note(&at(0, 0), &at(0, 0), t0),
+            None,
+            "nothing lost, nothing said"
+        );
+        let first = r
+            .note(&at(0, 0), &at(5, 4096), t0)
+            .expect("the first loss is said at once");
+        assert!(
+            first.contains("5 events (4 KiB of TLS data) lost so far"),
+            "{first}"
+        );
+        assert!(
+            first.contains("--ring-buffer-bytes, now 33554432"),
+            "{first}"
+        );
+        // Within ten seconds: summed, not said.
+        let s = Duration::from_secs;
+        assert_eq!(r.note(&at(5, 4096), &at(8, 4096), t0 + s(1)), None);
+        assert_eq!(r.note(&at(8, 4096), &at(9, 6144), t0 + s(9)), None);
+        let next = r
+            .note(&at(9, 6144), &at(10, 6144), t0 + s(10))
+            .expect("due after 10 s");
+        assert!(
+            next.contains("5 events (2 KiB of TLS data) lost in the last 10 s"),
+            "{next}"
+        );
+        // A quiet period says nothing, even when a line would be due.
+        assert_eq!(r.note(&at(10, 6144), &at(10, 6144), t0 + s(60)), None);
+        assert!(r.note(&at(10, 6144), &at(11, 6144), t0 + s(61)).is_some());
+    }
 
     #[test]
     fn counter_deltas_feed_metrics() {
