@@ -60,6 +60,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         duration: Duration::from_secs(ctx.loss_seconds),
         private_libs: None,
         http2: false,
+        headers: Vec::new(),
     };
     let cases: Vec<Case> = if ctx.sensor.is_some() {
         vec![Case::NoSensor, Case::DefaultRing, Case::SmallRing]

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use anyhow::{bail, Context};
 use serde_json::json;
 
 use super::report::{BenchReport, Figure};
@@ -217,6 +218,33 @@ pub fn figures(ctx: &Ctx, name: &str, cells: &[Cell], is_nginx_1k: bool) -> Vec<
     out
 }
 
+/// The key wrk sends with the credential-bearing target: made up, shaped like
+/// a live Stripe key so the sensor takes it for one (vendor prefix, random).
+const BENCH_API_KEY: &str = "sk_live_bench7Qm2Xv9Lp4Rz8Wn1Kd6Tc3Y";
+
+/// Files under `dir` (recursively, not following links) that contain `needle`.
+fn files_holding(dir: &Path, needle: &[u8]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let e = e?;
+            let kind = e.file_type()?;
+            if kind.is_dir() {
+                todo.push(e.path());
+            } else if kind.is_file() {
+                // Unreadable files (sockets gone, races with nginx) are skipped.
+                if let Ok(b) = std::fs::read(e.path()) {
+                    if b.windows(needle.len()).any(|w| w == needle) {
+                        found.push(e.path());
+                    }
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let mut report = BenchReport::new("overhead", ctx.quick);
     let dir = ctx.scratch("overhead");
@@ -239,10 +267,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     };
     let mut raw = serde_json::Map::new();
     let mut params = Vec::new();
-    // One nginx target: wrk (h2load for HTTP/2) on `path`, 16 connections;
-    // its figures, parameters and cells are recorded under `name` and `key`.
+    // One nginx target: wrk (h2load for HTTP/2) on `path`, 16 connections,
+    // `headers` on every request, under `variants`; its figures, parameters
+    // and cells are recorded under `name` and `key`.
     let mut measure_nginx = |nginx: &Nginx,
                              (name, path, key, http2): (&str, &str, &str, bool),
+                             headers: &[String],
+                             variants: &[Variant],
                              openssl: Option<&Path>|
      -> anyhow::Result<()> {
         let target = Target {
@@ -259,10 +290,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                 duration: ctx.wrk_duration(),
                 private_libs: private_libs.clone(),
                 http2,
+                headers: headers.to_vec(),
             },
             sensor: scoped(nginx.worker),
         };
-        let cells = measure(ctx, &target, &variants)?;
+        let cells = measure(ctx, &target, variants)?;
         report
             .figures
             .extend(figures(ctx, name, &cells, key == "nginx_1k"));
@@ -271,6 +303,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             "load": if http2 { "h2load -m 1" } else { "wrk" }});
         if let Some(lib) = openssl {
             p["openssl"] = json!(lib.display().to_string());
+        }
+        if !headers.is_empty() {
+            // Names only: the value is a made-up key, but a key all the same.
+            let names: Vec<&str> = headers.iter().filter_map(|h| h.split(':').next()).collect();
+            p["request_headers"] = json!(names);
         }
         params.push(p);
         raw.insert(key.into(), serde_json::to_value(&cells)?);
@@ -282,7 +319,35 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         // HTTP/2 (h2load, one stream at a time per connection, as wrk).
         ("nginx 1KiB HTTP/2", "/1k.bin", "nginx_h2_1k", true),
     ] {
-        measure_nginx(&nginx, target, None)?;
+        measure_nginx(&nginx, target, &[], &variants, None)?;
+    }
+    // API traffic carries credentials: with a key on every request the
+    // sensor takes it out and searches each response for it.  The exported
+    // column is left out (it says nothing new here, and takes the most time).
+    let with_key: Vec<Variant> = variants
+        .iter()
+        .copied()
+        .filter(|v| *v != Variant::Exported)
+        .collect();
+    measure_nginx(
+        &nginx,
+        (
+            "nginx 1KiB, API key on each request",
+            "/1k.bin",
+            "nginx_1k_api_key",
+            false,
+        ),
+        &[format!("x-api-key: {BENCH_API_KEY}")],
+        &with_key,
+        None,
+    )?;
+    // The sensor saw that key on every request: it must not be in anything
+    // the sensor wrote (logs, findings, state).
+    if let Some(at) = files_holding(&ctx.tmp, BENCH_API_KEY.as_bytes())?.first() {
+        bail!(
+            "the API key sent by wrk was written out in clear, in {}",
+            at.display()
+        );
     }
     drop(nginx);
     // The same nginx on Debian 13's OpenSSL 3.5 (a CET build), through its
@@ -303,7 +368,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             "nginx_1k_debian13",
             false,
         );
-        measure_nginx(&nginx, target, Some(lib))?;
+        measure_nginx(&nginx, target, &[], &variants, Some(lib))?;
     }
     if debian13.is_none() {
         report.notes.push(
@@ -323,6 +388,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                     duration: ctx.wrk_duration(),
                     private_libs: private_libs.clone(),
                     http2: false,
+                    headers: Vec::new(),
                 },
                 sensor: scoped(uv.proc.pid()),
             };
@@ -347,4 +413,23 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         json!({"runs": ctx.runs, "isolate_client": ctx.isolate_client, "targets": params});
     report.raw = serde_json::Value::Object(raw);
     Ok(vec![report])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::files_holding;
+
+    #[test]
+    fn files_holding_finds_the_needle_in_nested_files_only() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/b")).unwrap();
+        std::fs::write(d.path().join("a/b/log"), b"x-api-key: sk_live_k3y\n").unwrap();
+        std::fs::write(d.path().join("a/other"), b"sk_live_<redacted>").unwrap();
+        std::fs::write(d.path().join("top"), b"").unwrap();
+        let found = files_holding(d.path(), b"sk_live_k3y").unwrap();
+        assert_eq!(found, vec![d.path().join("a/b/log")]);
+        assert!(files_holding(d.path(), b"nothing like it")
+            .unwrap()
+            .is_empty());
+    }
 }

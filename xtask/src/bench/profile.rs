@@ -155,6 +155,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         duration: Duration::from_secs(secs + 2),
         private_libs: None,
         http2: false,
+        headers: Vec::new(),
     };
     let wrk = std::thread::spawn(move || load.run());
     // Let the load reach its steady state before sampling.

@@ -32,6 +32,8 @@ pub struct WrkLoad {
     pub private_libs: Option<std::path::PathBuf>,
     /// HTTP/2 with h2load instead of HTTP/1.1 with wrk.
     pub http2: bool,
+    /// Extra request headers (`Name: value`) on every request.
+    pub headers: Vec<String>,
 }
 
 impl WrkLoad {
@@ -53,6 +55,9 @@ impl WrkLoad {
             "10s",
             &self.url,
         ]);
+        for h in &self.headers {
+            c.args(["-H", h]);
+        }
         if let Some(dir) = &self.private_libs {
             c.env("LD_LIBRARY_PATH", dir);
         }
@@ -100,6 +105,9 @@ impl WrkLoad {
             .args(["-m", "1", "-D", &secs.to_string()])
             .arg(format!("--log-file={}", log.display()))
             .arg(&self.url);
+        for h in &self.headers {
+            c.args(["-H", h]);
+        }
         if let Some(dir) = &self.private_libs {
             c.env("LD_LIBRARY_PATH", dir);
         }
