@@ -50,30 +50,40 @@ pub fn entropy(v: &[u8]) -> f64 {
     if v.is_empty() {
         return 0.0;
     }
-    // Which byte values occur: only those are visited (a key has a few
-    // dozen of the 256).  Counts of a short value fit a byte: a quarter of
-    // the table to clear.
-    let mut present = [0u64; 4];
+    // Counts of a short value fit a byte: a quarter of the table to clear,
+    // and the byte values that occur are found eight at a time (a key has a
+    // few dozen of the 256).  Keeping a bitmap of them while counting was a
+    // read-modify-write per byte: 125 -> 80 ns for a 37-byte key.
     if v.len() < 256 {
         let mut counts = [0u8; 256];
         for &b in v {
             counts[b as usize] += 1;
-            present[usize::from(b >> 6)] |= 1 << (b & 63);
         }
-        entropy_sum(v.len(), &present, |b| u32::from(counts[b]))
+        entropy_sum(
+            v.len(),
+            counts.chunks_exact(8).map(|c| {
+                let word = u64::from_le_bytes(c.try_into().expect("chunks of 8"));
+                (word != 0, c.iter().map(|&n| u32::from(n)))
+            }),
+        )
     } else {
         let mut counts = [0u32; 256];
         for &b in v {
             counts[b as usize] += 1;
-            present[usize::from(b >> 6)] |= 1 << (b & 63);
         }
-        entropy_sum(v.len(), &present, |b| counts[b])
+        entropy_sum(
+            v.len(),
+            counts
+                .chunks_exact(8)
+                .map(|c| (c.iter().any(|&n| n != 0), c.iter().copied())),
+        )
     }
 }
 
-/// Σ −p·log2 p over the byte values in `present` (count `count(b)` of `n`),
-/// in ascending byte order.
-fn entropy_sum(n: usize, present: &[u64; 4], count: impl Fn(usize) -> u32) -> f64 {
+/// Σ −p·log2 p over the byte values that occur (counts of `n`, given in
+/// groups of eight with whether any of the group is non-zero), in ascending
+/// byte order.
+fn entropy_sum<G: Iterator<Item = u32>>(n: usize, groups: impl Iterator<Item = (bool, G)>) -> f64 {
     let n = n as f64;
     let term = |c: u32| {
         let p = c as f64 / n;
@@ -85,11 +95,11 @@ fn entropy_sum(n: usize, present: &[u64; 4], count: impl Fn(usize) -> u32) -> f6
     // byte values), from the start `Sum` for f64 uses.
     let mut memo = [None; 8];
     let mut sum: f64 = std::iter::empty::<f64>().sum();
-    for (word, &bits) in present.iter().enumerate() {
-        let mut m = bits;
-        while m != 0 {
-            let c = count(word * 64 + m.trailing_zeros() as usize);
-            m &= m - 1;
+    for (any, counts) in groups {
+        if !any {
+            continue;
+        }
+        for c in counts.filter(|&c| c != 0) {
             sum += match memo.get_mut(c as usize) {
                 Some(slot) => *slot.get_or_insert_with(|| term(c)),
                 None => term(c),
@@ -124,6 +134,12 @@ fn entropy_is_the_plain_sum() {
             .collect();
         assert_eq!(entropy(&v).to_bits(), plain(&v).to_bits(), "len {len}");
     }
+    // Every byte value, across both count widths (below and from 256 bytes).
+    for len in (1..1200usize).step_by(7) {
+        let v: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        assert_eq!(entropy(&v).to_bits(), plain(&v).to_bits(), "len {len}");
+    }
+    assert_eq!(entropy(&[0xff; 300]), 0.0);
     assert_eq!(entropy(b"aabbcdef"), 2.5);
 }
 
