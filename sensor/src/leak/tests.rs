@@ -1011,6 +1011,105 @@ fn credential_header_names() {
     }
 }
 
+/// Each hit is named by its own header, at its offset in that header's
+/// value, whichever of many headers it is in (first, middle, last,
+/// repeated), and a form split across two headers is no hit.
+#[test]
+fn header_hits_keep_their_header_and_offset() {
+    let req: &[(&str, &[u8])] = &[("x-api-key", OPAQUE.as_bytes())];
+    let filler: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            (
+                format!("x-filler-{i}"),
+                format!("value number {i} ").repeat(i + 1),
+            )
+        })
+        .collect();
+    for at in 0..=filler.len() {
+        let mut headers: Vec<(&str, &[u8])> = filler
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        let leak = format!("key={OPAQUE}");
+        headers.insert(at, ("x-debug", leak.as_bytes()));
+        let p = pair(req, "/", &headers, b"");
+        let f = one(&p);
+        assert_eq!(f.sink.location, SinkLocation::Header);
+        assert_eq!(f.sink.name.as_deref(), Some("x-debug"), "at {at}");
+        assert_eq!(f.sink.offset, 4, "at {at}");
+    }
+    // The same header twice: one finding, at its first header.
+    let leak = OPAQUE.to_string();
+    let p = pair(
+        req,
+        "/",
+        &[
+            ("x-a", b"1"),
+            ("x-debug", b"nothing"),
+            ("x-debug", leak.as_bytes()),
+        ],
+        b"",
+    );
+    let insp = inspect(&p);
+    assert_eq!(insp.findings.len(), 1);
+    assert_eq!(insp.findings[0].sink.name.as_deref(), Some("x-debug"));
+    // Halves of the key in two neighbouring headers: each half may be a
+    // partial exposure, never the whole key.
+    let (a, b) = OPAQUE.split_at(OPAQUE.len() / 2);
+    let p = pair(
+        req,
+        "/",
+        &[("x-a", a.as_bytes()), ("x-b", b.as_bytes())],
+        b"",
+    );
+    assert!(no_full_exposure(&p));
+}
+
+fn no_full_exposure(p: &HttpPair) -> bool {
+    inspect(p)
+        .findings
+        .iter()
+        .all(|f| f.exposure != Exposure::Full)
+}
+
+/// A credential holding a newline (a JSON body field may) is never found
+/// across two header values (as it would be if they were searched joined
+/// by newlines).
+#[test]
+fn credential_with_a_newline_is_not_found_across_headers() {
+    // JSON's `\n` escape: the value taken out holds a real newline.
+    let escaped = "Zq8LmX2vR7tK\\nw9P4nB6cYd3Hs";
+    let body = format!("{{\"client_secret\":\"{escaped}\"}}");
+    let req_body = Body {
+        chunks: vec![Bytes::copy_from_slice(body.as_bytes())],
+        len: body.len() as u64,
+        ..Body::default()
+    };
+    let halves = ["Zq8LmX2vR7tK", "w9P4nB6cYd3Hs"];
+    let p = pair_full(
+        &[("content-type", b"application/json")],
+        "/token",
+        req_body,
+        &[("x-a", halves[0].as_bytes()), ("x-b", halves[1].as_bytes())],
+        vec![],
+    );
+    assert!(no_full_exposure(&p));
+    // The same credential whole in one header value is found.
+    let req_body = Body {
+        chunks: vec![Bytes::copy_from_slice(body.as_bytes())],
+        len: body.len() as u64,
+        ..Body::default()
+    };
+    let p = pair_full(
+        &[("content-type", b"application/json")],
+        "/token",
+        req_body,
+        &[("x-echo", escaped.as_bytes())],
+        vec![],
+    );
+    assert_eq!(one(&p).sink.name.as_deref(), Some("x-echo"));
+}
+
 /// Whether a response body is kept is decided by names, not values, except
 /// for cookies (every browser request carries some).
 #[test]
