@@ -749,6 +749,52 @@ mod tests {
         );
     }
 
+    /// RFC 7541 §4.4: a new entry may take its name from the entry that
+    /// its own insertion evicts; the name must survive the eviction.
+    #[test]
+    fn a_new_entry_may_name_the_entry_it_evicts() {
+        let name = b"x-long-header-name";
+        for extra in [0usize, 1, 30] {
+            let mut ours = Decoder::new(100);
+            let mut theirs = loona_hpack::Decoder::new();
+            theirs.set_max_table_size(100);
+            let first_value = vec![b'a'; 100 - ENTRY_OVERHEAD - name.len() - extra];
+            let mut block = vec![0x3f, 0x45]; // size update: 100
+            block.extend([0x40, name.len() as u8]);
+            block.extend(name);
+            block.push(first_value.len() as u8);
+            block.extend(&first_value);
+            assert_eq!(
+                decode_all(&mut ours, &block),
+                Ok(theirs.decode(&block).unwrap())
+            );
+            assert_eq!(ours.table.len(), 1);
+            // Literal with incremental indexing, name of entry 62, value "b":
+            // adding it evicts entry 62 first.
+            let block = [0x7e, 1, b'b'];
+            let want = vec![(name.to_vec(), b"b".to_vec())];
+            assert_eq!(decode_all(&mut ours, &block).unwrap(), want);
+            assert_eq!(theirs.decode(&block).unwrap(), want);
+            assert_eq!(
+                decode_all(&mut ours, &[0x80 | 62]).unwrap(),
+                want,
+                "extra {extra}"
+            );
+            assert_eq!(
+                (ours.table.len(), ours.size),
+                (1, ENTRY_OVERHEAD + name.len() + 1)
+            );
+            // Many more through the same small table: the buffer stays bounded.
+            for i in 0..500u32 {
+                let v = format!("value-{i}");
+                let mut block = vec![0x7e, v.len() as u8];
+                block.extend(v.as_bytes());
+                assert_eq!(decode_all(&mut ours, &block).unwrap()[0].0, name.to_vec());
+            }
+            assert!(ours.held() <= 100 + 64, "{}", ours.held());
+        }
+    }
+
     #[test]
     fn malformed_blocks() {
         let mut d = Decoder::new(4096);
