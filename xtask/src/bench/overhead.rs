@@ -341,6 +341,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         &with_key,
         None,
     )?;
+    if ctx.quick {
+        report.notes.push(
+            "--quick runs a debug build of the sensor: with an API key on every request its unoptimised matcher falls behind and events are lost; the release build loses none (BENCHMARKS.md, note 19)".into(),
+        );
+    }
     // The sensor saw that key on every request: it must not be in anything
     // the sensor wrote (logs, findings, state).
     if let Some(at) = files_holding(&ctx.tmp, BENCH_API_KEY.as_bytes())?.first() {
