@@ -496,6 +496,94 @@ fn separate_root_servers_are_captured() {
 
 /// Waits until the sensor lists a TLS library whose path contains `part`,
 /// and returns its probe mode.
+/// OpenSSL ≥ 3.3 under exported probes (`--probe-mode exported`, as when
+/// a build's internal sites are not recognised): `SSL_write_ex2` is probed
+/// in place of `SSL_write_ex`, which only jumps to it there.  A client that
+/// calls `SSL_write_ex2` itself (tests/apps/ssl_write_ex2_client.c, through
+/// Debian 13's loader) is seen; uvicorn's `SSL_write_ex` calls are seen
+/// once each, byte-exact.  With `SSL_write_ex` probed instead, the client's
+/// requests were missed.
+#[test]
+fn exported_probes_see_ssl_write_ex2_callers_on_openssl_3_5() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client_bin = dir.path().join("ssl_write_ex2_client");
+    let built = std::process::Command::new("cc")
+        .args(["-O1", "-Wall", "-Werror", "-o"])
+        .arg(&client_bin)
+        .arg(sensor_e2e::paths::apps_dir().join("ssl_write_ex2_client.c"))
+        .args(["-lssl", "-lcrypto", "-ldl"])
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let mut sensor = Sensor::start(&["--probe-mode", "exported"]).unwrap();
+    let server = Server::fastapi_on_debian13(&cert).unwrap();
+    let pids = server.pids();
+    assert_eq!(wait_attached_mode(&sensor, ".tools/debian13/"), "exported");
+
+    let key = Secret::random("ak_", 30);
+    let lib = sensor_e2e::paths::debian13_root()
+        .unwrap()
+        .join("usr/lib/x86_64-linux-gnu");
+    let client = std::process::Command::new(lib.join("ld-linux-x86-64.so.2"))
+        .arg("--library-path")
+        .arg(&lib)
+        .arg(&client_bin)
+        .args(["127.0.0.1", &server.port().to_string(), "/v1/items"])
+        .arg(key.expose())
+        .arg("3")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let responses: Vec<(u16, u64)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (status, len) = l.split_once(' ').unwrap();
+            (status.parse().unwrap(), len.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(responses.len(), 3);
+    one_mib_each_way(&cert, server.port(), 1);
+
+    let server_pairs = wait_server_pairs(&sensor, &pids, 5);
+    assert_eq!(server_pairs.len(), 5, "each SSL_write_ex call seen once");
+    assert_one_mib_pairs(&server_pairs[3..], 1);
+    let client_pairs = pairs_of(&sensor.pairs().unwrap(), "client", &[client_pid]);
+    assert_eq!(client_pairs.len(), 3, "the client's SSL_write_ex2 requests");
+    for (pairs, who) in [
+        (&client_pairs[..], "client"),
+        (&server_pairs[..3], "server"),
+    ] {
+        assert_one_connection(pairs);
+        for (p, &(status, body_len)) in pairs.iter().zip(&responses) {
+            assert_eq!(
+                (p.request.method.as_str(), p.path_only(), p.response.status),
+                ("GET", "/v1/items", status),
+                "{who}"
+            );
+            assert_eq!(p.response.body_len, body_len, "{who}");
+        }
+    }
+    assert_api_key_leaks(&sensor, &pids, &key, ("/v1/items", 401), 3);
+    assert_no_loss(&sensor);
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+    sensor.stop().unwrap();
+}
+
 fn wait_attached_mode(sensor: &Sensor, part: &str) -> String {
     let deadline = std::time::Instant::now() + SENSOR_LAG;
     loop {

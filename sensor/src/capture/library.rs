@@ -286,16 +286,25 @@ fn internal_sites<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>) -> Result<Vec<(Program, 
 
 /// The exported entries: `SSL_write` and `SSL_read` always, the `_ex` pair
 /// where the file has it (OpenSSL 1.1.1 and later; not older ones, nor
-/// BoringSSL).
+/// BoringSSL).  Where `SSL_write_ex` is a tail call into `SSL_write_ex2`
+/// (OpenSSL ≥ 3.3, Debian 13's and the cryptography wheel's builds),
+/// `SSL_write_ex2` is probed in its place: that one probe sees both, and
+/// programs calling `SSL_write_ex2` directly are not missed.  (Probing both
+/// would see an `SSL_write_ex` call twice.)
 fn exported_sites<'a, R: ReadRef<'a>>(
     elf: &Elf<'a, R>,
 ) -> Result<(Vec<(Program, u64)>, usize), LibraryError> {
     let mut sites = Vec::new();
     let mut single_stepped = 0;
+    let write_ex = if elf.has("SSL_write_ex2") && write_ex_forwards_to_ex2(elf)? {
+        ("SSL_write_ex2", Program::SslWriteInternalFlagsEntry, false)
+    } else {
+        ("SSL_write_ex", Program::SslWriteExEntry, false)
+    };
     for (name, program, required) in [
         ("SSL_write", Program::SslWriteEntry, true),
         ("SSL_read", Program::SslReadEntry, true),
-        ("SSL_write_ex", Program::SslWriteExEntry, false),
+        write_ex,
         ("SSL_read_ex", Program::SslReadExEntry, false),
     ] {
         if required || elf.has(name) {
@@ -305,6 +314,15 @@ fn exported_sites<'a, R: ReadRef<'a>>(
         }
     }
     Ok((sites, single_stepped))
+}
+
+/// Whether the file's `SSL_write_ex` is only a tail call into `SSL_write_ex2`.
+fn write_ex_forwards_to_ex2<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>) -> Result<bool, LibraryError> {
+    if !elf.has("SSL_write_ex") {
+        return Ok(false);
+    }
+    let f = elf.symbol("SSL_write_ex")?;
+    Ok(super::x86::write_ex2_tail_call(elf.code(f)?, f.vaddr).is_some())
 }
 
 /// The file offset of a probe on `f`'s entry: past a leading `endbr64` when a
@@ -461,6 +479,24 @@ mod tests {
             assert_eq!(data[off as usize..][..4], ENDBR64, "{p:?}");
         }
         assert_eq!(exported.single_stepped, 4);
+        // SSL_write_ex there only jumps to SSL_write_ex2: the latter is
+        // probed in its place (flags variant: `written` is the fifth
+        // argument), so direct callers of SSL_write_ex2 are seen too and
+        // an SSL_write_ex call once.
+        let programs: Vec<Program> = exported.sites[..4].iter().map(|s| s.0).collect();
+        assert_eq!(
+            programs,
+            [
+                Program::SslWriteEntry,
+                Program::SslReadEntry,
+                Program::SslWriteInternalFlagsEntry,
+                Program::SslReadExEntry
+            ]
+        );
+        assert_eq!(
+            exported.sites[2].1,
+            elf.symbol("SSL_write_ex2").unwrap().file_offset
+        );
     }
 
     #[test]
@@ -475,6 +511,16 @@ mod tests {
         // The 4-byte `sub $imm8,%rsp` prologue of the exported entries.
         let code = elf.code(elf.symbol("SSL_write_ex").unwrap()).unwrap();
         assert_eq!(&code[..3], &[0x48, 0x83, 0xec]);
+        // OpenSSL 3.0 has no SSL_write_ex2: SSL_write_ex is probed itself.
+        let exported = super::plan(data.as_slice(), ProbeMode::Exported).unwrap();
+        let f = elf.symbol("SSL_write_ex").unwrap();
+        assert!(exported
+            .sites
+            .contains(&(Program::SslWriteExEntry, f.file_offset)));
+        assert!(!exported
+            .sites
+            .iter()
+            .any(|s| s.0 == Program::SslWriteInternalFlagsEntry));
     }
 
     #[test]

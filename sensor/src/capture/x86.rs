@@ -70,6 +70,32 @@ pub fn wrapper_call_target(code: &[u8], addr: u64) -> Result<u64, WrapperError> 
     Err(WrapperError::NoCall)
 }
 
+/// Whether `code` (at `addr`) is OpenSSL ≥ 3.3's `SSL_write_ex` as a tail
+/// call into `SSL_write_ex2(s, buf, num, 0, written)`: `[endbr64] mov
+/// %rcx,%r8; xor %ecx,%ecx; jmp` (the fourth argument moved to the fifth,
+/// flags 0); the jump's target (often a PLT stub) when it is.
+pub fn write_ex2_tail_call(code: &[u8], addr: u64) -> Option<u64> {
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut next = || {
+        let insn = decoder.can_decode().then(|| decoder.decode());
+        insn.filter(|i| !i.is_invalid())
+    };
+    let mut insn = next()?;
+    if insn.code() == Code::Endbr64 {
+        insn = next()?;
+    }
+    let moves_written = insn.code() == Code::Mov_rm64_r64
+        && insn.op0_register() == Register::R8
+        && insn.op1_register() == Register::RCX;
+    let insn = next()?;
+    let zeroes_flags = matches!(insn.code(), Code::Xor_r32_rm32 | Code::Xor_rm32_r32)
+        && insn.op0_register() == Register::ECX
+        && insn.op1_register() == Register::ECX;
+    let jmp = next()?;
+    let jumps = matches!(jmp.code(), Code::Jmp_rel32_64 | Code::Jmp_rel8_64);
+    (moves_written && zeroes_flags && jumps).then(|| jmp.near_branch_target())
+}
+
 /// Where a function's first `push` is, in bytes from its start: 0 when it
 /// begins with `push` (emulated by the kernel's uprobe code, hence cheap), 4
 /// when an `endbr64` comes first.  An error when it begins otherwise.
@@ -221,5 +247,21 @@ mod tests {
             wrapper_call_target(&code, 0x3e190),
             Err(WrapperError::UnexpectedPrologue(_))
         ));
+        // ...which is recognised as the tail call into SSL_write_ex2.
+        assert_eq!(
+            write_ex2_tail_call(&code, 0x3e190),
+            Some(0x3e190 + 14 - 0x182de)
+        );
+        // Not without endbr64's successor pattern exactly.
+        assert_eq!(write_ex2_tail_call(&code[..13], 0x3e190), None);
+        let mut other = code;
+        other[6] = 0xd0; // mov %rdx,%r8
+        assert_eq!(write_ex2_tail_call(&other, 0x3e190), None);
+        let mut call = code;
+        call[9] = 0xe8; // call instead of jmp
+        assert_eq!(write_ex2_tail_call(&call, 0x3e190), None);
+        // Debian 12's SSL_write_ex (sub; call ssl_write_internal) is not one.
+        let code = [0x48, 0x83, 0xec, 0x08, 0xe8, 0x83, 0xfa, 0xff, 0xff];
+        assert_eq!(write_ex2_tail_call(&code, 0x1000), None);
     }
 }
