@@ -394,8 +394,8 @@ fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str
 /// (no entropy, no decoding of values): a body, an Authorization or
 /// credential-named header, or a credential-named query parameter says yes
 /// at once; a Cookie header only if one of its cookies is a credential.
-/// Never no where [`extract`] finds one; yes for a header or parameter whose
-/// value is no credential (empty, short, a plain word).
+/// It never says no where [`extract`] finds one; it says yes for a header
+/// or parameter whose value is no credential (empty, short, a plain word).
 pub fn may_carry_credential(req: &Request, cfg: &LeakConfig) -> bool {
     if req.body.len > 0 {
         return true;
