@@ -681,7 +681,7 @@ impl LossReport {
         };
         let line = format!(
             "capture ring buffer full: {} events ({} KiB of TLS data) lost {since}, the pipeline is behind the traffic; \
-             give it more room (--ring-buffer-bytes, now {}) or capture less (--pid, --comm, --role); \
+             give it more room (--ring-buffer-bytes, now {}) or capture fewer processes (--pid, --comm); \
              counted in sensor_capture_lost_events_total",
             self.events,
             self.bytes / 1024,
