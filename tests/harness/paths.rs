@@ -26,18 +26,21 @@ pub fn venv_dir() -> PathBuf {
     }
 }
 
-/// Debian 13's glibc and OpenSSL 3.5, unpacked by `cargo xtask setup` into
-/// `<workspace>/.tools/debian13/root`.
-pub fn debian13_root() -> Result<PathBuf> {
-    let root = workspace_root().join(".tools/debian13/root");
-    let loader = root.join("usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2");
+/// `program` run on Debian 13's glibc and OpenSSL 3.5 (unpacked by `cargo
+/// xtask setup` into `<workspace>/.tools/debian13/root`), through that
+/// glibc's own loader.
+pub fn debian13_command(program: &Path) -> Result<std::process::Command> {
+    let lib = workspace_root().join(".tools/debian13/root/usr/lib/x86_64-linux-gnu");
+    let loader = lib.join("ld-linux-x86-64.so.2");
     if !loader.exists() {
         bail!(
             "{} not found: unpack Debian 13's OpenSSL with `cargo xtask setup`",
             loader.display()
         );
     }
-    Ok(root)
+    let mut cmd = std::process::Command::new(loader);
+    cmd.arg("--library-path").arg(lib).arg(program);
+    Ok(cmd)
 }
 
 /// A program from the venv's `bin/`, with a message that says how to get it.

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cert::TestCert;
 use crate::net::free_port;
-use crate::paths::{apps_dir, debian13_root, system_python, venv_bin};
+use crate::paths::{apps_dir, debian13_command, system_python, venv_bin};
 use crate::proc::{run_bounded, Process, DEFAULT_HARD_TIMEOUT};
 
 /// How long a server may take to accept TLS after being started.
@@ -69,12 +69,8 @@ impl Server {
     /// write path.
     pub fn fastapi_on_debian13(cert: &TestCert) -> Result<Server> {
         let port = free_port()?;
-        let lib = debian13_root()?.join("usr/lib/x86_64-linux-gnu");
-        let mut cmd = Command::new(lib.join("ld-linux-x86-64.so.2"));
-        cmd.arg("--library-path")
-            .arg(&lib)
-            .arg(venv_bin("python")?)
-            .args(["-m", "uvicorn"]);
+        let mut cmd = debian13_command(&venv_bin("python")?)?;
+        cmd.args(["-m", "uvicorn"]);
         uvicorn_args(&mut cmd, port, cert);
         Server::spawn("uvicorn-debian13", &cmd, port, cert, tempdir("uvicorn13")?)
     }

@@ -78,6 +78,21 @@ fn assert_one_connection(pairs: &[Pair]) {
     }
 }
 
+/// `pairs` are the `GET /v1/items` of one connection, in order, each with
+/// the (status, body length) its client got.
+fn assert_item_pairs(pairs: &[Pair], responses: &[(u16, u64)], who: &str) {
+    assert_eq!(pairs.len(), responses.len(), "{who}");
+    assert_one_connection(pairs);
+    for (p, &(status, body_len)) in pairs.iter().zip(responses) {
+        assert_eq!(
+            (p.request.method.as_str(), p.path_only(), p.response.status),
+            ("GET", "/v1/items", status),
+            "{who}"
+        );
+        assert_eq!(p.response.body_len, body_len, "{who}");
+    }
+}
+
 #[test]
 fn nginx_keep_alive_pairs_are_exact() {
     require_root();
@@ -528,13 +543,8 @@ fn exported_probes_see_ssl_write_ex2_callers_on_openssl_3_5() {
     assert_eq!(wait_attached_mode(&sensor, ".tools/debian13/"), "exported");
 
     let key = Secret::random("ak_", 30);
-    let lib = sensor_e2e::paths::debian13_root()
+    let client = sensor_e2e::paths::debian13_command(&client_bin)
         .unwrap()
-        .join("usr/lib/x86_64-linux-gnu");
-    let client = std::process::Command::new(lib.join("ld-linux-x86-64.so.2"))
-        .arg("--library-path")
-        .arg(&lib)
-        .arg(&client_bin)
         .args(["127.0.0.1", &server.port().to_string(), "/v1/items"])
         .arg(key.expose())
         .arg("3")
@@ -564,20 +574,8 @@ fn exported_probes_see_ssl_write_ex2_callers_on_openssl_3_5() {
     assert_one_mib_pairs(&server_pairs[3..], 1);
     let client_pairs = pairs_of(&sensor.pairs().unwrap(), "client", &[client_pid]);
     assert_eq!(client_pairs.len(), 3, "the client's SSL_write_ex2 requests");
-    for (pairs, who) in [
-        (&client_pairs[..], "client"),
-        (&server_pairs[..3], "server"),
-    ] {
-        assert_one_connection(pairs);
-        for (p, &(status, body_len)) in pairs.iter().zip(&responses) {
-            assert_eq!(
-                (p.request.method.as_str(), p.path_only(), p.response.status),
-                ("GET", "/v1/items", status),
-                "{who}"
-            );
-            assert_eq!(p.response.body_len, body_len, "{who}");
-        }
-    }
+    assert_item_pairs(&client_pairs, &responses, "client");
+    assert_item_pairs(&server_pairs[..3], &responses, "server");
     assert_api_key_leaks(&sensor, &pids, &key, ("/v1/items", 401), 3);
     assert_no_loss(&sensor);
     assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
@@ -648,14 +646,8 @@ fn debian13_openssl_is_probed_at_internal_sites() {
 
     let pairs = wait_server_pairs(&sensor, &pids, 7);
     assert_eq!(pairs.len(), 7);
-    assert_one_connection(&pairs[..5]);
-    for (p, r) in pairs[..5].iter().zip(&leaks) {
-        assert_eq!(
-            (p.request.method.as_str(), p.path_only(), p.response.status),
-            ("GET", "/v1/items", 401)
-        );
-        assert_eq!(p.response.body_len, r.body_len);
-    }
+    let responses: Vec<(u16, u64)> = leaks.iter().map(|r| (r.status, r.body_len)).collect();
+    assert_item_pairs(&pairs[..5], &responses, "server");
     assert_one_mib_pairs(&pairs[5..], 1);
 
     assert_api_key_leaks(&sensor, &pids, &key, ("/v1/items", 401), 5);
@@ -687,15 +679,8 @@ fn openssl_bundled_in_a_python_wheel_is_probed() {
         curl_keepalive(&cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
     let pairs = wait_server_pairs(&sensor, &pids, 3);
     assert_eq!(pairs.len(), 3);
-    assert_one_connection(&pairs);
-    for (p, &(status, body_len)) in pairs.iter().zip(&responses) {
-        assert_eq!(
-            (p.request.method.as_str(), p.path_only(), p.response.status),
-            ("GET", "/v1/items", status)
-        );
-        assert_eq!(status, 401);
-        assert_eq!(p.response.body_len, body_len);
-    }
+    assert!(responses.iter().all(|&(status, _)| status == 401));
+    assert_item_pairs(&pairs, &responses, "server");
     assert_api_key_leaks(&sensor, &pids, &key, ("/v1/items", 401), 3);
     assert_no_loss(&sensor);
     assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
