@@ -75,41 +75,39 @@ pub fn wrapper_call_target(code: &[u8], addr: u64) -> Result<u64, WrapperError> 
 /// %rcx,%r8; xor %ecx,%ecx; jmp` (the fourth argument moved to the fifth,
 /// flags 0); the jump's target (often a PLT stub) when it is.
 pub fn write_ex2_tail_call(code: &[u8], addr: u64) -> Option<u64> {
-    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
-    let mut next = || {
-        let insn = decoder.can_decode().then(|| decoder.decode());
-        insn.filter(|i| !i.is_invalid())
-    };
-    let mut insn = next()?;
-    if insn.code() == Code::Endbr64 {
-        insn = next()?;
-    }
-    let moves_written = insn.code() == Code::Mov_rm64_r64
-        && insn.op0_register() == Register::R8
-        && insn.op1_register() == Register::RCX;
-    let insn = next()?;
-    let zeroes_flags = matches!(insn.code(), Code::Xor_r32_rm32 | Code::Xor_rm32_r32)
-        && insn.op0_register() == Register::ECX
-        && insn.op1_register() == Register::ECX;
-    let jmp = next()?;
+    let mut insns = after_endbr64(code, addr);
+    let (mov, xor, jmp) = (insns.next()?, insns.next()?, insns.next()?);
+    let moves_written = mov.code() == Code::Mov_rm64_r64
+        && mov.op0_register() == Register::R8
+        && mov.op1_register() == Register::RCX;
+    let zeroes_flags = matches!(xor.code(), Code::Xor_r32_rm32 | Code::Xor_rm32_r32)
+        && xor.op0_register() == Register::ECX
+        && xor.op1_register() == Register::ECX;
     let jumps = matches!(jmp.code(), Code::Jmp_rel32_64 | Code::Jmp_rel8_64);
     (moves_written && zeroes_flags && jumps).then(|| jmp.near_branch_target())
+}
+
+/// The instructions of `code` (at `addr`) past one leading `endbr64`, until
+/// the code ends or stops decoding.
+fn after_endbr64(code: &[u8], addr: u64) -> impl Iterator<Item = Instruction> + '_ {
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    let mut insns = std::iter::from_fn(move || {
+        let insn = decoder.can_decode().then(|| decoder.decode());
+        insn.filter(|i| !i.is_invalid())
+    })
+    .fuse()
+    .peekable();
+    insns.next_if(|i| i.code() == Code::Endbr64);
+    insns
 }
 
 /// Where a function's first `push` is, in bytes from its start: 0 when it
 /// begins with `push` (emulated by the kernel's uprobe code, hence cheap), 4
 /// when an `endbr64` comes first.  An error when it begins otherwise.
 pub fn push_entry(code: &[u8], addr: u64) -> Result<u64, WrapperError> {
-    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
-    let mut next = || {
-        let insn = decoder.can_decode().then(|| decoder.decode());
-        insn.filter(|i| !i.is_invalid())
-            .ok_or(WrapperError::Undecodable)
-    };
-    let mut insn = next()?;
-    if insn.code() == Code::Endbr64 {
-        insn = next()?;
-    }
+    let insn = after_endbr64(code, addr)
+        .next()
+        .ok_or(WrapperError::Undecodable)?;
     if insn.mnemonic() == Mnemonic::Push {
         Ok(insn.ip() - addr)
     } else {
