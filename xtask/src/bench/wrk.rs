@@ -37,6 +37,17 @@ pub struct WrkLoad {
 }
 
 impl WrkLoad {
+    /// What wrk and h2load take alike: the extra headers (`-H`) and the
+    /// private libssl.
+    fn client_options(&self, c: &mut Command) {
+        for h in &self.headers {
+            c.args(["-H", h]);
+        }
+        if let Some(dir) = &self.private_libs {
+            c.env("LD_LIBRARY_PATH", dir);
+        }
+    }
+
     pub fn run(&self) -> anyhow::Result<WrkResult> {
         if self.http2 {
             return self.run_h2load();
@@ -55,12 +66,7 @@ impl WrkLoad {
             "10s",
             &self.url,
         ]);
-        for h in &self.headers {
-            c.args(["-H", h]);
-        }
-        if let Some(dir) = &self.private_libs {
-            c.env("LD_LIBRARY_PATH", dir);
-        }
+        self.client_options(&mut c);
         let what = crate::util::display(&c);
         let (text, errtext) = run_load(&mut c, secs)?;
         let r = parse(&text).with_context(|| format!("reading the output of {what}:\n{text}"))?;
@@ -105,12 +111,7 @@ impl WrkLoad {
             .args(["-m", "1", "-D", &secs.to_string()])
             .arg(format!("--log-file={}", log.display()))
             .arg(&self.url);
-        for h in &self.headers {
-            c.args(["-H", h]);
-        }
-        if let Some(dir) = &self.private_libs {
-            c.env("LD_LIBRARY_PATH", dir);
-        }
+        self.client_options(&mut c);
         let what = crate::util::display(&c);
         let (text, _) = run_load(&mut c, secs)?;
         let log =
