@@ -357,8 +357,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     drop(nginx);
     // The same nginx on Debian 13's OpenSSL 3.5 (a CET build), through its
     // own loader: what the probes cost on a second OpenSSL build.
-    let debian13 = crate::setup::debian13_unpacked();
-    if let Some(lib) = &debian13 {
+    if let Some(lib) = &crate::setup::debian13_unpacked() {
         let nginx = start_nginx_on(
             &ctx.scratch("overhead-debian13"),
             &ctx.cert,
@@ -374,8 +373,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             false,
         );
         measure_nginx(&nginx, target, &[], &variants, Some(lib))?;
-    }
-    if debian13.is_none() {
+    } else {
         report.notes.push(
             "nginx on Debian 13's OpenSSL skipped: not unpacked (run `cargo xtask setup`)".into(),
         );
