@@ -43,6 +43,24 @@ pub fn debian13_command(program: &Path) -> Result<std::process::Command> {
     Ok(cmd)
 }
 
+/// OpenSSL 1.1.1 for Python (`cargo xtask setup` installs
+/// `tests/apps/requirements-openssl111.txt` into `<workspace>/.tools/openssl111`):
+/// put first on `PYTHONPATH`, it gives the venv's Python pyOpenSSL 22 on the
+/// OpenSSL 1.1.1n linked into the `cryptography` 36 wheel.
+pub fn openssl111_pythonpath() -> Result<PathBuf> {
+    let dir = workspace_root().join(".tools/openssl111");
+    if !dir
+        .join("cryptography/hazmat/bindings/_openssl.abi3.so")
+        .exists()
+    {
+        bail!(
+            "{} has no cryptography 36 wheel: install it with `cargo xtask setup`",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
 /// A program from the venv's `bin/`, with a message that says how to get it.
 pub fn venv_bin(name: &str) -> Result<PathBuf> {
     let path = venv_dir().join("bin").join(name);

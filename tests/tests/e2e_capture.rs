@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sensor_e2e::client::PyClient;
 use sensor_e2e::contract::Pair;
+use sensor_e2e::paths::{openssl111_pythonpath, venv_bin};
+use sensor_e2e::proc::run_bounded;
 use sensor_e2e::server::{NGINX_LARGE_FILE, NGINX_SMALL_FILE};
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
 use sensor_e2e::{
@@ -665,18 +667,60 @@ fn openssl_bundled_in_a_python_wheel_is_probed() {
     require_root();
     let _serial = serial();
     let cert = TestCert::new().unwrap();
-    let mut sensor = Sensor::start(&[]).unwrap();
+    let sensor = Sensor::start(&[]).unwrap();
     let server = Server::pyopenssl(&cert).unwrap();
+    assert_bundled_pyopenssl_probed(sensor, &server, &cert, "site-packages/");
+}
+
+/// OpenSSL 1.1.1, still what Ubuntu 20.04, RHEL 8 and many images run:
+/// the `cryptography` 36 wheel links 1.1.1n into its extension module
+/// (pyOpenSSL 22 on top).  Its wrappers are 1.1.1's (no `SSL_write_ex2`,
+/// `ssl_write_internal` without `flags`); the sensor must find the internal
+/// sites there too, not fall back to the exported entries.
+#[test]
+fn openssl_1_1_1_is_probed_at_its_internal_sites() {
+    require_root();
+    let _serial = serial();
+    let mut version = std::process::Command::new(venv_bin("python").unwrap());
+    version
+        .args([
+            "-c",
+            "from OpenSSL import SSL; print(SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode())",
+        ])
+        .env("PYTHONPATH", openssl111_pythonpath().unwrap());
+    let out = run_bounded(
+        "openssl-version",
+        &version,
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
+    let version = String::from_utf8_lossy(&out.stdout);
+    assert!(version.starts_with("OpenSSL 1.1.1"), "runs on {version:?}");
+
+    let cert = TestCert::new().unwrap();
+    let sensor = Sensor::start(&[]).unwrap();
+    let server = Server::pyopenssl_on_openssl_1_1_1(&cert).unwrap();
+    assert_bundled_pyopenssl_probed(sensor, &server, &cert, "openssl111/");
+}
+
+/// `server` (leaky_pyopenssl.py on a wheel's bundled OpenSSL) is probed in
+/// internal mode (the library at `<wheel_dir>cryptography/hazmat/bindings/`),
+/// its 3 keep-alive pairs are exact and
+/// each leaks the key.
+fn assert_bundled_pyopenssl_probed(
+    mut sensor: Sensor,
+    server: &Server,
+    cert: &TestCert,
+    wheel_dir: &str,
+) {
     let pids = server.pids();
-    assert_eq!(
-        wait_attached_mode(&sensor, "cryptography/hazmat/bindings/"),
-        "internal"
-    );
+    let library = format!("{wheel_dir}cryptography/hazmat/bindings/");
+    assert_eq!(wait_attached_mode(&sensor, &library), "internal");
 
     let key = Secret::random("ak_", 30);
     let urls: Vec<String> = (0..3).map(|_| server.url("/v1/items")).collect();
     let (_, responses) =
-        curl_keepalive(&cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
+        curl_keepalive(cert, &urls, &[&format!("x-api-key: {}", key.expose())]).unwrap();
     let pairs = wait_server_pairs(&sensor, &pids, 3);
     assert_eq!(pairs.len(), 3);
     assert!(responses.iter().all(|&(status, _)| status == 401));

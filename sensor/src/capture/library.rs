@@ -499,6 +499,70 @@ mod tests {
         );
     }
 
+    /// The OpenSSL builds the `cryptography` wheels link into their
+    /// extension modules (`cargo xtask setup`): 4.0.3 in the venv's, 1.1.1n
+    /// in `.tools/openssl111`'s.  Both keep their local symbols in `.symtab`.
+    fn wheel_openssl_builds() -> Vec<(&'static str, Vec<u8>)> {
+        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools");
+        let wheels = [
+            (
+                "cryptography 50 (OpenSSL 4.0.3)",
+                tools.join(
+                    "venv/lib/python3.11/site-packages/cryptography/hazmat/bindings/_rust.abi3.so",
+                ),
+            ),
+            (
+                "cryptography 36 (OpenSSL 1.1.1n)",
+                tools.join("openssl111/cryptography/hazmat/bindings/_openssl.abi3.so"),
+            ),
+        ];
+        let mut found = Vec::new();
+        for (name, path) in wheels {
+            match std::fs::read(&path) {
+                Ok(data) => found.push((name, data)),
+                Err(_) => crate::test_tools::tool_missing(&format!(
+                    "{name} at {} (`cargo xtask setup`)",
+                    path.display()
+                )),
+            }
+        }
+        found
+    }
+
+    /// Where a build keeps `ssl_read_internal` and `ssl_write_internal` in
+    /// `.symtab`, the sites found from the wrappers' code (which is all a
+    /// stripped libssl offers) are exactly those functions' entries: a check
+    /// against ground truth, on 1.1.1's wrappers and on 3.3+'s
+    /// (`SSL_write_ex2`, the `flags` write program).
+    #[test]
+    fn internal_sites_are_the_internal_functions_named_in_symtab() {
+        use object::ObjectSymbol;
+        for (name, data) in wheel_openssl_builds() {
+            let elf = Elf::parse(data.as_slice()).unwrap();
+            let write = if elf.has("SSL_write_ex2") {
+                Program::SslWriteInternalFlagsEntry
+            } else {
+                Program::SslWriteInternalEntry
+            };
+            let plan = internal_plan(&data, write);
+            for (i, symbol) in ["ssl_write_internal", "ssl_read_internal"]
+                .into_iter()
+                .enumerate()
+            {
+                let vaddr = elf
+                    .file
+                    .symbol_by_name(symbol)
+                    .unwrap_or_else(|| panic!("{name}: no {symbol} in .symtab"))
+                    .address();
+                let f = elf.function(vaddr).unwrap();
+                let push = push_entry(elf.code(f).unwrap(), f.vaddr).unwrap();
+                assert_eq!(plan.sites[i].1, f.file_offset + push, "{name}: {symbol}");
+            }
+            assert_eq!(plan.sites[2].1, plan.sites[0].1, "{name}");
+            assert_eq!(plan.sites[3].1, plan.sites[1].1, "{name}");
+        }
+    }
+
     #[test]
     fn exported_offsets_match_symbol_table() {
         let Some(data) = system_libssl() else {
