@@ -193,6 +193,11 @@ impl<'a, R: ReadRef<'a>> Elf<'a, R> {
         })
     }
 
+    /// Up to [`DECODE_WINDOW`] bytes of code at virtual address `vaddr`.
+    fn code_at(&self, vaddr: u64) -> Option<&'a [u8]> {
+        self.code(self.function(vaddr).ok()?).ok()
+    }
+
     /// Up to [`DECODE_WINDOW`] bytes of code at `f` (fewer at the end of the file).
     fn code(&self, f: Function) -> Result<&'a [u8], LibraryError> {
         let data = self.file.data();
@@ -270,7 +275,7 @@ fn internal_sites<'a, R: ReadRef<'a>>(elf: &Elf<'a, R>) -> Result<Vec<(Program, 
             .function(target)
             .map_err(|e| format!("{wrapper} calls {target:#x}: {e}"))?;
         let code = elf.code(t).map_err(|e| e.to_string())?;
-        let push = push_entry(code, t.vaddr)
+        let push = push_entry(code, t.vaddr, &|a| elf.code_at(a))
             .map_err(|e: WrapperError| format!("{wrapper} calls {target:#x}: {e}"))?;
         targets.push(target);
         sites.push((program, t.file_offset + push));
@@ -331,7 +336,7 @@ fn entry_site<'a, R: ReadRef<'a>>(
     elf: &Elf<'a, R>,
     f: Function,
 ) -> Result<(u64, bool), LibraryError> {
-    let (offset, at_push) = probe_entry(elf.code(f)?, f.vaddr);
+    let (offset, at_push) = probe_entry(elf.code(f)?, f.vaddr, &|a| elf.code_at(a));
     Ok((f.file_offset + offset, at_push))
 }
 
@@ -422,7 +427,7 @@ mod tests {
         // Each internal site starts with push in the file itself.
         for &(p, off) in &plan.sites[..2] {
             let code = &data[off as usize..off as usize + 16];
-            assert_eq!(push_entry(code, off), Ok(0), "{p:?} at {off:#x}");
+            assert_eq!(push_entry(code, off, &|_| None), Ok(0), "{p:?} at {off:#x}");
         }
         assert_eq!(plan.single_stepped, 0);
         // And they are distinct from the exported entries.
@@ -462,17 +467,26 @@ mod tests {
         for &(p, off) in &plan.sites[..2] {
             let off = off as usize;
             assert_eq!(data[off - 4..off], ENDBR64, "{p:?} at {off:#x}");
-            assert_eq!(push_entry(&data[off..off + 16], off as u64), Ok(0));
+            assert_eq!(
+                push_entry(&data[off..off + 16], off as u64, &|_| None),
+                Ok(0)
+            );
         }
         assert_eq!(plan.sites[2].1, plan.sites[0].1);
         assert_eq!(plan.sites[3].1, plan.sites[1].1);
-        // SSL_free begins `endbr64; test`: probed at its start.
+        // SSL_free begins `endbr64; test %rdi,%rdi; je <xor…; ret>; push
+        // %rbx` (the NULL check before the prologue; the early-out zeroes
+        // the call-clobbered registers and returns): probed on that push.
         let elf = Elf::parse(data.as_slice()).unwrap();
         let free = elf.symbol("SSL_free").unwrap();
-        assert_eq!(plan.sites[4].1, free.file_offset);
-        assert_eq!(data[free.file_offset as usize..][..4], ENDBR64);
-        // The exported entries begin `endbr64; sub`: probed at their start
-        // (single-stepped either way).
+        let start = free.file_offset as usize;
+        assert_eq!(data[start..][..4], ENDBR64);
+        assert_eq!(data[start + 4..][..3], [0x48, 0x85, 0xff]); // test %rdi,%rdi
+        assert_eq!(data[start + 7], 0x74); // je rel8
+        assert_eq!(plan.sites[4].1, free.file_offset + 9);
+        assert_eq!(data[start + 9], 0x53); // push %rbx
+                                           // The exported entries begin `endbr64; sub`: probed at their start
+                                           // (single-stepped either way).
         assert_eq!(plan.single_stepped, 0);
         let exported = super::plan(data.as_slice(), ProbeMode::Exported).unwrap();
         for &(p, off) in &exported.sites[..4] {
@@ -555,7 +569,7 @@ mod tests {
                     .unwrap_or_else(|| panic!("{name}: no {symbol} in .symtab"))
                     .address();
                 let f = elf.function(vaddr).unwrap();
-                let push = push_entry(elf.code(f).unwrap(), f.vaddr).unwrap();
+                let push = push_entry(elf.code(f).unwrap(), f.vaddr, &|a| elf.code_at(a)).unwrap();
                 assert_eq!(plan.sites[i].1, f.file_offset + push, "{name}: {symbol}");
             }
             assert_eq!(plan.sites[2].1, plan.sites[0].1, "{name}");

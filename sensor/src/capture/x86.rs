@@ -17,6 +17,13 @@
 //! address is still on top, for the return probe), and no branch inside the
 //! function goes back to a `push` of its prologue (running it twice would
 //! unbalance the stack).
+//!
+//! Newer GCCs shrink-wrap: a function that returns early on a NULL argument
+//! tests it before its prologue (`test %rdi,%rdi; je early_out; push …`:
+//! OpenSSL ≥ 3.2's `ssl_write_internal` in the manylinux_2_28 wheels, Debian
+//! 13's `SSL_free`).  The probe then goes on the `push` after that guard,
+//! once the early-out is checked to do nothing but return; without that,
+//! such a build fell back to the exported entries, single-stepped.
 
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 
@@ -101,28 +108,89 @@ fn after_endbr64(code: &[u8], addr: u64) -> impl Iterator<Item = Instruction> + 
     insns
 }
 
+/// Instructions an early-out may run before its `ret`: setting the return
+/// value, and zeroing the call-clobbered registers (Debian 13 builds with
+/// `-fzero-call-used-regs`: `xor %eax,%eax; xor %edx,%edx; xor %esi,%esi;
+/// xor %edi,%edi; ret`).
+const MAX_EARLY_OUT_INSTRUCTIONS: usize = 8;
+
 /// Where a function's first `push` is, in bytes from its start: 0 when it
 /// begins with `push` (emulated by the kernel's uprobe code, hence cheap), 4
-/// when an `endbr64` comes first.  An error when it begins otherwise.
-pub fn push_entry(code: &[u8], addr: u64) -> Result<u64, WrapperError> {
-    let insn = after_endbr64(code, addr)
-        .next()
-        .ok_or(WrapperError::Undecodable)?;
-    if insn.mnemonic() == Mnemonic::Push {
-        Ok(insn.ip() - addr)
-    } else {
-        Err(WrapperError::TargetNotPush(
-            format!("{:?}", insn.mnemonic()).to_lowercase(),
-        ))
+/// when an `endbr64` comes first.  A shrink-wrapped function may test an
+/// argument before its prologue (`test %rdi,%rdi; je early_out; push …`,
+/// OpenSSL ≥ 3.2's `ssl_write_internal` built by newer GCCs: the NULL check):
+/// the `push` after that guard is the site when `early_out` only sets the
+/// return value and returns, since every call that does any work then runs
+/// the `push` with the stack and argument registers untouched (`test` and
+/// `je` change neither).  `code_at` gives the code at a virtual address (the
+/// early-out's).  An error when the function begins otherwise.
+pub fn push_entry<'c>(
+    code: &[u8],
+    addr: u64,
+    code_at: &dyn Fn(u64) -> Option<&'c [u8]>,
+) -> Result<u64, WrapperError> {
+    let mut insns = after_endbr64(code, addr);
+    let first = insns.next().ok_or(WrapperError::Undecodable)?;
+    if first.mnemonic() == Mnemonic::Push {
+        return Ok(first.ip() - addr);
     }
+    let not_push = || WrapperError::TargetNotPush(format!("{:?}", first.mnemonic()).to_lowercase());
+    let tests_a_register = matches!(first.code(), Code::Test_rm64_r64 | Code::Test_rm32_r32)
+        && first.op0_kind() == OpKind::Register
+        && first.op0_register() == first.op1_register();
+    if !tests_a_register {
+        return Err(not_push());
+    }
+    let jump = insns.next().ok_or_else(not_push)?;
+    if !matches!(jump.code(), Code::Je_rel8_64 | Code::Je_rel32_64) {
+        return Err(not_push());
+    }
+    let target = jump.near_branch_target();
+    if !code_at(target).is_some_and(|c| returns_at_once(c, target)) {
+        return Err(not_push());
+    }
+    match insns.next() {
+        Some(push) if push.mnemonic() == Mnemonic::Push => Ok(push.ip() - addr),
+        _ => Err(not_push()),
+    }
+}
+
+/// Whether `code` (at `addr`) returns at once: at most
+/// [`MAX_EARLY_OUT_INSTRUCTIONS`] that only set registers to constants
+/// (`xor %reg,%reg`, `mov $imm,%eax`, `or $-1,%eax`), then `ret`.
+fn returns_at_once(code: &[u8], addr: u64) -> bool {
+    let mut decoder = Decoder::with_ip(64, code, addr, DecoderOptions::NONE);
+    for _ in 0..=MAX_EARLY_OUT_INSTRUCTIONS {
+        if !decoder.can_decode() {
+            return false;
+        }
+        let insn = decoder.decode();
+        let to_register = insn.op_count() > 0 && insn.op0_kind() == OpKind::Register;
+        let to_eax = to_register && insn.op0_register() == Register::EAX;
+        match insn.code() {
+            Code::Retnq => return true,
+            Code::Xor_r32_rm32 | Code::Xor_rm32_r32
+                if to_register
+                    && insn.op1_kind() == OpKind::Register
+                    && insn.op1_register() == insn.op0_register() => {}
+            Code::Mov_r32_imm32 if to_eax => {}
+            Code::Or_rm32_imm8 if to_eax && insn.immediate8to32() == -1 => {}
+            _ => return false,
+        }
+    }
+    false
 }
 
 /// Where to put the probe of a function that need not start with `push` (an
 /// exported entry, `SSL_free`), and whether the kernel emulates the probed
-/// instruction: on the `push` after a leading `endbr64` when there is one
-/// (emulated), else at the start (single-stepped unless it is a `push`).
-pub fn probe_entry(code: &[u8], addr: u64) -> (u64, bool) {
-    match push_entry(code, addr) {
+/// instruction: on the function's first `push` ([`push_entry`]) when it can
+/// be (emulated), else at the start (single-stepped unless it is a `push`).
+pub fn probe_entry<'c>(
+    code: &[u8],
+    addr: u64,
+    code_at: &dyn Fn(u64) -> Option<&'c [u8]>,
+) -> (u64, bool) {
+    match push_entry(code, addr, code_at) {
         Ok(offset) => (offset, true),
         Err(_) => (0, false),
     }
@@ -131,6 +199,9 @@ pub fn probe_entry(code: &[u8], addr: u64) -> (u64, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No code anywhere else: a guard's early-out cannot be checked.
+    const NO_CODE: &dyn Fn(u64) -> Option<&'static [u8]> = &|_| None;
 
     #[test]
     fn debian_wrapper_pattern() {
@@ -192,13 +263,13 @@ mod tests {
 
     #[test]
     fn push_detection() {
-        assert_eq!(push_entry(&[0x41, 0x57], 0), Ok(0)); // push %r15
-        assert_eq!(push_entry(&[0x55], 0), Ok(0)); // push %rbp
+        assert_eq!(push_entry(&[0x41, 0x57], 0, NO_CODE), Ok(0)); // push %r15
+        assert_eq!(push_entry(&[0x55], 0, NO_CODE), Ok(0)); // push %rbp
         assert!(matches!(
-            push_entry(&[0x48, 0x83, 0xec, 0x08], 0),
+            push_entry(&[0x48, 0x83, 0xec, 0x08], 0, NO_CODE),
             Err(WrapperError::TargetNotPush(_))
         ));
-        assert_eq!(push_entry(&[], 0), Err(WrapperError::Undecodable));
+        assert_eq!(push_entry(&[], 0, NO_CODE), Err(WrapperError::Undecodable));
     }
 
     /// Debian 13's libssl (OpenSSL 3.5, built with `-fcf-protection`).
@@ -206,26 +277,128 @@ mod tests {
     fn push_after_endbr64_is_the_site() {
         // ssl_read_internal: endbr64; push %r14; push %r13
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x41, 0x56, 0x41, 0x55];
-        assert_eq!(push_entry(&code, 0x3d830), Ok(4));
-        assert_eq!(probe_entry(&code, 0x3d830), (4, true));
+        assert_eq!(push_entry(&code, 0x3d830, NO_CODE), Ok(4));
+        assert_eq!(probe_entry(&code, 0x3d830, NO_CODE), (4, true));
         // SSL_read: endbr64; sub $0x18,%rsp — single-stepped either way: the start.
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x83, 0xec, 0x18];
         assert_eq!(
-            push_entry(&code, 0x3da40),
+            push_entry(&code, 0x3da40, NO_CODE),
             Err(WrapperError::TargetNotPush("sub".into()))
         );
-        assert_eq!(probe_entry(&code, 0x3da40), (0, false));
+        assert_eq!(probe_entry(&code, 0x3da40, NO_CODE), (0, false));
         // SSL_free: endbr64; test %rdi,%rdi; je … — the start.
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x6f];
-        assert_eq!(probe_entry(&code, 0x46500), (0, false));
+        assert_eq!(probe_entry(&code, 0x46500, NO_CODE), (0, false));
         // Only one endbr64 is skipped; a truncated one is not code.
         let code = [0xf3, 0x0f, 0x1e, 0xfa, 0xf3, 0x0f, 0x1e, 0xfa, 0x55];
-        assert!(push_entry(&code, 0).is_err());
+        assert!(push_entry(&code, 0, NO_CODE).is_err());
         assert_eq!(
-            push_entry(&[0xf3, 0x0f, 0x1e, 0xfa], 0),
+            push_entry(&[0xf3, 0x0f, 0x1e, 0xfa], 0, NO_CODE),
             Err(WrapperError::Undecodable)
         );
-        assert_eq!(probe_entry(&[0xf3, 0x0f, 0x1e], 0), (0, false));
+        assert_eq!(probe_entry(&[0xf3, 0x0f, 0x1e], 0, NO_CODE), (0, false));
+    }
+
+    /// OpenSSL 3.5's `ssl_write_internal` in the `cryptography` 45 wheel
+    /// (manylinux_2_28, GCC shrink-wrapping): `test %rdi,%rdi; je 340f60;
+    /// push %r14`, and at 340f60 `xor %eax,%eax; ret`.
+    const GUARDED: [u8; 11] = [
+        0x48, 0x85, 0xff, 0x0f, 0x84, 0x17, 0x01, 0x00, 0x00, 0x41, 0x56,
+    ];
+    const GUARDED_AT: u64 = 0x340e40;
+    const EARLY_OUT_AT: u64 = 0x340f60;
+
+    /// `code_at` with `early_out` at [`EARLY_OUT_AT`] and nothing elsewhere.
+    fn early_out(code: &'static [u8]) -> impl Fn(u64) -> Option<&'static [u8]> {
+        move |a| (a == EARLY_OUT_AT).then_some(code)
+    }
+
+    #[test]
+    fn push_after_a_null_guard_is_the_site() {
+        let returns_0: &'static [u8] = &[0x31, 0xc0, 0xc3];
+        assert_eq!(
+            push_entry(&GUARDED, GUARDED_AT, &early_out(returns_0)),
+            Ok(9)
+        );
+        assert_eq!(
+            probe_entry(&GUARDED, GUARDED_AT, &early_out(returns_0)),
+            (9, true)
+        );
+        // The same after endbr64, with a short je (Debian 13's SSL_free,
+        // whose early-out zeroes the call-clobbered registers).
+        let mut code = vec![0xf3, 0x0f, 0x1e, 0xfa, 0x48, 0x85, 0xff, 0x74, 0x6f, 0x53];
+        let target = 0x47220 + 9 + 0x6f;
+        let zeroes: &'static [u8] = &[0x31, 0xc0, 0x31, 0xd2, 0x31, 0xf6, 0x31, 0xff, 0xc3];
+        let at = move |a| (a == target).then_some(zeroes);
+        assert_eq!(push_entry(&code, 0x47220, &at), Ok(9));
+        // `mov $-1,%eax; ret` and `or $-1,%eax; ret` return a constant too;
+        // a void function's early-out is a bare `ret`.
+        for out in [
+            &[0xb8, 0xff, 0xff, 0xff, 0xff, 0xc3][..],
+            &[0x83, 0xc8, 0xff, 0xc3],
+            &[0xc3],
+        ] {
+            let out: &'static [u8] = Box::leak(out.to_vec().into_boxed_slice());
+            assert_eq!(
+                push_entry(&GUARDED, GUARDED_AT, &early_out(out)),
+                Ok(9),
+                "{out:x?}"
+            );
+        }
+        // test %edi,%edi (32 bits) is a guard as well.
+        code[4] = 0x85;
+        code.remove(4);
+        assert_eq!(code[4..6], [0x85, 0xff]);
+        let target = 0x47220 + 8 + 0x6f;
+        let at = move |a| (a == target).then_some(zeroes);
+        assert_eq!(push_entry(&code, 0x47220, &at), Ok(8));
+    }
+
+    /// A guard is skipped only when its early-out provably does nothing but
+    /// return: otherwise a call that does work could run past the probe.
+    #[test]
+    fn guards_that_may_do_work_are_not_skipped() {
+        let rejected = |code: &[u8], out: &'static [u8]| {
+            let r = push_entry(code, GUARDED_AT, &early_out(out));
+            assert!(
+                matches!(r, Err(WrapperError::TargetNotPush(_))),
+                "{code:x?} / {out:x?}: {r:?}"
+            );
+        };
+        let returns_0: &'static [u8] = &[0x31, 0xc0, 0xc3];
+        // Early-outs that call, jump, write memory, use the stack, run too long.
+        rejected(&GUARDED, &[0xe8, 0, 0, 0, 0, 0xc3]); // call
+        rejected(&GUARDED, &[0xe9, 0, 0, 0, 0]); // jmp
+        rejected(&GUARDED, &[0x31, 0xc0, 0x89, 0x07, 0xc3]); // mov %eax,(%rdi)
+        rejected(&GUARDED, &[0x50, 0x58, 0xc3]); // push; pop
+        rejected(
+            &GUARDED,
+            &[
+                0x31, 0xc0, 0x31, 0xd2, 0x31, 0xf6, 0x31, 0xff, 0x31, 0xc9, 0x45, 0x31, 0xc0, 0x45,
+                0x31, 0xc9, 0x45, 0x31, 0xd2, 0x45, 0x31, 0xdb, 0xc3,
+            ],
+        ); // 9 before ret
+        rejected(&GUARDED, &[0x31, 0xd0, 0xc3]); // xor %edx,%eax: not a constant
+        rejected(&GUARDED, &[0x31, 0xc0]); // no ret in sight
+                                           // The early-out's code is not available.
+        assert!(push_entry(&GUARDED, GUARDED_AT, NO_CODE).is_err());
+        // Not that guard: jne (the fall-through is the early-out), two
+        // registers, cmp, or no push after it.
+        let mut jne = GUARDED;
+        jne[4] = 0x85;
+        rejected(&jne, returns_0);
+        let mut two = GUARDED;
+        two[2] = 0xf7; // test %rsi,%rdi
+        rejected(&two, returns_0);
+        rejected(
+            &[
+                0x48, 0x83, 0xff, 0x00, 0x0f, 0x84, 0x14, 0x01, 0x00, 0x00, 0x41, 0x56,
+            ],
+            returns_0,
+        ); // cmp $0,%rdi
+        let mut no_push = GUARDED;
+        no_push[9..].copy_from_slice(&[0x89, 0xc0]); // mov %eax,%eax
+        rejected(&no_push, returns_0);
     }
 
     /// OpenSSL 3.3+'s `SSL_write_ex2` is the same wrapper around
