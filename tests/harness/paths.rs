@@ -43,18 +43,16 @@ pub fn debian13_command(program: &Path) -> Result<std::process::Command> {
     Ok(cmd)
 }
 
-/// OpenSSL 1.1.1 for Python (`cargo xtask setup` installs
-/// `tests/apps/requirements-openssl111.txt` into `<workspace>/.tools/openssl111`):
-/// put first on `PYTHONPATH`, it gives the venv's Python pyOpenSSL 22 on the
-/// OpenSSL 1.1.1n linked into the `cryptography` 36 wheel.
-pub fn openssl111_pythonpath() -> Result<PathBuf> {
-    let dir = workspace_root().join(".tools/openssl111");
-    if !dir
-        .join("cryptography/hazmat/bindings/_openssl.abi3.so")
-        .exists()
-    {
+/// A wheel set of other OpenSSL builds for Python (`cargo xtask setup`
+/// installs `tests/apps/requirements-<set>.txt` into
+/// `<workspace>/.tools/<set>`; `openssl111`: pyOpenSSL 22 on the 1.1.1n in
+/// `cryptography` 36; `openssl35`: pyOpenSSL 25 on the 3.5.2 in
+/// `cryptography` 45): put first on `PYTHONPATH`, the venv's Python runs on it.
+pub fn wheel_set_pythonpath(set: &str) -> Result<PathBuf> {
+    let dir = workspace_root().join(".tools").join(set);
+    if !dir.join("requirements.txt").exists() {
         bail!(
-            "{} has no cryptography 36 wheel: install it with `cargo xtask setup`",
+            "{} is not installed: install the wheel set {set} with `cargo xtask setup`",
             dir.display()
         );
     }

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cert::TestCert;
 use crate::net::free_port;
-use crate::paths::{apps_dir, debian13_command, openssl111_pythonpath, system_python, venv_bin};
+use crate::paths::{apps_dir, debian13_command, system_python, venv_bin, wheel_set_pythonpath};
 use crate::proc::{run_bounded, Process, DEFAULT_HARD_TIMEOUT};
 
 /// How long a server may take to accept TLS after being started.
@@ -163,20 +163,19 @@ impl Server {
         Server::spawn("pyopenssl", &cmd, port, cert, tempdir("pyopenssl")?)
     }
 
-    /// `leaky_pyopenssl.py` on OpenSSL 1.1.1: pyOpenSSL 22 and the
-    /// `cryptography` 36 wheel (OpenSSL 1.1.1n linked into its extension
-    /// module) from [`openssl111_pythonpath`], ahead of the venv's own.
-    pub fn pyopenssl_on_openssl_1_1_1(cert: &TestCert) -> Result<Server> {
+    /// `leaky_pyopenssl.py` on a wheel set's OpenSSL build (see
+    /// [`wheel_set_pythonpath`]), ahead of the venv's own.
+    pub fn pyopenssl_on_wheel_set(cert: &TestCert, set: &str) -> Result<Server> {
         let port = free_port()?;
         let mut cmd = app_command(venv_bin("python")?, "leaky_pyopenssl.py", port, cert);
         python_env(&mut cmd);
-        cmd.env("PYTHONPATH", openssl111_pythonpath()?);
+        cmd.env("PYTHONPATH", wheel_set_pythonpath(set)?);
         Server::spawn(
-            "pyopenssl-1.1.1",
+            "pyopenssl",
             &cmd,
             port,
             cert,
-            tempdir("pyopenssl111")?,
+            tempdir(&format!("pyopenssl-{set}"))?,
         )
     }
 

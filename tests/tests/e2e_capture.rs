@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sensor_e2e::client::PyClient;
 use sensor_e2e::contract::Pair;
-use sensor_e2e::paths::{openssl111_pythonpath, venv_bin};
+use sensor_e2e::paths::{venv_bin, wheel_set_pythonpath};
 use sensor_e2e::proc::run_bounded;
 use sensor_e2e::server::{NGINX_LARGE_FILE, NGINX_SMALL_FILE};
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
@@ -679,28 +679,43 @@ fn openssl_bundled_in_a_python_wheel_is_probed() {
 /// sites there too, not fall back to the exported entries.
 #[test]
 fn openssl_1_1_1_is_probed_at_its_internal_sites() {
+    wheel_set_is_probed("openssl111", "OpenSSL 1.1.1");
+}
+
+/// OpenSSL 3.5 as newer GCCs build it (the `cryptography` 45 wheel):
+/// `ssl_write_internal` tests its `SSL *` for NULL before its prologue, so
+/// the probe goes on the `push` after that guard, with the return probe
+/// there too.  Before, such builds fell back to the exported entries.
+#[test]
+fn shrink_wrapped_openssl_3_5_is_probed_at_its_internal_sites() {
+    wheel_set_is_probed("openssl35", "OpenSSL 3.5");
+}
+
+/// leaky_pyopenssl.py on wheel set `set`, whose OpenSSL version starts with
+/// `version`: probed at its internal sites, 3 pairs exact, 3 leaks.
+fn wheel_set_is_probed(set: &str, version: &str) {
     require_root();
     let _serial = serial();
-    let mut version = std::process::Command::new(venv_bin("python").unwrap());
-    version
+    let mut python = std::process::Command::new(venv_bin("python").unwrap());
+    python
         .args([
             "-c",
             "from OpenSSL import SSL; print(SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode())",
         ])
-        .env("PYTHONPATH", openssl111_pythonpath().unwrap());
+        .env("PYTHONPATH", wheel_set_pythonpath(set).unwrap());
     let out = run_bounded(
         "openssl-version",
-        &version,
+        &python,
         std::time::Duration::from_secs(30),
     )
     .unwrap();
-    let version = String::from_utf8_lossy(&out.stdout);
-    assert!(version.starts_with("OpenSSL 1.1.1"), "runs on {version:?}");
+    let runs_on = String::from_utf8_lossy(&out.stdout);
+    assert!(runs_on.starts_with(version), "{set} runs on {runs_on:?}");
 
     let cert = TestCert::new().unwrap();
     let sensor = Sensor::start(&[]).unwrap();
-    let server = Server::pyopenssl_on_openssl_1_1_1(&cert).unwrap();
-    assert_bundled_pyopenssl_probed(sensor, &server, &cert, "openssl111/");
+    let server = Server::pyopenssl_on_wheel_set(&cert, set).unwrap();
+    assert_bundled_pyopenssl_probed(sensor, &server, &cert, &format!("/{set}/"));
 }
 
 /// `server` (leaky_pyopenssl.py on a wheel's bundled OpenSSL) is probed in

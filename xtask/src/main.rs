@@ -5,6 +5,7 @@ mod bench;
 mod build;
 mod demo;
 mod fuzz;
+mod openssl_wheels;
 mod run;
 mod secret_scan;
 mod setup;

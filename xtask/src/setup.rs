@@ -120,7 +120,8 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         python_venv()?;
         if !o.without_test_runtimes {
             debian13_openssl()?;
-            openssl111_wheel()?;
+            crate::openssl_wheels::install_wheel_sets()?;
+            crate::openssl_wheels::fetch_build_matrix()?;
         }
     }
     step("setup complete");
@@ -336,55 +337,6 @@ fn python_venv() -> anyhow::Result<()> {
             .arg(&requirements)
             .args(PIP_EXTRA),
     )
-}
-
-/// `<workspace>/.tools/openssl111`: `tests/apps/requirements-openssl111.txt`
-/// installed with `pip install --target` (OpenSSL 1.1.1n, linked into the
-/// `cryptography` 36 wheel's extension module, under pyOpenSSL 22).
-pub fn openssl111_dir() -> PathBuf {
-    tools_dir().join("openssl111")
-}
-
-/// Installs the OpenSSL 1.1.1 wheel set into [`openssl111_dir`], unless the
-/// requirements it was installed from are the current ones (a copy is kept
-/// there as the stamp).  PyPI keeps old wheels, so this build stays
-/// reachable after the distributions that shipped 1.1.1 are archived.
-fn openssl111_wheel() -> anyhow::Result<()> {
-    let dir = openssl111_dir();
-    let requirements = root().join("tests/apps/requirements-openssl111.txt");
-    let wanted = std::fs::read(&requirements)
-        .with_context(|| format!("reading {}", requirements.display()))?;
-    let stamp = dir.join("requirements.txt");
-    if std::fs::read(&stamp).is_ok_and(|have| have == wanted) {
-        step(&format!(
-            "OpenSSL 1.1.1 wheel: present in {}",
-            dir.display()
-        ));
-        return Ok(());
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    step(&format!(
-        "pip install --target {} -r {}",
-        dir.display(),
-        requirements.display()
-    ));
-    run_cmd(
-        Command::new(venv_dir().join("bin/python"))
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "-q",
-                "--disable-pip-version-check",
-                "--only-binary",
-                ":all:",
-                "--target",
-            ])
-            .arg(&dir)
-            .arg("-r")
-            .arg(&requirements),
-    )?;
-    std::fs::write(&stamp, wanted).with_context(|| format!("writing {}", stamp.display()))
 }
 
 /// Downloads [`DEBIAN13_PACKAGES`] with apt (signatures checked against the

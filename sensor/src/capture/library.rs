@@ -514,51 +514,70 @@ mod tests {
     }
 
     /// The OpenSSL builds the `cryptography` wheels link into their
-    /// extension modules (`cargo xtask setup`): 4.0.3 in the venv's, 1.1.1n
-    /// in `.tools/openssl111`'s.  Both keep their local symbols in `.symtab`.
-    fn wheel_openssl_builds() -> Vec<(&'static str, Vec<u8>)> {
-        let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools");
-        let wheels = [
-            (
-                "cryptography 50 (OpenSSL 4.0.3)",
-                tools.join(
-                    "venv/lib/python3.11/site-packages/cryptography/hazmat/bindings/_rust.abi3.so",
-                ),
-            ),
-            (
-                "cryptography 36 (OpenSSL 1.1.1n)",
-                tools.join("openssl111/cryptography/hazmat/bindings/_openssl.abi3.so"),
-            ),
+    /// extension modules, which `cargo xtask setup` puts under `.tools`: the
+    /// venv's (4.0.3), the wheel sets' (`openssl111`: 1.1.1n, `openssl35`:
+    /// 3.5.2) and every line of `tests/apps/openssl-builds.txt` (3.0 to 3.5,
+    /// manylinux and musllinux).  All keep their local symbols in `.symtab`.
+    /// `None` when one is missing.
+    fn wheel_openssl_builds() -> Option<Vec<(String, Vec<u8>)>> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tools = root.join(".tools");
+        let bindings = "cryptography/hazmat/bindings";
+        let mut paths = vec![
+            tools.join(format!(
+                "venv/lib/python3.11/site-packages/{bindings}/_rust.abi3.so"
+            )),
+            tools.join(format!("openssl111/{bindings}/_openssl.abi3.so")),
+            tools.join(format!("openssl35/{bindings}/_rust.abi3.so")),
         ];
-        let mut found = Vec::new();
-        for (name, path) in wheels {
-            match std::fs::read(&path) {
-                Ok(data) => found.push((name, data)),
-                Err(_) => crate::test_tools::tool_missing(&format!(
-                    "{name} at {} (`cargo xtask setup`)",
-                    path.display()
-                )),
-            }
+        let list = std::fs::read_to_string(root.join("tests/apps/openssl-builds.txt")).unwrap();
+        for line in list
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let (version, platform) = line.split_once(' ').unwrap();
+            let so = format!(
+                "openssl-builds/cryptography-{version}-{}.so",
+                platform.trim()
+            );
+            paths.push(tools.join(so));
         }
-        found
+        let mut found = Vec::new();
+        for path in paths {
+            let Ok(data) = std::fs::read(&path) else {
+                crate::test_tools::tool_missing(&format!(
+                    "{} (`cargo xtask setup`)",
+                    path.display()
+                ));
+                return None;
+            };
+            found.push((path.display().to_string(), data));
+        }
+        Some(found)
     }
 
     /// Where a build keeps `ssl_read_internal` and `ssl_write_internal` in
     /// `.symtab`, the sites found from the wrappers' code (which is all a
-    /// stripped libssl offers) are exactly those functions' entries: a check
-    /// against ground truth, on 1.1.1's wrappers and on 3.3+'s
-    /// (`SSL_write_ex2`, the `flags` write program).
+    /// stripped libssl offers) are exactly those functions' first `push`: a
+    /// check against ground truth on 1.1.1's wrappers, 3.0–3.2's, and 3.3+'s
+    /// (`SSL_write_ex2`, the `flags` write program), from two toolchains.
+    /// Some of them shrink-wrap `ssl_write_internal` (a NULL test before the
+    /// prologue): those must be among them, or the guard goes untested.
     #[test]
     fn internal_sites_are_the_internal_functions_named_in_symtab() {
         use object::ObjectSymbol;
-        for (name, data) in wheel_openssl_builds() {
+        let Some(builds) = wheel_openssl_builds() else {
+            return;
+        };
+        let mut guarded = 0;
+        for (name, data) in &builds {
             let elf = Elf::parse(data.as_slice()).unwrap();
             let write = if elf.has("SSL_write_ex2") {
                 Program::SslWriteInternalFlagsEntry
             } else {
                 Program::SslWriteInternalEntry
             };
-            let plan = internal_plan(&data, write);
+            let plan = internal_plan(data, write);
             for (i, symbol) in ["ssl_write_internal", "ssl_read_internal"]
                 .into_iter()
                 .enumerate()
@@ -569,12 +588,17 @@ mod tests {
                     .unwrap_or_else(|| panic!("{name}: no {symbol} in .symtab"))
                     .address();
                 let f = elf.function(vaddr).unwrap();
-                let push = push_entry(elf.code(f).unwrap(), f.vaddr, &|a| elf.code_at(a)).unwrap();
+                let code = elf.code(f).unwrap();
+                let push = push_entry(code, f.vaddr, &|a| elf.code_at(a)).unwrap();
                 assert_eq!(plan.sites[i].1, f.file_offset + push, "{name}: {symbol}");
+                if push_entry(code, f.vaddr, &|_| None).is_err() {
+                    guarded += 1;
+                }
             }
             assert_eq!(plan.sites[2].1, plan.sites[0].1, "{name}");
             assert_eq!(plan.sites[3].1, plan.sites[1].1, "{name}");
         }
+        assert!(guarded >= 3, "{guarded} shrink-wrapped functions");
     }
 
     #[test]
