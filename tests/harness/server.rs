@@ -26,6 +26,8 @@ pub struct Server {
     name: String,
     port: u16,
     process: Process,
+    /// A plain-HTTP app behind a TLS-terminating proxy (killed on Drop too).
+    backend: Option<Process>,
     started_in: Duration,
     // Logs, configs, the rendered nginx prefix or the separate root: removed on Drop.
     dir: tempfile::TempDir,
@@ -47,6 +49,7 @@ impl Server {
             name: name.to_string(),
             port,
             process,
+            backend: None,
             started_in: Duration::ZERO,
             dir,
         };
@@ -177,6 +180,63 @@ impl Server {
             cert,
             tempdir(&format!("pyopenssl-{set}"))?,
         )
+    }
+
+    /// `leaky_fastapi.py` under uvicorn over plain HTTP, behind `proxy`
+    /// terminating TLS (the usual production shape: the app never sees TLS;
+    /// the proxy's process is what the sensor probes).  `alpn`: the protocols
+    /// the proxy offers (`["h2", "http/1.1"]` or `["http/1.1"]`).
+    pub fn fastapi_behind(proxy: Proxy, cert: &TestCert, alpn: &[&str]) -> Result<Server> {
+        let dir = tempdir(proxy.name())?;
+        let backend_port = free_port()?;
+        let mut app = Command::new(venv_bin("uvicorn")?);
+        app.arg("leaky_fastapi:app")
+            .arg("--app-dir")
+            .arg(apps_dir())
+            .args(["--host", "127.0.0.1", "--port", &backend_port.to_string()])
+            .args(["--log-level", "warning", "--timeout-keep-alive", "30"]);
+        python_env(&mut app);
+        let backend_dir = dir.path().join("backend");
+        std::fs::create_dir_all(&backend_dir)?;
+        let mut backend =
+            Process::spawn("uvicorn-backend", &app, DEFAULT_HARD_TIMEOUT, &backend_dir)?;
+        wait_tcp(backend_port, &mut backend)?;
+
+        let port = free_port()?;
+        let prefix = dir.path();
+        let mut conf = std::fs::read_to_string(apps_dir().join(proxy.template()))
+            .with_context(|| format!("reading {}", proxy.template()))?;
+        let pem = prefix.join("cert-and-key.pem");
+        std::fs::write(
+            &pem,
+            [std::fs::read(cert.cert())?, std::fs::read(cert.key())?].concat(),
+        )?;
+        for (var, value) in [
+            ("@PREFIX@", prefix.display().to_string()),
+            ("@PORT@", port.to_string()),
+            ("@BACKEND_PORT@", backend_port.to_string()),
+            ("@CERT@", cert.cert().display().to_string()),
+            ("@KEY@", cert.key().display().to_string()),
+            ("@PEM@", pem.display().to_string()),
+            ("@ALPN@", alpn.join(",")),
+            ("@PROTOCOLS@", alpn.join(" ")),
+        ] {
+            conf = conf.replace(var, &value);
+        }
+        let conf_path = prefix.join(proxy.template().trim_end_matches(".template"));
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = match proxy {
+            Proxy::HAProxy => Command::new("haproxy"),
+            Proxy::Apache => Command::new("apache2"),
+        };
+        match proxy {
+            // -db: foreground, no daemon.
+            Proxy::HAProxy => cmd.arg("-db").arg("-f").arg(&conf_path),
+            Proxy::Apache => cmd.arg("-DFOREGROUND").arg("-f").arg(&conf_path),
+        };
+        let mut server = Server::spawn(proxy.name(), &cmd, port, cert, dir)?;
+        server.backend = Some(backend);
+        Ok(server)
     }
 
     /// The stdlib demo API (`demo_api.py`) with the system Python.
@@ -328,6 +388,53 @@ fn nginx_from_template(
         .arg("-p")
         .arg(format!("{}/", prefix.display()));
     Server::spawn("nginx", &cmd, port, cert, dir)
+}
+
+/// A TLS-terminating reverse proxy from Debian (see [`Server::fastapi_behind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Proxy {
+    /// HAProxy, config `tests/apps/haproxy.cfg.template`.
+    HAProxy,
+    /// Apache httpd with mod_ssl, mod_http2 and mod_proxy, config
+    /// `tests/apps/apache.conf.template`.
+    Apache,
+}
+
+impl Proxy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Proxy::HAProxy => "haproxy",
+            Proxy::Apache => "apache2",
+        }
+    }
+
+    fn template(self) -> &'static str {
+        match self {
+            Proxy::HAProxy => "haproxy.cfg.template",
+            Proxy::Apache => "apache.conf.template",
+        }
+    }
+}
+
+/// Waits until something accepts TCP on 127.0.0.1:`port` (the plain-HTTP
+/// backend), or `process` exits, or [`SERVER_READY_TIMEOUT`] passes.
+fn wait_tcp(port: u16, process: &mut Process) -> Result<()> {
+    let deadline = Instant::now() + SERVER_READY_TIMEOUT;
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Some(status) = process.try_exited() {
+            bail!(
+                "the backend exited ({status}); stderr:\n{}",
+                process.stderr_tail()
+            );
+        }
+        if Instant::now() >= deadline {
+            bail!("the backend did not listen on port {port} within {SERVER_READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// n bytes of the pattern `i % 251` (what the apps and nginx serve).

@@ -7,6 +7,7 @@
 use sensor_e2e::contract::Pair;
 use sensor_e2e::scenario::{run_leak_scenario, App};
 use sensor_e2e::sensor::metric_sum_where;
+use sensor_e2e::server::Proxy;
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
 use sensor_e2e::{
     assert_no_secrets, check_findings, curl_sequence, findings_of, require_root, serial,
@@ -31,10 +32,17 @@ fn start(app: App, cert: &TestCert) -> Server {
 }
 
 fn leaks_are_reported_exactly(app: App) {
+    leaks_are_reported_exactly_on(app, "HTTP/1.1", |cert| start(app, cert));
+}
+
+/// The scenario of `app` against the server `start` gives: exact pairs (each
+/// in HTTP `version`) and findings on both sides, and no raw credential
+/// anywhere.
+fn leaks_are_reported_exactly_on(app: App, version: &str, start: impl FnOnce(&TestCert) -> Server) {
     require_root();
     let _serial = serial();
     let cert = TestCert::new().unwrap();
-    let server = start(app, &cert);
+    let server = start(&cert);
     let mut sensor = Sensor::start(&[]).unwrap();
     let pids = server.pids();
 
@@ -57,6 +65,13 @@ fn leaks_are_reported_exactly(app: App) {
             .find(|p| p.request.method == m.method && p.path_only() == m.path)
             .unwrap_or_else(|| panic!("no pair for {} {}", m.method, m.path));
         assert_eq!(p.response.status, m.status, "{} {}", m.method, m.path);
+        assert_eq!(
+            (p.request.version.as_str(), p.response.version.as_str()),
+            (version, version),
+            "{} {}",
+            m.method,
+            m.path
+        );
         assert_eq!(
             p.response.body_len, m.response_body_len,
             "{} {} response body",
@@ -133,6 +148,42 @@ fn leaks_are_reported_exactly(app: App) {
         &sensor.all_output(),
         &secrets,
     );
+}
+
+/// The FastAPI app over plain HTTP behind HAProxy terminating TLS: the
+/// sensor sees the proxy's traffic (its process, its TLS), and the same
+/// leaks.  HAProxy offers HTTP/1.1 only here, so curl speaks HTTP/1.1 to it.
+#[test]
+fn leaks_through_haproxy_over_http1_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/1.1", |cert| {
+        Server::fastapi_behind(Proxy::HAProxy, cert, &["http/1.1"]).unwrap()
+    });
+}
+
+/// The same with HAProxy offering h2: curl speaks HTTP/2 to the proxy (which
+/// speaks HTTP/1.1 to the app).
+#[test]
+fn leaks_through_haproxy_over_http2_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/2", |cert| {
+        Server::fastapi_behind(Proxy::HAProxy, cert, &["h2", "http/1.1"]).unwrap()
+    });
+}
+
+/// Apache httpd (mod_ssl, mod_proxy; event MPM: a root parent and www-data
+/// workers) terminating TLS in front of the FastAPI app, over HTTP/1.1.
+#[test]
+fn leaks_through_apache_over_http1_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/1.1", |cert| {
+        Server::fastapi_behind(Proxy::Apache, cert, &["http/1.1"]).unwrap()
+    });
+}
+
+/// The same over HTTP/2 (mod_http2).
+#[test]
+fn leaks_through_apache_over_http2_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/2", |cert| {
+        Server::fastapi_behind(Proxy::Apache, cert, &["h2", "http/1.1"]).unwrap()
+    });
 }
 
 #[test]

@@ -18,6 +18,9 @@ pub const BPF_LINKER_LLVM_FEATURE: &str = "llvm-22";
 /// monitoring and lint tools.
 pub const APT_PACKAGES: &[&str] = &[
     "nginx",
+    // TLS-terminating proxies in front of a plain-HTTP app (e2e_leaks).
+    "haproxy",
+    "apache2",
     "curl",
     "openssl",
     "ca-certificates",
