@@ -182,6 +182,43 @@ impl Server {
         )
     }
 
+    /// `leaky_fastapi.py` under another ASGI server, with TLS in that server
+    /// (see [`Asgi`]).
+    pub fn fastapi_under(asgi: Asgi, cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let mut cmd = match asgi {
+            Asgi::Hypercorn => {
+                let mut c = Command::new(venv_bin("hypercorn")?);
+                c.arg("--certfile")
+                    .arg(cert.cert())
+                    .arg("--keyfile")
+                    .arg(cert.key())
+                    .args(["--bind", &format!("127.0.0.1:{port}")])
+                    .args(["--keep-alive", "30", "leaky_fastapi:app"]);
+                c
+            }
+            Asgi::UvicornUvloop => {
+                let mut c = Command::new(venv_bin("uvicorn")?);
+                uvicorn_args(&mut c, port, cert);
+                c.args(["--loop", "uvloop", "--http", "httptools"]);
+                c
+            }
+            Asgi::Daphne => {
+                let mut c = Command::new(venv_bin("daphne")?);
+                c.arg("-e").arg(format!(
+                    "ssl:{port}:privateKey={}:certKey={}:interface=127.0.0.1",
+                    cert.key().display(),
+                    cert.cert().display()
+                ));
+                c.args(["--http-timeout", "30", "leaky_fastapi:app"]);
+                c
+            }
+        };
+        cmd.env("PYTHONPATH", apps_dir());
+        python_env(&mut cmd);
+        Server::spawn(asgi.name(), &cmd, port, cert, tempdir(asgi.name())?)
+    }
+
     /// `leaky_fastapi.py` under uvicorn over plain HTTP, behind `proxy`
     /// terminating TLS (the usual production shape: the app never sees TLS;
     /// the proxy's process is what the sensor probes).  `alpn`: the protocols
@@ -388,6 +425,30 @@ fn nginx_from_template(
         .arg("-p")
         .arg(format!("{}/", prefix.display()));
     Server::spawn("nginx", &cmd, port, cert, dir)
+}
+
+/// ASGI servers for the FastAPI app besides plain uvicorn, each doing TLS
+/// its own way over the host's libssl (or, for daphne, the wheel's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Asgi {
+    /// hypercorn: HTTP/2 when the client offers it (ALPN), through the h2 library.
+    Hypercorn,
+    /// uvicorn with uvloop's event loop and httptools' parser (`uvicorn[standard]`,
+    /// its production setup): TLS through uvloop's SSL protocol on memory BIOs.
+    UvicornUvloop,
+    /// daphne: Twisted's TLS through pyOpenSSL, on the OpenSSL linked into
+    /// the `cryptography` wheel; HTTP/2 when offered.
+    Daphne,
+}
+
+impl Asgi {
+    pub fn name(self) -> &'static str {
+        match self {
+            Asgi::Hypercorn => "hypercorn",
+            Asgi::UvicornUvloop => "uvicorn-uvloop",
+            Asgi::Daphne => "daphne",
+        }
+    }
 }
 
 /// A TLS-terminating reverse proxy from Debian (see [`Server::fastapi_behind`]).

@@ -7,7 +7,7 @@
 use sensor_e2e::contract::Pair;
 use sensor_e2e::scenario::{run_leak_scenario, App};
 use sensor_e2e::sensor::metric_sum_where;
-use sensor_e2e::server::Proxy;
+use sensor_e2e::server::{Asgi, Proxy};
 use sensor_e2e::wait::{SENSOR_LAG, SETTLE};
 use sensor_e2e::{
     assert_no_secrets, check_findings, curl_sequence, findings_of, require_root, serial,
@@ -148,6 +148,32 @@ fn leaks_are_reported_exactly_on(app: App, version: &str, start: impl FnOnce(&Te
         &sensor.all_output(),
         &secrets,
     );
+}
+
+/// The FastAPI app under hypercorn, over HTTP/2 (curl offers h2 and
+/// hypercorn takes it).
+#[test]
+fn fastapi_under_hypercorn_leaks_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/2", |cert| {
+        Server::fastapi_under(Asgi::Hypercorn, cert).unwrap()
+    });
+}
+
+/// The FastAPI app under uvicorn with uvloop and httptools (its production setup).
+#[test]
+fn fastapi_under_uvicorn_with_uvloop_leaks_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/1.1", |cert| {
+        Server::fastapi_under(Asgi::UvicornUvloop, cert).unwrap()
+    });
+}
+
+/// The FastAPI app under daphne (Twisted's TLS on the cryptography wheel's
+/// OpenSSL, through pyOpenSSL), over HTTP/2.
+#[test]
+fn fastapi_under_daphne_leaks_are_reported_exactly() {
+    leaks_are_reported_exactly_on(App::FastApi, "HTTP/2", |cert| {
+        Server::fastapi_under(Asgi::Daphne, cert).unwrap()
+    });
 }
 
 /// The FastAPI app over plain HTTP behind HAProxy terminating TLS: the

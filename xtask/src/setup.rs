@@ -53,6 +53,10 @@ pub const PIP_PACKAGES: &[&str] = &[
     "httpx",
     "h2",
     "pyOpenSSL",
+    "hypercorn",
+    "uvloop",
+    "httptools",
+    "daphne",
     "kubernetes-validate",
 ];
 /// Installed next to the requirements file (manifest validation in the deploy checks).
