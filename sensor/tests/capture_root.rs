@@ -767,7 +767,8 @@ async fn inflight_entries_are_per_thread_and_go_with_the_thread() {
 
 /// A libssl that only appears after the capture started (a copy: a new inode,
 /// as a container's own library would be) is found by the rescan, attached
-/// once, and its traffic captured; the `pids` scope keeps other processes out.
+/// once, and its traffic captured; the `pids` scope keeps other processes out
+/// (their calls are not even trapped).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_loaded_later_is_attached_and_scope_filters() {
     if !root_or_skip() {
@@ -855,6 +856,21 @@ async fn library_loaded_later_is_attached_and_scope_filters() {
         ..config(ProbeMode::Auto)
     };
     let (capture, mut feed) = Capture::start(cfg, Metrics::new()).await.unwrap();
+    // A `--pid` scope probes that process only: another server and its
+    // client, on the same libssl, make SSL calls the kernel never traps
+    // (with probes for every process they were trapped, copied into the
+    // ring and dropped in user space).
+    let before = capture.kernel_counters();
+    let others = start_server(PORT_BASE + 14, &ex);
+    let other_client = run_client(&others, &ex);
+    let d = delta(&before, &capture.kernel_counters());
+    assert_eq!(
+        (d.calls, d.events),
+        (0, 0),
+        "out-of-scope server {} and client {other_client} were probed",
+        others.server_pid
+    );
+    drop(others);
     let client_pid = run_client(&peers, &ex);
     let mut got = Collected::default();
     let server_pid = peers.server_pid;

@@ -198,8 +198,26 @@ fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
         1,
         "out of scope after the reload"
     );
-    write_config(&config, &[CUSTOM_HEADER]);
+    // The server's own pid in scope: probed per process (no other process
+    // traps), and its leaks seen again on the same kept-alive connection.
+    let server_pid = server.main_pid().unwrap();
+    write_scoped_config(&config, &[CUSTOM_HEADER], Some(server_pid));
     reload_and_wait(&sensor, 3);
+    let scoped = Secret::random("pc_", 32);
+    assert_eq!(client.get("/debug", CUSTOM_HEADER, &scoped), 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server_findings(&sensor.findings().unwrap()).len() < 2
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        server_findings(&sensor.findings().unwrap()).len(),
+        2,
+        "in a --pid scope of the server after the reload"
+    );
+    write_config(&config, &[CUSTOM_HEADER]);
+    reload_and_wait(&sensor, 4);
 
     // SIGTERM right after a new leak: the finding is flushed, exit 0 within 5 s.
     let last = Secret::random("pc_", 32);
@@ -219,12 +237,12 @@ fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
     let findings = server_findings(&sensor.findings().unwrap());
     assert_eq!(
         findings.len(),
-        2,
+        3,
         "the last finding was flushed before exit"
     );
     assert_no_secrets(
         "sensor output",
         &sensor.all_output(),
-        &[&before, &after, &hidden, &last],
+        &[&before, &after, &hidden, &scoped, &last],
     );
 }

@@ -1,6 +1,7 @@
 //! Loading the embedded eBPF object and attaching its programs to libraries.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
@@ -146,8 +147,38 @@ pub struct Attachment {
     /// Path used to attach (`/proc/PID/root/...`).
     pub open_path: PathBuf,
     pub mode: SiteMode,
-    pub links: Vec<(Program, UProbeLinkId)>,
+    /// Where the probes go in the file (kept to probe more processes).
+    pub sites: Vec<(Program, u64)>,
+    pub links: Links,
     pub pids: BTreeSet<u32>,
+}
+
+/// An attachment's uprobe links.
+pub enum Links {
+    /// One set for every process that maps the file (no `--pid` scope).
+    AllProcesses(Vec<(Program, UProbeLinkId)>),
+    /// One set per process in a `--pid` scope: the kernel puts the
+    /// breakpoints in those processes' memory only, so every other process
+    /// mapping the file runs its SSL calls untouched (no trap, no copy).
+    PerProcess(BTreeMap<u32, Vec<(Program, UProbeLinkId)>>),
+}
+
+impl Links {
+    /// Every link, for detaching.
+    pub fn into_all(self) -> Vec<(Program, UProbeLinkId)> {
+        match self {
+            Links::AllProcesses(links) => links,
+            Links::PerProcess(by_pid) => by_pid.into_values().flatten().collect(),
+        }
+    }
+}
+
+/// Which processes a set of probes fires for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    AllProcesses,
+    /// This process (all its threads: the kernel filters by address space).
+    Process(NonZeroU32),
 }
 
 /// Why attaching to a library failed; the label of `sensor_attach_errors_total{reason}`.
@@ -182,29 +213,52 @@ impl AttachError {
 /// were not used (when they were not).
 pub struct Attached {
     pub mode: SiteMode,
+    pub sites: Vec<(Program, u64)>,
     pub links: Vec<(Program, UProbeLinkId)>,
     pub fallback_reason: Option<String>,
     /// See [`super::library::ProbePlan::single_stepped`].
     pub single_stepped: usize,
 }
 
-/// Attaches the probes of `mode` to the library at `open_path`.  On failure
-/// nothing stays attached (no half-probed library).
+/// Attaches the probes of `mode` to the library at `open_path`, for
+/// `target`.  On failure nothing stays attached (no half-probed library).
 pub fn attach_library(
     ebpf: &mut Ebpf,
     open_path: &Path,
     mode: ProbeMode,
+    target: Target,
 ) -> Result<Attached, AttachError> {
     let file = open_library(open_path).map_err(AttachError::Read)?;
     let plan = plan(&file, mode)?;
     drop(file);
-    let mut links = Vec::with_capacity(plan.sites.len());
-    for &(program, offset) in &plan.sites {
+    let links = attach_sites(ebpf, open_path, &plan.sites, target)?;
+    Ok(Attached {
+        mode: plan.mode,
+        sites: plan.sites,
+        links,
+        fallback_reason: plan.fallback_reason,
+        single_stepped: plan.single_stepped,
+    })
+}
+
+/// Attaches a planned library's `sites` for `target`; all or nothing.
+pub fn attach_sites(
+    ebpf: &mut Ebpf,
+    open_path: &Path,
+    sites: &[(Program, u64)],
+    target: Target,
+) -> Result<Vec<(Program, UProbeLinkId)>, AttachError> {
+    let scope = || match target {
+        Target::AllProcesses => UProbeScope::AllProcesses,
+        Target::Process(pid) => UProbeScope::OneProcess(pid),
+    };
+    let mut links = Vec::with_capacity(sites.len());
+    for &(program, offset) in sites {
         let res = uprobe(ebpf, program).and_then(|p| {
             p.attach(
                 UProbeAttachLocation::AbsoluteOffset(offset),
                 open_path,
-                UProbeScope::AllProcesses,
+                scope(),
             )
             .map_err(|e| chain(&e))
         });
@@ -220,12 +274,7 @@ pub fn attach_library(
             }
         }
     }
-    Ok(Attached {
-        mode: plan.mode,
-        links,
-        fallback_reason: plan.fallback_reason,
-        single_stepped: plan.single_stepped,
-    })
+    Ok(links)
 }
 
 fn uprobe(ebpf: &mut Ebpf, program: Program) -> Result<&mut UProbe, String> {

@@ -24,6 +24,7 @@ pub mod scope;
 pub mod x86;
 
 use std::collections::{BTreeMap, HashSet};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ pub use error::CaptureError;
 
 use crate::outputs::live::AttachedLibrary;
 use crate::outputs::metrics::Metrics;
-use loader::{attach_library, detach_links, Attachment};
+use loader::{attach_library, attach_sites, detach_links, Attachment, Links, Target};
 pub use reader::EventSource;
 use reader::SeenTgids;
 use scope::Scope;
@@ -165,6 +166,7 @@ impl State {
             now_pids.extend(lib.pids.iter().copied());
             if let Some(a) = self.attached.get_mut(key) {
                 a.pids = lib.pids.clone();
+                sync_processes(&mut self.ebpf, &self.proc_root, a);
                 continue;
             }
             self.attach_new(*key, lib);
@@ -174,6 +176,7 @@ impl State {
         for a in self.attached.values_mut() {
             if !index.libraries.contains_key(&(a.dev, a.ino)) {
                 a.pids.clear();
+                sync_processes(&mut self.ebpf, &self.proc_root, a);
             }
         }
         let seen: Vec<u32> = {
@@ -201,9 +204,25 @@ impl State {
         if self.failed.contains(&key) {
             return;
         }
-        match attach_library(&mut self.ebpf, &lib.open_path, self.cfg.probe_mode) {
+        // A `--pid` scope: probes for each of those processes only (the
+        // first here, the others in `sync_processes`).
+        let pids_only = self
+            .scope
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_pids_only();
+        let target = if pids_only {
+            match lib.pids.iter().find_map(|&p| NonZeroU32::new(p)) {
+                Some(pid) => Target::Process(pid),
+                None => return,
+            }
+        } else {
+            Target::AllProcesses
+        };
+        match attach_library(&mut self.ebpf, &lib.open_path, self.cfg.probe_mode, target) {
             Ok(loader::Attached {
                 mode,
+                sites,
                 links,
                 fallback_reason: fallback,
                 single_stepped,
@@ -234,18 +253,22 @@ impl State {
                     .tls_attachments
                     .with_label_values(&[LIBRARY_LABEL, mode.as_str()])
                     .inc();
-                self.attached.insert(
-                    key,
-                    Attachment {
-                        dev: lib.dev,
-                        ino: lib.ino,
-                        path: lib.path.clone(),
-                        open_path: lib.open_path.clone(),
-                        mode,
-                        links,
-                        pids: lib.pids.clone(),
-                    },
-                );
+                let links = match target {
+                    Target::AllProcesses => Links::AllProcesses(links),
+                    Target::Process(pid) => Links::PerProcess(BTreeMap::from([(pid.get(), links)])),
+                };
+                let mut a = Attachment {
+                    dev: lib.dev,
+                    ino: lib.ino,
+                    path: lib.path.clone(),
+                    open_path: lib.open_path.clone(),
+                    mode,
+                    sites,
+                    links,
+                    pids: lib.pids.clone(),
+                };
+                sync_processes(&mut self.ebpf, &self.proc_root, &mut a);
+                self.attached.insert(key, a);
             }
             Err(loader::AttachError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 // The process went away between the scan and the open: not an
@@ -296,6 +319,7 @@ impl State {
             self.known_pids.insert(pid);
             if let Some(a) = self.attached.get_mut(key) {
                 a.pids.insert(pid);
+                sync_processes(&mut self.ebpf, &self.proc_root, a);
                 continue;
             }
             self.attach_new(*key, lib);
@@ -314,8 +338,20 @@ impl State {
         }
         for a in self.attached.values_mut() {
             a.pids.remove(&pid);
+            sync_processes(&mut self.ebpf, &self.proc_root, a);
         }
         self.report_exit(pid, tx);
+    }
+
+    /// Detaches every probe (shutdown, or a new scope).
+    fn detach_all(&mut self) {
+        for (_, a) in std::mem::take(&mut self.attached) {
+            self.metrics
+                .tls_attachments
+                .with_label_values(&[LIBRARY_LABEL, a.mode.as_str()])
+                .dec();
+            detach_links(&mut self.ebpf, a.links.into_all());
+        }
     }
 
     /// `pid` is gone: its scope decision is dropped (the pid may be reused)
@@ -327,6 +363,45 @@ impl State {
             .forget(pid);
         if tx.try_send(pid).is_err() {
             tracing::debug!("exit of {pid} not delivered: channel full");
+        }
+    }
+}
+
+/// Makes a per-process attachment's probes match its processes: probes for
+/// each pid in `a.pids` that has none (through that process' own view of the
+/// file, `/proc/PID/root/...`), none left for a pid that is gone.  Attachments
+/// for every process have nothing to do.
+fn sync_processes(ebpf: &mut Ebpf, proc_root: &Path, a: &mut Attachment) {
+    let Links::PerProcess(by_pid) = &mut a.links else {
+        return;
+    };
+    let gone: Vec<u32> = by_pid
+        .keys()
+        .copied()
+        .filter(|p| !a.pids.contains(p))
+        .collect();
+    for pid in gone {
+        if let Some(links) = by_pid.remove(&pid) {
+            detach_links(ebpf, links);
+        }
+    }
+    for &pid in &a.pids {
+        let Some(target) = NonZeroU32::new(pid) else {
+            continue;
+        };
+        if by_pid.contains_key(&pid) {
+            continue;
+        }
+        let open_path = proc_root
+            .join(pid.to_string())
+            .join("root")
+            .join(a.path.trim_start_matches('/'));
+        match attach_sites(ebpf, &open_path, &a.sites, Target::Process(target)) {
+            Ok(links) => {
+                by_pid.insert(pid, links);
+            }
+            // Most often the process exited meanwhile; the next scan retries.
+            Err(e) => tracing::debug!("probing {} for pid {pid}: {e}", a.path),
         }
     }
 }
@@ -438,14 +513,20 @@ impl Capture {
         ))
     }
 
-    /// Replaces the process scope (SIGHUP); libraries of processes that came
-    /// into scope are attached by the next rescan.
+    /// Replaces the process scope (SIGHUP).  Every probe is detached and the
+    /// libraries of the processes in the new scope attached again at once
+    /// (per process for a `--pid` scope, for every process otherwise): calls
+    /// made in between (a few ms) are missed.
     pub fn set_scope(&self, pids: Vec<u32>, comms: Vec<String>) {
-        let scope = lock(&self.state).scope.clone();
-        scope
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set(pids, comms);
+        {
+            let mut s = lock(&self.state);
+            s.scope
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set(pids, comms);
+            s.detach_all();
+        }
+        rescan(&self.state, &self.tx);
     }
 
     /// The libraries probed right now.
@@ -532,15 +613,7 @@ impl Capture {
         }
         let state = self.state.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            let mut s = lock(&state);
-            let attached = std::mem::take(&mut s.attached);
-            for (_, a) in attached {
-                s.metrics
-                    .tls_attachments
-                    .with_label_values(&[LIBRARY_LABEL, a.mode.as_str()])
-                    .dec();
-                detach_links(&mut s.ebpf, a.links);
-            }
+            lock(&state).detach_all();
         })
         .await;
     }

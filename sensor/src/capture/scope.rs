@@ -28,6 +28,12 @@ impl Scope {
         self.pids.is_empty() && self.comms.is_empty()
     }
 
+    /// Only `--pid`s, no `--comm`: the set of processes is fixed (their
+    /// children are not in it), so each can be probed on its own.
+    pub fn is_pids_only(&self) -> bool {
+        !self.pids.is_empty() && self.comms.is_empty()
+    }
+
     /// Is this process in scope?  A process matches when its tgid is one of
     /// `pids` or its (main thread's) comm is one of `comms`; with neither set,
     /// every process is.
