@@ -18,6 +18,8 @@ use super::sensor::{rotated, Sensor, Variant};
 use super::{ratio, Ctx, PORT_EVENT_COST};
 
 const SOURCE: &str = include_str!("evcost.c");
+/// The same loop through pyOpenSSL, for OpenSSL builds linked into Python wheels.
+const PY_SOURCE: &str = include_str!("pyevcost.py");
 
 pub fn compile(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
@@ -58,6 +60,15 @@ enum Build {
     /// Debian 13's OpenSSL 3.5 (CET build) and glibc, from this directory,
     /// through that glibc's loader (`cargo xtask setup` unpacks them).
     Debian13(PathBuf),
+    /// pyevcost.py on the wheel set `.tools/openssl35` (pyOpenSSL on the
+    /// OpenSSL 3.5.2 of the cryptography 45 wheel, shrink-wrapped: before
+    /// the sensor skipped its NULL guard, such builds got the exported
+    /// entries, single-stepped, which the "exported" column still shows).
+    Wheel35 {
+        python: PathBuf,
+        script: PathBuf,
+        pythonpath: PathBuf,
+    },
 }
 
 impl Build {
@@ -66,6 +77,9 @@ impl Build {
         match self {
             Build::Host => "64 B SSL call",
             Build::Debian13(_) => "64 B SSL call, Debian 13 OpenSSL 3.5",
+            Build::Wheel35 { .. } => {
+                "64 B SSL call, pyOpenSSL on the cryptography 45 wheel's OpenSSL 3.5.2"
+            }
         }
     }
 
@@ -73,12 +87,22 @@ impl Build {
         match self {
             Build::Host => Command::new(bin),
             Build::Debian13(lib) => crate::setup::debian13_command(lib, bin),
+            Build::Wheel35 {
+                python,
+                script,
+                pythonpath,
+            } => {
+                let mut c = Command::new(python);
+                c.arg(script).env("PYTHONPATH", pythonpath);
+                c
+            }
         }
     }
 }
 
-/// The builds measured: the host's, and Debian 13's when it is unpacked.
-fn builds() -> Vec<Build> {
+/// The builds measured: the host's, Debian 13's when it is unpacked, and the
+/// openssl35 wheel set's when it is installed (pyevcost.py written to `dir`).
+fn builds(dir: &Path) -> anyhow::Result<Vec<Build>> {
     let mut b = vec![Build::Host];
     if let Some(lib) = crate::setup::debian13_unpacked() {
         b.push(Build::Debian13(lib));
@@ -87,7 +111,23 @@ fn builds() -> Vec<Build> {
             "xtask bench: event cost on Debian 13's OpenSSL skipped: not unpacked (`cargo xtask setup`)"
         );
     }
-    b
+    let pythonpath = crate::setup::tools_dir().join("openssl35");
+    let python = crate::setup::venv_dir().join("bin/python");
+    if pythonpath.join("requirements.txt").exists() && python.exists() {
+        std::fs::create_dir_all(dir)?;
+        let script = dir.join("pyevcost.py");
+        std::fs::write(&script, PY_SOURCE)?;
+        b.push(Build::Wheel35 {
+            python,
+            script,
+            pythonpath,
+        });
+    } else {
+        eprintln!(
+            "xtask bench: event cost on the cryptography 45 wheel's OpenSSL skipped: not installed (`cargo xtask setup`)"
+        );
+    }
+    Ok(b)
 }
 
 /// Keeps an evcost running on `build` until the sensor has attached to a
@@ -162,7 +202,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let bin = compile(&ctx.scratch("evcost"))?;
     let iterations: u64 = if ctx.quick { 2_000 } else { 50_000 };
     let variants = ctx.variants();
-    let builds = builds();
+    let builds = builds(&ctx.scratch("evcost"))?;
     // Warm-up, not recorded.
     for b in &builds {
         run_once(ctx, &bin, b, iterations / 10 + 1)?;
@@ -172,7 +212,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         for v in rotated(&variants, run) {
             let mut sensor = ctx.maybe_sensor(v)?;
             for b in &builds {
-                if let (Some(s), Build::Debian13(_)) = (sensor.as_mut(), b) {
+                // Libraries other than the host's are attached once a
+                // process maps them.
+                if let (Some(s), false) = (sensor.as_mut(), *b == Build::Host) {
                     await_attach(ctx, &bin, b, s)?;
                 }
                 let out = run_once(ctx, &bin, b, iterations)?;
@@ -255,6 +297,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     )?;
     report.notes.push("both ends of the connection are in the probed process: each of the 4 calls per round trip is probed (entry + return); CPU figures are the precise ones on a shared machine".into());
     report.notes.push("\"Debian 13 OpenSSL 3.5\": the same program on Debian 13's libssl and glibc (a CET build: endbr64 at every function entry), through that glibc's loader".into());
+    report.notes.push("\"pyOpenSSL on the cryptography 45 wheel's OpenSSL 3.5.2\": the same loop in Python (pyevcost.py, memory BIOs, no sockets) on a GCC build that shrink-wraps ssl_write_internal (a NULL test before its prologue); \"exported\" there is what the sensor used on such builds before it skipped that guard".into());
     Ok(vec![report])
 }
 
