@@ -197,6 +197,51 @@ fn run_once(ctx: &Ctx, bin: &Path, build: &Build, iterations: u64) -> anyhow::Re
     serde_json::from_str(out.trim()).with_context(|| format!("evcost printed {out:?}"))
 }
 
+/// One evcost run (host build) while the sensor, in full capture, is scoped
+/// with `--pid` to another process that maps the host's libssl (an idle
+/// Python that imported `ssl`): evcost itself is out of scope.
+fn out_of_scope_once(ctx: &Ctx, bin: &Path, iterations: u64) -> anyhow::Result<EvOut> {
+    let python = crate::bench::which("python3").context("python3 is needed")?;
+    let mut idle = Command::new(python)
+        .args([
+            "-c",
+            "import ssl, sys; print('ready', flush=True); sys.stdin.read()",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting the in-scope process")?;
+    let mut line = String::new();
+    {
+        use std::io::BufRead;
+        let stdout = idle.stdout.take().context("its stdout")?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+    }
+    let result = (|| {
+        let opts = super::sensor::SensorOptions {
+            pids: vec![idle.id()],
+            ..Default::default()
+        };
+        let mut sensor = ctx
+            .maybe_sensor_with(Variant::Full, &opts)?
+            .context("a sensor is needed")?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while prom_sum(&sensor.metrics()?, "sensor_tls_attachments").unwrap_or(0.0) < 1.0 {
+            if std::time::Instant::now() > deadline {
+                bail!("the sensor did not attach to the in-scope process's libssl in 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = run_once(ctx, bin, &Build::Host, iterations)?;
+        sensor.check_alive()?;
+        sensor.stop()?;
+        Ok(out)
+    })();
+    let _ = idle.kill();
+    let _ = idle.wait();
+    result
+}
+
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let mut report = BenchReport::new("event_cost", ctx.quick);
     let bin = compile(&ctx.scratch("evcost"))?;
@@ -208,6 +253,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
         run_once(ctx, &bin, b, iterations / 10 + 1)?;
     }
     let mut cells: Vec<(usize, Variant, &Build, EvOut)> = Vec::new();
+    // Full capture scoped with `--pid` to another process that maps the same
+    // libssl: evcost is out of scope (its calls must cost what no sensor's do).
+    let mut out_of_scope: Vec<(usize, EvOut)> = Vec::new();
     for run in 0..ctx.runs {
         for v in rotated(&variants, run) {
             let mut sensor = ctx.maybe_sensor(v)?;
@@ -232,6 +280,17 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
                 s.check_alive()?;
                 s.stop()?;
             }
+        }
+        if variants.contains(&Variant::Full) {
+            let out = out_of_scope_once(ctx, &bin, iterations)?;
+            eprintln!(
+                "xtask bench:   event cost run {} {:<15} {:>7.0} ns/call CPU, {:>7.0} wall  (64 B SSL call)",
+                run + 1,
+                "out of scope",
+                out.cpu_ns_per_call,
+                out.ns_per_call,
+            );
+            out_of_scope.push((run, out));
         }
     }
     for build in &builds {
@@ -282,6 +341,22 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             }
         }
     }
+    let base_host = |r: usize| {
+        cells
+            .iter()
+            .find(|(run, v, b, _)| *run == r && *v == Variant::Baseline && **b == Build::Host)
+            .map(|(_, _, _, o)| o.cpu_ns_per_call)
+    };
+    if !out_of_scope.is_empty() {
+        report.figures.push(Figure::new(
+            "64 B SSL call, out of a --pid scope (full capture of another process on the same libssl): added",
+            "ns/call (CPU)",
+            out_of_scope
+                .iter()
+                .filter_map(|(r, o)| Some(o.cpu_ns_per_call - base_host(*r)?))
+                .collect(),
+        ));
+    }
     report.params = json!({
         "runs": ctx.runs,
         "iterations": iterations,
@@ -297,6 +372,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     )?;
     report.notes.push("both ends of the connection are in the probed process: each of the 4 calls per round trip is probed (entry + return); CPU figures are the precise ones on a shared machine".into());
     report.notes.push("\"Debian 13 OpenSSL 3.5\": the same program on Debian 13's libssl and glibc (a CET build: endbr64 at every function entry), through that glibc's loader".into());
+    report.notes.push("\"out of a --pid scope\": full capture with --pid of an idle Python that imported ssl (the host's libssl): evcost is not in scope; since 72eafa9 a --pid scope probes those processes only, so its calls should cost what they do with no sensor (before, they trapped and were dropped in the sensor)".into());
     report.notes.push("\"pyOpenSSL on the cryptography 45 wheel's OpenSSL 3.5.2\": the same loop in Python (pyevcost.py, memory BIOs, no sockets) on a GCC build that shrink-wraps ssl_write_internal (a NULL test before its prologue); \"exported\" there is what the sensor used on such builds before it skipped that guard".into());
     Ok(vec![report])
 }
