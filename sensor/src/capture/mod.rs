@@ -166,7 +166,8 @@ impl State {
             now_pids.extend(lib.pids.iter().copied());
             if let Some(a) = self.attached.get_mut(key) {
                 a.pids = lib.pids.clone();
-                sync_processes(&mut self.ebpf, &self.proc_root, a);
+                a.open_path = lib.open_path.clone();
+                sync_processes(&mut self.ebpf, a);
                 continue;
             }
             self.attach_new(*key, lib);
@@ -176,7 +177,7 @@ impl State {
         for a in self.attached.values_mut() {
             if !index.libraries.contains_key(&(a.dev, a.ino)) {
                 a.pids.clear();
-                sync_processes(&mut self.ebpf, &self.proc_root, a);
+                sync_processes(&mut self.ebpf, a);
             }
         }
         let seen: Vec<u32> = {
@@ -267,7 +268,7 @@ impl State {
                     links,
                     pids: lib.pids.clone(),
                 };
-                sync_processes(&mut self.ebpf, &self.proc_root, &mut a);
+                sync_processes(&mut self.ebpf, &mut a);
                 self.attached.insert(key, a);
             }
             Err(loader::AttachError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -319,7 +320,8 @@ impl State {
             self.known_pids.insert(pid);
             if let Some(a) = self.attached.get_mut(key) {
                 a.pids.insert(pid);
-                sync_processes(&mut self.ebpf, &self.proc_root, a);
+                a.open_path = lib.open_path.clone();
+                sync_processes(&mut self.ebpf, a);
                 continue;
             }
             self.attach_new(*key, lib);
@@ -338,7 +340,7 @@ impl State {
         }
         for a in self.attached.values_mut() {
             a.pids.remove(&pid);
-            sync_processes(&mut self.ebpf, &self.proc_root, a);
+            sync_processes(&mut self.ebpf, a);
         }
         self.report_exit(pid, tx);
     }
@@ -368,10 +370,12 @@ impl State {
 }
 
 /// Makes a per-process attachment's probes match its processes: probes for
-/// each pid in `a.pids` that has none (through that process' own view of the
-/// file, `/proc/PID/root/...`), none left for a pid that is gone.  Attachments
-/// for every process have nothing to do.
-fn sync_processes(ebpf: &mut Ebpf, proc_root: &Path, a: &mut Attachment) {
+/// each pid in `a.pids` that has none, none left for a pid that is gone.
+/// Attachments for every process have nothing to do.  Every pid's probes are
+/// attached through `a.open_path`, which the scans keep on a process that
+/// maps the file now ([`procfs::open_path_for`]: the uprobe goes on the file,
+/// whichever path reaches it; the pid only filters).
+fn sync_processes(ebpf: &mut Ebpf, a: &mut Attachment) {
     let Links::PerProcess(by_pid) = &mut a.links else {
         return;
     };
@@ -392,15 +396,11 @@ fn sync_processes(ebpf: &mut Ebpf, proc_root: &Path, a: &mut Attachment) {
         if by_pid.contains_key(&pid) {
             continue;
         }
-        let open_path = proc_root
-            .join(pid.to_string())
-            .join("root")
-            .join(a.path.trim_start_matches('/'));
-        match attach_sites(ebpf, &open_path, &a.sites, Target::Process(target)) {
+        match attach_sites(ebpf, &a.open_path, &a.sites, Target::Process(target)) {
             Ok(links) => {
                 by_pid.insert(pid, links);
             }
-            // Most often the process exited meanwhile; the next scan retries.
+            // Most often a process exited meanwhile; the next scan retries.
             Err(e) => tracing::debug!("probing {} for pid {pid}: {e}", a.path),
         }
     }
