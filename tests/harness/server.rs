@@ -160,26 +160,13 @@ impl Server {
     /// `leaky_pyopenssl.py`: TLS through pyOpenSSL, on the OpenSSL linked
     /// into the `cryptography` wheel's extension module.
     pub fn pyopenssl(cert: &TestCert) -> Result<Server> {
-        let port = free_port()?;
-        let mut cmd = app_command(venv_bin("python")?, "leaky_pyopenssl.py", port, cert);
-        python_env(&mut cmd);
-        Server::spawn("pyopenssl", &cmd, port, cert, tempdir("pyopenssl")?)
+        pyopenssl_with(cert, None)
     }
 
     /// `leaky_pyopenssl.py` on a wheel set's OpenSSL build (see
     /// [`wheel_set_pythonpath`]), ahead of the venv's own.
     pub fn pyopenssl_on_wheel_set(cert: &TestCert, set: &str) -> Result<Server> {
-        let port = free_port()?;
-        let mut cmd = app_command(venv_bin("python")?, "leaky_pyopenssl.py", port, cert);
-        python_env(&mut cmd);
-        cmd.env("PYTHONPATH", wheel_set_pythonpath(set)?);
-        Server::spawn(
-            "pyopenssl",
-            &cmd,
-            port,
-            cert,
-            tempdir(&format!("pyopenssl-{set}"))?,
-        )
+        pyopenssl_with(cert, Some(set))
     }
 
     /// `leaky_fastapi.py` under another ASGI server, with TLS in that server
@@ -227,12 +214,7 @@ impl Server {
         let dir = tempdir(proxy.name())?;
         let backend_port = free_port()?;
         let mut app = Command::new(venv_bin("uvicorn")?);
-        app.arg("leaky_fastapi:app")
-            .arg("--app-dir")
-            .arg(apps_dir())
-            .args(["--host", "127.0.0.1", "--port", &backend_port.to_string()])
-            .args(["--log-level", "warning", "--timeout-keep-alive", "30"]);
-        python_env(&mut app);
+        uvicorn_plain_args(&mut app, backend_port);
         let backend_dir = dir.path().join("backend");
         std::fs::create_dir_all(&backend_dir)?;
         let mut backend =
@@ -262,15 +244,13 @@ impl Server {
         }
         let conf_path = prefix.join(proxy.template().trim_end_matches(".template"));
         std::fs::write(&conf_path, conf)?;
-        let mut cmd = match proxy {
-            Proxy::HAProxy => Command::new("haproxy"),
-            Proxy::Apache => Command::new("apache2"),
+        // In the foreground (no daemon), on that config.
+        let (program, foreground) = match proxy {
+            Proxy::HAProxy => ("haproxy", "-db"),
+            Proxy::Apache => ("apache2", "-DFOREGROUND"),
         };
-        match proxy {
-            // -db: foreground, no daemon.
-            Proxy::HAProxy => cmd.arg("-db").arg("-f").arg(&conf_path),
-            Proxy::Apache => cmd.arg("-DFOREGROUND").arg("-f").arg(&conf_path),
-        };
+        let mut cmd = Command::new(program);
+        cmd.arg(foreground).arg("-f").arg(&conf_path);
         let mut server = Server::spawn(proxy.name(), &cmd, port, cert, dir)?;
         server.backend = Some(backend);
         Ok(server)
@@ -427,6 +407,19 @@ fn nginx_from_template(
     Server::spawn("nginx", &cmd, port, cert, dir)
 }
 
+/// `leaky_pyopenssl.py` with the venv's Python, on the wheel set `set`
+/// when given (first on `PYTHONPATH`).
+fn pyopenssl_with(cert: &TestCert, set: Option<&str>) -> Result<Server> {
+    let port = free_port()?;
+    let mut cmd = app_command(venv_bin("python")?, "leaky_pyopenssl.py", port, cert);
+    python_env(&mut cmd);
+    if let Some(set) = set {
+        cmd.env("PYTHONPATH", wheel_set_pythonpath(set)?);
+    }
+    let dir = tempdir(&set.map_or("pyopenssl".into(), |s| format!("pyopenssl-{s}")))?;
+    Server::spawn("pyopenssl", &cmd, port, cert, dir)
+}
+
 /// ASGI servers for the FastAPI app besides plain uvicorn, each doing TLS
 /// its own way over the host's libssl (or, for daphne, the wheel's).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -523,14 +516,19 @@ fn app_command(
 
 /// `leaky_fastapi:app` on 127.0.0.1:`port` with `cert`, keep-alive 30 s.
 fn uvicorn_args(cmd: &mut Command, port: u16, cert: &TestCert) {
+    uvicorn_plain_args(cmd, port);
+    cmd.arg("--ssl-certfile")
+        .arg(cert.cert())
+        .arg("--ssl-keyfile")
+        .arg(cert.key());
+}
+
+/// `leaky_fastapi:app` on 127.0.0.1:`port` over plain HTTP, keep-alive 30 s.
+fn uvicorn_plain_args(cmd: &mut Command, port: u16) {
     cmd.arg("leaky_fastapi:app")
         .arg("--app-dir")
         .arg(apps_dir())
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .arg("--ssl-certfile")
-        .arg(cert.cert())
-        .arg("--ssl-keyfile")
-        .arg(cert.key())
         .args(["--log-level", "warning", "--timeout-keep-alive", "30"]);
     python_env(cmd);
 }
