@@ -18,7 +18,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-use crate::setup::{tools_dir, venv_dir};
+use crate::setup::{step, tools_dir, venv_dir};
 use crate::util::{root, run_cmd};
 
 /// The wheel sets: `tests/apps/requirements-<set>.txt` → `.tools/<set>`.
@@ -141,8 +141,4 @@ fn pip() -> Command {
         .env("PIP_QUIET", "1")
         .env("PIP_ONLY_BINARY", ":all:");
     c
-}
-
-fn step(msg: &str) {
-    eprintln!("xtask setup: {msg}");
 }

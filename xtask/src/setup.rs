@@ -135,7 +135,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn step(msg: &str) {
+pub(crate) fn step(msg: &str) {
     eprintln!("xtask setup: {msg}");
 }
 

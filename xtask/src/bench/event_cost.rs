@@ -101,7 +101,8 @@ impl Build {
 }
 
 /// The builds measured: the host's, Debian 13's when it is unpacked, and the
-/// openssl35 wheel set's when it is installed (pyevcost.py written to `dir`).
+/// openssl35 wheel set's when it is installed (pyevcost.py written to `dir`,
+/// which [`compile`] made).
 fn builds(dir: &Path) -> anyhow::Result<Vec<Build>> {
     let mut b = vec![Build::Host];
     if let Some(lib) = crate::setup::debian13_unpacked() {
@@ -114,7 +115,6 @@ fn builds(dir: &Path) -> anyhow::Result<Vec<Build>> {
     let pythonpath = crate::setup::tools_dir().join("openssl35");
     let python = crate::setup::venv_dir().join("bin/python");
     if pythonpath.join("requirements.txt").exists() && python.exists() {
-        std::fs::create_dir_all(dir)?;
         let script = dir.join("pyevcost.py");
         std::fs::write(&script, PY_SOURCE)?;
         b.push(Build::Wheel35 {
@@ -135,10 +135,7 @@ fn builds(dir: &Path) -> anyhow::Result<Vec<Build>> {
 /// attached once a process is seen mapping it, which a short run can end
 /// before.
 fn await_attach(ctx: &Ctx, bin: &Path, build: &Build, sensor: &mut Sensor) -> anyhow::Result<()> {
-    let attached = |s: &mut Sensor| -> anyhow::Result<f64> {
-        Ok(prom_sum(&s.metrics()?, "sensor_tls_attachments").unwrap_or(0.0))
-    };
-    let before = attached(sensor)?;
+    let before = attachments(sensor)?;
     let mut child = build
         .command(bin)
         .arg(&ctx.cert.cert)
@@ -149,24 +146,28 @@ fn await_attach(ctx: &Ctx, bin: &Path, build: &Build, sensor: &mut Sensor) -> an
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("starting evcost")?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let result = loop {
-        match attached(sensor) {
-            Ok(n) if n > before => break Ok(()),
-            Ok(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(50))
-            }
-            Ok(_) => {
-                break Err(anyhow::anyhow!(
-                    "the sensor did not attach to {build:?} in 20 s"
-                ))
-            }
-            Err(e) => break Err(e),
-        }
-    };
+    let result = wait_attachments_above(sensor, before, &format!("{build:?}"));
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// `sensor_tls_attachments`: the libraries the sensor has probes on.
+fn attachments(sensor: &mut Sensor) -> anyhow::Result<f64> {
+    Ok(prom_sum(&sensor.metrics()?, "sensor_tls_attachments").unwrap_or(0.0))
+}
+
+/// Waits up to 20 s for more than `before` attached libraries (`what`: the
+/// library waited for, for the error).
+fn wait_attachments_above(sensor: &mut Sensor, before: f64, what: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while attachments(sensor)? <= before {
+        if std::time::Instant::now() >= deadline {
+            bail!("the sensor did not attach to {what} in 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 fn run_once(ctx: &Ctx, bin: &Path, build: &Build, iterations: u64) -> anyhow::Result<EvOut> {
@@ -225,13 +226,7 @@ fn out_of_scope_once(ctx: &Ctx, bin: &Path, iterations: u64) -> anyhow::Result<E
         let mut sensor = ctx
             .maybe_sensor_with(Variant::Full, &opts)?
             .context("a sensor is needed")?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while prom_sum(&sensor.metrics()?, "sensor_tls_attachments").unwrap_or(0.0) < 1.0 {
-            if std::time::Instant::now() > deadline {
-                bail!("the sensor did not attach to the in-scope process's libssl in 20 s");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_attachments_above(&mut sensor, 0.0, "the in-scope process's libssl")?;
         let out = run_once(ctx, bin, &Build::Host, iterations)?;
         sensor.check_alive()?;
         sensor.stop()?;
@@ -244,10 +239,11 @@ fn out_of_scope_once(ctx: &Ctx, bin: &Path, iterations: u64) -> anyhow::Result<E
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
     let mut report = BenchReport::new("event_cost", ctx.quick);
-    let bin = compile(&ctx.scratch("evcost"))?;
+    let dir = ctx.scratch("evcost");
+    let bin = compile(&dir)?;
     let iterations: u64 = if ctx.quick { 2_000 } else { 50_000 };
     let variants = ctx.variants();
-    let builds = builds(&ctx.scratch("evcost"))?;
+    let builds = builds(&dir)?;
     // Warm-up, not recorded.
     for b in &builds {
         run_once(ctx, &bin, b, iterations / 10 + 1)?;
