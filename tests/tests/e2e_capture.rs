@@ -720,8 +720,7 @@ fn wheel_set_is_probed(set: &str, version: &str) {
 
 /// `server` (leaky_pyopenssl.py on a wheel's bundled OpenSSL) is probed in
 /// internal mode (the library at `<wheel_dir>cryptography/hazmat/bindings/`),
-/// its 3 keep-alive pairs are exact and
-/// each leaks the key.
+/// its 3 keep-alive pairs are exact and each leaks the key.
 fn assert_bundled_pyopenssl_probed(
     mut sensor: Sensor,
     server: &Server,

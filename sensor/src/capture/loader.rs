@@ -144,7 +144,8 @@ pub struct Attachment {
     pub ino: u64,
     /// Path as first seen inside its process.
     pub path: String,
-    /// Path used to attach (`/proc/PID/root/...`).
+    /// Path used to attach ([`super::procfs::open_path_for`] of a process
+    /// that maps the file; each scan refreshes it).
     pub open_path: PathBuf,
     pub mode: SiteMode,
     /// Where the probes go in the file (kept to probe more processes).
