@@ -15,3 +15,7 @@ pub use fingerprint::{load_or_create_key, Fingerprinter};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_extract;
+#[cfg(test)]
+mod tests_match;

@@ -32,11 +32,11 @@ const ALL_SECRETS: &[&str] = &[
     "Tr0ub4dor",
 ];
 
-fn detector() -> Detector {
+pub(super) fn detector() -> Detector {
     Detector::new(LeakConfig::default(), Fingerprinter::new([7; 32]))
 }
 
-fn pair(
+pub(super) fn pair(
     req_headers: &[(&str, &[u8])],
     target: &str,
     resp_headers: &[(&str, &[u8])],
@@ -51,11 +51,11 @@ fn pair(
     )
 }
 
-fn hdrs(h: &[(&str, &[u8])]) -> Headers {
+pub(super) fn hdrs(h: &[(&str, &[u8])]) -> Headers {
     Headers::from_pairs(h.iter().copied())
 }
 
-fn pair_full(
+pub(super) fn pair_full(
     req_headers: &[(&str, &[u8])],
     target: &str,
     req_body: Body,
@@ -104,7 +104,7 @@ fn pair_full(
 ///
 /// Inspects three times with the same detector: with a matcher built for
 /// one use, one built for the cache, and the cached one; all must agree.
-fn inspect(p: &HttpPair) -> Inspection {
+pub(super) fn inspect(p: &HttpPair) -> Inspection {
     let det = detector();
     let insp = det.inspect(p);
     for round in 0..2 {
@@ -136,13 +136,13 @@ fn inspect(p: &HttpPair) -> Inspection {
     insp
 }
 
-fn one(p: &HttpPair) -> Finding {
+pub(super) fn one(p: &HttpPair) -> Finding {
     let insp = inspect(p);
     assert_eq!(insp.findings.len(), 1, "findings: {:#?}", insp.findings);
     insp.findings.into_iter().next().unwrap()
 }
 
-fn none(p: &HttpPair) -> Inspection {
+pub(super) fn none(p: &HttpPair) -> Inspection {
     let insp = inspect(p);
     assert!(
         insp.findings.is_empty(),
@@ -152,7 +152,7 @@ fn none(p: &HttpPair) -> Inspection {
     insp
 }
 
-fn bearer(v: &str) -> Vec<u8> {
+pub(super) fn bearer(v: &str) -> Vec<u8> {
     format!("Bearer {v}").into_bytes()
 }
 
