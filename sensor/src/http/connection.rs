@@ -13,7 +13,7 @@ use super::error::ParseErrorReason;
 use super::h2::{self, H2Connection};
 use super::head::{self, Sniff, SNIFF_LEN};
 use super::limits::HttpLimits;
-use super::types::{Exchange, Request, Response, Role, Timing};
+use super::types::{Exchange, Headers, HeadersBuilder, Request, Response, Role, Timing};
 use crate::capture::event::Direction;
 
 /// What one call to the parser produced.
@@ -105,6 +105,7 @@ impl Side {
             + self.resync_carry.capacity()
             + self.msg.as_ref().map_or(0, |m| {
                 m.acc.held()
+                    + m.decoder.trailer_held()
                     + match &m.kind {
                         InKind::Response { head_held, .. } => *head_held,
                         InKind::Request { .. } => 0,
@@ -922,14 +923,21 @@ impl ConnectionParser {
     fn finish_msg(&mut self, dir: Direction, ts_ns: u64, out: &mut ParserOutput) {
         let side = &mut self.sides[idx(dir)];
         side.state = State::Head;
-        let Some(msg) = side.msg.take() else { return };
+        let Some(mut msg) = side.msg.take() else {
+            return;
+        };
         let body_held = msg.acc.held();
         let body = msg.acc.finish();
+        let trailer = trailer_fields(&msg.decoder.take_trailer(), self.limits.max_headers);
+        let trailer_held = trailer.as_ref().map_or(0, Headers::held);
         match msg.kind {
             InKind::Request { id } => {
                 if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                    if let Some(t) = &trailer {
+                        p.request.headers = p.request.headers.appended(t);
+                    }
                     p.request.body = body;
-                    p.held += body_held;
+                    p.held += body_held + trailer_held;
                     p.end_ns = ts_ns;
                     p.complete = true;
                 }
@@ -942,8 +950,12 @@ impl ConnectionParser {
             } => {
                 let Some(id) = answers else { return };
                 if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                    if let Some(t) = &trailer {
+                        response.headers = response.headers.appended(t);
+                    }
                     response.body = body;
-                    p.response = Some((response, head_held + body_held, msg.start_ns, ts_ns));
+                    let held = head_held + body_held + trailer_held;
+                    p.response = Some((response, held, msg.start_ns, ts_ns));
                 }
                 if tunnel {
                     self.flush(out);
@@ -980,5 +992,28 @@ impl ConnectionParser {
                 role,
             });
         }
+    }
+}
+
+/// The fields of a chunked body's trailer section (`section`: its lines as
+/// they came), or None when there are none or they do not parse: the body is
+/// complete either way, and a trailer is no reason to drop the exchange.
+fn trailer_fields(section: &[u8], max_headers: usize) -> Option<Headers> {
+    if section.is_empty() {
+        return None;
+    }
+    let mut block = Vec::with_capacity(section.len() + 2);
+    block.extend_from_slice(section);
+    block.extend_from_slice(b"\r\n");
+    let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
+    match httparse::parse_headers(&block, &mut fields) {
+        Ok(httparse::Status::Complete((_, parsed))) => {
+            let mut b = HeadersBuilder::with_capacity(section.len());
+            for f in parsed {
+                b.push_bytes(f.name.as_bytes(), f.value);
+            }
+            Some(b.finish())
+        }
+        _ => None,
     }
 }

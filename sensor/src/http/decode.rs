@@ -1,5 +1,6 @@
 //! Body framing after the head (RFC 9112 §6–7), modelled on hyper's h1 `Decoder`:
-//! content-length, chunked (extensions and trailers skipped), or until close.
+//! content-length, chunked (extensions skipped; the trailer section kept, to
+//! be parsed as fields), or until close.
 //! Body bytes are handed out as zero-copy slices of the fed `Bytes`, or
 //! copies of borrowed input ([`FeedData`]).
 
@@ -11,7 +12,8 @@ use super::types::Body;
 /// Longest chunk-extension section (after the `;`) of one chunk-size line; past it the stream is
 /// taken for garbage rather than skipped forever (hyper bounds it likewise).
 pub const MAX_CHUNK_EXT_BYTES: usize = 16 * 1024;
-/// Longest trailer section after the last chunk (skipped, never buffered).
+/// Longest trailer section after the last chunk (kept whole up to this, then
+/// the stream is taken for garbage).
 pub const MAX_TRAILER_BYTES: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +38,10 @@ pub(crate) struct Chunked {
     digits: u32,
     ext_bytes: usize,
     trailer_bytes: usize,
+    /// The trailer section's lines as they came (`name: value` + line end):
+    /// fields a server adds after the body (`res.addTrailers`, gRPC-Web)
+    /// are searched like headers, as HTTP/2 trailers are.
+    trailer: Vec<u8>,
 }
 
 impl Chunked {
@@ -46,6 +52,7 @@ impl Chunked {
             digits: 0,
             ext_bytes: 0,
             trailer_bytes: 0,
+            trailer: Vec::new(),
         }
     }
 }
@@ -293,6 +300,23 @@ impl Decoder {
         }
     }
 
+    /// The trailer section of a chunked body (its field lines, each with its
+    /// line end), taken out; empty for other framings or without trailers.
+    pub(crate) fn take_trailer(&mut self) -> Vec<u8> {
+        match self {
+            Decoder::Chunked(c) => std::mem::take(&mut c.trailer),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Memory the trailer section being read holds.
+    pub(crate) fn trailer_held(&self) -> usize {
+        match self {
+            Decoder::Chunked(c) => c.trailer.capacity(),
+            _ => 0,
+        }
+    }
+
     /// `lost` bytes (0 = unknown) of the body stream are missing.
     pub(crate) fn skip(&mut self, lost: u64) -> GapOutcome {
         match self {
@@ -435,6 +459,7 @@ fn decode_chunked(
                     b'\n' => return Ok(true),
                     _ => {
                         c.trailer_bytes += 1;
+                        c.trailer.push(b);
                         c.state = Trailer;
                     }
                 }
@@ -449,6 +474,7 @@ fn decode_chunked(
                 if c.trailer_bytes > MAX_TRAILER_BYTES {
                     return Err(bad);
                 }
+                c.trailer.extend_from_slice(&rest[..n]);
                 *pos += n;
                 if line_end {
                     c.state = TrailerStart;

@@ -999,3 +999,61 @@ fn built_headers_count_their_allocation() {
     let spans = 16 * std::mem::size_of::<super::types::HeaderSpan>();
     assert!(h.held() >= 256 + spans, "{}", h.held());
 }
+
+/// Fields after a chunked body's last chunk join their message's headers
+/// (after the head's, in order), whatever the split; LF-only lines too.
+#[test]
+fn chunked_trailers_join_the_headers_at_every_split() {
+    let req = "POST /t HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nX-Req-Sig: s1\r\n\r\n";
+    let resp = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Head: h\r\n\r\n3\r\nxyz\r\n0\r\nX-Debug-Token: t0k\r\nServer-Timing: db;dur=5\n\r\n";
+    for at in 0..=resp.len() {
+        let got = run(&[r(req), w(&resp[..at]), w(&resp[at..])]);
+        assert!(got.errors.is_empty(), "at={at}: {:?}", got.errors);
+        assert_eq!(got.ex.len(), 1, "at={at}");
+        let e = &got.ex[0];
+        assert_eq!(e.response.body.to_vec(), b"xyz");
+        let names: Vec<&str> = e.response.headers.iter().map(|h| h.name).collect();
+        assert_eq!(
+            names,
+            [
+                "transfer-encoding",
+                "x-head",
+                "x-debug-token",
+                "server-timing"
+            ],
+            "at={at}"
+        );
+        assert_eq!(e.response.header("x-debug-token"), Some(&b"t0k"[..]));
+        assert_eq!(e.request.header("x-req-sig"), Some(&b"s1"[..]));
+    }
+    // No trailer: the headers are the head's, as before.
+    let got = run(&[
+        r(req),
+        w("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+    ]);
+    assert_eq!(got.ex[0].response.headers.len(), 1);
+}
+
+/// A trailer section that does not parse as fields (or has more than
+/// `max_headers`) adds nothing, and the exchange is kept: its body was whole.
+#[test]
+fn trailers_that_do_not_parse_are_ignored() {
+    let lim = HttpLimits {
+        max_headers: 2,
+        ..HttpLimits::default()
+    };
+    for trailer in [
+        "no colon here\r\n",
+        "A: 1\r\nB: 2\r\nC: 3\r\n",
+        "bad name: x\r\n",
+    ] {
+        let resp = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nz\r\n0\r\n{trailer}\r\n"
+        );
+        let got = run_with(lim.clone(), &[r(GET), w(&resp)]);
+        assert!(got.errors.is_empty(), "{trailer:?}: {:?}", got.errors);
+        assert_eq!(got.ex.len(), 1, "{trailer:?}");
+        assert_eq!(got.ex[0].response.headers.len(), 1, "{trailer:?}");
+        assert_eq!(got.ex[0].response.body.to_vec(), b"z");
+    }
+}

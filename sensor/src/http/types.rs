@@ -143,6 +143,15 @@ impl Headers {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
+
+    /// These headers followed by `more` (trailers join their message's
+    /// headers, in HTTP/1.1 as in HTTP/2).
+    pub fn appended(&self, more: &Headers) -> Headers {
+        let mut all = HeadersBuilder::with_capacity(self.buf.len() + more.buf.len());
+        all.extend(self);
+        all.extend(more);
+        all.finish()
+    }
 }
 
 /// Builds [`Headers`] one header at a time into one buffer (HTTP/2 heads,

@@ -400,7 +400,7 @@ impl H2Connection {
                 self.drop_stream(stream);
                 return out.errors.push(ParseErrorReason::InvalidRequest);
             }
-            s.request.headers = append(&s.request.headers, block.fields.finish());
+            s.request.headers = s.request.headers.appended(&block.fields.finish());
             s.request_held = headers_held(&s.request.headers);
             return self.end_of(stream, true, ts_ns, out);
         }
@@ -467,7 +467,7 @@ impl H2Connection {
                 self.drop_stream(stream);
                 return out.errors.push(ParseErrorReason::InvalidResponse);
             }
-            response.headers = append(&response.headers, block.fields.finish());
+            response.headers = response.headers.appended(&block.fields.finish());
             *held = headers_held(&response.headers);
             return self.end_of(stream, false, ts_ns, out);
         }
@@ -607,14 +607,6 @@ fn take_field(b: &mut Block, name: &[u8], value: &[u8]) {
             }
         }
     }
-}
-
-/// `headers` followed by `more` (trailers).
-fn append(headers: &Headers, more: Headers) -> Headers {
-    let mut all = HeadersBuilder::default();
-    all.extend(headers);
-    all.extend(&more);
-    all.finish()
 }
 
 /// Memory a decoded head holds.

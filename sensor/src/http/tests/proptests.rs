@@ -182,11 +182,16 @@ fn model(msgs: &[Msg]) -> Vec<Summary> {
                 m.resp_body.clone(),
                 m.resp_body.len() as u64,
                 false,
-                3,
-                2,
+                3 + trailer_fields(&m.req_body, &m.req_framing),
+                2 + trailer_fields(&m.resp_body, &m.resp_framing),
             )
         })
         .collect()
+}
+
+/// Fields `encode_body` puts in the trailer section (they join the headers).
+fn trailer_fields(body: &[u8], framing: &Framing) -> usize {
+    usize::from(matches!(framing, Framing::Chunked(_)) && !body.len().is_multiple_of(2))
 }
 
 fn limits() -> HttpLimits {
