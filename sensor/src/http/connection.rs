@@ -390,15 +390,21 @@ impl ConnectionParser {
             h2.close(out);
         }
         for dir in [Direction::Read, Direction::Write] {
-            let side = &self.sides[idx(dir)];
-            if side.state == State::Body
-                && side
-                    .msg
-                    .as_ref()
-                    .is_some_and(|m| matches!(m.decoder, Decoder::Eof))
-            {
-                self.finish_msg(dir, ts_ns, out);
+            let side = &mut self.sides[idx(dir)];
+            if side.state != State::Body {
+                continue;
             }
+            let Some(msg) = side.msg.as_mut() else {
+                continue;
+            };
+            // A close-delimited body ends here by definition; any other is
+            // cut, and kept as far as it got: the bytes a client received
+            // before hanging up were sent all the same.
+            if !matches!(msg.decoder, Decoder::Eof) {
+                msg.acc.cut();
+                out.errors.push(ParseErrorReason::ClosedMidMessage);
+            }
+            self.finish_msg(dir, ts_ns, out);
         }
         self.closed = true;
         self.drop_state();

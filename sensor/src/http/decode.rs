@@ -261,6 +261,11 @@ impl BodyAcc {
         }
     }
 
+    /// The stream ended before the body did: what was kept is all there is.
+    pub(crate) fn cut(&mut self) {
+        self.body.truncated = true;
+    }
+
     pub(crate) fn lost(&mut self, lost: u64) {
         self.body.len += lost;
         self.body.truncated = true;

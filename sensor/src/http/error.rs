@@ -31,10 +31,15 @@ pub enum ParseErrorReason {
     GapInBody,
     /// 101 Switching Protocols or a successful CONNECT: the connection stops being HTTP/1.x.
     Upgrade,
+    /// The connection closed inside a message body its framing says is not
+    /// over (a client that hung up on a download, a server killed
+    /// mid-response).  The message is kept, cut: a response is still paired
+    /// and searched as far as it got.
+    ClosedMidMessage,
 }
 
 impl ParseErrorReason {
-    pub const ALL: [ParseErrorReason; 13] = [
+    pub const ALL: [ParseErrorReason; 14] = [
         ParseErrorReason::NotHttp,
         ParseErrorReason::Http2,
         ParseErrorReason::InvalidRequest,
@@ -48,6 +53,7 @@ impl ParseErrorReason {
         ParseErrorReason::GapInHead,
         ParseErrorReason::GapInBody,
         ParseErrorReason::Upgrade,
+        ParseErrorReason::ClosedMidMessage,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -65,6 +71,7 @@ impl ParseErrorReason {
             ParseErrorReason::GapInHead => "gap_in_head",
             ParseErrorReason::GapInBody => "gap_in_body",
             ParseErrorReason::Upgrade => "upgrade",
+            ParseErrorReason::ClosedMidMessage => "closed_mid_message",
         }
     }
 }

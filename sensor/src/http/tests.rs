@@ -1057,3 +1057,51 @@ fn trailers_that_do_not_parse_are_ignored() {
         assert_eq!(got.ex[0].response.body.to_vec(), b"z");
     }
 }
+
+/// A connection that closes inside a length- or chunk-framed response body
+/// (a client hanging up on a download, an SSE stream cut) still gives its
+/// exchange, cut: the response as far as it got, marked truncated, and one
+/// `closed_mid_message`.  Every split point of the body.
+#[test]
+fn close_inside_a_framed_response_keeps_it_cut() {
+    let body = "data: key=k-0123456789\n\n".repeat(3);
+    let heads = [
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            body.len() + 100
+        ),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_string(),
+    ];
+    for head in &heads {
+        let chunked = head.contains("chunked");
+        for at in 0..body.len() {
+            let sent = if chunked {
+                format!("{at:x}\r\n{}", &body[..at])
+            } else {
+                body[..at].to_string()
+            };
+            let got = run(&[r(GET), w(format!("{head}{sent}")), Ev::Close]);
+            assert_eq!(got.errors, [E::ClosedMidMessage], "at={at}");
+            assert_eq!(got.ex.len(), 1, "at={at}");
+            let resp = &got.ex[0].response;
+            assert_eq!(resp.body.to_vec(), &body.as_bytes()[..at], "at={at}");
+            assert!(resp.body.truncated, "at={at}");
+            assert_eq!(got.p.buffered_bytes(), 0);
+        }
+    }
+}
+
+/// A request cut inside its body, with no response: nothing to pair, but the
+/// cut is counted.  A response cut inside its head gives nothing (no status).
+#[test]
+fn close_inside_a_request_body_or_a_response_head() {
+    let got = run(&[
+        r("POST /up HTTP/1.1\r\nContent-Length: 100\r\n\r\nabc"),
+        Ev::Close,
+    ]);
+    assert!(got.ex.is_empty());
+    assert_eq!(got.errors, [E::ClosedMidMessage]);
+    let got = run(&[r(GET), w("HTTP/1.1 200 OK\r\nContent-Le"), Ev::Close]);
+    assert!(got.ex.is_empty());
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+}
