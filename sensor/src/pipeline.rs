@@ -21,7 +21,7 @@ use crate::capture::event::{
 };
 use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
-use crate::finding::Finding;
+use crate::finding::{Finding, SinkLocation};
 use crate::http::limits::HttpLimits;
 use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
 use crate::http::{ConnectionParser, FeedData, ParserOutput};
@@ -39,6 +39,16 @@ pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 512 * 1024 * 1024;
 const CONNECTION_BYTES: usize = std::mem::size_of::<Connection>() + 128;
 /// Entries in the per-process identity cache before it is cleared.
 const MAX_CACHED_PROCESSES: usize = 64 * 1024;
+/// A response still being read this long after it started is searched as
+/// far as it got ([`Pipeline::inspect_streaming`]), again as it grows: the
+/// leaks of a server-sent event stream or a long download are reported
+/// while it lasts, not hours later when it ends.
+pub const STREAM_INSPECT_AFTER_NS: u64 = 1_000_000_000;
+/// Bytes before the end of the previous look that the next one searches
+/// again, so that an echo cut by that end is whole in one of them: the
+/// longest credential in its longest encoding (`&#x2F;`, `\u002f`: 6 bytes
+/// per byte).
+pub const STREAM_OVERLAP_BYTES: usize = 6 * crate::leak::extract::MAX_CREDENTIAL_LEN;
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -69,18 +79,24 @@ impl Default for PipelineConfig {
     }
 }
 
+fn clock_now_ns(clock: libc::clockid_t) -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+}
+
+/// CLOCK_MONOTONIC now, in ns: the clock of capture event times.
+pub fn monotonic_now_ns() -> u64 {
+    clock_now_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
 /// CLOCK_REALTIME − CLOCK_MONOTONIC now, in ns.
 pub fn clock_offset_ns() -> i64 {
-    fn now(clock: libc::clockid_t) -> i64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes into the timespec we own.
-        unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
-    }
-    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+    clock_now_ns(libc::CLOCK_REALTIME) - clock_now_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// Looks up who a process is (exe, container, pod).  Live runs read /proc;
@@ -103,6 +119,17 @@ struct Connection {
     ignored: bool,
     /// Newest event time seen (ends close-delimited bodies at process exit).
     last_ts_ns: u64,
+    /// What was reported of the response in progress while it lasted.
+    streamed: Option<Streamed>,
+}
+
+/// Findings already reported of a response still being read, by
+/// [`finding_key`]: its final inspection reports only the others.
+struct Streamed {
+    /// The request it answers (`Timing::request_start_ns`): one response is
+    /// read at a time per HTTP/1.x connection, so this names it.
+    request_start_ns: u64,
+    reported: HashSet<u64>,
 }
 
 impl Connection {
@@ -115,6 +142,7 @@ impl Connection {
             buffered: 0,
             ignored: false,
             last_ts_ns: ts_ns,
+            streamed: None,
         })
     }
 
@@ -491,6 +519,9 @@ impl Pipeline {
             conn.pairs += 1;
             let seq = conn.pairs;
             let role = exchange.role;
+            let streamed = conn
+                .streamed
+                .take_if(|s| s.request_start_ns == exchange.timing.request_start_ns);
             if !self.cfg.role.allows(role) {
                 continue;
             }
@@ -505,11 +536,72 @@ impl Pipeline {
                 seq,
                 ts: chrono::DateTime::from_timestamp_nanos(wall_ns),
             };
-            self.emit_pair(&pair);
+            self.emit_pair(&pair, streamed.as_ref().map(|s| &s.reported));
         }
     }
 
-    fn emit_pair(&mut self, pair: &HttpPair) {
+    /// Searches every response still being read that started at least
+    /// [`STREAM_INSPECT_AFTER_NS`] before `now_ns` (CLOCK_MONOTONIC, as event
+    /// times) and kept bytes since the last look, and reports what it finds
+    /// that this response did not give already.  The pair itself is written
+    /// (`--pairs`) once, when the response ends.  Called once a second.
+    pub fn inspect_streaming(&mut self, now_ns: u64) {
+        let mut snapshots = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            if conn.ignored {
+                continue;
+            }
+            let Some((exchange, from)) = conn.parser.streaming_snapshot(
+                now_ns,
+                STREAM_INSPECT_AFTER_NS,
+                STREAM_OVERLAP_BYTES,
+            ) else {
+                continue;
+            };
+            if !self.cfg.role.allows(exchange.role) {
+                continue;
+            }
+            snapshots.push((*key, exchange, from, conn.pairs + 1, conn.id.clone()));
+        }
+        for (key, exchange, from, seq, id) in snapshots {
+            let process = self.process_info(key.tgid, &Comm::from(""));
+            let request_start_ns = exchange.timing.request_start_ns;
+            let wall_ns = now_ns as i64 + self.cfg.clock_offset_ns;
+            let pair = HttpPair {
+                exchange,
+                process,
+                conn: ConnInfo { id, peer: None },
+                seq,
+                ts: chrono::DateTime::from_timestamp_nanos(wall_ns),
+            };
+            let mut findings = self.detector.inspect(&pair).findings;
+            for f in &mut findings {
+                if f.sink.location == SinkLocation::Body {
+                    f.sink.offset += from;
+                }
+            }
+            let Some(conn) = self.conns.peek_mut(&key) else {
+                continue;
+            };
+            let streamed = conn.streamed.get_or_insert_with(|| Streamed {
+                request_start_ns,
+                reported: HashSet::new(),
+            });
+            if streamed.request_start_ns != request_start_ns {
+                *streamed = Streamed {
+                    request_start_ns,
+                    reported: HashSet::new(),
+                };
+            }
+            findings.retain(|f| streamed.reported.insert(finding_key(f)));
+            let role = pair.exchange.role.as_str();
+            for f in &findings {
+                self.emit_finding(role, f);
+            }
+        }
+    }
+
+    fn emit_pair(&mut self, pair: &HttpPair, reported_already: Option<&HashSet<u64>>) {
         let role = pair.exchange.role.as_str();
         match pair.exchange.role {
             Role::Server => self.metrics.hot.pairs_server.inc(),
@@ -546,30 +638,38 @@ impl Pipeline {
             w.write(&pair_record(pair, &self.detector, &inspection.findings));
         }
         for f in &inspection.findings {
-            self.metrics
-                .credential_leaks
-                .with_label_values(&[
-                    role,
-                    f.credential.source.as_str(),
-                    f.credential.kind.as_str(),
-                    f.sink.location.as_str(),
-                    f.exposure.as_str(),
-                ])
-                .inc();
-            tracing::warn!(
-                fingerprint = %f.credential.fingerprint,
-                source = f.credential.source.as_str(),
-                sink = f.sink.location.as_str(),
-                path = %f.request.path,
-                pid = f.process.pid,
-                "credential leak"
-            );
-            if let Some(w) = self.outputs.findings.as_mut() {
-                w.write(f);
+            if reported_already.is_some_and(|r| r.contains(&finding_key(f))) {
+                continue;
             }
-            if let Some(l) = self.outputs.on_finding.as_mut() {
-                l(f);
-            }
+            self.emit_finding(role, f);
+        }
+    }
+
+    /// One finding out: counted, logged (without the value), written, told.
+    fn emit_finding(&mut self, role: &str, f: &Finding) {
+        self.metrics
+            .credential_leaks
+            .with_label_values(&[
+                role,
+                f.credential.source.as_str(),
+                f.credential.kind.as_str(),
+                f.sink.location.as_str(),
+                f.exposure.as_str(),
+            ])
+            .inc();
+        tracing::warn!(
+            fingerprint = %f.credential.fingerprint,
+            source = f.credential.source.as_str(),
+            sink = f.sink.location.as_str(),
+            path = %f.request.path,
+            pid = f.process.pid,
+            "credential leak"
+        );
+        if let Some(w) = self.outputs.findings.as_mut() {
+            w.write(f);
+        }
+        if let Some(l) = self.outputs.on_finding.as_mut() {
+            l(f);
         }
     }
 
@@ -601,3 +701,20 @@ impl Pipeline {
 #[cfg(test)]
 #[path = "pipeline_tests.rs"]
 mod tests;
+
+/// Names a finding within its response: which credential came back where and
+/// how, but not at which offset (one finding per credential and sink, as a
+/// whole response gives).
+fn finding_key(f: &Finding) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f.credential.fingerprint.hash(&mut h);
+    f.credential.source.as_str().hash(&mut h);
+    f.credential.name.hash(&mut h);
+    f.sink.location.as_str().hash(&mut h);
+    f.sink.name.hash(&mut h);
+    f.sink.encoding.as_str().hash(&mut h);
+    f.sink.content_encoding.as_str().hash(&mut h);
+    f.exposure.as_str().hash(&mut h);
+    h.finish()
+}

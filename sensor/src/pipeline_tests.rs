@@ -477,3 +477,102 @@ fn http2_leaks_become_findings_per_stream() {
         assert!(!h.metrics.render().contains(secret));
     }
 }
+
+const STREAM_KEY: &str = "sk_live_9c1e7a04f3b25d68e2aa";
+
+fn stream_request() -> Vec<u8> {
+    format!("GET /v1/events HTTP/1.1\r\nHost: api\r\nX-Api-Key: {STREAM_KEY}\r\n\r\n").into_bytes()
+}
+
+fn chunk(s: &str) -> Vec<u8> {
+    format!("{:x}\r\n{s}\r\n", s.len()).into_bytes()
+}
+
+/// A server-sent event stream that echoes the key in its first event is
+/// reported while it lasts (once it is older than STREAM_INSPECT_AFTER_NS),
+/// once: later looks, later echoes and the stream's end add nothing.
+#[test]
+fn a_leak_in_a_stream_is_reported_while_it_lasts_and_once() {
+    let mut h = harness(PipelineConfig::default());
+    let p = &mut h.pipeline;
+    p.handle_raw(data(SERVER, Direction::Read, 1, &stream_request()));
+    let head =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut first = head.as_bytes().to_vec();
+    first.extend(chunk(&format!("data: {{\"key\":\"{STREAM_KEY}\"}}\n\n")));
+    p.handle_raw(data(SERVER, Direction::Write, 2, &first));
+    let started = 2_000;
+    p.inspect_streaming(started + STREAM_INSPECT_AFTER_NS - 1);
+    assert!(h.findings.lock().unwrap().is_empty(), "too early");
+    p.inspect_streaming(started + STREAM_INSPECT_AFTER_NS);
+    {
+        let f = h.findings.lock().unwrap();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].sink.offset, 14);
+        assert_eq!(f[0].response.status, 200);
+    }
+    // Nothing new kept: no look.  New bytes, the same echo again: nothing new.
+    p.inspect_streaming(started + 2 * STREAM_INSPECT_AFTER_NS);
+    p.handle_raw(data(SERVER, Direction::Write, 3, &chunk("data: tick\n\n")));
+    p.handle_raw(data(
+        SERVER,
+        Direction::Write,
+        4,
+        &chunk(&format!("data: {STREAM_KEY}\n\n")),
+    ));
+    p.inspect_streaming(started + 3 * STREAM_INSPECT_AFTER_NS);
+    p.handle_raw(data(SERVER, Direction::Write, 5, b"0\r\n\r\n"));
+    p.finish();
+    let f = h.findings.lock().unwrap();
+    assert_eq!(f.len(), 1, "{f:?}");
+    let json = serde_json::to_string(&*f).unwrap();
+    assert!(!json.contains(STREAM_KEY));
+}
+
+/// An echo cut by the end of one look is found by the next (the looks
+/// overlap), at its offset in the whole body; a stream with a content-coding
+/// is searched only when it ends.
+#[test]
+fn stream_looks_overlap_and_compressed_streams_wait_for_the_end() {
+    let mut h = harness(PipelineConfig::default());
+    let p = &mut h.pipeline;
+    p.handle_raw(data(SERVER, Direction::Read, 1, &stream_request()));
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+    let filler = "x".repeat(5000);
+    let mut first = head.as_bytes().to_vec();
+    first.extend(format!("{filler}{}", &STREAM_KEY[..10]).as_bytes());
+    p.handle_raw(data(SERVER, Direction::Write, 2, &first));
+    p.inspect_streaming(2_000 + STREAM_INSPECT_AFTER_NS);
+    assert!(h.findings.lock().unwrap().is_empty());
+    p.handle_raw(data(
+        SERVER,
+        Direction::Write,
+        3,
+        &STREAM_KEY.as_bytes()[10..],
+    ));
+    p.inspect_streaming(2_000 + 2 * STREAM_INSPECT_AFTER_NS);
+    {
+        let f = h.findings.lock().unwrap();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].sink.offset, 5000);
+    }
+
+    let mut h = harness(PipelineConfig::default());
+    let p = &mut h.pipeline;
+    p.handle_raw(data(SERVER, Direction::Read, 1, &stream_request()));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, format!("data: {STREAM_KEY}\n\n").as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        gz.len() + 10
+    )
+    .into_bytes();
+    resp.extend(&gz);
+    p.handle_raw(data(SERVER, Direction::Write, 2, &resp));
+    p.inspect_streaming(2_000 + 5 * STREAM_INSPECT_AFTER_NS);
+    assert!(h.findings.lock().unwrap().is_empty());
+    p.handle_raw(data(SERVER, Direction::Write, 3, &[0; 10]));
+    p.finish();
+    assert_eq!(h.findings.lock().unwrap().len(), 1);
+}

@@ -157,6 +157,8 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
                 }
             },
             _ = tick.tick() => {
+                pipeline.inspect_streaming(crate::pipeline::monotonic_now_ns());
+                pipeline.flush();
                 if last_blind_scan.is_none_or(|t| t.elapsed() >= BLIND_SCAN_EVERY) {
                     let inodes: HashSet<(u64, u64)> = capture.attached_inodes().into_iter().collect();
                     blind = tokio::task::spawn_blocking(move || crate::blind::scan_blind_processes(&inodes))

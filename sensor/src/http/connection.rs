@@ -13,7 +13,7 @@ use super::error::ParseErrorReason;
 use super::h2::{self, H2Connection};
 use super::head::{self, Sniff, SNIFF_LEN};
 use super::limits::HttpLimits;
-use super::types::{Exchange, Headers, HeadersBuilder, Request, Response, Role, Timing};
+use super::types::{Body, Exchange, Headers, HeadersBuilder, Request, Response, Role, Timing};
 use crate::capture::event::Direction;
 
 /// What one call to the parser produced.
@@ -77,6 +77,9 @@ struct InMsg {
     acc: BodyAcc,
     start_ns: u64,
     kind: InKind,
+    /// Body bytes kept when [`ConnectionParser::streaming_snapshot`] last
+    /// handed this message out (0: never).
+    snapshot_upto: usize,
 }
 
 #[derive(Default)]
@@ -408,6 +411,84 @@ impl ConnectionParser {
         }
         self.closed = true;
         self.drop_state();
+    }
+
+    /// The response this connection is in the middle of (a server-sent
+    /// event stream, a long download), as far as it got, so that its leaks
+    /// are reported while it lasts instead of when it ends: when it started
+    /// at least `min_age_ns` before `now_ns`, answers a complete request,
+    /// keeps its body without a content-coding (a compressed stream cannot
+    /// be decoded from the middle; it is searched when it ends), and kept
+    /// bytes since the last snapshot.  The exchange's response body holds the
+    /// kept bytes from `overlap` before the previous snapshot's end (so a
+    /// value cut by it is whole in this one), marked truncated; the number is
+    /// where those bytes start in the body.  HTTP/1.x only.
+    pub fn streaming_snapshot(
+        &mut self,
+        now_ns: u64,
+        min_age_ns: u64,
+        overlap: usize,
+    ) -> Option<(Exchange, u64)> {
+        if self.ignored || self.closed || self.h2.is_some() {
+            return None;
+        }
+        let role = self.role?;
+        let side = self.sides.iter_mut().find(|s| {
+            matches!(
+                s.msg,
+                Some(InMsg {
+                    kind: InKind::Response { .. },
+                    ..
+                })
+            )
+        })?;
+        let msg = side.msg.as_mut()?;
+        let InKind::Response {
+            response,
+            answers: Some(id),
+            ..
+        } = &msg.kind
+        else {
+            return None;
+        };
+        let kept = msg.acc.kept();
+        if msg.acc.discard
+            || kept <= msg.snapshot_upto
+            || now_ns.saturating_sub(msg.start_ns) < min_age_ns
+            || response
+                .headers
+                .get("content-encoding")
+                .is_some_and(|v| !v.eq_ignore_ascii_case(b"identity"))
+        {
+            return None;
+        }
+        let p = self.pending.iter().find(|p| p.id == *id && p.complete)?;
+        let from = msg.snapshot_upto.saturating_sub(overlap);
+        let chunks = msg.acc.kept_from(from);
+        msg.snapshot_upto = kept;
+        let body = Body {
+            len: (kept - from) as u64,
+            chunks,
+            truncated: true,
+            discarded: false,
+        };
+        let exchange = Exchange {
+            request: p.request.clone(),
+            response: Response {
+                status: response.status,
+                version: response.version,
+                headers: response.headers.clone(),
+                body,
+            },
+            timing: Timing {
+                request_start_ns: p.start_ns,
+                request_end_ns: p.end_ns,
+                response_start_ns: msg.start_ns,
+                response_end_ns: now_ns,
+            },
+            role,
+        };
+        Some((exchange, from as u64))
     }
 
     fn enter_resync(&mut self, dir: Direction) {
@@ -887,6 +968,7 @@ impl ConnectionParser {
             acc: BodyAcc::new(discard, prefix_only),
             start_ns,
             kind,
+            snapshot_upto: 0,
         });
         side.state = State::Body;
         if empty {

@@ -261,6 +261,27 @@ impl BodyAcc {
         }
     }
 
+    /// The kept bytes from offset `from` on (slices of the kept chunks, and
+    /// a copy of the gather block being filled), for a look at a body still
+    /// being read.
+    pub(crate) fn kept_from(&self, from: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        for c in &self.body.chunks {
+            let end = at + c.len();
+            if end > from {
+                out.push(c.slice(from.saturating_sub(at)..));
+            }
+            at = end;
+        }
+        if !self.tail.is_empty() && at + self.tail.len() > from {
+            out.push(Bytes::copy_from_slice(
+                &self.tail[from.saturating_sub(at)..],
+            ));
+        }
+        out
+    }
+
     /// The stream ended before the body did: what was kept is all there is.
     pub(crate) fn cut(&mut self) {
         self.body.truncated = true;
