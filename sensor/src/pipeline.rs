@@ -121,6 +121,9 @@ struct Connection {
     last_ts_ns: u64,
     /// What was reported of the response in progress while it lasted.
     streamed: Option<Streamed>,
+    /// The process name its first event carried (names the process when a
+    /// look at a response in progress comes before any pair).
+    comm: Comm,
 }
 
 /// Findings already reported of a response still being read, by
@@ -133,7 +136,7 @@ struct Streamed {
 }
 
 impl Connection {
-    fn new(limits: HttpLimits, id: Arc<str>, ts_ns: u64) -> Box<Connection> {
+    fn new(limits: HttpLimits, id: Arc<str>, ts_ns: u64, comm: Comm) -> Box<Connection> {
         Box::new(Connection {
             parser: ConnectionParser::new(limits),
             id,
@@ -143,12 +146,13 @@ impl Connection {
             ignored: false,
             last_ts_ns: ts_ns,
             streamed: None,
+            comm,
         })
     }
 
     /// Stands in for a connection in its table slot while that one is worked on.
     fn placeholder() -> Box<Connection> {
-        let mut c = Connection::new(HttpLimits::default(), Arc::from(""), 0);
+        let mut c = Connection::new(HttpLimits::default(), Arc::from(""), 0, Comm::from(""));
         c.ignored = true;
         c
     }
@@ -329,7 +333,7 @@ impl Pipeline {
             let generation = self.next_generation;
             self.next_generation += 1;
             let id = format!("{}:{:x}:{}", ev.conn.tgid, ev.conn.ssl, generation);
-            Connection::new(self.cfg.http.clone(), id.into(), ev.ts_ns)
+            Connection::new(self.cfg.http.clone(), id.into(), ev.ts_ns, ev.comm)
         });
         conn.last_ts_ns = conn.last_ts_ns.max(ev.ts_ns);
         if !conn.ignored {
@@ -561,10 +565,13 @@ impl Pipeline {
             if !self.cfg.role.allows(exchange.role) {
                 continue;
             }
-            snapshots.push((*key, exchange, from, conn.pairs + 1, conn.id.clone()));
+            let who = (conn.process.clone(), conn.comm);
+            snapshots.push((*key, exchange, from, conn.pairs + 1, conn.id.clone(), who));
         }
-        for (key, exchange, from, seq, id) in snapshots {
-            let process = self.process_info(key.tgid, &Comm::from(""));
+        for (key, exchange, from, seq, id, (process, comm)) in snapshots {
+            // A connection's process is known once it gave a pair; before
+            // that, as for a pair.
+            let process = process.unwrap_or_else(|| self.process_info(key.tgid, &comm));
             let request_start_ns = exchange.timing.request_start_ns;
             let wall_ns = now_ns as i64 + self.cfg.clock_offset_ns;
             let pair = HttpPair {
