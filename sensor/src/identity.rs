@@ -26,6 +26,8 @@ use crate::http::types::ProcessInfo;
 
 /// Largest /proc/PID/cgroup read (a few hundred bytes in practice).
 pub const MAX_CGROUP_BYTES: u64 = 64 * 1024;
+/// Largest /proc/PID/comm read (the kernel's limit is 16 bytes with the newline).
+pub const MAX_COMM_BYTES: u64 = 64;
 /// Largest /proc/PID/net/tcp{,6} read (about 150 bytes a socket: ~100k sockets).
 pub const MAX_PROC_NET_BYTES: u64 = 16 * 1024 * 1024;
 /// File descriptors looked at per process when mapping sockets.
@@ -55,8 +57,12 @@ fn read_capped(path: &Path, cap: u64) -> std::io::Result<String> {
     Ok(s)
 }
 
-/// The process's identity.  `comm_from_event` is the kernel's command name as
-/// captured; exe and cgroup are read now (callers cache per pid).
+/// The process's identity.  `comm` is the process's own name
+/// (/proc/PID/comm of the thread-group leader: `ruby`, what `--comm` and
+/// operators know it by), not the name of the thread that made the call
+/// (`comm_from_event`, e.g. Ruby's `server.rb:289`), which is used only when
+/// the process's cannot be read (it exited).  exe and cgroup are read now
+/// (callers cache per pid).
 pub fn process_info(pid: u32, comm_from_event: &str) -> ProcessInfo {
     process_info_at(Path::new("/proc"), pid, comm_from_event)
 }
@@ -71,12 +77,19 @@ pub(crate) fn process_info_at(proc_root: &Path, pid: u32, comm_from_event: &str)
         .unwrap_or_default();
     ProcessInfo {
         pid,
-        comm: comm_from_event.to_string(),
+        comm: process_comm(&dir).unwrap_or_else(|| comm_from_event.to_string()),
         exe,
         container_id: cg.container_id,
         pod: cg.pod_uid.map(|u| format!("uid:{u}")),
         namespace: None,
     }
+}
+
+/// The process's own command name (/proc/PID/comm), if readable and not empty.
+fn process_comm(proc_dir: &Path) -> Option<String> {
+    let text = read_capped(&proc_dir.join("comm"), MAX_COMM_BYTES).ok()?;
+    let comm = text.trim_end_matches('\n');
+    (!comm.is_empty()).then(|| comm.to_string())
 }
 
 /// Container id and pod UID from the text of /proc/PID/cgroup.  The cgroup v2

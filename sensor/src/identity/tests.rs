@@ -136,7 +136,9 @@ fn process_info_from_a_proc_tree() {
     )
     .unwrap();
     std::os::unix::fs::symlink("/usr/local/bin/uvicorn", dir.join("exe")).unwrap();
-    let p = process_info_at(root.path(), 4242, "uvicorn");
+    // The event names the calling thread; the process is named by its own comm.
+    std::fs::write(dir.join("comm"), "uvicorn\n").unwrap();
+    let p = process_info_at(root.path(), 4242, "asyncio_0");
     assert_eq!(p.pid, 4242);
     assert_eq!(p.comm, "uvicorn");
     assert_eq!(p.exe.as_deref(), Some("/usr/local/bin/uvicorn"));
@@ -146,6 +148,37 @@ fn process_info_from_a_proc_tree() {
     // A process that vanished: just what the event said.
     let gone = process_info_at(root.path(), 999, "x");
     assert_eq!((gone.exe, gone.container_id, gone.pod), (None, None, None));
+    assert_eq!(gone.comm, "x");
+    // An empty comm file says nothing: the event's name stays.
+    std::fs::write(dir.join("comm"), "").unwrap();
+    assert_eq!(
+        process_info_at(root.path(), 4242, "server.rb:289").comm,
+        "server.rb:289"
+    );
+}
+
+/// A thread renamed (as Ruby names its threads after their source line):
+/// the process is still named by its leader's comm.
+#[test]
+fn process_comm_is_the_process_not_the_thread() {
+    let me = std::process::id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::Builder::new()
+        .name("server.rb:289".into())
+        .spawn(move || {
+            let tid = unsafe { libc::gettid() };
+            let thread_comm =
+                std::fs::read_to_string(format!("/proc/{me}/task/{tid}/comm")).unwrap();
+            tx.send(thread_comm.trim_end().to_string()).unwrap();
+        })
+        .unwrap();
+    let thread_comm = rx.recv().unwrap();
+    worker.join().unwrap();
+    assert_eq!(thread_comm, "server.rb:289");
+    let process_comm = std::fs::read_to_string(format!("/proc/{me}/comm")).unwrap();
+    let p = process_info(me, &thread_comm);
+    assert_eq!(p.comm, process_comm.trim_end());
+    assert_ne!(p.comm, thread_comm);
 }
 
 #[test]
