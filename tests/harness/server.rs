@@ -112,6 +112,14 @@ impl Server {
         Server::spawn("node", &cmd, port, cert, tempdir("node")?)
     }
 
+    /// `leaky_streams.js` under node: leaks in responses that do not end the
+    /// usual way (an event stream, a trailer, a download cut by its client).
+    pub fn node_streams(cert: &TestCert) -> Result<Server> {
+        let port = free_port()?;
+        let cmd = app_command("node", "leaky_streams.js", port, cert);
+        Server::spawn("node", &cmd, port, cert, tempdir("node-streams")?)
+    }
+
     /// nginx with TLS serving `/1k.bin` and `/64k.bin` (bytes `i % 251`) and
     /// `/healthz`, from `tests/apps/nginx.conf.template`.
     pub fn nginx(cert: &TestCert, workers: u32) -> Result<Server> {
