@@ -12,6 +12,7 @@ use super::decode::{decode_stream, parse_content_encoding};
 use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
 use super::matcher::{Build, Matcher, MatcherParts, StreamState, LARGE_HAYSTACK};
+use super::views::{views_needed, View};
 use crate::finding::{
     ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
     RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
@@ -35,6 +36,12 @@ enum NeedleKind {
 struct Needle {
     cred: usize,
     kind: NeedleKind,
+    /// Bytes long.
+    len: usize,
+    /// A base64 needle with none of `+/-_`: the standard and the URL-safe
+    /// alphabet give the same one, so the run around a match decides the
+    /// label ([`run_votes`]).
+    either_alphabet: bool,
 }
 
 #[derive(Debug, Default)]
@@ -104,7 +111,14 @@ impl NeedleIndex {
         }
         self.spans.push((start, n));
         self.keys.push(key);
-        self.meta.push(Needle { cred, kind });
+        let either_alphabet = kind == NeedleKind::Full(Encoding::Base64)
+            && !b.iter().any(|&c| matches!(c, b'+' | b'/' | b'-' | b'_'));
+        self.meta.push(Needle {
+            cred,
+            kind,
+            len: n,
+            either_alphabet,
+        });
     }
 }
 
@@ -399,12 +413,37 @@ impl Detector {
         };
         per.fill(SinkHits::default());
         st.reset();
+        // Decoded views only when some credential has a byte an escaper
+        // may change (a typical key or JWT has none: no cost then).
+        let mut views = View::for_bits(views_needed(creds.iter().map(|c| &c.value[..])));
+        let mut open_runs = Vec::new();
         let outcome = decode_stream(
             ce,
             &resp.body.chunks,
             self.config.max_decompressed_bytes,
-            &mut |block| matcher.feed(st, block, &mut |i, off| hit(&needles[i], off, per, false)),
+            &mut |block| {
+                continue_runs(&mut open_runs, block, per);
+                let base = st.position();
+                matcher.feed_seeing_carry(st, block, &mut |i, off, before| {
+                    let at = Around {
+                        hay: block,
+                        base,
+                        before,
+                    };
+                    hit(&needles[i], off, per, false, at, Some(&mut open_runs))
+                });
+                for v in &mut views {
+                    let enc = v.kind().encoding();
+                    v.feed(matcher, block, &mut |i, off| {
+                        view_hit(&needles[i], enc, off, per)
+                    });
+                }
+            },
         );
+        for v in &mut views {
+            let enc = v.kind().encoding();
+            v.finish(matcher, &mut |i, off| view_hit(&needles[i], enc, off, per));
+        }
         if outcome.cap_hit {
             insp.decompress_cap_hit = Some(ce);
         }
@@ -537,10 +576,130 @@ impl Detector {
     }
 }
 
-fn hit(n: &Needle, off: u64, per: &mut [SinkHits], decoded_view: bool) {
+/// Records a match of the plain needle `n` at body offset `off` in a
+/// decoded view whose escapes are `enc` (other needles: nothing).  An
+/// occurrence without escapes is found by the body's own search at the
+/// same offset first, which keeps its label.
+fn view_hit(n: &Needle, enc: Encoding, off: u64, per: &mut [SinkHits]) {
+    if n.kind != NeedleKind::Full(Encoding::Plain) {
+        return;
+    }
+    let h = &mut per[n.cred];
+    if h.full.is_none_or(|(o, _)| off < o) {
+        h.full = Some((off, enc));
+    }
+}
+
+/// How far around a base64 match its run is examined, each way.
+const BASE64_RUN_CONTEXT: usize = 4096;
+
+/// Bytes of a base64 run that only one alphabet has, counted.
+#[derive(Clone, Copy, Default)]
+struct AlphabetVotes {
+    /// `-` and `_`.
+    url: usize,
+    /// `+` and `/`.
+    std: usize,
+}
+
+impl AlphabetVotes {
+    /// Counts the run's bytes in `bytes` (in the order the run is walked),
+    /// at most `*left` of them; true when the run ended in `bytes` (a byte
+    /// outside both alphabets, or the budget spent).
+    fn count(&mut self, bytes: impl Iterator<Item = u8>, left: &mut usize) -> bool {
+        for b in bytes {
+            if *left == 0 || !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
+            {
+                return true;
+            }
+            *left -= 1;
+            self.url += usize::from(matches!(b, b'-' | b'_'));
+            self.std += usize::from(matches!(b, b'+' | b'/'));
+        }
+        false
+    }
+
+    /// `base64url` when the run has more bytes only it uses, else `base64`:
+    /// the documented default when neither shows (or as many of each: such a
+    /// run is rather a path or text than one blob).
+    fn label(self) -> Encoding {
+        if self.url > self.std {
+            Encoding::Base64url
+        } else {
+            Encoding::Base64
+        }
+    }
+}
+
+/// Where a match was found, for the label of a base64 needle both
+/// alphabets give: the searched bytes (the first at stream offset `base`)
+/// and the bytes just before them (a stream's carry, else empty).
+#[derive(Clone, Copy)]
+struct Around<'a> {
+    hay: &'a [u8],
+    base: u64,
+    before: &'a [u8],
+}
+
+/// A base64 run still open at the end of a body block: its label may
+/// change with the bytes of the next.
+struct OpenRun {
+    cred: usize,
+    off: u64,
+    votes: AlphabetVotes,
+    left: usize,
+}
+
+/// The label of a match of the `len`-byte needle at `off` from the base64
+/// run around it (up to [`BASE64_RUN_CONTEXT`] bytes each way; before the
+/// searched bytes, only as far as `before` goes), and whether the run goes
+/// on past the end of the searched bytes.
+fn run_votes(at: Around, off: u64, len: usize) -> (AlphabetVotes, bool) {
+    let mut votes = AlphabetVotes::default();
+    let mut left = BASE64_RUN_CONTEXT;
+    // Before the match: in `hay`, then in `before`.
+    let (in_hay, in_before) = match off.checked_sub(at.base) {
+        Some(start) => (&at.hay[..start as usize], at.before),
+        None => {
+            let cut = at.before.len() - (at.base - off) as usize;
+            (&at.hay[..0], &at.before[..cut])
+        }
+    };
+    let back = in_hay.iter().rev().chain(in_before.iter().rev()).copied();
+    votes.count(back, &mut left);
+    let mut left = BASE64_RUN_CONTEXT;
+    let end = ((off + len as u64 - at.base) as usize).min(at.hay.len());
+    let ended = votes.count(at.hay[end..].iter().copied(), &mut left);
+    (votes, !ended)
+}
+
+/// Records a match of `n` at `off` (see [`Around`]); a base64 run still
+/// open at the end of `at.hay` goes to `open` when given.
+fn hit(
+    n: &Needle,
+    off: u64,
+    per: &mut [SinkHits],
+    decoded_view: bool,
+    at: Around,
+    open: Option<&mut Vec<OpenRun>>,
+) {
     let h = &mut per[n.cred];
     match n.kind {
         NeedleKind::Full(enc) => {
+            let enc = if n.either_alphabet {
+                let (votes, still_open) = run_votes(at, off, n.len);
+                if let (true, Some(open)) = (still_open, open) {
+                    open.push(OpenRun {
+                        cred: n.cred,
+                        off,
+                        votes,
+                        left: BASE64_RUN_CONTEXT,
+                    });
+                }
+                votes.label()
+            } else {
+                enc
+            };
             let enc = if decoded_view && enc == Encoding::Plain {
                 Encoding::Percent
             } else {
@@ -559,8 +718,27 @@ fn hit(n: &Needle, off: u64, per: &mut [SinkHits], decoded_view: bool) {
     }
 }
 
+/// Base64 runs open at the end of the last block, continued into `block`:
+/// each match's label follows its run's votes; runs that end are dropped.
+fn continue_runs(open: &mut Vec<OpenRun>, block: &[u8], per: &mut [SinkHits]) {
+    open.retain_mut(|r| {
+        let ended = r.votes.count(block.iter().copied(), &mut r.left);
+        if let Some((off, enc)) = &mut per[r.cred].full {
+            if *off == r.off && matches!(enc, Encoding::Base64 | Encoding::Base64url) {
+                *enc = r.votes.label();
+            }
+        }
+        !ended
+    });
+}
+
 fn scan_one(m: &Matcher, needles: &[Needle], hay: &[u8], per: &mut [SinkHits], decoded: bool) {
-    m.find_in(hay, |i, off| hit(&needles[i], off, per, decoded));
+    let at = Around {
+        hay,
+        base: 0,
+        before: &[],
+    };
+    m.find_in(hay, |i, off| hit(&needles[i], off, per, decoded, at, None));
 }
 
 /// `Set-Cookie` re-setting the same cookie with the same value is a refresh,

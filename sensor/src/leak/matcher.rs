@@ -788,6 +788,18 @@ impl Matcher {
 
     /// Feeds the next chunk of a stream; `on(needle, absolute_offset)` for each match.
     pub fn feed(&self, st: &mut StreamState, chunk: &[u8], on: &mut dyn FnMut(usize, u64)) {
+        self.feed_seeing_carry(st, chunk, &mut |i, off, _| on(i, off));
+    }
+
+    /// As [`Matcher::feed`], `on` also given the bytes of the stream just
+    /// before `chunk` (the carry, up to the longest needle − 1 bytes): what
+    /// precedes a match near the chunk's start.
+    pub fn feed_seeing_carry(
+        &self,
+        st: &mut StreamState,
+        chunk: &[u8],
+        on: &mut dyn FnMut(usize, u64, &[u8]),
+    ) {
         if chunk.is_empty() {
             return;
         }
@@ -803,13 +815,13 @@ impl Matcher {
                 let base = st.pos - carry_len as u64;
                 let mut filtered = |i: usize, off: u64| {
                     if off < st.pos {
-                        on(i, off)
+                        on(i, off, &st.carry)
                     }
                 };
                 self.search(&window, base, carry_len, &mut filtered);
                 zeroize::Zeroize::zeroize(&mut window);
             }
-            self.search(chunk, st.pos, 0, on);
+            self.search(chunk, st.pos, 0, &mut |i, off| on(i, off, &st.carry));
         }
         st.pos += chunk.len() as u64;
         if keep > 0 {

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fingerprint;
 pub mod forms;
 pub mod matcher;
+pub mod views;
 
 pub use cache::CacheStats;
 pub use detector::{redact_target, Detector, Inspection};

@@ -1164,14 +1164,32 @@ mod props {
         Encoding::Base64url,
     ];
 
-    fn encode(v: &[u8], enc: Encoding) -> Vec<u8> {
+    /// `v` as encoded by escaper `escaper` (0–3) of encoding `enc`: the
+    /// uniform ones of `forms` and real frameworks' escapers that escape
+    /// only some characters (`tests_match`).
+    fn encode(v: &[u8], enc: Encoding, escaper: usize) -> Vec<u8> {
+        use super::tests_match as real;
+        let s = std::str::from_utf8(v).unwrap();
         match enc {
             Encoding::Plain => v.to_vec(),
-            Encoding::Percent => forms::percent(v).remove(0),
-            Encoding::JsonEscaped => serde_json::to_string(std::str::from_utf8(v).unwrap())
-                .unwrap()
-                .into_bytes(),
-            Encoding::HtmlEntity => forms::html_entity(v).remove(0),
+            Encoding::Percent => match escaper {
+                1 => real::py_quote(s).into_bytes(),
+                2 => real::encode_uri_component(s).into_bytes(),
+                3 => real::percent_lower(s).into_bytes(),
+                _ => forms::percent(v).remove(0),
+            },
+            Encoding::JsonEscaped => match escaper {
+                1 => format!("\"{}\"", real::go_json(s)).into_bytes(),
+                2 => format!("\"{}\"", real::dotnet_json(s)).into_bytes(),
+                3 => format!("\"{}\"", real::ensure_ascii(s)).into_bytes(),
+                _ => serde_json::to_string(s).unwrap().into_bytes(),
+            },
+            Encoding::HtmlEntity => match escaper {
+                1 => real::markupsafe(s).into_bytes(),
+                2 => real::htmlspecialchars(s).into_bytes(),
+                3 => real::html_mixed(s).into_bytes(),
+                _ => forms::html_entity(v).remove(0),
+            },
             Encoding::Base64 => STANDARD.encode(v).into_bytes(),
             Encoding::Base64url => URL_SAFE_NO_PAD.encode(v).into_bytes(),
         }
@@ -1187,15 +1205,20 @@ mod props {
             split in 0usize..2000,
             split2 in 0usize..2000,
             enc_i in 0usize..6,
+            escaper in 0usize..4,
             body_secret in "[A-Za-z0-9]{6}",
         ) {
             // Contains '/', '+', '"', '<' so that every form differs from the plain one;
             // base64 at offset 0 of its own blob (the encodings stay distinguishable).
             let secret = format!("Q7/{body_secret}+w9\"Lm<3Xz>");
             let enc = ENCODINGS[enc_i];
-            let text = encode(secret.as_bytes(), enc);
+            let text = encode(secret.as_bytes(), enc, escaper);
+            // A base64url text matched by a needle both alphabets give is
+            // labelled by its run: `base64url` if it has `-`/`_`, else the
+            // default `base64`.
             let std_hit = forms::base64_inner(secret.as_bytes(), false).iter().any(|n| memchr::memmem::find(&text, n).is_some());
-            let enc = if enc == Encoding::Base64url && std_hit { Encoding::Base64 } else { enc };
+            let url_bytes = text.iter().any(|b| matches!(b, b'-' | b'_'));
+            let enc = if enc == Encoding::Base64url && std_hit && !url_bytes { Encoding::Base64 } else { enc };
             let at = at.min(filler.len());
             let mut body = filler[..at].to_vec();
             // Separate base64 text from filler letters, as a real blob would be.

@@ -3,3 +3,427 @@
 
 #[allow(unused_imports)]
 use super::tests::*;
+
+use std::io::Write;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use bytes::Bytes;
+
+use crate::finding::*;
+use crate::http::types::Body;
+
+/// A password with the bytes HTML-safe JSON encoders escape (`&<>`).
+const PW_HTML_SAFE: &str = "Gl4ss&Str0ng<Pa55>w0rd";
+/// A base64 token (`+`, `/`, `=`): .NET escapes `+` only, `quote()` leaves `/` raw.
+const TOKEN_B64: &str = "Qm9+Ye7/Hk3+Wp5/Ls1+Dn8=";
+/// Non-ASCII, one character outside the BMP (a surrogate pair in `\u` escapes).
+const PW_UNICODE: &str = "Grüße-Maßstab-2025-\u{1F511}!";
+/// Quotes and ampersands, as HTML escapers treat them differently.
+const PW_QUOTES: &str = "O'Br1en\"Qu0te&Amp<Lt>9x";
+/// What `encodeURIComponent` leaves raw and `quote()` encodes, and the reverse.
+const TOKEN_URL: &str = "aB3/cD4+eF5=gH6!i*J(k)L'm~N";
+const JWT_OLD: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImlzcyI6Imh0dHBzOi8vaWQuZXhhbXBsZSIsImV4cCI6MTc5NTAwMDAwMH0.q3Xv8Rk2LmN9pT4wZ7yB1cD5eF6gH0jK2lM3nO4pQ5s";
+const JWT_NEW: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhbGljZSIsImlzcyI6Imh0dHBzOi8vaWQuZXhhbXBsZSIsImV4cCI6MTc5NTAwMzYwMH0.Zt7Yq1Wn4Ek8Ra2Uo6Ip3As9Df5Gh1Jk7Lz0Xc4Vb2";
+const PAT: &str = "github_pat_11AbCdEfG0hIjKlMnOpQrS_tUvWxYz0123456789aBcDeFgHiJkLmNoPq";
+const LABELLED: &str = "acme_live_key_7Hx2Qp9Lm4Rt8Wz1Kc6Vb3Nd";
+/// Every raw secret of these tests: none may appear in any finding.
+const MY_SECRETS: &[&str] = &[
+    PW_HTML_SAFE,
+    TOKEN_B64,
+    PW_UNICODE,
+    PW_QUOTES,
+    TOKEN_URL,
+    JWT_OLD,
+    JWT_NEW,
+    PAT,
+    LABELLED,
+    "q3Xv8Rk2LmN9pT4wZ7yB1cD5eF6gH0jK2lM3nO4pQ5s",
+];
+
+/// [`inspect`], and none of [`MY_SECRETS`] in any finding's JSON or Debug.
+fn inspect_mine(p: &crate::http::types::HttpPair) -> super::Inspection {
+    let insp = inspect(p);
+    for f in &insp.findings {
+        let json = serde_json::to_string(f).unwrap();
+        let dbg = format!("{f:?}");
+        for s in MY_SECRETS {
+            assert!(!json.contains(s), "secret in finding JSON: {json}");
+            assert!(!dbg.contains(s), "secret in finding Debug");
+        }
+    }
+    insp
+}
+
+fn one_mine(p: &crate::http::types::HttpPair) -> Finding {
+    let insp = inspect_mine(p);
+    assert_eq!(insp.findings.len(), 1, "findings: {:#?}", insp.findings);
+    insp.findings.into_iter().next().unwrap()
+}
+
+fn none_mine(p: &crate::http::types::HttpPair) {
+    let insp = inspect_mine(p);
+    assert!(insp.findings.is_empty(), "findings: {:#?}", insp.findings);
+}
+
+fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+// ---------- escapers, written the way each framework escapes ----------
+
+fn push_u(out: &mut String, unit: u32, upper: bool) {
+    if upper {
+        out.push_str(&format!("\\u{unit:04X}"));
+    } else {
+        out.push_str(&format!("\\u{unit:04x}"));
+    }
+}
+
+/// JSON string escaping: `\"`, `\\`, short control escapes, then `esc(c)`
+/// decides which other characters become `\uXXXX` (UTF-16, surrogate pairs).
+fn json_with(s: &str, upper: bool, esc: impl Fn(char) -> bool) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '"' if !esc(c) => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || esc(c) => {
+                let mut units = [0u16; 2];
+                for u in c.encode_utf16(&mut units) {
+                    push_u(&mut out, u32::from(*u), upper);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Go `encoding/json` (and Rails' `to_json`): `<`, `>`, `&`, U+2028/9 as `\u00xx`.
+pub(super) fn go_json(s: &str) -> String {
+    json_with(s, false, |c| {
+        matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}')
+    })
+}
+
+/// .NET `System.Text.Json` default encoder: `"&'+<>` and backtick and every
+/// non-ASCII character as upper-case `\u00XX`; `/` and `=` raw.
+pub(super) fn dotnet_json(s: &str) -> String {
+    json_with(s, true, |c| {
+        matches!(c, '"' | '&' | '\'' | '+' | '<' | '>' | '`') || !c.is_ascii()
+    })
+}
+
+/// Python `json.dumps` (`ensure_ascii=True`): non-ASCII as lower-case
+/// `\u00fc`, astral characters as surrogate pairs.
+pub(super) fn ensure_ascii(s: &str) -> String {
+    json_with(s, false, |c| !c.is_ascii())
+}
+
+/// Jinja2 / MarkupSafe `escape`: `&#34;` and `&#39;` for the quotes.
+pub(super) fn markupsafe(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// PHP `htmlspecialchars($s, ENT_QUOTES)` / Blade `{{ }}`: `&#039;`.
+pub(super) fn htmlspecialchars(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#039;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A hand-rolled template mixing named, decimal and hex references (and
+/// `htmlentities()`' Latin-1 names).
+pub(super) fn html_mixed(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        match (c, i % 3) {
+            ('ü', _) => out.push_str("&uuml;"),
+            ('ß', _) => out.push_str("&szlig;"),
+            ('&' | '<' | '>' | '"' | '\'' | '/' | '=' | '+', 0) => {
+                out.push_str(&format!("&#{};", c as u32))
+            }
+            ('&' | '<' | '>' | '"' | '\'' | '/' | '=' | '+', 1) => {
+                out.push_str(&format!("&#x{:X};", c as u32))
+            }
+            ('&', _) => out.push_str("&amp;"),
+            ('<', _) => out.push_str("&lt;"),
+            ('"', _) => out.push_str("&quot;"),
+            ('\'', _) => out.push_str("&apos;"),
+            (c, _) if !c.is_ascii() => out.push_str(&format!("&#x{:x};", c as u32)),
+            (c, _) => out.push(c),
+        }
+    }
+    out
+}
+
+/// Percent-encoding of every UTF-8 byte outside `A-Za-z0-9` and `raw`.
+fn percent_with(s: &str, raw: &str, upper: bool) -> String {
+    let mut out = String::new();
+    for &b in s.as_bytes() {
+        if b.is_ascii_alphanumeric() || raw.as_bytes().contains(&b) {
+            out.push(b as char);
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Python `urllib.parse.quote(s)`: `/` left raw (`safe='/'`), `~` too.
+pub(super) fn py_quote(s: &str) -> String {
+    percent_with(s, "-._~/", true)
+}
+
+/// JavaScript `encodeURIComponent`: `!*()'~` left raw.
+pub(super) fn encode_uri_component(s: &str) -> String {
+    percent_with(s, "-._~!*()'", true)
+}
+
+/// An encoder writing lower-case hex (`%2b`) and leaving `/` raw.
+pub(super) fn percent_lower(s: &str) -> String {
+    percent_with(s, "-._~/", false)
+}
+
+// ---------- helpers ----------
+
+fn json_request(field: &str, secret: &str) -> (Vec<(&'static str, &'static [u8])>, Body) {
+    let body = serde_json::json!({ "username": "alice", field: secret }).to_string();
+    (
+        vec![("content-type", b"application/json")],
+        Body {
+            len: body.len() as u64,
+            chunks: vec![Bytes::from(body.into_bytes())],
+            truncated: false,
+            discarded: false,
+        },
+    )
+}
+
+/// A response body with `text` at several places, each with the body and
+/// the offset `text` starts at.
+fn placements(text: &str) -> Vec<(Vec<u8>, u64)> {
+    let lead = "{\"error\":\"invalid credentials\",\"detail\":\"the value ";
+    vec![
+        (text.as_bytes().to_vec(), 0),
+        (
+            format!("{lead}{text} was rejected\"}}").into_bytes(),
+            lead.len() as u64,
+        ),
+        (format!("{}{text}", "x".repeat(3000)).into_bytes(), 3000),
+    ]
+}
+
+/// The pair of a JSON request carrying `secret` in `password` and a
+/// response whose body is `chunks`.
+fn echo_pair(
+    secret: &str,
+    resp_headers: &[(&str, &[u8])],
+    chunks: Vec<Bytes>,
+) -> crate::http::types::HttpPair {
+    let (req_headers, req_body) = json_request("password", secret);
+    pair_full(&req_headers, "/login", req_body, resp_headers, chunks)
+}
+
+/// `secret` escaped by `escaper` is found, full, with `encoding`, at every
+/// placement, in one chunk and split in chunks at every few bytes, and
+/// gzip-compressed once.
+fn found_as(secret: &str, escaper: fn(&str) -> String, encoding: Encoding) {
+    let text = escaper(secret);
+    assert_ne!(text, secret, "the escaper changes the value");
+    for (body, at) in placements(&text) {
+        let whole = vec![Bytes::from(body.clone())];
+        let split: Vec<Bytes> = body.chunks(7).map(Bytes::copy_from_slice).collect();
+        for chunks in [whole, split] {
+            let f = one_mine(&echo_pair(secret, &[], chunks));
+            assert_eq!(f.sink.encoding, encoding, "{text}");
+            assert_eq!(f.exposure, Exposure::Full, "{text}");
+            assert_eq!(f.sink.offset, at, "{text}");
+            assert_eq!(f.sink.location, SinkLocation::Body);
+        }
+    }
+    let (body, at) = placements(&text).remove(1);
+    let f = one_mine(&echo_pair(
+        secret,
+        &[("content-encoding", b"gzip")],
+        vec![Bytes::from(gzip(&body))],
+    ));
+    assert_eq!(
+        (f.sink.encoding, f.sink.content_encoding, f.sink.offset),
+        (encoding, ContentEncoding::Gzip, at),
+        "{text}"
+    );
+}
+
+/// A value that differs from `secret` in its first and last character
+/// (so no partial run of it either), escaped by `escaper`, and a masked
+/// echo of it: nothing.
+fn look_alikes_silent(secret: &str, escaper: fn(&str) -> String) {
+    let mut other: Vec<char> = secret.chars().collect();
+    let flip = |c: char| if c == 'Q' { 'R' } else { 'Q' };
+    let last = other.len() - 1;
+    other[0] = flip(other[0]);
+    other[last] = flip(other[last]);
+    let last4: String = secret.chars().skip(secret.chars().count() - 4).collect();
+    let other: String = other.into_iter().collect();
+    let masked = format!("****{last4}");
+    for text in [escaper(&other), escaper(&masked)] {
+        none_mine(&echo_pair(
+            secret,
+            &[],
+            vec![Bytes::from(text.into_bytes())],
+        ));
+    }
+}
+
+// ---------- 1: JSON escapers that escape only some characters ----------
+
+#[test]
+fn json_partial_escapers_are_found() {
+    let escapers: [(&str, fn(&str) -> String); 3] = [
+        ("go", go_json),
+        ("dotnet", dotnet_json),
+        ("ensure_ascii", ensure_ascii),
+    ];
+    for secret in [PW_HTML_SAFE, TOKEN_B64, PW_UNICODE, PW_QUOTES] {
+        for (name, esc) in escapers {
+            if esc(secret) == secret {
+                continue;
+            }
+            eprintln!("{name}: {}", esc(secret).len());
+            found_as(secret, esc, Encoding::JsonEscaped);
+            look_alikes_silent(secret, esc);
+        }
+    }
+}
+
+// ---------- 2: HTML escapers ----------
+
+#[test]
+fn html_escapers_are_found() {
+    let escapers: [fn(&str) -> String; 3] = [markupsafe, htmlspecialchars, html_mixed];
+    for secret in [PW_QUOTES, PW_HTML_SAFE, PW_UNICODE, TOKEN_B64] {
+        for esc in escapers {
+            if esc(secret) == secret {
+                continue;
+            }
+            found_as(secret, esc, Encoding::HtmlEntity);
+            look_alikes_silent(secret, esc);
+        }
+    }
+}
+
+// ---------- 3: percent-encoders with other reserved sets ----------
+
+#[test]
+fn percent_encoders_with_other_reserved_sets_are_found() {
+    let escapers: [fn(&str) -> String; 3] = [py_quote, encode_uri_component, percent_lower];
+    for secret in [TOKEN_URL, TOKEN_B64, PW_UNICODE, PW_QUOTES] {
+        for esc in escapers {
+            found_as(secret, esc, Encoding::Percent);
+            look_alikes_silent(secret, esc);
+        }
+    }
+}
+
+/// A body with the escape characters but the value raw stays `plain`; an
+/// escaped look-alike of an unescapable key costs no finding.
+#[test]
+fn escape_characters_elsewhere_keep_plain() {
+    let body = format!("{{\"a\":\"x\\u0026y %2F &amp;\",\"k\":\"{TOKEN_B64}\"}}");
+    let f = one_mine(&echo_pair(TOKEN_B64, &[], vec![Bytes::from(body.clone())]));
+    assert_eq!(f.sink.encoding, Encoding::Plain);
+    assert_eq!(f.sink.offset, body.find(TOKEN_B64).unwrap() as u64);
+}
+
+// ---------- 4: base64 label from the surrounding run ----------
+
+/// A value whose base64 inner forms at all three alignments have none of
+/// `+/-_` (both alphabets give the same needles).
+fn alphabet_neutral_value() -> String {
+    let mut rng = crate::test_rng::XorShift::new(0x5eed_b64);
+    let alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    loop {
+        let v: String = (0..24)
+            .map(|_| alnum[rng.below(alnum.len())] as char)
+            .collect();
+        let neutral = super::forms::base64_inner(v.as_bytes(), false)
+            .iter()
+            .all(|n| !n.iter().any(|b| matches!(b, b'+' | b'/')));
+        if neutral {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn base64_label_follows_the_surrounding_run() {
+    let key = alphabet_neutral_value();
+    let req: &[(&str, &[u8])] = &[("x-api-key", key.as_bytes())];
+    for pre in 0..3 {
+        // Bytes 0xfb/0xff far from the key give `-`/`_` (or `+`/`/`).
+        let mut blob = vec![0xfbu8, 0xff, 0xfe, 0xfb, 0xef, 0xbe];
+        blob.extend_from_slice(&b"{\"user\":\"alice\",\"tok\":\""[pre..]);
+        blob.extend_from_slice(key.as_bytes());
+        blob.extend_from_slice(b"\",\"n\":1}");
+        blob.extend_from_slice(&[0xff, 0xfb, 0xef]);
+        let url = URL_SAFE_NO_PAD.encode(&blob);
+        let std = STANDARD.encode(&blob);
+        assert!(url.contains(['-', '_']) && std.contains(['+', '/']));
+        for (text, want) in [(&url, Encoding::Base64url), (&std, Encoding::Base64)] {
+            let body = format!("{{\"state\":\"{text}\"}}");
+            let f = one_mine(&pair(req, "/", &[], body.as_bytes()));
+            assert_eq!(f.sink.encoding, want, "pre {pre}: {text}");
+            // Split so the run's telling bytes are in other blocks.
+            let chunks: Vec<Bytes> = body
+                .as_bytes()
+                .chunks(5)
+                .map(Bytes::copy_from_slice)
+                .collect();
+            let p = pair_full(req, "/", Body::default(), &[], chunks);
+            assert_eq!(one_mine(&p).sink.encoding, want, "pre {pre}, split");
+        }
+        // A Flask-style session cookie (base64url) set in a header.
+        let cookie = format!("session={url}.Zk1x; HttpOnly");
+        let f = one_mine(&pair(req, "/", &[("set-cookie", cookie.as_bytes())], b""));
+        assert_eq!(
+            (f.sink.location, f.sink.encoding),
+            (SinkLocation::Header, Encoding::Base64url)
+        );
+    }
+    // Neither alphabet's own bytes in the run: the default, `base64`.
+    let plain_blob = format!("{{\"tok\":\"{key}\"}}");
+    let text = URL_SAFE_NO_PAD.encode(plain_blob.as_bytes());
+    if !text.contains(['-', '_']) {
+        let f = one_mine(&pair(req, "/", &[], text.as_bytes()));
+        assert_eq!(f.sink.encoding, Encoding::Base64);
+    }
+}
