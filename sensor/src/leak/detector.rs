@@ -764,10 +764,15 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
 }
 
 /// Unmasked runs that make a partial exposure: the leading and trailing run of
-/// max(`partial_min_chars`, vendor prefix + 8) chars — or 50 % of the value when
-/// that is shorter — but never the whole value, and only when the part beyond
-/// a vendor prefix is random enough; plus a JWT's signature alone.  Each is
-/// handed to `out` (slices of the value, nothing copied).
+/// max(`partial_min_chars`, shared prefix + max(8, shared prefix)) chars — or
+/// 50 % of the value when that is shorter — but never the whole value, and
+/// only when the part beyond the prefix is random enough; plus a JWT's
+/// signature alone.  A JWT's leading run goes on to the 8th character of its
+/// signature: its header segment (and often the start of its payload) is
+/// the same in every token of its issuer, so a new token (a refresh, an
+/// id_token) would match a shorter one; only runs that reach into the
+/// signature, the part unique to the token, count.
+/// Each is handed to `out` (slices of the value, nothing copied).
 fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
     let v = &c.value[..];
     if c.kind == CredentialType::BasicCredentials {
@@ -777,12 +782,20 @@ fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
     }
     let half = v.len().div_ceil(2);
     let base = cfg.partial_min_chars.min(half).max(1);
-    let len = base.max(c.vendor_prefix_len + PARTIAL_MIN_SECRET_CHARS);
+    // A run is never mostly a prefix every token of its kind shares.
+    let prefix = c.vendor_prefix_len.max(label_prefix_len(v));
+    let len = base.max(prefix + PARTIAL_MIN_SECRET_CHARS.max(prefix));
     if len < v.len() {
-        let head = &v[..len];
-        if entropy(&head[c.vendor_prefix_len..]) >= PARTIAL_MIN_ENTROPY {
+        let head = match c.jwt_signature {
+            // Header and payload, then enough of the signature: a token
+            // echoed cut short.
+            Some((s, _)) => &v[..(s + PARTIAL_MIN_SECRET_CHARS).min(v.len())],
+            None => &v[..len],
+        };
+        if head.len() < v.len() && entropy(&head[prefix.min(head.len())..]) >= PARTIAL_MIN_ENTROPY {
             out(head);
         }
+        // A JWT's tail ends in its signature.
         let tail = &v[v.len() - len..];
         if entropy(tail) >= PARTIAL_MIN_ENTROPY {
             out(tail);
@@ -793,6 +806,35 @@ fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
             out(&v[s..e]);
         }
     }
+}
+
+/// Most letter segments a label prefix has (`sk-proj-`, `myco_live_key_`).
+const MAX_LABEL_SEGMENTS: usize = 3;
+/// Longest label segment, separator excluded.
+const MAX_LABEL_SEGMENT: usize = 10;
+
+/// Length of a leading label like a vendor's (`sk-proj-`, `myco_live_`):
+/// up to [`MAX_LABEL_SEGMENTS`] runs of letters each ended by `_` or `-`,
+/// which tokens of one issuer share whether or not the prefix is known
+/// ([`extract::VENDOR_PREFIXES`]).
+fn label_prefix_len(v: &[u8]) -> usize {
+    let mut len = 0;
+    for _ in 0..MAX_LABEL_SEGMENTS {
+        let rest = &v[len..];
+        let letters = rest
+            .iter()
+            .take(MAX_LABEL_SEGMENT + 1)
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
+        if letters == 0 || letters > MAX_LABEL_SEGMENT {
+            break;
+        }
+        match rest.get(letters) {
+            Some(b'_' | b'-') if letters + 1 < rest.len() => len += letters + 1,
+            _ => break,
+        }
+    }
+    len
 }
 
 /// Masked echoes: `****`+last4 (any vendor prefix before it), first4+`…`/`...`/`***`,

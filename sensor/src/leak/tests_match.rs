@@ -427,3 +427,51 @@ fn base64_label_follows_the_surrounding_run() {
         assert_eq!(f.sink.encoding, Encoding::Base64);
     }
 }
+
+// ---------- 5: partial exposure of JWTs and prefixed keys ----------
+
+#[test]
+fn a_new_jwt_of_the_same_issuer_is_not_a_partial_leak() {
+    let req: &[(&str, &[u8])] = &[("authorization", &bearer(JWT_OLD))];
+    let refresh =
+        format!("{{\"access_token\":\"{JWT_NEW}\",\"token_type\":\"Bearer\",\"expires_in\":3600}}");
+    none_mine(&pair(req, "/oauth/token", &[], refresh.as_bytes()));
+    let userinfo = format!("{{\"sub\":\"alice\",\"id_token\":\"{JWT_NEW}\"}}");
+    none_mine(&pair(req, "/userinfo", &[], userinfo.as_bytes()));
+    // The old token's header and payload without its signature: nothing either.
+    let unsigned = &JWT_OLD[..JWT_OLD.rfind('.').unwrap()];
+    none_mine(&pair(
+        req,
+        "/",
+        &[],
+        format!("{{\"t\":\"{unsigned}.\"}}").as_bytes(),
+    ));
+    // Its signature, alone or cut, is a partial leak; the whole token a full one.
+    let sig = &JWT_OLD[JWT_OLD.rfind('.').unwrap() + 1..];
+    let f = one_mine(&pair(req, "/", &[], format!("sig={sig}").as_bytes()));
+    assert_eq!(f.exposure, Exposure::Partial);
+    // Cut short, but with some of the signature: partial.
+    let cut = &JWT_OLD[..JWT_OLD.len() - 2];
+    let f = one_mine(&pair(req, "/", &[], format!("{cut}…").as_bytes()));
+    assert_eq!(f.exposure, Exposure::Partial);
+    let tail = &JWT_OLD[JWT_OLD.len() - 20..];
+    let f = one_mine(&pair(req, "/", &[], format!("..{tail}").as_bytes()));
+    assert_eq!(f.exposure, Exposure::Partial);
+    let f = one_mine(&pair(req, "/", &[], JWT_OLD.as_bytes()));
+    assert_eq!(f.exposure, Exposure::Full);
+}
+
+#[test]
+fn a_partial_run_is_not_mostly_a_shared_prefix() {
+    for key in [PAT, LABELLED] {
+        let req: &[(&str, &[u8])] = &[("x-api-key", key.as_bytes())];
+        let prefix = if key == PAT { 11 } else { 14 };
+        // Another key of the issuer sharing the prefix and the next 8 chars.
+        let other = format!("{}{}", &key[..prefix + 8], "Zz9Yy8Xx7Ww6Vv5Uu4Tt3Ss2");
+        none_mine(&pair(req, "/", &[], format!("key={other}").as_bytes()));
+        // As many secret characters as prefix ones: a partial leak.
+        let run = &key[..2 * prefix];
+        let f = one_mine(&pair(req, "/", &[], format!("key={run}#").as_bytes()));
+        assert_eq!(f.exposure, Exposure::Partial, "{prefix}");
+    }
+}
