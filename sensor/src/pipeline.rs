@@ -629,6 +629,9 @@ impl Pipeline {
                 .with_label_values(&[role, sink.as_str()])
                 .inc();
         }
+        self.metrics
+            .credentials_dropped
+            .inc_by(inspection.credentials_dropped as u64);
         if let Some(ce) = inspection.decompress_cap_hit {
             self.metrics
                 .decompress_cap_hits

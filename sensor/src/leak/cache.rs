@@ -71,6 +71,8 @@ struct CredKey {
     value: Zeroizing<Vec<u8>>,
     vendor_prefix_len: usize,
     basic: bool,
+    /// Searched for percent-decoded too (derived from the value when set).
+    percent_decoded: bool,
 }
 
 impl CredKey {
@@ -79,6 +81,7 @@ impl CredKey {
             value: c.value.clone(),
             vendor_prefix_len: c.vendor_prefix_len,
             basic: c.kind == CredentialType::BasicCredentials,
+            percent_decoded: c.percent_decoded.is_some(),
         }
     }
 
@@ -86,6 +89,7 @@ impl CredKey {
         self.value[..] == c.value[..]
             && self.vendor_prefix_len == c.vendor_prefix_len
             && self.basic == (c.kind == CredentialType::BasicCredentials)
+            && self.percent_decoded == c.percent_decoded.is_some()
     }
 }
 
@@ -163,6 +167,7 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
             h.write(&c.value);
             h.write_usize(c.vendor_prefix_len);
             h.write_u8(u8::from(c.kind == CredentialType::BasicCredentials));
+            h.write_u8(u8::from(c.percent_decoded.is_some()));
         }
         h.finish()
     }
@@ -279,6 +284,8 @@ mod tests {
             value: Zeroizing::new(v.as_bytes().to_vec()),
             vendor_prefix_len: 0,
             jwt_signature: None,
+            percent_decoded: None,
+            sent_as_cookies: Vec::new(),
         }
     }
 

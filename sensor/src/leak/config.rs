@@ -17,6 +17,21 @@ pub struct LeakConfig {
     pub cookies: Vec<String>,
     /// Form / JSON / multipart body fields whose value is a credential.
     pub body_fields: Vec<String>,
+    /// Query parameter and body field names that end, once normalised
+    /// (lower-case ASCII letters and digits only: `new_password`,
+    /// `clientSecret`, `user[password]`), in one of these are credentials
+    /// too.  Entries are normalised the same way.
+    pub credential_name_suffixes: Vec<String>,
+    /// Words that make a name no credential whatever its suffix says
+    /// (anti-forgery, idempotency, pagination, captcha tokens): checked in
+    /// the normalised header, query, field and cookie name.  Names listed
+    /// in `headers`, `query_params`, `cookies` or `body_fields` still count.
+    pub not_credential_words: Vec<String>,
+    /// Cookies that are never session credentials however random their
+    /// value looks (analytics, advertising, consent, load-balancer
+    /// affinity); case-insensitive, one `*` in an entry stands for any run
+    /// of characters (`_ga_*`, `mp_*_mixpanel`).
+    pub not_credential_cookies: Vec<String>,
     /// Shortest value that can be a credential.
     pub min_length: usize,
     /// Least Shannon entropy (bits per byte) a value needs to be a candidate.
@@ -66,6 +81,103 @@ impl Default for LeakConfig {
                 "access_token",
                 "password",
                 "api_key",
+            ]),
+            credential_name_suffixes: v(&[
+                "password",
+                "passwd",
+                "passphrase",
+                "pwd",
+                "secret",
+                "token",
+                "apikey",
+                "secretkey",
+                "privatekey",
+                "accesskey",
+                "signingkey",
+                "subscriptionkey",
+                "credential",
+            ]),
+            not_credential_words: v(&[
+                // Anti-forgery tokens: made to be put in pages and read by
+                // scripts, echoed by design; they authenticate nothing alone.
+                "csrf",
+                "xsrf",
+                "authenticity",
+                // Request identities, not secrets.
+                "idempotency",
+                "websocketkey",
+                // Pagination and sync cursors (AWS `NextToken`, `pageToken`).
+                "pagetoken",
+                "nexttoken",
+                "pagination",
+                "cursor",
+                "continuation",
+                "synctoken",
+                // Proofs of a solved challenge, and push-notification addresses.
+                "captcha",
+                "turnstile",
+                "devicetoken",
+                "pushtoken",
+                "fcmtoken",
+            ]),
+            not_credential_cookies: v(&[
+                // Google Analytics / Ads
+                "_ga",
+                "_ga_*",
+                "_gat*",
+                "_gac_*",
+                "_gid",
+                "_gcl_*",
+                "__utm*",
+                "__gads",
+                "__gpi",
+                // Meta, Microsoft (Clarity, UET), TikTok, Pinterest, Snap, Reddit
+                "_fbp",
+                "_fbc",
+                "_clck",
+                "_clsk",
+                "_uet*",
+                "_ttp",
+                "_pin_unauth",
+                "_scid*",
+                "_rdt_uuid",
+                // Segment, Mixpanel, Amplitude, Heap, Snowplow, Hotjar, Matomo
+                "ajs_*",
+                "mp_*_mixpanel",
+                "amp_*",
+                "amplitude_id*",
+                "_hp2_*",
+                "_sp_id*",
+                "_sp_ses*",
+                "_hj*",
+                "_pk_*",
+                // HubSpot, Intercom (identities; its session cookie is not listed),
+                // Optimizely, Adobe, Datadog RUM, Stripe fraud signals
+                "__hstc",
+                "__hssc",
+                "__hssrc",
+                "hubspotutk",
+                "messagesutk",
+                "intercom-id-*",
+                "intercom-device-id-*",
+                "optimizelyenduserid",
+                "amcv_*",
+                "amcvs_*",
+                "s_vi",
+                "s_fid",
+                "_dd_s",
+                "__stripe_mid",
+                "__stripe_sid",
+                // Consent banners
+                "optanon*",
+                "cookieconsent",
+                "euconsent*",
+                "cookieyes-consent",
+                // Load-balancer affinity and bot management
+                "awsalb*",
+                "awselb*",
+                "__cf_bm",
+                "_cfuvid",
             ]),
             min_length: 8,
             min_entropy_bits: 2.5,

@@ -50,6 +50,9 @@ pub struct Inspection {
     pub masked_echoes: Vec<SinkLocation>,
     pub decompress_cap_hit: Option<ContentEncoding>,
     pub decode_errors: Vec<&'static str>,
+    /// Credentials the request carried beyond `extract::MAX_CREDENTIALS`,
+    /// not searched for.
+    pub credentials_dropped: usize,
 }
 
 pub struct Detector {
@@ -245,7 +248,10 @@ impl Detector {
     }
 
     pub fn inspect(&self, pair: &HttpPair) -> Inspection {
-        let creds = extract::extract(&pair.exchange.request, &self.config);
+        let extract::Extracted {
+            creds,
+            dropped: credentials_dropped,
+        } = extract::extract_counted(&pair.exchange.request, &self.config);
         if creds.is_empty() {
             return Inspection::default();
         }
@@ -264,7 +270,7 @@ impl Detector {
             stream,
             per,
         } = &mut scratch;
-        let insp = match self.matchers.lookup(&creds, variant) {
+        let mut insp = match self.matchers.lookup(&creds, variant) {
             Lookup::Hit(built) => {
                 self.scan(pair, &creds, &built.matcher, &built.needles, stream, per)
             }
@@ -292,6 +298,7 @@ impl Detector {
                 insp
             }
         };
+        insp.credentials_dropped = credentials_dropped;
         stream.reset();
         per.clear();
         self.scratch
@@ -513,6 +520,9 @@ impl Detector {
             super::forms::write_forms(&c.value, bytes, |bytes, start, enc| {
                 index.commit(bytes, start, ci, NeedleKind::Full(enc))
             });
+            if let Some(decoded) = &c.percent_decoded {
+                set.push(&[decoded], ci, NeedleKind::Full(Encoding::Plain));
+            }
         }
         for (ci, c) in creds.iter().enumerate() {
             partial_runs(c, &self.config, |run| {
@@ -741,8 +751,10 @@ fn scan_one(m: &Matcher, needles: &[Needle], hay: &[u8], per: &mut [SinkHits], d
     m.find_in(hay, |i, off| hit(&needles[i], off, per, decoded, at, None));
 }
 
-/// `Set-Cookie` re-setting the same cookie with the same value is a refresh,
-/// not a leak.
+/// `Set-Cookie` re-setting a cookie to the value the request sent in that
+/// same cookie is a refresh, not a leak — whatever other source (a Bearer
+/// token, a double-submit header) carried the value too, and whether the
+/// value is set as sent or percent-decoded.
 fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkHits]) {
     let first = set_cookie.split(|&b| b == b';').next().unwrap_or(b"");
     let Some(eq) = first.iter().position(|&b| b == b'=') else {
@@ -753,11 +765,17 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
         value = &value[1..value.len() - 1];
     }
+    let decoded = Zeroizing::new(url_decode(value, false));
     for (ci, c) in creds.iter().enumerate() {
-        if c.source == CredentialSource::Cookie
-            && c.name.eq_ignore_ascii_case(&name)
-            && c.value[..] == value[..]
-        {
+        let sent_in_this_cookie = (c.source == CredentialSource::Cookie
+            && c.name.eq_ignore_ascii_case(&name))
+            || c.sent_as_cookies
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(&name));
+        let is_set = |v: &[u8]| v == value || v == &decoded[..];
+        let same_value =
+            is_set(&c.value) || c.percent_decoded.as_deref().is_some_and(|d| is_set(d));
+        if sent_in_this_cookie && same_value {
             per[ci] = SinkHits::default();
         }
     }

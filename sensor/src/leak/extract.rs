@@ -21,6 +21,33 @@ pub const MAX_CREDENTIAL_LEN: usize = 4096;
 pub const RANDOM_COOKIE_MIN_LEN: usize = 16;
 /// …and at least this random (bits per byte).
 pub const RANDOM_COOKIE_MIN_ENTROPY: f64 = 3.5;
+/// Query names so generic (`?key=` an object path, `?code=` a promo code)
+/// that their value counts only when it looks machine-made
+/// ([`looks_machine_made`]): Google's `?key=AIza…`, an OAuth `?code=`.
+pub const GENERIC_CREDENTIAL_NAMES: &[&str] = &["key", "code"];
+/// Shortest run of letters taken for a word (`SALE`, `final`).
+pub const WORD_MIN_LEN: usize = 4;
+/// Most consonants in a row in a word (`BLACKFRIDAY`, `thanksgiving`).
+pub const MAX_WORD_CONSONANTS: usize = 4;
+/// Most vowels in a row in a word.
+pub const MAX_WORD_VOWELS: usize = 2;
+/// Least share of vowels (a, e, i, o, u) in a word: one in four (random
+/// letters have one in five).
+pub const MIN_WORD_VOWELS_PER: usize = 4;
+/// A value with at least this share of its letters in words was made by a
+/// person (two thirds: a random key has a word-like run now and then).
+pub const WORDY_NUMERATOR: usize = 2;
+pub const WORDY_DENOMINATOR: usize = 3;
+/// Longest file-name extension (`.pdf`, `.jpeg`, `.xlsx`).
+pub const MAX_EXTENSION_LEN: usize = 5;
+/// Values sent in password fields that are no one's password: what broken
+/// clients and placeholders send (compared case-insensitively).
+pub const PLACEHOLDER_PASSWORDS: &[&str] = &["password", "undefined", "[object object]"];
+/// Words in a cookie name (normalised) that make it likely a session
+/// cookie: kept first when a request carries more than [`MAX_CREDENTIALS`].
+pub const SESSION_COOKIE_WORDS: &[&str] = &["sess", "sid", "auth", "token", "jwt", "login"];
+/// Names (normalised) longer than this are normalised on the heap.
+const NAME_STACK_BYTES: usize = 64;
 
 /// One credential; the value is zeroized when dropped.
 pub struct Credential {
@@ -32,6 +59,14 @@ pub struct Credential {
     pub vendor_prefix_len: usize,
     /// A JWT's signature segment (matched alone as a partial exposure).
     pub jwt_signature: Option<(usize, usize)>,
+    /// The value percent-decoded, when it was sent percent-encoded in a
+    /// cookie (`s%3A…`, Express's signed cookies): applications read and
+    /// echo it decoded (`s:…`), which is the whole value too.
+    pub percent_decoded: Option<Zeroizing<Vec<u8>>>,
+    /// The request's cookies that carried this value (as sent or
+    /// percent-decoded), whatever source it is reported under: a response
+    /// setting one of them to this value again refreshes it, leaks nothing.
+    pub sent_as_cookies: Vec<String>,
 }
 
 impl std::fmt::Debug for Credential {
@@ -166,6 +201,110 @@ pub fn is_candidate(v: &[u8], cfg: &LeakConfig) -> bool {
     true
 }
 
+/// Can this value of a field named as a password be one?  As
+/// [`is_candidate`], but a word-like value counts (people use passphrases:
+/// `sunflowerpurple`), unless it is trivially guessable: too little entropy
+/// (`aaaaaaaa`), a run of consecutive characters (`abcdefgh`), all digits
+/// (`12345678`, as in [`is_candidate`]) or a placeholder (`undefined`).
+pub fn is_password_candidate(v: &[u8], cfg: &LeakConfig) -> bool {
+    if v.len() < cfg.min_length.max(1) || v.len() > MAX_CREDENTIAL_LEN {
+        return false;
+    }
+    if entropy(v) < cfg.min_entropy_bits || is_sequence(v) {
+        return false;
+    }
+    if v.iter().all(|b| b.is_ascii_digit()) && v.len() < 16 {
+        return false;
+    }
+    !PLACEHOLDER_PASSWORDS
+        .iter()
+        .any(|p| p.as_bytes().eq_ignore_ascii_case(v))
+}
+
+/// Each byte one more (or each one less) than the one before: `abcdefgh`, `98765432`.
+fn is_sequence(v: &[u8]) -> bool {
+    let steps = |d: i16| v.windows(2).all(|w| i16::from(w[1]) - i16::from(w[0]) == d);
+    v.len() > 1 && (steps(1) || steps(-1))
+}
+
+/// Does this value look made by a program (a key, a code) rather than by
+/// a person or for a path?  Vendor-prefixed keys and JWTs do.  Otherwise:
+/// no whitespace or `@` (sentences, e-mail addresses), no file extension
+/// (`uploads/2024/report.pdf`), and less than
+/// [`WORDY_NUMERATOR`]/[`WORDY_DENOMINATOR`] of its letters in
+/// pronounceable words (`SUMMER2024SALE`, `Q3-report_final`).  Random
+/// letters make a word now and then, seldom most of a value: their
+/// consonants (and vowels) cluster.  (Entropy is [`is_candidate`]'s to check.)
+pub fn looks_machine_made(v: &[u8]) -> bool {
+    if vendor_prefix(v).is_some() || jwt_signature(v).is_some() {
+        return true;
+    }
+    if v.iter().any(|&b| b.is_ascii_whitespace() || b == b'@') || has_file_extension(v) {
+        return false;
+    }
+    let letters = v.iter().filter(|b| b.is_ascii_alphabetic()).count();
+    word_letters(v) * WORDY_DENOMINATOR < letters * WORDY_NUMERATOR
+}
+
+/// Ends in `.` and one to [`MAX_EXTENSION_LEN`] letters or digits, at
+/// least one a letter (`.pdf`, `.mp4`), after something.
+fn has_file_extension(v: &[u8]) -> bool {
+    let Some(dot) = v.iter().rposition(|&b| b == b'.') else {
+        return false;
+    };
+    let ext = &v[dot + 1..];
+    dot > 0
+        && (1..=MAX_EXTENSION_LEN).contains(&ext.len())
+        && ext.iter().all(u8::is_ascii_alphanumeric)
+        && ext.iter().any(u8::is_ascii_alphabetic)
+}
+
+/// Letters of `v` in words: runs of one case (`SALE`, `report`; a capital
+/// and the lower-case run after it, `Final`) of [`WORD_MIN_LEN`] or more
+/// letters with vowels enough and not too many consonants or vowels in a
+/// row, as in written words (`SUMMER`, `Final`; not `xkcdq`, `qoeuz`).
+fn word_letters(v: &[u8]) -> usize {
+    let mut count = 0;
+    let mut i = 0;
+    while i < v.len() {
+        let upper = v[i].is_ascii_uppercase();
+        if !v[i].is_ascii_alphabetic() {
+            i += 1;
+            continue;
+        }
+        let same_case = |b: u8| b.is_ascii_alphabetic() && b.is_ascii_uppercase() == upper;
+        let mut end = i + 1;
+        while end < v.len() && same_case(v[end]) {
+            end += 1;
+        }
+        if upper && end == i + 1 && end < v.len() && v[end].is_ascii_lowercase() {
+            end += 1;
+            while end < v.len() && v[end].is_ascii_lowercase() {
+                end += 1;
+            }
+        }
+        if is_word(&v[i..end]) {
+            count += end - i;
+        }
+        i = end;
+    }
+    count
+}
+
+fn is_word(letters: &[u8]) -> bool {
+    let vowel = |b: &u8| b"aeiouAEIOU".contains(b);
+    let consonant = |b: &u8| !vowel(b);
+    let vowels = letters.iter().filter(|b| vowel(b)).count();
+    letters.len() >= WORD_MIN_LEN
+        && vowels * MIN_WORD_VOWELS_PER >= letters.len()
+        && letters
+            .split(vowel)
+            .all(|run| run.len() <= MAX_WORD_CONSONANTS)
+        && letters
+            .split(consonant)
+            .all(|run| run.len() <= MAX_WORD_VOWELS)
+}
+
 /// Known vendor prefixes: (prefix, type, looks live).  `ghp_`/`github_pat_`
 /// are long-lived personal tokens used like API keys → `api_key`; `gho_` is an
 /// OAuth access token → `access_token`.
@@ -208,15 +347,55 @@ pub fn jwt_signature(v: &[u8]) -> Option<(usize, usize)> {
     Some((start, v.len()))
 }
 
-struct Extractor<'c> {
-    cfg: &'c LeakConfig,
-    out: Vec<Credential>,
+/// A credential found, before the request's best [`MAX_CREDENTIALS`] are kept.
+struct Candidate {
+    cred: Credential,
+    /// Which are kept first: lower is better ([`keep_tier`]).
+    tier: u8,
 }
 
-impl Extractor<'_> {
+/// What [`extract_counted`] found in a request.
+#[derive(Debug, Default)]
+pub struct Extracted {
+    /// The credentials kept, in the order the request carried them.
+    pub creds: Vec<Credential>,
+    /// Distinct credentials found beyond [`MAX_CREDENTIALS`] and not searched for.
+    pub dropped: usize,
+}
+
+struct Extractor<'c> {
+    cfg: &'c LeakConfig,
+    found: Vec<Candidate>,
+}
+
+impl<'c> Extractor<'c> {
+    fn new(cfg: &'c LeakConfig) -> Self {
+        Extractor {
+            cfg,
+            found: Vec::new(),
+        }
+    }
+
+    /// Takes `v` if it can be a credential.
     fn add(&mut self, source: CredentialSource, name: &str, kind: CredentialType, v: &[u8]) {
-        if !is_candidate(v, self.cfg) || self.out.len() >= MAX_CREDENTIALS {
-            return;
+        self.take(source, name, kind, v);
+    }
+
+    /// As [`Extractor::add`], and returns the credential as taken.
+    fn take(
+        &mut self,
+        source: CredentialSource,
+        name: &str,
+        kind: CredentialType,
+        v: &[u8],
+    ) -> Option<&mut Credential> {
+        let candidate = if kind == CredentialType::Password {
+            is_password_candidate(v, self.cfg)
+        } else {
+            is_candidate(v, self.cfg)
+        };
+        if !candidate {
+            return None;
         }
         let mut kind = kind;
         let mut vendor_prefix_len = 0;
@@ -229,64 +408,203 @@ impl Extractor<'_> {
                 kind = CredentialType::Jwt;
             }
         }
-        let rank = |c: &Credential| {
-            (
-                c.kind == CredentialType::Secret,
-                match c.source {
-                    CredentialSource::Authorization => 0,
-                    CredentialSource::Header => 1,
-                    CredentialSource::Cookie => 2,
-                    CredentialSource::Query => 3,
-                    CredentialSource::Json => 4,
-                    CredentialSource::Form => 5,
-                },
-            )
-        };
-        let new = Credential {
-            source,
-            name: name.to_string(),
-            kind,
-            value: Zeroizing::new(v.to_vec()),
-            vendor_prefix_len,
-            jwt_signature: jwt,
-        };
-        if let Some(old) = self.out.iter_mut().find(|c| c.value[..] == v[..]) {
-            if rank(&new) < rank(old) {
-                *old = new;
-            }
-            return;
-        }
-        self.out.push(new);
+        self.found.push(Candidate {
+            tier: keep_tier(self.cfg, source, name),
+            cred: Credential {
+                source,
+                name: name.to_string(),
+                kind,
+                value: Zeroizing::new(v.to_vec()),
+                vendor_prefix_len,
+                jwt_signature: jwt,
+                percent_decoded: None,
+                sent_as_cookies: Vec::new(),
+            },
+        });
+        self.found.last_mut().map(|c| &mut c.cred)
     }
+
+    /// One credential per distinct value (the best-named one: see
+    /// [`report_rank`]), the best [`MAX_CREDENTIALS`] of them by
+    /// [`keep_tier`] (so no number of cookies crowds out an Authorization
+    /// header), in the order the request carried them.
+    fn finish(self, req: &Request) -> Extracted {
+        let found = self.found;
+        // Groups of equal values, each in request order: sorting, not a
+        // search per value, since a request may carry thousands of cookies.
+        let mut by_value: Vec<usize> = (0..found.len()).collect();
+        by_value.sort_by(|&a, &b| {
+            found[a].cred.value[..]
+                .cmp(&found[b].cred.value[..])
+                .then(a.cmp(&b))
+        });
+        // (position of the value's first occurrence, the candidate reported)
+        let mut distinct: Vec<(usize, usize)> = by_value
+            .chunk_by(|&a, &b| found[a].cred.value[..] == found[b].cred.value[..])
+            .map(|group| {
+                let best = group
+                    .iter()
+                    .copied()
+                    .min_by_key(|&i| (report_rank(&found[i].cred), i))
+                    .expect("groups are not empty");
+                (group[0], best)
+            })
+            .collect();
+        distinct.sort_by_key(|&(first, best)| (found[best].tier, first));
+        let dropped = distinct.len().saturating_sub(MAX_CREDENTIALS);
+        distinct.truncate(MAX_CREDENTIALS);
+        distinct.sort_by_key(|&(first, _)| first);
+        let mut found: Vec<Option<Candidate>> = found.into_iter().map(Some).collect();
+        let mut creds: Vec<Credential> = distinct
+            .iter()
+            .map(|&(_, best)| found[best].take().expect("each kept once").cred)
+            .collect();
+        note_cookies_sent(req, &mut creds);
+        Extracted { creds, dropped }
+    }
+}
+
+/// Of credentials with the same value, which one a finding names: a
+/// specific type before `secret`, then by source.
+fn report_rank(c: &Credential) -> (bool, u8) {
+    let source = match c.source {
+        CredentialSource::Authorization => 0,
+        CredentialSource::Header => 1,
+        CredentialSource::Cookie => 2,
+        CredentialSource::Query => 3,
+        CredentialSource::Json => 4,
+        CredentialSource::Form => 5,
+    };
+    (c.kind == CredentialType::Secret, source)
+}
+
+/// Which credentials are kept first when a request carries too many:
+/// Authorization, then named credential headers, then query and body
+/// fields, then session-like cookies, then other random-looking cookies
+/// (a browser sends dozens of those).
+fn keep_tier(cfg: &LeakConfig, source: CredentialSource, name: &str) -> u8 {
+    match source {
+        CredentialSource::Authorization => 0,
+        CredentialSource::Header => 1,
+        CredentialSource::Query | CredentialSource::Json | CredentialSource::Form => 2,
+        CredentialSource::Cookie if is_session_like_cookie(cfg, name) => 3,
+        CredentialSource::Cookie => 4,
+    }
+}
+
+fn is_session_like_cookie(cfg: &LeakConfig, name: &str) -> bool {
+    cfg.cookies.iter().any(|c| c.eq_ignore_ascii_case(name))
+        || with_normalized(name, |n| SESSION_COOKIE_WORDS.iter().any(|w| n.contains(w)))
+}
+
+/// Records, on each credential, the request's cookies that carried its
+/// value, as sent or percent-decoded (see [`Credential::sent_as_cookies`]).
+fn note_cookies_sent(req: &Request, creds: &mut [Credential]) {
+    if creds.is_empty() {
+        return;
+    }
+    for h in req.headers.iter().filter(|h| h.name == "cookie") {
+        for (name, val) in cookie_pairs(trim(h.value)) {
+            let decoded = val
+                .contains(&b'%')
+                .then(|| Zeroizing::new(percent_decode(val, false)));
+            let name = String::from_utf8_lossy(name);
+            for c in creds.iter_mut() {
+                let sent =
+                    c.value[..] == *val || decoded.as_ref().is_some_and(|d| c.value[..] == d[..]);
+                if sent && !c.sent_as_cookies.iter().any(|n| *n == name) {
+                    c.sent_as_cookies.push(name.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// `name` lower-cased with only its ASCII letters and digits kept
+/// (`new_password`, `newPassword`, `user[new-password]` → `newpassword`),
+/// handed to `f`; on the stack for every usual name.
+fn with_normalized<R>(name: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; NAME_STACK_BYTES];
+    let mut heap = Vec::new();
+    let mut n = 0;
+    for b in name.bytes().filter(u8::is_ascii_alphanumeric) {
+        let b = b.to_ascii_lowercase();
+        if n < buf.len() {
+            buf[n] = b;
+        } else {
+            if heap.is_empty() {
+                heap.extend_from_slice(&buf);
+            }
+            heap.push(b);
+        }
+        n += 1;
+    }
+    let bytes = if heap.is_empty() {
+        &buf[..n]
+    } else {
+        &heap[..]
+    };
+    f(std::str::from_utf8(bytes).expect("ASCII letters and digits"))
 }
 
 /// The type a header/param/field name implies.
 fn kind_for_name(name: &str) -> CredentialType {
-    // Lower-cased on the stack when short (every usual name): no allocation.
-    let mut buf = [0u8; 64];
-    let owned;
-    let n: &str = if name.len() <= buf.len() {
-        let b = &mut buf[..name.len()];
-        b.copy_from_slice(name.as_bytes());
-        b.make_ascii_lowercase();
-        std::str::from_utf8(b).expect("ASCII lower-casing keeps UTF-8 valid")
-    } else {
-        owned = name.to_ascii_lowercase();
-        &owned
-    };
-    if n.contains("client_secret") || n.contains("client-secret") {
-        CredentialType::ClientSecret
-    } else if n.contains("refresh") {
-        CredentialType::RefreshToken
-    } else if n.contains("password") || n == "passwd" || n == "pwd" {
-        CredentialType::Password
-    } else if n.contains("key") {
-        CredentialType::ApiKey
-    } else if n.contains("access") || n.contains("token") {
-        CredentialType::AccessToken
-    } else {
-        CredentialType::Secret
+    with_normalized(name, |n| {
+        if n.contains("clientsecret") {
+            CredentialType::ClientSecret
+        } else if n.contains("refresh") {
+            CredentialType::RefreshToken
+        } else if n.contains("password")
+            || n.contains("passwd")
+            || n.contains("passphrase")
+            || n.ends_with("pwd")
+        {
+            CredentialType::Password
+        } else if n.contains("key") {
+            CredentialType::ApiKey
+        } else if n.contains("access") || n.contains("token") {
+            CredentialType::AccessToken
+        } else {
+            CredentialType::Secret
+        }
+    })
+}
+
+/// Whether a name (normalised) says its value is no credential
+/// (`not_credential_words`: `x-csrf-token`, `Idempotency-Key`, `pageToken`).
+fn is_not_credential_name(cfg: &LeakConfig, normalized: &str) -> bool {
+    cfg.not_credential_words
+        .iter()
+        .any(|w| !w.is_empty() && normalized.contains(w.as_str()))
+}
+
+/// Whether a query parameter or body field named `name` carries a
+/// credential: listed in `configured` (as sent, any case), or its
+/// normalised name ends in one of `credential_name_suffixes` and has none
+/// of `not_credential_words`.
+fn is_credential_name(cfg: &LeakConfig, configured: &[String], name: &[u8]) -> bool {
+    if configured
+        .iter()
+        .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
+    {
+        return true;
     }
+    with_normalized(&String::from_utf8_lossy(name), |n| {
+        cfg.credential_name_suffixes
+            .iter()
+            .any(|s| !s.is_empty() && n.ends_with(s.as_str()))
+            && !is_not_credential_name(cfg, n)
+    })
+}
+
+/// Whether the value of query parameter `name` is a credential: any
+/// candidate, but under a generic name ([`GENERIC_CREDENTIAL_NAMES`]) only
+/// a machine-made one.
+fn query_value_counts(name: &str, v: &[u8]) -> bool {
+    !GENERIC_CREDENTIAL_NAMES
+        .iter()
+        .any(|g| g.eq_ignore_ascii_case(name))
+        || looks_machine_made(v)
 }
 
 fn percent_decode(s: &[u8], plus_space: bool) -> Vec<u8> {
@@ -334,17 +652,18 @@ fn urlencoded_pairs(s: &[u8]) -> Vec<(Vec<u8>, Zeroizing<Vec<u8>>)> {
 }
 
 fn field_match(cfg: &LeakConfig, name: &[u8]) -> bool {
-    cfg.body_fields
-        .iter()
-        .any(|f| f.as_bytes().eq_ignore_ascii_case(name))
+    is_credential_name(cfg, &cfg.body_fields, name)
 }
 
-/// Every credential in `req`.
+/// Every credential in `req` (at most [`MAX_CREDENTIALS`]).
 pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
-    let mut ex = Extractor {
-        cfg,
-        out: Vec::new(),
-    };
+    extract_counted(req, cfg).creds
+}
+
+/// Every credential in `req`, the best [`MAX_CREDENTIALS`] kept, and how
+/// many more there were.
+pub fn extract_counted(req: &Request, cfg: &LeakConfig) -> Extracted {
+    let mut ex = Extractor::new(cfg);
     for h in &req.headers {
         let v = trim(h.value);
         match h.name {
@@ -358,10 +677,12 @@ pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
     }
     credential_params(req, cfg, |k, raw_v| {
         let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
-        ex.add(CredentialSource::Query, k, kind_for_name(k), &v);
+        if query_value_counts(k, &v) {
+            ex.add(CredentialSource::Query, k, kind_for_name(k), &v);
+        }
     });
     body(&mut ex, req);
-    ex.out
+    ex.finish(req)
 }
 
 /// Hands `found` each query parameter of `req` named in `query_params`: its
@@ -383,9 +704,8 @@ fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str
         } else {
             Cow::Borrowed(raw_k)
         };
-        let k = String::from_utf8_lossy(&k);
-        if cfg.query_params.iter().any(|p| p.eq_ignore_ascii_case(&k)) {
-            found(&k, raw_v);
+        if is_credential_name(cfg, &cfg.query_params, &k) {
+            found(&String::from_utf8_lossy(&k), raw_v);
         }
     }
 }
@@ -419,22 +739,23 @@ pub fn may_carry_credential(req: &Request, cfg: &LeakConfig) -> bool {
     // them over several Cookie headers.
     cookie
         && req.headers.iter().filter(|h| h.name == "cookie").any(|h| {
-            let mut ex = Extractor {
-                cfg,
-                out: Vec::new(),
-            };
+            let mut ex = Extractor::new(cfg);
             cookies(&mut ex, trim(h.value));
-            !ex.out.is_empty()
+            !ex.found.is_empty()
         })
 }
 
-/// Header names (lower-case) that carry credentials, besides Authorization/Cookie.
+/// Header names (lower-case) that carry credentials, besides
+/// Authorization/Cookie: those listed, and those with a credential suffix
+/// (`-key`, `-token`) whose name says it is none (`Idempotency-Key`,
+/// `Sec-WebSocket-Key`, `X-CSRF-Token`: see `not_credential_words`).
 pub fn is_credential_header_name(cfg: &LeakConfig, lower: &str) -> bool {
     cfg.headers.iter().any(|h| h == lower)
-        || cfg
+        || (cfg
             .header_suffixes
             .iter()
             .any(|s| lower.len() > s.len() && lower.ends_with(s.as_str()))
+            && !with_normalized(lower, |n| is_not_credential_name(cfg, n)))
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -479,12 +800,7 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
                     &dec,
                 );
                 if let Some(i) = dec.iter().position(|&b| b == b':') {
-                    ex.add(
-                        CredentialSource::Authorization,
-                        "basic_password",
-                        CredentialType::Password,
-                        &dec[i + 1..],
-                    );
+                    basic_parts(ex, &dec[..i], &dec[i + 1..]);
                 }
             }
         }
@@ -511,27 +827,87 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
     }
 }
 
-fn cookies(ex: &mut Extractor, v: &[u8]) {
-    for part in v.split(|&b| b == b';') {
+/// The password of a Basic pair; or, when there is no password worth the
+/// name (empty: Stripe's `sk_live_…:`; one character: Freshdesk's `key:X`),
+/// the username, if it looks like a key rather than a person's name.
+fn basic_parts(ex: &mut Extractor, user: &[u8], password: &[u8]) {
+    if is_password_candidate(password, ex.cfg) {
+        ex.add(
+            CredentialSource::Authorization,
+            "basic_password",
+            CredentialType::Password,
+            password,
+        );
+    } else if is_candidate(user, ex.cfg) && looks_machine_made(user) {
+        ex.add(
+            CredentialSource::Authorization,
+            "basic",
+            CredentialType::ApiKey,
+            user,
+        );
+    }
+}
+
+/// A Cookie header's `name=value` pairs (values unquoted).
+fn cookie_pairs(v: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    v.split(|&b| b == b';').filter_map(|part| {
         let part = trim(part);
-        let Some(i) = part.iter().position(|&b| b == b'=') else {
-            continue;
-        };
-        let name = String::from_utf8_lossy(trim(&part[..i])).into_owned();
+        let i = part.iter().position(|&b| b == b'=')?;
         let mut val = trim(&part[i + 1..]);
         if val.len() >= 2 && val[0] == b'"' && val[val.len() - 1] == b'"' {
             val = &val[1..val.len() - 1];
         }
+        Some((trim(&part[..i]), val))
+    })
+}
+
+fn cookies(ex: &mut Extractor, v: &[u8]) {
+    for (name, val) in cookie_pairs(v) {
+        let name = String::from_utf8_lossy(name);
         let configured = ex.cfg.cookies.iter().any(|c| c.eq_ignore_ascii_case(&name));
-        if configured
-            || (val.len() >= RANDOM_COOKIE_MIN_LEN && entropy(val) >= RANDOM_COOKIE_MIN_ENTROPY)
-        {
-            ex.add(
-                CredentialSource::Cookie,
-                &name,
-                CredentialType::SessionCookie,
-                val,
-            );
+        let random = val.len() >= RANDOM_COOKIE_MIN_LEN
+            && entropy(val) >= RANDOM_COOKIE_MIN_ENTROPY
+            && !is_not_credential_cookie(ex.cfg, &name);
+        if !(configured || random) {
+            continue;
+        }
+        let Some(cred) = ex.take(
+            CredentialSource::Cookie,
+            &name,
+            CredentialType::SessionCookie,
+            val,
+        ) else {
+            continue;
+        };
+        if val.contains(&b'%') {
+            let decoded = Zeroizing::new(percent_decode(val, false));
+            if decoded[..] != *val {
+                cred.percent_decoded = Some(decoded);
+            }
+        }
+    }
+}
+
+/// Analytics, advertising, consent and affinity cookies
+/// (`not_credential_cookies`), and cookies named as no credential
+/// (`XSRF-TOKEN`: `not_credential_words`).
+fn is_not_credential_cookie(cfg: &LeakConfig, name: &str) -> bool {
+    cfg.not_credential_cookies
+        .iter()
+        .any(|pattern| glob_matches_ignore_case(pattern, name))
+        || with_normalized(name, |n| is_not_credential_name(cfg, n))
+}
+
+/// `pattern` with at most one `*` (any run of characters) against `name`,
+/// ASCII case-insensitively.
+fn glob_matches_ignore_case(pattern: &str, name: &str) -> bool {
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
+    match pattern.split_once('*') {
+        None => p.eq_ignore_ascii_case(n),
+        Some((head, tail)) => {
+            n.len() >= head.len() + tail.len()
+                && n[..head.len()].eq_ignore_ascii_case(head.as_bytes())
+                && n[n.len() - tail.len()..].eq_ignore_ascii_case(tail.as_bytes())
         }
     }
 }
@@ -558,12 +934,12 @@ fn body(ex: &mut Extractor, req: &Request) {
                 ex.add(CredentialSource::Form, &k, kind_for_name(&k), &v);
             }
         }
-    } else if ct.starts_with("application/json") || ct.contains("+json") {
-        // A cut JSON document does not parse: its fields are not trusted.
-        // (Checked, not assumed: a cut that happens to leave a complete
-        // document, such as `{"a":1}` of `{"a":1} `, still yields only whole values.)
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&data) {
-            json_fields(ex, &v, 0);
+    } else if is_json_media_type(&ct) {
+        // A document cut by the body cap (or malformed) does not parse: its
+        // complete string members are still what the client sent.
+        match serde_json::from_slice::<serde_json::Value>(&data) {
+            Ok(v) => json_fields(ex, &v, 0),
+            Err(_) => json_prefix_fields(ex, &data),
         }
     } else if ct.starts_with("multipart/form-data") {
         if let Some(boundary) = ct_param(
@@ -573,6 +949,80 @@ fn body(ex: &mut Extractor, req: &Request) {
             multipart(ex, &data, boundary.as_bytes());
         }
     }
+}
+
+/// `application/json`, `text/json`, any `+json` structured syntax
+/// (`application/vnd.api+json`), and subtypes with a `json` word
+/// (`application/x-amz-json-1.1`, `application/json-seq`).
+fn is_json_media_type(lower_ct: &str) -> bool {
+    let essence = lower_ct.split(';').next().unwrap_or("").trim();
+    let Some((_, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    subtype.ends_with("+json") || subtype.split(['-', '.']).any(|w| w == "json")
+}
+
+/// The `"name": "value"` members of a JSON text that does not parse (cut
+/// by the body cap): a scan token by token, strings taken whole, so a
+/// member counts only when its value's closing quote was kept; nesting is
+/// not followed (a string followed by `:` is a member name at any depth).
+fn json_prefix_fields(ex: &mut Extractor, data: &[u8]) {
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let name_start = i;
+        let Some(name_end) = json_string_end(data, name_start) else {
+            return;
+        };
+        i = name_end;
+        let colon = skip_json_space(data, name_end);
+        if data.get(colon) != Some(&b':') {
+            continue;
+        }
+        let value_start = skip_json_space(data, colon + 1);
+        if data.get(value_start) != Some(&b'"') {
+            i = value_start;
+            continue;
+        }
+        let Some(value_end) = json_string_end(data, value_start) else {
+            return; // the value is cut: not taken
+        };
+        i = value_end;
+        let Ok(name) = serde_json::from_slice::<String>(&data[name_start..name_end]) else {
+            continue;
+        };
+        if !field_match(ex.cfg, name.as_bytes()) {
+            continue;
+        }
+        if let Ok(value) = serde_json::from_slice::<String>(&data[value_start..value_end]) {
+            let value = Zeroizing::new(value.into_bytes());
+            ex.add(CredentialSource::Json, &name, kind_for_name(&name), &value);
+        }
+    }
+}
+
+/// Just past the closing quote of the JSON string opening at `start`, or
+/// `None` when the data ends first.
+fn json_string_end(data: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < data.len() {
+        match data[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn skip_json_space(data: &[u8], mut i: usize) -> usize {
+    while i < data.len() && matches!(data[i], b' ' | b'\t' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
 }
 
 fn json_fields(ex: &mut Extractor, v: &serde_json::Value, depth: usize) {

@@ -1,5 +1,667 @@
 //! Detector tests, what requests carry: credentials taken out of real-world request shapes, and what is not a credential.
 //! Helpers (`pair`, `inspect`, `one`, `none`, …) are the table tests' own.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use bytes::Bytes;
+
+use super::extract::{self, looks_machine_made, MAX_CREDENTIALS};
 #[allow(unused_imports)]
 use super::tests::*;
+use super::Inspection;
+use crate::finding::*;
+use crate::http::types::*;
+
+const TOKEN: &str = "ct_Q9w8E7r6T5y4U3i2O1pAsDfGh";
+const XSRF: &str = "xsrf_Lk3Jh6Gf9Ds2Aq5Wz8Xc1Vb4N";
+const UUID: &str = "6f1c9a2e-3b7d-4e58-9c0a-d2f4b8e61a37";
+const STRIPE_USER: &str = "sk_live_51Hq8ZtKp3Vw9Xy2Bc4Nd7Mf";
+const FRESHDESK_KEY: &str = "Zq8Lw3Xv7Kp2Mn5Rt9Yb";
+const API_KEY: &str = "amp_7Fh2Kq9Lw4Xz6Vb3Nm8Pc1Rt";
+const SESSION: &str = "s3ss_h8Jk2Lm9Qp4Rt7Vw1Xz6Cb";
+const SIGNED_SID: &str = "s%3AhQk2Lx9PmV4nR8tZ1wY6bC3dF5.Gq7%2Bw2Zr9Tb4Lm8Kd3Nf";
+const SIGNED_SID_DECODED: &str = "s:hQk2Lx9PmV4nR8tZ1wY6bC3dF5.Gq7+w2Zr9Tb4Lm8Kd3Nf";
+const GOOGLE_KEY: &str = "AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY";
+const OAUTH_CODE: &str = "4/0AX4XfWhGq7pLm2Vz9Rt5Kc8Nw3Yb6Dj1";
+const GITHUB_CODE: &str = "e72e16c7e42f292c6912";
+const SECRET: &str = "cs_camel_Zq8Xw3Ev5Rb7Tn2Ym9";
+const PASSPHRASE: &str = "sunflowerpurple";
+const GLPAT: &str = "glpat-Xq7Vw2Zr9Tb4Lm8Kd3Nf";
+const QUOTED_PASSWORD: &str = "Zx\"9kQ7vL3mP2";
+
+/// Every raw secret of this file: none may appear in a finding.
+const MY_SECRETS: &[&str] = &[
+    TOKEN,
+    XSRF,
+    UUID,
+    STRIPE_USER,
+    FRESHDESK_KEY,
+    API_KEY,
+    SESSION,
+    SIGNED_SID,
+    SIGNED_SID_DECODED,
+    GOOGLE_KEY,
+    OAUTH_CODE,
+    GITHUB_CODE,
+    SECRET,
+    PASSPHRASE,
+    GLPAT,
+    QUOTED_PASSWORD,
+];
+
+/// [`inspect`], and none of this file's secrets in any finding's JSON or Debug.
+fn inspect_mine(p: &HttpPair) -> Inspection {
+    let insp = inspect(p);
+    for f in &insp.findings {
+        let json = serde_json::to_string(f).unwrap();
+        let dbg = format!("{f:?}");
+        for s in MY_SECRETS {
+            assert!(!json.contains(s), "secret in finding JSON: {json}");
+            assert!(!dbg.contains(s), "secret in finding Debug");
+        }
+    }
+    insp
+}
+
+fn one_mine(p: &HttpPair) -> Finding {
+    let insp = inspect_mine(p);
+    assert_eq!(insp.findings.len(), 1, "findings: {:#?}", insp.findings);
+    insp.findings.into_iter().next().unwrap()
+}
+
+fn none_mine(p: &HttpPair) {
+    let insp = inspect_mine(p);
+    assert!(insp.findings.is_empty(), "unexpected: {:#?}", insp.findings);
+}
+
+/// A request with `body` of content type `ct` (all of it kept).
+fn with_body(ct: &str, target: &str, body: &[u8], echo: &[u8]) -> HttpPair {
+    with_kept_body(ct, target, body, body.len(), echo)
+}
+
+/// A request whose body was `len` bytes, of which `kept` were kept.
+fn with_kept_body(ct: &str, target: &str, kept: &[u8], len: usize, echo: &[u8]) -> HttpPair {
+    let req_body = Body {
+        len: len as u64,
+        chunks: vec![Bytes::copy_from_slice(kept)],
+        truncated: kept.len() < len,
+        discarded: false,
+    };
+    pair_full(
+        &[("content-type", ct.as_bytes())],
+        target,
+        req_body,
+        &[],
+        vec![Bytes::copy_from_slice(echo)],
+    )
+}
+
+// ---------- 1. a cookie re-set to the value it was sent with ----------
+
+#[test]
+fn cookie_refresh_is_no_leak_whatever_else_carried_the_value() {
+    let cookie = format!("token={TOKEN}");
+    let refresh = format!("token={TOKEN}; Path=/; Max-Age=3600; HttpOnly");
+    // Sent as a Bearer token and as cookie `token`, re-set (sliding expiry).
+    none_mine(&pair(
+        &[
+            ("authorization", &bearer(TOKEN)),
+            ("cookie", cookie.as_bytes()),
+        ],
+        "/",
+        &[("set-cookie", refresh.as_bytes())],
+        b"",
+    ));
+    // The same in another order, and with a credential header (a
+    // double-submit pattern under a header that is a credential).
+    let auth_cookie = format!("auth={TOKEN}");
+    none_mine(&pair(
+        &[
+            ("cookie", auth_cookie.as_bytes()),
+            ("x-auth-token", TOKEN.as_bytes()),
+        ],
+        "/",
+        &[("set-cookie", format!("auth={TOKEN}; Secure").as_bytes())],
+        b"",
+    ));
+    // Double-submit CSRF: header and cookie carry the same value.
+    none_mine(&pair(
+        &[
+            ("x-xsrf-token", XSRF.as_bytes()),
+            ("cookie", format!("XSRF-TOKEN={XSRF}").as_bytes()),
+        ],
+        "/",
+        &[(
+            "set-cookie",
+            format!("XSRF-TOKEN={XSRF}; Path=/").as_bytes(),
+        )],
+        b"",
+    ));
+    // A percent-encoded cookie re-set as sent, or decoded.
+    let sid = format!("connect.sid={SIGNED_SID}");
+    for set in [SIGNED_SID, SIGNED_SID_DECODED] {
+        none_mine(&pair(
+            &[("cookie", sid.as_bytes())],
+            "/",
+            &[(
+                "set-cookie",
+                format!("connect.sid={set}; Path=/").as_bytes(),
+            )],
+            b"",
+        ));
+    }
+}
+
+#[test]
+fn cookie_refresh_look_alikes_still_leak() {
+    let cookie = format!("token={TOKEN}");
+    // The value set in another cookie than the one that carried it.
+    let f = one_mine(&pair(
+        &[
+            ("authorization", &bearer(TOKEN)),
+            ("cookie", cookie.as_bytes()),
+        ],
+        "/",
+        &[("set-cookie", format!("other={TOKEN}; Path=/").as_bytes())],
+        b"",
+    ));
+    assert_eq!(f.sink.name.as_deref(), Some("set-cookie"));
+    assert_eq!(f.credential.source, CredentialSource::Authorization);
+    // A Bearer token set as a cookie it was never sent in.
+    one_mine(&pair(
+        &[("authorization", &bearer(TOKEN))],
+        "/",
+        &[("set-cookie", format!("token={TOKEN}").as_bytes())],
+        b"",
+    ));
+    // A refresh does not hide an echo elsewhere.
+    let f = one_mine(&pair(
+        &[
+            ("authorization", &bearer(TOKEN)),
+            ("cookie", cookie.as_bytes()),
+        ],
+        "/",
+        &[("set-cookie", format!("token={TOKEN}").as_bytes())],
+        format!("{{\"debug\":\"{TOKEN}\"}}").as_bytes(),
+    ));
+    assert_eq!(f.sink.location, SinkLocation::Body);
+}
+
+// ---------- 2. well-known non-secret *-key / *-token headers ----------
+
+#[test]
+fn request_identity_and_anti_forgery_headers_are_not_credentials() {
+    for h in [
+        "idempotency-key",
+        "x-idempotency-key",
+        "sec-websocket-key",
+        "x-csrf-token",
+        "x-xsrf-token",
+        "x-csrftoken",
+        "x-page-token",
+        "x-recaptcha-token",
+    ] {
+        none_mine(&pair(
+            &[(h, UUID.as_bytes())],
+            "/v1/charges",
+            &[(h, UUID.as_bytes())],
+            UUID.as_bytes(),
+        ));
+        assert!(!detector().is_credential_header(h), "{h}");
+    }
+    // Credential headers with the same suffixes still are.
+    for h in [
+        "x-api-key",
+        "x-goog-api-key",
+        "stripe-key",
+        "x-service-token",
+    ] {
+        let f = one_mine(&pair(
+            &[(h, API_KEY.as_bytes())],
+            "/",
+            &[],
+            API_KEY.as_bytes(),
+        ));
+        assert_eq!(f.credential.name, h);
+    }
+}
+
+// ---------- 3. generic query names need machine-made values ----------
+
+#[test]
+fn generic_query_names_take_only_machine_made_values() {
+    for (target, value) in [
+        ("/promo?code=SUMMER2024SALE", "SUMMER2024SALE"),
+        (
+            "/objects?key=uploads%2F2024%2FQ3-report_final.pdf",
+            "uploads/2024/Q3-report_final.pdf",
+        ),
+        (
+            "/objects?key=invoices/2024/march/total",
+            "invoices/2024/march/total",
+        ),
+        (
+            "/lookup?key=Quarterly+Planning+Notes",
+            "Quarterly Planning Notes",
+        ),
+        (
+            "/lookup?key=alice.smith%40example.com",
+            "alice.smith@example.com",
+        ),
+        ("/promo?code=WelcomeBackFriend", "WelcomeBackFriend"),
+    ] {
+        let echo = format!("{{\"detail\":\"Promo code or object {value} not found\"}}");
+        none_mine(&pair(&[], target, &[], echo.as_bytes()));
+    }
+    for (target, value) in [
+        (format!("/maps?key={GOOGLE_KEY}"), GOOGLE_KEY),
+        (
+            format!("/cb?code={}", OAUTH_CODE.replace('/', "%2F")),
+            OAUTH_CODE,
+        ),
+        (format!("/cb?code={GITHUB_CODE}&state=xyz"), GITHUB_CODE),
+    ] {
+        let f = one_mine(&pair(&[], &target, &[], format!("bad: {value}").as_bytes()));
+        assert_eq!(f.credential.source, CredentialSource::Query);
+    }
+}
+
+#[test]
+fn random_tokens_look_machine_made() {
+    let mut rng = crate::test_rng::XorShift::new(0x5eed_1234_abcd_0001);
+    const BASE64URL: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // (alphabet, shortest value, most of 1000 judged made by a person)
+    for (alphabet, min_len, most) in [
+        (BASE64URL, 16, 5),
+        (&b"0123456789abcdef"[..], 20, 15),
+        // Letters outnumber digits: their runs make word-like pieces more often.
+        (&b"abcdefghijklmnopqrstuvwxyz0123456789"[..], 24, 60),
+    ] {
+        let mut human = 0;
+        for i in 0..1000 {
+            let v: Vec<u8> = (0..min_len + i % 24)
+                .map(|_| alphabet[rng.below(alphabet.len())])
+                .collect();
+            human += usize::from(!looks_machine_made(&v));
+        }
+        assert!(
+            human <= most,
+            "{human} of 1000 random values judged made by a person"
+        );
+    }
+    // Values people make, under `?code=` / `?key=`.
+    for v in [
+        "SUMMER2024SALE",
+        "BLACKFRIDAY50",
+        "thanksgiving-deal",
+        "WelcomeBackFriend",
+        "reports/monthly/summary",
+        "images/products/red-shoes-large",
+        "StudentDiscount15",
+    ] {
+        assert!(!looks_machine_made(v.as_bytes()), "{v}");
+    }
+}
+
+// ---------- 4. analytics and tracking cookies ----------
+
+#[test]
+fn analytics_cookies_are_not_session_cookies() {
+    let cookies = [
+        format!("ajs_anonymous_id={UUID}"),
+        "_ga=GA1.1.1234567890.1700000000".to_string(),
+        "_ga_Q9W8E7R6T5=GS1.1.1700000000.3.1.1700000123.0.0.0".to_string(),
+        "_gid=GA1.2.987654321.1700000000".to_string(),
+        "_fbp=fb.1.1700000000123.1234567890123456789".to_string(),
+        "mp_3f9a0c1b2d4e5f60a1b2c3d4_mixpanel=%7B%22distinct_id%22%3A%20%2218c2f%22%7D".to_string(),
+        "AMP_3f9a0c1b2d=JTdCJTIyZGV2aWNlSWQlMjIlM0ElMjJhYmMlMjIlN0Q=".to_string(),
+        "_hjSessionUser_3412345=eyJpZCI6IjVmM2YtOTFhYi00Y2Q3In0=".to_string(),
+        "_pk_id.1.1fff=9f86d081884c7d65.1700000000.".to_string(),
+        "__utmz=111872281.1700000000.1.1.utmcsr=(direct)|utmccn=(direct)".to_string(),
+        "hubspotutk=8e4f2a9b1c7d3e5f6a0b9c8d7e6f5a4b".to_string(),
+        "__hstc=1792.8e4f2a9b1c7d3e5f6a0b9c8d7e6f5a4b.1700000000000.1700000000000".to_string(),
+        "_uetsid=0b9c8d70f5a411eea1b2c3d4e5f6a7b8".to_string(),
+        "AWSALB=Zq8Lw3Xv7Kp2Mn5Rt9Yb4Hd6Jf1Gs0Ac+Ue/Io=".to_string(),
+        format!("XSRF-TOKEN={XSRF}"),
+        format!("csrftoken={TOKEN}"),
+    ];
+    for c in &cookies {
+        let p = pair(&[("cookie", c.as_bytes())], "/t", &[], c.as_bytes());
+        none_mine(&p);
+        assert!(!detector().wants_response_body(&p.exchange.request), "{c}");
+    }
+    // All of them in one header, echoed.
+    let all = cookies.join("; ");
+    none_mine(&pair(
+        &[("cookie", all.as_bytes())],
+        "/t",
+        &[],
+        all.as_bytes(),
+    ));
+    // Session cookies with names of their own still count, beside them.
+    for name in [
+        "app_sess",
+        "__Host-auth",
+        "remember_web_59ba36addc2b2f94",
+        "sid2",
+    ] {
+        let c = format!("{all}; {name}={SESSION}");
+        let f = one_mine(&pair(
+            &[("cookie", c.as_bytes())],
+            "/",
+            &[],
+            SESSION.as_bytes(),
+        ));
+        assert_eq!(
+            (f.credential.source, f.credential.name.as_str()),
+            (CredentialSource::Cookie, name)
+        );
+    }
+}
+
+// ---------- 5. Basic with the key as username ----------
+
+#[test]
+fn basic_username_is_the_key_when_there_is_no_password() {
+    for (user, password) in [(STRIPE_USER, ""), (FRESHDESK_KEY, "X")] {
+        let auth = format!("Basic {}", STANDARD.encode(format!("{user}:{password}")));
+        let body = format!("{{\"error\":\"Invalid API Key provided: {user}\"}}");
+        let f = one_mine(&pair(
+            &[("authorization", auth.as_bytes())],
+            "/v1/charges",
+            &[],
+            body.as_bytes(),
+        ));
+        assert_eq!(
+            (
+                f.credential.source,
+                f.credential.name.as_str(),
+                f.credential.kind
+            ),
+            (
+                CredentialSource::Authorization,
+                "basic",
+                CredentialType::ApiKey
+            ),
+        );
+        assert_eq!(f.credential.length, user.len());
+    }
+    // People's names and addresses as usernames are not keys.
+    for user in [
+        "alice",
+        "svc-reporting",
+        "alice.smith@example.com",
+        "AliceWonderland",
+    ] {
+        let auth = format!("Basic {}", STANDARD.encode(format!("{user}:")));
+        none_mine(&pair(
+            &[("authorization", auth.as_bytes())],
+            "/",
+            &[],
+            format!("Unknown user {user}").as_bytes(),
+        ));
+    }
+}
+
+// ---------- 6. JSON bodies cut by the kept prefix ----------
+
+#[test]
+fn truncated_json_body_keeps_its_complete_members() {
+    let events: Vec<String> = (0..1400)
+        .map(|i| format!("{{\"event_type\":\"page_view\",\"user_id\":\"u{i}\",\"props\":{{\"path\":\"/p/{i}\"}}}}"))
+        .collect();
+    let body = format!(
+        "{{\"client\":{{\"secret_hint\":\"none\",\"api_key\" : \"{API_KEY}\"}},\"events\":[{}]}}",
+        events.join(",")
+    );
+    assert!(body.len() > 64 * 1024);
+    let kept = &body.as_bytes()[..64 * 1024];
+    let echo = format!("{{\"code\":400,\"error\":\"invalid api_key {API_KEY}\"}}");
+    let f = one_mine(&with_kept_body(
+        "application/json",
+        "/2/httpapi",
+        kept,
+        body.len(),
+        echo.as_bytes(),
+    ));
+    assert_eq!(
+        (f.credential.source, f.credential.name.as_str()),
+        (CredentialSource::Json, "api_key")
+    );
+    // An escaped quote inside a value, in a cut document.
+    let body = format!(
+        "{{\"password\":\"Zx\\\"9kQ7vL3mP2\",\"blob\":\"{}",
+        "A".repeat(100)
+    );
+    let f = one_mine(&with_kept_body(
+        "application/json",
+        "/",
+        body.as_bytes(),
+        body.len() + 10,
+        format!("password {QUOTED_PASSWORD} rejected").as_bytes(),
+    ));
+    assert_eq!(f.credential.name, "password");
+    // A value cut by the end is not taken, nor is a credential name that is a value.
+    for body in [
+        format!("{{\"a\":[1,2],\"api_key\":\"{}", &API_KEY[..20]),
+        format!("{{\"field\":\"password\",\"value\":\"{API_KEY}\",\"more\":\"x"),
+    ] {
+        none_mine(&with_kept_body(
+            "application/json",
+            "/",
+            body.as_bytes(),
+            body.len() + 10,
+            API_KEY.as_bytes(),
+        ));
+    }
+}
+
+// ---------- 7. more credentials than are searched for ----------
+
+#[test]
+fn many_cookies_do_not_crowd_out_session_or_authorization() {
+    let mut rng = crate::test_rng::XorShift::new(11);
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let junk: Vec<String> = (0..70)
+        .map(|i| {
+            let v: String = (0..22)
+                .map(|_| ALNUM[rng.below(ALNUM.len())] as char)
+                .collect();
+            format!("_trk{i}={v}")
+        })
+        .collect();
+    let cookie = format!("{}; session={SESSION}", junk.join("; "));
+    let body = format!("{{\"cookies\":\"{SESSION}\",\"auth\":\"Bearer {TOKEN}\"}}");
+    let p = pair(
+        &[
+            ("cookie", cookie.as_bytes()),
+            ("authorization", &bearer(TOKEN)),
+        ],
+        "/",
+        &[],
+        body.as_bytes(),
+    );
+    let insp = inspect_mine(&p);
+    let mut names: Vec<_> = insp
+        .findings
+        .iter()
+        .map(|f| f.credential.name.as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["bearer", "session"]);
+    // 72 distinct credentials, 64 searched for, the rest counted.
+    assert_eq!(insp.credentials_dropped, 72 - MAX_CREDENTIALS);
+    let taken = extract::extract_counted(&p.exchange.request, detector().config());
+    assert_eq!((taken.creds.len(), taken.dropped), (MAX_CREDENTIALS, 8));
+    // Kept in the order the request carried them.
+    assert_eq!(taken.creds.last().unwrap().name, "bearer");
+    // Nothing dropped, nothing counted.
+    let p = pair(&[("authorization", &bearer(TOKEN))], "/", &[], b"");
+    assert_eq!(detector().inspect(&p).credentials_dropped, 0);
+}
+
+// ---------- 8. a percent-encoded cookie echoed decoded ----------
+
+#[test]
+fn percent_encoded_cookie_is_found_decoded_in_full() {
+    let cookie = format!("theme=dark; connect.sid={SIGNED_SID}");
+    for echo in [SIGNED_SID_DECODED, SIGNED_SID] {
+        let body = format!("{{\"cookies\":{{\"connect.sid\":\"{echo}\"}}}}");
+        let f = one_mine(&pair(
+            &[("cookie", cookie.as_bytes())],
+            "/",
+            &[],
+            body.as_bytes(),
+        ));
+        assert_eq!(
+            (f.credential.name.as_str(), f.exposure, f.credential.length),
+            ("connect.sid", Exposure::Full, SIGNED_SID.len())
+        );
+    }
+}
+
+// ---------- 9. credential field names beyond the exact list ----------
+
+#[test]
+fn credential_names_are_matched_normalised() {
+    let cases = [
+        ("new_password", CredentialType::Password),
+        ("current_password", CredentialType::Password),
+        ("old_password", CredentialType::Password),
+        ("clientSecret", CredentialType::ClientSecret),
+        ("refreshToken", CredentialType::RefreshToken),
+        ("accessToken", CredentialType::AccessToken),
+        ("apiKey", CredentialType::ApiKey),
+        ("SecretAccessKey", CredentialType::ApiKey),
+        ("user[password]", CredentialType::Password),
+    ];
+    for (name, kind) in cases {
+        let json = format!("{{\"outer\":{{\"{name}\":\"{SECRET}\"}}}}");
+        let f = one_mine(&with_body(
+            "application/json",
+            "/",
+            json.as_bytes(),
+            SECRET.as_bytes(),
+        ));
+        assert_eq!(
+            (f.credential.name.as_str(), f.credential.kind),
+            (name, kind),
+            "json"
+        );
+        let form = format!(
+            "a=1&{}={SECRET}",
+            name.replace('[', "%5B").replace(']', "%5D")
+        );
+        let f = one_mine(&with_body(
+            "application/x-www-form-urlencoded",
+            "/",
+            form.as_bytes(),
+            SECRET.as_bytes(),
+        ));
+        assert_eq!(
+            (f.credential.source, f.credential.name.as_str()),
+            (CredentialSource::Form, name)
+        );
+    }
+    let f = one_mine(&pair(
+        &[],
+        &format!("/api/v4/projects?private_token={GLPAT}"),
+        &[],
+        GLPAT.as_bytes(),
+    ));
+    assert_eq!(
+        (f.credential.source, f.credential.name.as_str()),
+        (CredentialSource::Query, "private_token")
+    );
+    // Non-secrets with credential-ish names.
+    for name in [
+        "password_reset_required",
+        "token_type",
+        "expires_in",
+        "csrf_token",
+        "csrfmiddlewaretoken",
+        "authenticity_token",
+        "pageToken",
+        "NextToken",
+        "idempotency_key",
+        "recaptcha_token",
+        "tokenized",
+    ] {
+        let json = format!("{{\"{name}\":\"{SECRET}\"}}");
+        none_mine(&with_body(
+            "application/json",
+            &format!("/?{name}={SECRET}"),
+            json.as_bytes(),
+            SECRET.as_bytes(),
+        ));
+    }
+}
+
+// ---------- 10. JSON under other media types ----------
+
+#[test]
+fn json_media_types() {
+    let body = format!(
+        "{{\"AuthFlow\":\"USER_PASSWORD_AUTH\",\"AuthParameters\":{{\"USERNAME\":\"alice\",\"PASSWORD\":\"{SECRET}\"}}}}"
+    );
+    for ct in [
+        "application/x-amz-json-1.1",
+        "application/x-amz-json-1.0",
+        "application/vnd.api+json",
+        "application/merge-patch+json; charset=utf-8",
+        "text/json",
+        "Application/JSON",
+    ] {
+        let f = one_mine(&with_body(ct, "/", body.as_bytes(), SECRET.as_bytes()));
+        assert_eq!(
+            (f.credential.source, f.credential.name.as_str()),
+            (CredentialSource::Json, "PASSWORD"),
+            "{ct}"
+        );
+    }
+    for ct in ["text/plain", "application/jsonp", "text/javascript"] {
+        none_mine(&with_body(ct, "/", body.as_bytes(), SECRET.as_bytes()));
+    }
+}
+
+// ---------- 11. passphrases in password fields ----------
+
+#[test]
+fn password_fields_keep_word_like_passphrases() {
+    let json = format!("{{\"username\":\"bob\",\"password\":\"{PASSPHRASE}\"}}");
+    let f = one_mine(&with_body(
+        "application/json",
+        "/login",
+        json.as_bytes(),
+        format!("{{\"input\":\"{PASSPHRASE}\"}}").as_bytes(),
+    ));
+    assert_eq!(
+        (f.credential.name.as_str(), f.credential.kind),
+        ("password", CredentialType::Password)
+    );
+    // Trivial or placeholder values, and word-like values of other fields.
+    for v in [
+        "aaaaaaaa",
+        "12345678",
+        "abcdefgh",
+        "87654321",
+        "undefined",
+        "password",
+        "abcabcab",
+    ] {
+        let json = format!("{{\"password\":\"{v}\"}}");
+        none_mine(&with_body(
+            "application/json",
+            "/",
+            json.as_bytes(),
+            format!("echo {v}").as_bytes(),
+        ));
+    }
+    let json = format!("{{\"api_key\":\"{PASSPHRASE}\"}}");
+    none_mine(&with_body(
+        "application/json",
+        "/",
+        json.as_bytes(),
+        PASSPHRASE.as_bytes(),
+    ));
+}

@@ -308,17 +308,12 @@ fn look_alikes_silent(secret: &str, escaper: fn(&str) -> String) {
 
 #[test]
 fn json_partial_escapers_are_found() {
-    let escapers: [(&str, fn(&str) -> String); 3] = [
-        ("go", go_json),
-        ("dotnet", dotnet_json),
-        ("ensure_ascii", ensure_ascii),
-    ];
+    let escapers: [fn(&str) -> String; 3] = [go_json, dotnet_json, ensure_ascii];
     for secret in [PW_HTML_SAFE, TOKEN_B64, PW_UNICODE, PW_QUOTES] {
-        for (name, esc) in escapers {
+        for esc in escapers {
             if esc(secret) == secret {
                 continue;
             }
-            eprintln!("{name}: {}", esc(secret).len());
             found_as(secret, esc, Encoding::JsonEscaped);
             look_alikes_silent(secret, esc);
         }
@@ -369,7 +364,7 @@ fn escape_characters_elsewhere_keep_plain() {
 /// A value whose base64 inner forms at all three alignments have none of
 /// `+/-_` (both alphabets give the same needles).
 fn alphabet_neutral_value() -> String {
-    let mut rng = crate::test_rng::XorShift::new(0x5eed_b64);
+    let mut rng = crate::test_rng::XorShift::new(0x05ee_db64);
     let alnum = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     loop {
         let v: String = (0..24)

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub body_bytes_over_cap: IntCounter,
     pub request_body_bytes_not_kept: IntCounter,
     pub decompress_cap_hits: IntCounterVec,
+    pub credentials_dropped: IntCounter,
     pub matcher_cache_lookups: IntCounterVec,
     pub matcher_cache_dropped: IntCounterVec,
     pub matcher_cache_entries: IntGauge,
@@ -153,6 +154,11 @@ impl Metrics {
                 "sensor_decompress_cap_hits_total",
                 "Response bodies whose decompressed size hit the cap, by content encoding.",
                 &["content_encoding"],
+            ),
+            credentials_dropped: counter(
+                r,
+                "sensor_credentials_dropped_total",
+                "Credentials not searched for because their request carried more than 64 (the best 64 are kept: Authorization, credential headers, query and body fields, then cookies).",
             ),
             matcher_cache_lookups: counter_vec(
                 r,
