@@ -806,12 +806,26 @@ fn validate_leak(mut leak: LeakConfig, l: Option<&Loaded>) -> Result<LeakConfig,
             *h = h.trim().to_ascii_lowercase();
         }
     }
-    let lists: [(&str, &Vec<String>); 5] = [
+    // Name words are matched against names lower-cased with only their
+    // letters and digits kept (`new_password` → `newpassword`).
+    for list in [
+        &mut leak.credential_name_suffixes,
+        &mut leak.not_credential_words,
+    ] {
+        for w in list.iter_mut() {
+            w.retain(|c| c.is_ascii_alphanumeric());
+            w.make_ascii_lowercase();
+        }
+    }
+    let lists: [(&str, &Vec<String>); 8] = [
         ("headers", &leak.headers),
         ("header_suffixes", &leak.header_suffixes),
         ("query_params", &leak.query_params),
         ("cookies", &leak.cookies),
         ("body_fields", &leak.body_fields),
+        ("credential_name_suffixes", &leak.credential_name_suffixes),
+        ("not_credential_words", &leak.not_credential_words),
+        ("not_credential_cookies", &leak.not_credential_cookies),
     ];
     for (name, list) in lists {
         if let Some(bad) = list.iter().find(|s| s.trim().is_empty()) {
