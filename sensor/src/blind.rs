@@ -3,23 +3,37 @@
 //! stats and as `sensor_blind_processes{reason}`.
 //!
 //! A process is blind when it holds a TCP socket (listening or connected) and
-//! none of its mapped files is a TLS library the sensor attached to, and its
-//! executable or a mapped library carries TLS code:
+//! its executable or a mapped library carries TLS code the sensor is not
+//! attached to:
 //!
 //! | reason | how it is recognised |
 //! | --- | --- |
 //! | `go_tls` | Go binary (`.go.buildinfo`/`.gopclntab`) with `crypto/tls.` functions |
-//! | `boringssl` | defines `SSL_write` and BoringSSL markers (`BORINGSSL_*`, "BoringSSL") |
+//! | `boringssl` | defines `SSL_write` and BoringSSL markers (`BORINGSSL_*`, "BoringSSL"), or stripped (no `.symtab`, with or without a `.dynsym`: grpcio's `cygrpc.so`) with "BoringSSL" in `.rodata` |
 //! | `static_openssl` | an executable or non-libssl library defining `SSL_write`/`SSL_write_ex` (node, bundled wheels) that the probes are not attached to (the attach failed; attached ones are covered), or stripped with an OpenSSL version string |
 //! | `openssl_unattached` | a shared `libssl.so*` mapped but not attached (attach failed or pending) |
 //! | `rustls` | a Rust program with rustls in it: its symbols (`…6rustls…`), or, stripped, rustls's source paths in `.rodata` |
 //! | `java_tls` | a JVM (`libjvm.so` mapped): Java's own TLS (JSSE) runs in the JVM, where no probe reaches |
+//! | `erlang_tls` | the Erlang VM (executable `beam.smp`/`beam`, or an `erts-*` path mapped) with OTP's crypto NIF (`lib/crypto-*/priv/lib/crypto.so`) mapped: OTP's `ssl` does TLS in Erlang, using libcrypto only for the ciphers |
 //! | `gnutls`, `nss`, `wolfssl`, `mbedtls` | the library is mapped (`libgnutls`, `libnss3`/`libssl3.so`, `libwolfssl`, `libmbedtls`) |
 //! | `unknown_tls` | another TLS library without probes or a reason of its own is mapped (`libs2n`, `libbotan`) |
 //!
+//! A process with an attached libssl (or attached OpenSSL in its program) and
+//! another TLS library is partly blind: it is listed with the other
+//! library's reason (grpcio's BoringSSL or pycurl's GnuTLS in a Python that
+//! imported `ssl`, a JVM that loaded libssl).  Not when only OpenSSL users
+//! need that library: Debian's libcurl (OpenSSL) needs librtmp and libldap,
+//! which need GnuTLS, so every curl maps it — what a library is needed by is
+//! read from DT_NEEDED (see `reached_past_openssl_users`).  Other OpenSSL
+//! copies in such a process (an attach pending) do not make it blind.
+//!
 //! Processes with sockets and no TLS code (plain HTTP) are not blind: there is
 //! nothing to decrypt.  ELF verdicts are cached per (device, inode), checked
-//! against size and mtime, in a bounded LRU.
+//! against size and mtime, in a bounded LRU.  Classifying one file reads its
+//! headers and symbol tables, and, when it has no `.symtab` (most installed
+//! libraries), its `.rodata` once (at most MAX_SECTION_SCAN_BYTES; libc's is
+//! ~200 KiB, cygrpc.so's 1.7 MiB): a linear search for three markers
+//! (classifying cygrpc.so, 17 MB, took 60 ms once, cold).
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -42,6 +56,7 @@ pub const REASONS: &[&str] = &[
     "openssl_unattached",
     "rustls",
     "java_tls",
+    "erlang_tls",
     "gnutls",
     "nss",
     "wolfssl",
@@ -50,6 +65,8 @@ pub const REASONS: &[&str] = &[
 ];
 /// ELF verdicts kept (executables and libraries of the host, by inode).
 pub const ELF_CACHE_ENTRIES: usize = 8192;
+/// DT_NEEDED lists kept (libraries of partly covered processes, by inode).
+pub const NEEDED_CACHE_ENTRIES: usize = 2048;
 /// Largest section searched for marker strings (Go's function table, .rodata).
 pub const MAX_SECTION_SCAN_BYTES: u64 = 256 * 1024 * 1024;
 /// Largest /proc/PID/maps read.
@@ -58,17 +75,26 @@ pub const MAX_MAPS_BYTES: u64 = 8 * 1024 * 1024;
 /// (device, inode) as `stat` gives them (`st_dev`, `st_ino`).
 pub type FileKey = (u64, u64);
 
+/// (size, mtime in ns) of a file: a cached answer about it holds while they do.
+type FileStamp = (u64, i64);
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Verdict {
-    size: u64,
-    mtime_ns: i64,
+    stamp: FileStamp,
     reason: Option<&'static str>,
+}
+
+fn file_stamp(file: &File) -> Option<FileStamp> {
+    let md = file.metadata().ok()?;
+    Some((md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec()))
 }
 
 /// Scans /proc for blind processes, remembering ELF verdicts between scans.
 pub struct BlindScanner {
     proc_root: PathBuf,
     elf_cache: lru::LruCache<FileKey, Verdict>,
+    /// DT_NEEDED lists, read only for partly covered processes.
+    needed_cache: lru::LruCache<FileKey, (FileStamp, std::sync::Arc<[String]>)>,
 }
 
 impl Default for BlindScanner {
@@ -96,6 +122,9 @@ impl BlindScanner {
         BlindScanner {
             proc_root: proc_root.to_path_buf(),
             elf_cache: lru::LruCache::new(NonZeroUsize::new(ELF_CACHE_ENTRIES).expect("non-zero")),
+            needed_cache: lru::LruCache::new(
+                NonZeroUsize::new(NEEDED_CACHE_ENTRIES).expect("non-zero"),
+            ),
         }
     }
 
@@ -163,40 +192,54 @@ impl BlindScanner {
                 .trim_end_matches(" (deleted)")
                 .to_string()
         });
-        // Covered when any mapped file is an attached TLS library — by the
-        // identity maps shows, or by the one stat gives through the process's
-        // root (they differ on overlayfs).
-        for m in &mappings {
-            if attached.contains(&m.key) {
-                return None;
-            }
-            if looks_like_tls_library(&m.path) {
-                if let Ok(md) = std::fs::metadata(in_root(&root, &m.path)) {
-                    if attached.contains(&(md.dev(), md.ino())) {
-                        return None;
-                    }
-                }
+        let attached_at: Vec<bool> = mappings
+            .iter()
+            .map(|m| is_attached(m, &root, attached))
+            .collect();
+        let mut found = self.tls_in_mappings(&dir, exe.as_deref(), &mappings, &attached_at);
+        if attached_at.contains(&true) {
+            // Partly covered: what goes through the attached library is seen.
+            // Another OpenSSL copy is most likely one whose attach is pending;
+            // another TLS stack is blind, unless only an OpenSSL user pulls it
+            // in (Debian's libcurl needs librtmp and libldap, which need GnuTLS).
+            found.retain(|&(r, _)| !is_openssl_reason(r));
+            if !found.is_empty() {
+                let reached =
+                    self.reached_past_openssl_users(&dir, exe.as_deref(), &mappings, &attached_at);
+                found.retain(|&(_, i)| reached[i]);
             }
         }
-        let mut reasons: Vec<&'static str> = Vec::new();
+        REASONS
+            .iter()
+            .copied()
+            .find(|r| found.iter().any(|(f, _)| f == r))
+    }
+
+    /// Every TLS stack the process's executable mappings carry, with the
+    /// index of the mapping that carries it (attached mappings are skipped).
+    fn tls_in_mappings(
+        &mut self,
+        dir: &Path,
+        exe: Option<&str>,
+        mappings: &[Mapping],
+        attached_at: &[bool],
+    ) -> Vec<(&'static str, usize)> {
+        let root = dir.join("root");
+        let mut found: Vec<(&'static str, usize)> = Vec::new();
+        if let Some(nif) = erlang_crypto_nif(exe, mappings) {
+            found.push(("erlang_tls", nif));
+        }
         let mut seen = HashSet::new();
-        for m in mappings.iter().filter(|m| m.executable) {
-            if !seen.insert(m.key) {
+        for (i, m) in mappings.iter().enumerate() {
+            if !m.executable || attached_at[i] || !seen.insert(m.key) {
                 continue;
             }
             if let Some(r) = library_reason_by_name(&m.path) {
-                reasons.push(r);
+                found.push((r, i));
                 continue;
             }
-            // The executable is read through /proc/PID/exe: that is the mapped
-            // file even when it was replaced on disk since.
-            let source = if exe.as_deref() == Some(m.path.as_str()) {
-                dir.join("exe")
-            } else if m.deleted {
-                // The path now names another file (or none): judging it could be wrong.
+            let Some(source) = mapped_file(dir, &root, exe, m) else {
                 continue;
-            } else {
-                in_root(&root, &m.path)
             };
             if let Some(r) = self.elf_reason(&source, m.key) {
                 // A shared OpenSSL that is not attached is a different problem
@@ -206,31 +249,94 @@ impl BlindScanner {
                 } else {
                     r
                 };
-                reasons.push(r);
+                found.push((r, i));
             }
         }
-        REASONS.iter().copied().find(|r| reasons.contains(r))
+        found
+    }
+
+    /// Which mappings are reached from the process's roots (the executable
+    /// and what was dlopen'ed: objects no other mapped object needs) along
+    /// DT_NEEDED without going through an OpenSSL user (an object that needs
+    /// a libssl or is attached itself).  A TLS library reached so is used for
+    /// its own sake; one only OpenSSL users need is a side dependency of the
+    /// OpenSSL code that is seen.  Unreadable objects count as needing
+    /// nothing, so they are roots (reported rather than hidden).
+    fn reached_past_openssl_users(
+        &mut self,
+        dir: &Path,
+        exe: Option<&str>,
+        mappings: &[Mapping],
+        attached_at: &[bool],
+    ) -> Vec<bool> {
+        let root = dir.join("root");
+        let needed: Vec<Vec<usize>> = mappings
+            .iter()
+            .map(|m| {
+                if !m.executable {
+                    return Vec::new();
+                }
+                let names = mapped_file(dir, &root, exe, m)
+                    .map(|source| self.needed_libraries(&source, m.key))
+                    .unwrap_or_default();
+                names
+                    .iter()
+                    .filter_map(|n| mappings.iter().position(|o| provides(&o.path, n)))
+                    .collect()
+            })
+            .collect();
+        let openssl_user: Vec<bool> = (0..mappings.len())
+            .map(|i| {
+                attached_at[i]
+                    || needed[i]
+                        .iter()
+                        .any(|&d| is_shared_libssl(&mappings[d].path))
+            })
+            .collect();
+        let mut is_needed = vec![false; mappings.len()];
+        for &d in needed.iter().flatten() {
+            is_needed[d] = true;
+        }
+        let mut reached = vec![false; mappings.len()];
+        let mut todo: Vec<usize> = (0..mappings.len()).filter(|&i| !is_needed[i]).collect();
+        while let Some(i) = todo.pop() {
+            if std::mem::replace(&mut reached[i], true) || openssl_user[i] {
+                continue;
+            }
+            todo.extend(needed[i].iter().copied().filter(|&d| !reached[d]));
+        }
+        reached
+    }
+
+    /// DT_NEEDED of an ELF file, cached like the verdicts.
+    fn needed_libraries(&mut self, path: &Path, key: FileKey) -> std::sync::Arc<[String]> {
+        let Ok(file) = File::open(path) else {
+            return std::sync::Arc::from([]);
+        };
+        let Some(stamp) = file_stamp(&file) else {
+            return std::sync::Arc::from([]);
+        };
+        if let Some((s, names)) = self.needed_cache.get(&key) {
+            if *s == stamp {
+                return names.clone();
+            }
+        }
+        let names: std::sync::Arc<[String]> = elf_needed(file).into();
+        self.needed_cache.put(key, (stamp, names.clone()));
+        names
     }
 
     fn elf_reason(&mut self, path: &Path, key: FileKey) -> Option<&'static str> {
         // Not cached when unreadable: it may be readable next time.
         let file = File::open(path).ok()?;
-        let md = file.metadata().ok()?;
-        let (size, mtime_ns) = (md.size(), md.mtime() * 1_000_000_000 + md.mtime_nsec());
+        let stamp = file_stamp(&file)?;
         if let Some(v) = self.elf_cache.get(&key) {
-            if v.size == size && v.mtime_ns == mtime_ns {
+            if v.stamp == stamp {
                 return v.reason;
             }
         }
         let reason = classify_elf(file);
-        self.elf_cache.put(
-            key,
-            Verdict {
-                size,
-                mtime_ns,
-                reason,
-            },
-        );
+        self.elf_cache.put(key, Verdict { stamp, reason });
         reason
     }
 }
@@ -281,6 +387,67 @@ fn tcp_inodes(net_dir: &Path) -> HashSet<u64> {
 /// A path from the process's mount namespace, seen through /proc/PID/root.
 fn in_root(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
+}
+
+/// Whether a mapping is an attached TLS library — by the identity maps
+/// shows, or by the one stat gives through the process's root (they differ
+/// on overlayfs).
+fn is_attached(m: &Mapping, root: &Path, attached: &HashSet<FileKey>) -> bool {
+    if attached.contains(&m.key) {
+        return true;
+    }
+    looks_like_tls_library(&m.path)
+        && std::fs::metadata(in_root(root, &m.path))
+            .is_ok_and(|md| attached.contains(&(md.dev(), md.ino())))
+}
+
+/// Where a mapped file can be read, if it can be trusted to be the mapped one.
+fn mapped_file(dir: &Path, root: &Path, exe: Option<&str>, m: &Mapping) -> Option<PathBuf> {
+    if exe == Some(m.path.as_str()) {
+        // Through /proc/PID/exe: that is the mapped file even when it was
+        // replaced on disk since.
+        Some(dir.join("exe"))
+    } else if m.deleted {
+        // The path now names another file (or none): judging it could be wrong.
+        None
+    } else {
+        Some(in_root(root, &m.path))
+    }
+}
+
+/// Reasons that are OpenSSL (copies the probes could attach to).
+fn is_openssl_reason(reason: &str) -> bool {
+    matches!(reason, "static_openssl" | "openssl_unattached")
+}
+
+/// Whether the mapped file at `path` is the library a DT_NEEDED entry names:
+/// maps shows the real file (`libgnutls.so.30.34.3`), the entry its soname
+/// (`libgnutls.so.30`).
+fn provides(path: &str, needed: &str) -> bool {
+    let n = file_name(path);
+    n.strip_prefix(needed)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+}
+
+/// The index of OTP's crypto NIF (`…/lib/crypto-<vsn>/priv/lib/crypto.so`)
+/// when the process is the Erlang VM (`beam.smp`/`beam`, or the runtime's
+/// `erts-<vsn>` directory mapped).  OTP's `ssl` does TLS in Erlang and uses
+/// libcrypto, through that NIF, for the ciphers only: no libssl, no SSL_*.
+fn erlang_crypto_nif(exe: Option<&str>, mappings: &[Mapping]) -> Option<usize> {
+    let is_beam_file = |p: &str| matches!(file_name(p), "beam.smp" | "beam");
+    let is_vm = exe.is_some_and(is_beam_file)
+        || mappings
+            .iter()
+            .any(|m| is_beam_file(&m.path) || m.path.split('/').any(|c| c.starts_with("erts-")));
+    if !is_vm {
+        return None;
+    }
+    mappings.iter().position(|m| is_otp_crypto_nif(&m.path))
+}
+
+fn is_otp_crypto_nif(path: &str) -> bool {
+    let parts: Vec<&str> = path.rsplit('/').take(4).collect();
+    matches!(parts.as_slice(), ["crypto.so", "lib", "priv", app] if app.starts_with("crypto-"))
 }
 
 /// File-backed mappings of /proc/PID/maps (`dev` converted to `st_dev` form).
@@ -414,26 +581,65 @@ pub fn classify_elf(file: File) -> Option<&'static str> {
     if imports_ssl_write {
         return None;
     }
-    // No symbols at all (a static program, stripped): OpenSSL's version
-    // string gives it away.  (Not with a .dynsym: libcrypto has that string.)
-    let no_symtab = elf.symbols().next().is_none();
-    if no_symtab && elf.dynamic_symbols().next().is_none() {
-        if section_contains(&elf, ".rodata", b"BoringSSL") {
-            return Some("boringssl");
-        }
-        if section_contains(&elf, ".rodata", b"OpenSSL 1.")
-            || section_contains(&elf, ".rodata", b"OpenSSL 3.")
-        {
-            return Some("static_openssl");
-        }
+    // Stripped of .symtab: what is left are strings in .rodata (read once,
+    // at most MAX_SECTION_SCAN_BYTES; the verdict is cached per inode).
+    if elf.symbols().next().is_some() {
+        return None;
     }
-    // Stripped of .symtab (a dynamically linked one keeps the .dynsym of what
-    // it imports): rustls's panic locations keep its source paths
-    // (`…/rustls-0.23.12/src/…`).
-    if no_symtab && section_contains(&elf, ".rodata", b"/rustls-") {
+    let rodata = section_data(&elf, ".rodata")?;
+    let has = |needle: &[u8]| memchr::memmem::find(rodata, needle).is_some();
+    // BoringSSL names itself, with or without a .dynsym: grpcio's cygrpc.so
+    // keeps one for its own exports and none of the SSL_* ones.
+    if has(b"BoringSSL") {
+        return Some("boringssl");
+    }
+    // No symbols at all (a static program): OpenSSL's version string gives
+    // it away.  (Not with a .dynsym: libcrypto has that string.)
+    if elf.dynamic_symbols().next().is_none() && (has(b"OpenSSL 1.") || has(b"OpenSSL 3.")) {
+        return Some("static_openssl");
+    }
+    // A dynamically linked one keeps the .dynsym of what it imports:
+    // rustls's panic locations keep its source paths (`…/rustls-0.23.12/src/…`).
+    if has(b"/rustls-") {
         return Some("rustls");
     }
     None
+}
+
+/// The libraries an ELF file names in DT_NEEDED (sonames), empty when it is
+/// not a dynamically linked ELF file.
+fn elf_needed(file: File) -> Vec<String> {
+    use object::read::elf::{Dyn, ElfFile64};
+    let cache = object::ReadCache::new(file);
+    let Ok(elf) = ElfFile64::<object::Endianness, _>::parse(&cache) else {
+        return Vec::new();
+    };
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let Ok(Some((entries, strtab))) = sections.dynamic(endian, &cache) else {
+        return Vec::new();
+    };
+    let Ok(strings) = sections.strings(endian, &cache, strtab) else {
+        return Vec::new();
+    };
+    entries
+        .iter()
+        .filter(|d| d.tag32(endian) == Some(object::elf::DT_NEEDED))
+        .filter_map(|d| strings.get(d.val32(endian)?).ok())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}
+
+/// A section's bytes, unless it is larger than MAX_SECTION_SCAN_BYTES.
+fn section_data<'d, R: object::ReadRef<'d>>(
+    elf: &object::File<'d, R>,
+    name: &str,
+) -> Option<&'d [u8]> {
+    let sec = elf.section_by_name(name)?;
+    if sec.size() > MAX_SECTION_SCAN_BYTES {
+        return None;
+    }
+    sec.data().ok()
 }
 
 fn section_contains<'d, R: object::ReadRef<'d>>(
@@ -441,14 +647,7 @@ fn section_contains<'d, R: object::ReadRef<'d>>(
     name: &str,
     needle: &[u8],
 ) -> bool {
-    let Some(sec) = elf.section_by_name(name) else {
-        return false;
-    };
-    if sec.size() > MAX_SECTION_SCAN_BYTES {
-        return false;
-    }
-    sec.data()
-        .is_ok_and(|d| memchr::memmem::find(d, needle).is_some())
+    section_data(elf, name).is_some_and(|d| memchr::memmem::find(d, needle).is_some())
 }
 
 #[cfg(test)]

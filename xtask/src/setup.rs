@@ -40,6 +40,11 @@ pub const APT_PACKAGES: &[&str] = &[
     // `cargo xtask bench` (event_cost) compiles a C program against libssl.
     "gcc",
     "libssl-dev",
+    // Erlang/OTP's own TLS (`ssl` over the crypto NIF): a blind-spot test's example.
+    "erlang-base",
+    "erlang-crypto",
+    "erlang-ssl",
+    "erlang-inets",
 ];
 
 /// Python packages in `<workspace>/.tools/venv`: the test servers' pinned

@@ -97,14 +97,16 @@ fn libssl_path() -> Option<String> {
 
 /// Compiles `src` (C) with `cc`, stripped or not.
 fn cc_build(dir: &Path, name: &str, src: &str, strip: bool) -> PathBuf {
+    cc_build_with(dir, name, src, if strip { &["-s"] } else { &[] })
+}
+
+/// Compiles `src` (C) with `cc` and extra flags (`-shared -fPIC` for a library).
+fn cc_build_with(dir: &Path, name: &str, src: &str, flags: &[&str]) -> PathBuf {
     let c = dir.join(format!("{name}.c"));
     std::fs::write(&c, src).unwrap();
     let bin = dir.join(name);
     let mut cmd = Command::new("cc");
-    cmd.arg("-O1").arg(&c).arg("-o").arg(&bin);
-    if strip {
-        cmd.arg("-s");
-    }
+    cmd.arg("-O1").args(flags).arg(&c).arg("-o").arg(&bin);
     let out = cmd.output().expect("cc");
     assert!(
         out.status.success(),
@@ -407,4 +409,210 @@ s.bind(('127.0.0.1', 21203))\ns.listen(8)\nprint('listening', flush=True)\ntime.
     );
     drop((go, goplain, node, py_tls, py_plain));
     std::thread::sleep(Duration::from_millis(50));
+}
+
+/// A stripped shared library with a `.dynsym` of its own exports (none of
+/// them SSL_*) and `marker` in `.rodata`: grpcio's cygrpc.so in small.
+fn stripped_library(dir: &Path, name: &str, marker: &str) -> PathBuf {
+    cc_build_with(
+        dir,
+        name,
+        &format!(
+            "const char *grpc_version_string(void) {{ return \"{marker}\"; }}\n\
+             int grpc_init(void) {{ return 1; }}\n"
+        ),
+        &["-shared", "-fPIC", "-s"],
+    )
+}
+
+#[test]
+fn stripped_library_with_a_dynsym_and_boringssl_inside() {
+    if !have("cc") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let classify = |p: &Path| classify_elf(File::open(p).unwrap());
+    let lib = stripped_library(dir.path(), "libgrpcish.so", "BoringSSL");
+    let data = std::fs::read(&lib).unwrap();
+    let elf = object::File::parse(&*data).unwrap();
+    assert!(
+        elf.symbols().next().is_none() && elf.dynamic_symbols().next().is_some(),
+        "no .symtab, a .dynsym"
+    );
+    assert_eq!(classify(&lib), Some("boringssl"));
+    let plain = stripped_library(dir.path(), "libplain.so", "grpc 1.62");
+    assert_eq!(classify(&plain), None);
+    // libcrypto-like: OpenSSL's version string with a .dynsym is not TLS code.
+    let crypto = stripped_library(dir.path(), "libcryptoish.so", "OpenSSL 3.0.19 27 Jan 2026");
+    assert_eq!(classify(&crypto), None);
+    // How long classifying a real one takes (its .rodata searched), when here.
+    let cygrpc = "/work/cap/venv/lib/python3.11/site-packages/grpc/_cython/cygrpc.cpython-311-x86_64-linux-gnu.so";
+    if Path::new(cygrpc).exists() {
+        let t = Instant::now();
+        assert_eq!(classify(Path::new(cygrpc)), Some("boringssl"));
+        eprintln!("classify cygrpc.so: {:?}", t.elapsed());
+    }
+}
+
+/// A /proc tree for one process holding TCP socket 5151 with these maps.
+fn fake_process(root: &Path, pid: u32, exe: &str, maps: &[&str]) {
+    let dir = root.join(pid.to_string());
+    std::fs::create_dir_all(dir.join("fd")).unwrap();
+    std::fs::create_dir_all(dir.join("net")).unwrap();
+    std::os::unix::fs::symlink("socket:[5151]", dir.join("fd/3")).unwrap();
+    std::fs::write(
+        dir.join("net/tcp"),
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   \
+0: 0100007F:5208 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 5151 1 0000000000000000 100 0 0 10 0\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(exe, dir.join("exe")).unwrap();
+    let lines: Vec<String> = maps
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            format!(
+                "7f00{i:02x}000000-7f00{i:02x}100000 r-xp 00000000 fd:01 {} {path}\n",
+                9000 + i
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("maps"), lines.concat()).unwrap();
+    std::fs::write(dir.join("comm"), format!("{}\n", file_name(exe))).unwrap();
+}
+
+#[test]
+fn erlang_vm_with_otp_crypto_is_blind_on_a_synthetic_proc() {
+    let root = tempfile::tempdir().unwrap();
+    let beam = "/usr/lib/erlang/erts-13.1.5/bin/beam.smp";
+    let nif = "/usr/lib/erlang/lib/crypto-5.1.2/priv/lib/crypto.so";
+    let libcrypto = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3";
+    fake_process(root.path(), 100, beam, &[beam, nif, libcrypto]);
+    // Without OTP's crypto (plain gen_tcp): nothing to decrypt.
+    fake_process(root.path(), 101, beam, &[beam, libcrypto]);
+    // A release with its own runtime: the VM known by its erts-* directory.
+    let rel = "/opt/app/erts-14.2/bin/beam.smp";
+    let rel_nif = "/opt/app/lib/crypto-5.4/priv/lib/crypto.so";
+    fake_process(
+        root.path(),
+        102,
+        "/opt/app/erts-14.2/bin/erlexec",
+        &[rel, rel_nif],
+    );
+    // Something else that has a crypto.so under priv/lib: not the VM.
+    fake_process(
+        root.path(),
+        103,
+        "/usr/bin/python3",
+        &["/usr/bin/python3", nif],
+    );
+    let found = BlindScanner::with_proc_root(root.path()).scan(&HashSet::new());
+    let got: Vec<(u32, &str)> = found.iter().map(|b| (b.pid, b.reason.as_str())).collect();
+    assert_eq!(got, [(100, "erlang_tls"), (102, "erlang_tls")]);
+    assert_eq!(found[0].comm, "beam.smp");
+    assert!(REASONS.contains(&"erlang_tls"));
+}
+
+fn have_erl() -> bool {
+    // `erl` has no --version: ask the VM to print its release and stop.
+    let ok = Command::new("erl")
+        .args([
+            "-noshell",
+            "-eval",
+            "io:format(erlang:system_info(otp_release)), halt().",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        crate::test_tools::tool_missing("erl");
+    }
+    ok
+}
+
+/// `erl` running `expr` and then waiting; prints "listening" when `expr` did.
+fn spawn_erl(expr: &str) -> (Kid, BufReader<ChildStdout>) {
+    spawn(Command::new("erl").args([
+        "-noshell",
+        "-eval",
+        &format!("{expr}, io:format(\"listening~n\"), timer:sleep(120000), halt()."),
+    ]))
+}
+
+#[test]
+fn erlang_ssl_server_is_blind_plain_erlang_server_is_not() {
+    if !have_erl() {
+        return;
+    }
+    let (tls, mut tls_out) = spawn_erl(
+        "{ok, _} = application:ensure_all_started(ssl), \
+         {ok, _} = ssl:listen(21210, [{ip, {127,0,0,1}}, {reuseaddr, true}])",
+    );
+    wait_for(&mut tls_out, "listening");
+    let (plain, mut plain_out) =
+        spawn_erl("{ok, _} = gen_tcp:listen(21211, [{ip, {127,0,0,1}}, {reuseaddr, true}])");
+    wait_for(&mut plain_out, "listening");
+    let ours = [tls.0.id(), plain.0.id()];
+    let found = BlindScanner::new().scan(&HashSet::new());
+    let mine: Vec<(u32, &str, &str)> = found
+        .iter()
+        .filter(|b| ours.contains(&b.pid))
+        .map(|b| (b.pid, b.comm.as_str(), b.reason.as_str()))
+        .collect();
+    assert_eq!(mine, [(tls.0.id(), "beam.smp", "erlang_tls")]);
+}
+
+/// The (st_dev, st_ino) of the libssl a live process maps.
+fn attached_libssl(pid: u32) -> HashSet<FileKey> {
+    [mapped_libssl_key(pid)].into()
+}
+
+/// A Python server that imported `ssl` and loaded `lib` with ctypes.
+fn python_with_ssl_and(lib: &str, port: u16) -> (Kid, BufReader<ChildStdout>) {
+    spawn(Command::new("python3").args([
+        "-c",
+        &format!(
+            "import ctypes, socket, ssl, time\nctypes.CDLL({lib:?})\ns = socket.socket()\n\
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('127.0.0.1', {port}))\ns.listen(8)\n\
+print('listening', flush=True)\ntime.sleep(120)"
+        ),
+    ]))
+}
+
+#[test]
+fn attached_libssl_does_not_hide_another_tls_stack() {
+    if !(have("python3") && have("cc")) || libssl_path().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let grpcish = stripped_library(dir.path(), "libgrpcish.so", "BoringSSL");
+    // grpcio's BoringSSL next to Python's ssl.
+    let (boring, mut out) = python_with_ssl_and(grpcish.to_str().unwrap(), 21220);
+    wait_for(&mut out, "listening");
+    // pycurl's GnuTLS next to Python's ssl (GnuTLS loaded for its own sake).
+    let (gnutls, mut out) = python_with_ssl_and("libgnutls.so.30", 21221);
+    wait_for(&mut out, "listening");
+    let mut scanner = BlindScanner::new();
+    let check = |scanner: &mut BlindScanner, pid: u32| {
+        let mut tcp = HashMap::new();
+        scanner.check_process(pid, &attached_libssl(pid), &mut tcp)
+    };
+    assert_eq!(check(&mut scanner, boring.0.id()), Some("boringssl"));
+    assert_eq!(check(&mut scanner, gnutls.0.id()), Some("gnutls"));
+    // Debian's libcurl (OpenSSL) pulls GnuTLS in through librtmp and libldap:
+    // only an OpenSSL user needs it, so the attached libssl covers it.
+    let libcurl = [
+        "/usr/lib/x86_64-linux-gnu/libcurl.so.4",
+        "/lib/x86_64-linux-gnu/libcurl.so.4",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    if let Some(libcurl) = libcurl {
+        let (curl, mut out) = python_with_ssl_and(libcurl, 21222);
+        wait_for(&mut out, "listening");
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", curl.0.id())).unwrap();
+        if maps.contains("libgnutls") {
+            eprintln!("libcurl.so.4 maps GnuTLS here (librtmp/libldap)");
+        }
+        assert_eq!(check(&mut scanner, curl.0.id()), None);
+    }
 }

@@ -22,7 +22,7 @@ pub struct AttachedLibrary {
 pub struct BlindProcess {
     pub pid: u32,
     pub comm: String,
-    /// "go_tls", "boringssl", "static_openssl", "openssl_unattached", "rustls", "java_tls", "gnutls", "nss", "wolfssl", "mbedtls", "unknown_tls" (`blind::REASONS`)
+    /// "go_tls", "boringssl", "static_openssl", "openssl_unattached", "rustls", "java_tls", "erlang_tls", "gnutls", "nss", "wolfssl", "mbedtls", "unknown_tls" (`blind::REASONS`)
     pub reason: String,
 }
 
