@@ -23,8 +23,8 @@ use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
 use crate::finding::{Finding, SinkLocation};
 use crate::http::limits::HttpLimits;
-use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role};
-use crate::http::{ConnectionParser, FeedData, ParserOutput};
+use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role, Timing};
+use crate::http::{ConnectionParser, FeedData, LookAt, ParserOutput};
 use crate::leak::{Detector, Inspection};
 use crate::outputs::jsonl::JsonLinesWriter;
 use crate::outputs::metrics::Metrics;
@@ -119,8 +119,9 @@ struct Connection {
     ignored: bool,
     /// Newest event time seen (ends close-delimited bodies at process exit).
     last_ts_ns: u64,
-    /// What was reported of the response in progress while it lasted.
-    streamed: Option<Streamed>,
+    /// What was reported of the responses in progress while they lasted
+    /// (HTTP/1.x: at most one; HTTP/2: one per stream looked at).
+    streamed: Vec<Streamed>,
     /// The process name its first event carried (names the process when a
     /// look at a response in progress comes before any pair).
     comm: Comm,
@@ -129,10 +130,19 @@ struct Connection {
 /// Findings already reported of a response still being read, by
 /// [`finding_key`]: its final inspection reports only the others.
 struct Streamed {
-    /// The request it answers (`Timing::request_start_ns`): one response is
-    /// read at a time per HTTP/1.x connection, so this names it.
-    request_start_ns: u64,
+    /// Which response: its request's and its own start times.  (Two HTTP/2
+    /// streams started by the same events share them; then a finding the
+    /// one gave is not given again by the other, which gave the same.)
+    id: (u64, u64),
     reported: HashSet<u64>,
+}
+
+/// Responses in progress a connection remembers findings of; past it the
+/// oldest is forgotten (its end may then repeat what it gave).
+const MAX_STREAMED_PER_CONNECTION: usize = 128;
+
+fn streamed_id(t: &Timing) -> (u64, u64) {
+    (t.request_start_ns, t.response_start_ns)
 }
 
 impl Connection {
@@ -145,7 +155,7 @@ impl Connection {
             buffered: 0,
             ignored: false,
             last_ts_ns: ts_ns,
-            streamed: None,
+            streamed: Vec::new(),
             comm,
         })
     }
@@ -523,9 +533,11 @@ impl Pipeline {
             conn.pairs += 1;
             let seq = conn.pairs;
             let role = exchange.role;
-            let streamed = conn
-                .streamed
-                .take_if(|s| s.request_start_ns == exchange.timing.request_start_ns);
+            let id = streamed_id(&exchange.timing);
+            let streamed = match conn.streamed.iter().position(|s| s.id == id) {
+                Some(i) => Some(conn.streamed.swap_remove(i)),
+                None => None,
+            };
             if !self.cfg.role.allows(role) {
                 continue;
             }
@@ -550,32 +562,33 @@ impl Pipeline {
     /// that this response did not give already.  The pair itself is written
     /// (`--pairs`) once, when the response ends.  Called once a second.
     pub fn inspect_streaming(&mut self, now_ns: u64) {
+        let look = LookAt {
+            now_ns,
+            min_age_ns: STREAM_INSPECT_AFTER_NS,
+            overlap: STREAM_OVERLAP_BYTES,
+        };
         let mut snapshots = Vec::new();
+        let mut looks = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             if conn.ignored {
                 continue;
             }
-            let Some((exchange, from)) = conn.parser.streaming_snapshot(
-                now_ns,
-                STREAM_INSPECT_AFTER_NS,
-                STREAM_OVERLAP_BYTES,
-            ) else {
-                continue;
-            };
-            if !self.cfg.role.allows(exchange.role) {
-                continue;
+            conn.parser.streaming_snapshots(look, &mut looks);
+            for l in looks.drain(..) {
+                if self.cfg.role.allows(l.exchange.role) {
+                    let who = (conn.process.clone(), conn.comm, conn.id.clone());
+                    snapshots.push((*key, l, conn.pairs + 1, who));
+                }
             }
-            let who = (conn.process.clone(), conn.comm);
-            snapshots.push((*key, exchange, from, conn.pairs + 1, conn.id.clone(), who));
         }
-        for (key, exchange, from, seq, id, (process, comm)) in snapshots {
+        for (key, l, seq, (process, comm, id)) in snapshots {
             // A connection's process is known once it gave a pair; before
             // that, as for a pair.
             let process = process.unwrap_or_else(|| self.process_info(key.tgid, &comm));
-            let request_start_ns = exchange.timing.request_start_ns;
+            let streamed = streamed_id(&l.exchange.timing);
             let wall_ns = now_ns as i64 + self.cfg.clock_offset_ns;
             let pair = HttpPair {
-                exchange,
+                exchange: l.exchange,
                 process,
                 conn: ConnInfo { id, peer: None },
                 seq,
@@ -584,23 +597,27 @@ impl Pipeline {
             let mut findings = self.detector.inspect(&pair).findings;
             for f in &mut findings {
                 if f.sink.location == SinkLocation::Body {
-                    f.sink.offset += from;
+                    f.sink.offset += l.from;
                 }
             }
             let Some(conn) = self.conns.peek_mut(&key) else {
                 continue;
             };
-            let streamed = conn.streamed.get_or_insert_with(|| Streamed {
-                request_start_ns,
-                reported: HashSet::new(),
-            });
-            if streamed.request_start_ns != request_start_ns {
-                *streamed = Streamed {
-                    request_start_ns,
-                    reported: HashSet::new(),
-                };
-            }
-            findings.retain(|f| streamed.reported.insert(finding_key(f)));
+            let i = match conn.streamed.iter().position(|s| s.id == streamed) {
+                Some(i) => i,
+                None => {
+                    if conn.streamed.len() >= MAX_STREAMED_PER_CONNECTION {
+                        conn.streamed.remove(0);
+                    }
+                    conn.streamed.push(Streamed {
+                        id: streamed,
+                        reported: HashSet::new(),
+                    });
+                    conn.streamed.len() - 1
+                }
+            };
+            let reported = &mut conn.streamed[i].reported;
+            findings.retain(|f| reported.insert(finding_key(f)));
             let role = pair.exchange.role.as_str();
             for f in &findings {
                 self.emit_finding(role, f);

@@ -1,7 +1,8 @@
 // A Node.js HTTPS service whose leaks are in responses that do not end the
 // usual way: a server-sent event stream that stays open, a chunked body
 // with the key in a trailer, and a large download its client hangs up on.
-// node's own `https` only (no npm packages).
+// node's own `http2` (HTTP/2, and HTTP/1.1 for clients that do not offer
+// h2: `allowHTTP1`), no npm packages.
 //
 //   node tests/apps/leaky_streams.js --port 23005 --cert cert.pem --key key.pem
 //
@@ -14,7 +15,7 @@
 'use strict';
 
 const fs = require('fs');
-const https = require('https');
+const http2 = require('http2');
 
 const { deterministicBytes, arg } = require('./leaky_common');
 
@@ -71,8 +72,8 @@ function download(res, key) {
   more();
 }
 
-const server = https.createServer(
-  { cert: fs.readFileSync(arg('--cert')), key: fs.readFileSync(arg('--key')) },
+const server = http2.createSecureServer(
+  { cert: fs.readFileSync(arg('--cert')), key: fs.readFileSync(arg('--key')), allowHTTP1: true },
   (req, res) => {
     const url = new URL(req.url, 'https://localhost');
     const key = req.headers['x-api-key'] || '';
@@ -84,4 +85,5 @@ const server = https.createServer(
   },
 );
 server.on('clientError', (_err, socket) => socket.destroy());
+server.on('sessionError', () => {});
 server.listen(Number(arg('--port')), '127.0.0.1');

@@ -413,82 +413,51 @@ impl ConnectionParser {
         self.drop_state();
     }
 
-    /// The response this connection is in the middle of (a server-sent
-    /// event stream, a long download), as far as it got, so that its leaks
-    /// are reported while it lasts instead of when it ends: when it started
-    /// at least `min_age_ns` before `now_ns`, answers a complete request,
-    /// keeps its body without a content-coding (a compressed stream cannot
-    /// be decoded from the middle; it is searched when it ends), and kept
-    /// bytes since the last snapshot.  The exchange's response body holds the
-    /// kept bytes from `overlap` before the previous snapshot's end (so a
-    /// value cut by it is whole in this one), marked truncated; the number is
-    /// where those bytes start in the body.  HTTP/1.x only.
-    pub fn streaming_snapshot(
-        &mut self,
-        now_ns: u64,
-        min_age_ns: u64,
-        overlap: usize,
-    ) -> Option<(Exchange, u64)> {
-        if self.ignored || self.closed || self.h2.is_some() {
-            return None;
+    /// The responses this connection is in the middle of (a server-sent
+    /// event stream, a long download), as far as they got, so that their
+    /// leaks are reported while they last instead of when they end: see
+    /// [`LookAt`] for which, and [`StreamLook`] for what each is.  HTTP/1.x
+    /// has at most one; HTTP/2 one per open stream.
+    pub fn streaming_snapshots(&mut self, look: LookAt, out: &mut Vec<StreamLook>) {
+        if self.ignored || self.closed {
+            return;
         }
-        let role = self.role?;
-        let side = self.sides.iter_mut().find(|s| {
-            matches!(
-                s.msg,
-                Some(InMsg {
-                    kind: InKind::Response { .. },
-                    ..
-                })
-            )
-        })?;
-        let msg = side.msg.as_mut()?;
+        if let Some(h2) = self.h2.as_mut() {
+            return h2.streaming_snapshots(look, out);
+        }
+        let Some(role) = self.role else { return };
+        let Some(msg) = self.sides.iter_mut().find_map(|s| {
+            s.msg
+                .as_mut()
+                .filter(|m| matches!(m.kind, InKind::Response { .. }))
+        }) else {
+            return;
+        };
         let InKind::Response {
             response,
             answers: Some(id),
             ..
         } = &msg.kind
         else {
-            return None;
+            return;
         };
-        let kept = msg.acc.kept();
-        if msg.acc.discard
-            || kept <= msg.snapshot_upto
-            || now_ns.saturating_sub(msg.start_ns) < min_age_ns
-            || response
-                .headers
-                .get("content-encoding")
-                .is_some_and(|v| !v.eq_ignore_ascii_case(b"identity"))
-        {
-            return None;
-        }
-        let p = self.pending.iter().find(|p| p.id == *id && p.complete)?;
-        let from = msg.snapshot_upto.saturating_sub(overlap);
-        let chunks = msg.acc.kept_from(from);
-        msg.snapshot_upto = kept;
-        let body = Body {
-            len: (kept - from) as u64,
-            chunks,
-            truncated: true,
-            discarded: false,
+        let Some(p) = self.pending.iter().find(|p| p.id == *id && p.complete) else {
+            return;
         };
-        let exchange = Exchange {
-            request: p.request.clone(),
-            response: Response {
-                status: response.status,
-                version: response.version,
-                headers: response.headers.clone(),
-                body,
-            },
-            timing: Timing {
-                request_start_ns: p.start_ns,
-                request_end_ns: p.end_ns,
-                response_start_ns: msg.start_ns,
-                response_end_ns: now_ns,
-            },
+        let timing = Timing {
+            request_start_ns: p.start_ns,
+            request_end_ns: p.end_ns,
+            response_start_ns: msg.start_ns,
+            response_end_ns: look.now_ns,
+        };
+        let so_far = InProgress {
+            request: &p.request,
+            response,
+            acc: &msg.acc,
+            timing,
             role,
         };
-        Some((exchange, from as u64))
+        out.extend(so_far.look(look, &mut msg.snapshot_upto));
     }
 
     fn enter_resync(&mut self, dir: Direction) {
@@ -1103,5 +1072,79 @@ fn trailer_fields(section: &[u8], max_headers: usize) -> Option<Headers> {
             Some(b.finish())
         }
         _ => None,
+    }
+}
+
+/// Which responses in progress [`ConnectionParser::streaming_snapshots`]
+/// hands out: those that started at least `min_age_ns` before `now_ns`
+/// (CLOCK_MONOTONIC, as event times), answer a complete request, keep their
+/// body without a content-coding (a compressed stream cannot be decoded from
+/// the middle: it is searched when it ends), and kept bytes since the last
+/// look.
+#[derive(Clone, Copy, Debug)]
+pub struct LookAt {
+    pub now_ns: u64,
+    pub min_age_ns: u64,
+    /// Bytes before the previous look's end that the next one holds again,
+    /// so that a value cut by that end is whole in one of them.
+    pub overlap: usize,
+}
+
+/// A look at a response in progress: the exchange so far (the response
+/// body from `from` on, marked truncated) and where its body bytes start.
+#[derive(Debug)]
+pub struct StreamLook {
+    pub exchange: Exchange,
+    pub from: u64,
+}
+
+/// A response being read, with its request: what a look is made of.
+pub(crate) struct InProgress<'a> {
+    pub request: &'a Request,
+    pub response: &'a Response,
+    pub acc: &'a BodyAcc,
+    pub timing: Timing,
+    pub role: Role,
+}
+
+impl InProgress<'_> {
+    /// The look `look` allows, if any; `upto` (kept bytes at the previous
+    /// look) moves to now.
+    pub(crate) fn look(&self, look: LookAt, upto: &mut usize) -> Option<StreamLook> {
+        let kept = self.acc.kept();
+        if self.acc.discard
+            || kept <= *upto
+            || look.now_ns.saturating_sub(self.timing.response_start_ns) < look.min_age_ns
+            || self
+                .response
+                .headers
+                .get("content-encoding")
+                .is_some_and(|v| !v.eq_ignore_ascii_case(b"identity"))
+        {
+            return None;
+        }
+        let from = upto.saturating_sub(look.overlap);
+        let chunks = self.acc.kept_from(from);
+        *upto = kept;
+        let response = Response {
+            status: self.response.status,
+            version: self.response.version,
+            headers: self.response.headers.clone(),
+            body: Body {
+                len: (kept - from) as u64,
+                chunks,
+                truncated: true,
+                discarded: false,
+            },
+        };
+        Some(StreamLook {
+            exchange: Exchange {
+                request: self.request.clone(),
+                response,
+                timing: self.timing,
+                role: self.role,
+            },
+            from: from as u64,
+        })
     }
 }

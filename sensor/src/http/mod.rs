@@ -38,7 +38,7 @@ pub mod types;
 #[cfg(test)]
 mod tests;
 
-pub use connection::{ConnectionParser, ParserOutput};
+pub use connection::{ConnectionParser, LookAt, ParserOutput, StreamLook};
 pub use decode::{FeedData, MAX_CHUNK_EXT_BYTES, MAX_TRAILER_BYTES, SLICE_MIN};
 pub use error::ParseErrorReason;
 pub use head::HARD_MAX_HEADERS;

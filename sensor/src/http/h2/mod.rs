@@ -32,7 +32,7 @@ pub(crate) mod tests;
 
 use std::collections::HashMap;
 
-use super::connection::{BodyWanted, ParserOutput};
+use super::connection::{BodyWanted, InProgress, LookAt, ParserOutput, StreamLook};
 use super::decode::{BodyAcc, FeedData, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::limits::HttpLimits;
@@ -68,6 +68,8 @@ struct Stream {
     request_held: usize,
     response: Option<(Response, BodyAcc, usize)>,
     timing: Timing,
+    /// Response body bytes kept at the last look at it while in progress.
+    looked_upto: usize,
 }
 
 impl Stream {
@@ -438,6 +440,7 @@ impl H2Connection {
                 request_end_ns: ts_ns,
                 ..Default::default()
             },
+            looked_upto: 0,
         };
         self.streams.insert(stream, s);
         if end_stream {
@@ -497,6 +500,30 @@ impl H2Connection {
         s.timing.response_end_ns = ts_ns;
         if end_stream {
             self.end_of(stream, false, ts_ns, out);
+        }
+    }
+
+    /// Looks at the responses of open streams (see
+    /// `ConnectionParser::streaming_snapshots`).
+    pub(crate) fn streaming_snapshots(&mut self, look: LookAt, out: &mut Vec<StreamLook>) {
+        for s in self.streams.values_mut() {
+            let Some((response, acc, _)) = &s.response else {
+                continue;
+            };
+            if s.request_body.is_some() {
+                continue;
+            }
+            let so_far = InProgress {
+                request: &s.request,
+                response,
+                acc,
+                timing: Timing {
+                    response_end_ns: look.now_ns,
+                    ..s.timing
+                },
+                role: self.role,
+            };
+            out.extend(so_far.look(look, &mut s.looked_upto));
         }
     }
 
