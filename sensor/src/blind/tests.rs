@@ -616,3 +616,130 @@ fn attached_libssl_does_not_hide_another_tls_stack() {
         assert_eq!(check(&mut scanner, curl.0.id()), None);
     }
 }
+
+/// A short-lived GnuTLS client (wget's kind): judged right after its exec it
+/// is counted once, though no periodic scan ever lists it.
+#[test]
+fn short_lived_blind_process_is_counted_once() {
+    if !have("python3") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (client, mut out) = spawn(Command::new("python3").args([
+        "-c",
+        &format!(
+            "import ctypes, socket, sys\nctypes.CDLL('libgnutls.so.30')\n\
+s = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=True)\nsys.stdin.read()"
+        ),
+    ]).stdin(Stdio::piped()));
+    wait_for(&mut out, "connected");
+    let pid = client.0.id();
+    let metrics = Metrics::new();
+    let seen = |m: &Metrics| m.blind_processes_seen.with_label_values(&["gnutls"]).get();
+    assert_eq!(
+        judge_new_process(pid, &HashSet::new(), &metrics),
+        Some("gnutls")
+    );
+    assert_eq!(
+        judge_new_process(pid, &HashSet::new(), &metrics),
+        Some("gnutls")
+    );
+    assert_eq!(seen(&metrics), 1, "once per process");
+    // The periodic scan finding it too does not count it again.
+    count_blind_seen(
+        &metrics,
+        &[BlindProcess {
+            pid,
+            comm: "python3".into(),
+            reason: "gnutls".into(),
+        }],
+    );
+    assert_eq!(seen(&metrics), 1);
+    drop(client);
+    assert_eq!(
+        seen(&metrics),
+        1,
+        "a counter: stays after the process is gone"
+    );
+    assert!(!BlindScanner::new()
+        .scan(&HashSet::new())
+        .iter()
+        .any(|b| b.pid == pid));
+    assert_eq!(
+        metrics
+            .blind_processes_seen
+            .with_label_values(&["go_tls"])
+            .get(),
+        0
+    );
+}
+
+/// Once per (process, reason): another reason counts, the same pid reused by
+/// a new process (another start time) counts again.
+#[test]
+fn seen_processes_count_once_per_process_and_reason() {
+    let root = tempfile::tempdir().unwrap();
+    let stat = |start: u64| {
+        format!("42 (a (weird) name) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 {start} 1 1 18446744073709551615\n")
+    };
+    std::fs::create_dir_all(root.path().join("42")).unwrap();
+    std::fs::write(root.path().join("42/stat"), stat(1000)).unwrap();
+    assert_eq!(start_time(root.path(), 42), Some(1000));
+    let metrics = Metrics::new();
+    let mut seen = SeenProcesses::new();
+    assert!(seen.count(root.path(), 42, "gnutls", &metrics));
+    assert!(!seen.count(root.path(), 42, "gnutls", &metrics));
+    assert!(seen.count(root.path(), 42, "boringssl", &metrics));
+    std::fs::write(root.path().join("42/stat"), stat(2000)).unwrap();
+    assert!(seen.count(root.path(), 42, "gnutls", &metrics));
+    assert!(!seen.count(root.path(), 42, "not_a_reason", &metrics));
+    let get = |r: &str| metrics.blind_processes_seen.with_label_values(&[r]).get();
+    assert_eq!((get("gnutls"), get("boringssl")), (2, 1));
+}
+
+/// What one look at a new process costs (the capture's maps read and the
+/// blind judgment), on a Python server that imported ssl.
+#[test]
+fn cost_of_one_look_at_a_process() {
+    if !have("python3") {
+        return;
+    }
+    let (py, mut out) = spawn(Command::new("python3").args([
+        "-c",
+        "import socket, ssl, time\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen(8)\n\
+print('listening', flush=True)\ntime.sleep(60)",
+    ]));
+    wait_for(&mut out, "listening");
+    let pid = py.0.id();
+    let mut scanner = BlindScanner::new();
+    let attached = attached_libssl(pid);
+    // ELF verdicts cached, as after the first look; the capture's too.
+    scanner.check_pid(pid, &attached);
+    let mut embedded = crate::capture::procfs::EmbeddedOpenssl::default();
+    const LOOKS: u32 = 200;
+    let t = Instant::now();
+    for _ in 0..LOOKS {
+        let maps = crate::capture::procfs::read_maps(Path::new("/proc"), pid).unwrap();
+        let mut index = crate::capture::procfs::LibraryIndex::default();
+        index.add_process(Path::new("/proc"), pid, &maps, &mut embedded);
+    }
+    let capture_part = t.elapsed() / LOOKS;
+    let t = Instant::now();
+    for _ in 0..LOOKS {
+        assert_eq!(scanner.check_pid(pid, &attached), None);
+    }
+    let blind_part = t.elapsed() / LOOKS;
+    let live = capture_part + blind_part;
+    let t = Instant::now();
+    for _ in 0..LOOKS {
+        assert!(crate::capture::procfs::read_maps(Path::new("/proc"), u32::MAX - 1).is_err());
+        assert_eq!(scanner.check_pid(u32::MAX - 1, &attached), None);
+    }
+    let gone = t.elapsed() / LOOKS;
+    eprintln!(
+        "one look: {live:?} at a live process with sockets and libssl \
+         ({capture_part:?} the capture's, {blind_part:?} the blind judgment), {gone:?} at a gone one"
+    );
+    assert!(live < Duration::from_millis(20));
+}

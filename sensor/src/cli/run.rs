@@ -165,6 +165,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
                         .await
                         .unwrap_or_default();
                     crate::blind::update_blind_gauge(&metrics, &blind);
+                    crate::blind::count_blind_seen(&metrics, &blind);
                     last_blind_scan = Some(Instant::now());
                 }
                 let detector = pipeline.detector();

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub tls_attachments: IntGaugeVec,
     pub attach_errors: IntCounterVec,
     pub blind_processes: IntGaugeVec,
+    pub blind_processes_seen: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub findings_dropped: IntCounter,
     /// Handles of the series touched on every event or pair, resolved once:
@@ -192,6 +193,12 @@ impl Metrics {
                 r,
                 "sensor_blind_processes",
                 "Processes with TCP sockets whose TLS the sensor cannot see, by reason.",
+                &["reason"],
+            ),
+            blind_processes_seen: counter_vec(
+                r,
+                "sensor_blind_processes_seen_total",
+                "Processes found blind since the sensor started, each once per reason: by the periodic scan, or shortly after their exec (short-lived ones the scan misses).",
                 &["reason"],
             ),
             build_info: gauge_vec(r, "sensor_build_info", "Always 1; the sensor's version.", &["version"]),
