@@ -21,7 +21,7 @@ use crate::capture::event::{
 };
 use crate::capture::record::Recorder;
 pub use crate::config::RoleFilter;
-use crate::finding::{Finding, SinkLocation};
+use crate::finding::{Exposure, Finding, SinkLocation};
 use crate::http::limits::HttpLimits;
 use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role, Timing};
 use crate::http::{ConnectionParser, FeedData, LookAt, ParserOutput};
@@ -595,6 +595,16 @@ impl Pipeline {
                 ts: chrono::DateTime::from_timestamp_nanos(wall_ns),
             };
             let mut findings = self.detector.inspect(&pair).findings;
+            // A partial echo near the end of what is there so far may be the
+            // start of a whole one cut by that end: the next look (which
+            // holds those bytes again) or the response's end decides.
+            let settled = pair.exchange.response.body.len;
+            let settled = settled.saturating_sub(STREAM_OVERLAP_BYTES as u64);
+            findings.retain(|f| {
+                f.sink.location != SinkLocation::Body
+                    || f.exposure != Exposure::Partial
+                    || f.sink.offset < settled
+            });
             for f in &mut findings {
                 if f.sink.location == SinkLocation::Body {
                     f.sink.offset += l.from;

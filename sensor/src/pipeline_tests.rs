@@ -576,3 +576,26 @@ fn stream_looks_overlap_and_compressed_streams_wait_for_the_end() {
     p.finish();
     assert_eq!(h.findings.lock().unwrap().len(), 1);
 }
+
+/// A key cut by the end of what a look sees is not reported as a partial
+/// echo (its start is long enough to be one): the response's end finds it
+/// whole, and that is the one finding.
+#[test]
+fn a_key_cut_by_a_look_is_not_a_partial_leak() {
+    let mut h = harness(PipelineConfig::default());
+    let p = &mut h.pipeline;
+    p.handle_raw(data(SERVER, Direction::Read, 1, &stream_request()));
+    let mut first = b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\n\r\ndata: ".to_vec();
+    first.extend(&STREAM_KEY.as_bytes()[..20]);
+    p.handle_raw(data(SERVER, Direction::Write, 2, &first));
+    p.inspect_streaming(2_000 + STREAM_INSPECT_AFTER_NS);
+    assert!(h.findings.lock().unwrap().is_empty(), "{:?}", h.findings);
+    let mut rest = STREAM_KEY.as_bytes()[20..].to_vec();
+    rest.resize(200 - 6 - 20, b' ');
+    p.handle_raw(data(SERVER, Direction::Write, 3, &rest));
+    p.finish();
+    let f = h.findings.lock().unwrap();
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].exposure, Exposure::Full);
+    assert_eq!(f[0].sink.offset, 6);
+}
