@@ -621,16 +621,27 @@ struct AlphabetVotes {
     url: usize,
     /// `+` and `/`.
     std: usize,
+    /// The run ended at `=` after it (padding: the standard alphabet's
+    /// habit; before a run, `=` is rather `name=`).
+    padded: bool,
+    /// The run ended at `.` on either side: a segment of a JWS/JWT or of a
+    /// signed cookie (itsdangerous, Flask's session), base64url by their
+    /// specifications.
+    dotted: bool,
 }
 
 impl AlphabetVotes {
     /// Counts the run's bytes in `bytes` (in the order the run is walked),
     /// at most `*left` of them; true when the run ended in `bytes` (a byte
     /// outside both alphabets, or the budget spent).
-    fn count(&mut self, bytes: impl Iterator<Item = u8>, left: &mut usize) -> bool {
+    fn count(&mut self, bytes: impl Iterator<Item = u8>, left: &mut usize, forward: bool) -> bool {
         for b in bytes {
-            if *left == 0 || !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
-            {
+            if *left == 0 {
+                return true;
+            }
+            if !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')) {
+                self.padded |= forward && b == b'=';
+                self.dotted |= b == b'.';
                 return true;
             }
             *left -= 1;
@@ -640,11 +651,14 @@ impl AlphabetVotes {
         false
     }
 
-    /// `base64url` when the run has more bytes only it uses, else `base64`:
-    /// the documented default when neither shows (or as many of each: such a
-    /// run is rather a path or text than one blob).
+    /// `base64url` when the run has more bytes only it uses; when neither
+    /// alphabet shows, `base64url` for an unpadded run between dots (a
+    /// JWS/JWT segment, a signed cookie's payload); else `base64`, the
+    /// documented default (also for as many of each: such a run is rather a
+    /// path or text than one blob).
     fn label(self) -> Encoding {
-        if self.url > self.std {
+        let tie_says_url = self.url == self.std && self.dotted && !self.padded;
+        if self.url > self.std || tie_says_url {
             Encoding::Base64url
         } else {
             Encoding::Base64
@@ -687,10 +701,10 @@ fn run_votes(at: Around, off: u64, len: usize) -> (AlphabetVotes, bool) {
         }
     };
     let back = in_hay.iter().rev().chain(in_before.iter().rev()).copied();
-    votes.count(back, &mut left);
+    votes.count(back, &mut left, false);
     let mut left = BASE64_RUN_CONTEXT;
     let end = ((off + len as u64 - at.base) as usize).min(at.hay.len());
-    let ended = votes.count(at.hay[end..].iter().copied(), &mut left);
+    let ended = votes.count(at.hay[end..].iter().copied(), &mut left, true);
     (votes, !ended)
 }
 
@@ -743,7 +757,7 @@ fn hit(
 /// each match's label follows its run's votes; runs that end are dropped.
 fn continue_runs(open: &mut Vec<OpenRun>, block: &[u8], per: &mut [SinkHits]) {
     open.retain_mut(|r| {
-        let ended = r.votes.count(block.iter().copied(), &mut r.left);
+        let ended = r.votes.count(block.iter().copied(), &mut r.left, true);
         if let Some((off, enc)) = &mut per[r.cred].full {
             if *off == r.off && matches!(enc, Encoding::Base64 | Encoding::Base64url) {
                 *enc = r.votes.label();

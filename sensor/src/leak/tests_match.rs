@@ -414,12 +414,29 @@ fn base64_label_follows_the_surrounding_run() {
             (SinkLocation::Header, Encoding::Base64url)
         );
     }
-    // Neither alphabet's own bytes in the run: the default, `base64`.
+    // Neither alphabet's own bytes in the run: the default, `base64`...
     let plain_blob = format!("{{\"tok\":\"{key}\"}}");
     let text = URL_SAFE_NO_PAD.encode(plain_blob.as_bytes());
     if !text.contains(['-', '_']) {
         let f = one_mine(&pair(req, "/", &[], text.as_bytes()));
         assert_eq!(f.sink.encoding, Encoding::Base64);
+        // ...but an unpadded segment between dots (a JWT's payload, a
+        // signed cookie's) is base64url by its specification; padded, not.
+        for (around, want) in [
+            (
+                format!("eyJhbGciOiJIUzI1NiJ9.{text}.c2ln"),
+                Encoding::Base64url,
+            ),
+            (
+                format!("session={text}.Zk1x.c2ln; Path=/"),
+                Encoding::Base64url,
+            ),
+            (format!("x {text}== y"), Encoding::Base64),
+            (format!("a.{text}=="), Encoding::Base64),
+        ] {
+            let f = one_mine(&pair(req, "/", &[], around.as_bytes()));
+            assert_eq!(f.sink.encoding, want, "{around}");
+        }
     }
 }
 
