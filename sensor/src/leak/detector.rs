@@ -628,6 +628,10 @@ struct AlphabetVotes {
     /// signed cookie (itsdangerous, Flask's session), base64url by their
     /// specifications.
     dotted: bool,
+    /// Bytes of the run counted, and whether a walk stopped at its budget
+    /// (the run's length is then unknown).
+    len: usize,
+    cut: bool,
 }
 
 impl AlphabetVotes {
@@ -637,6 +641,7 @@ impl AlphabetVotes {
     fn count(&mut self, bytes: impl Iterator<Item = u8>, left: &mut usize, forward: bool) -> bool {
         for b in bytes {
             if *left == 0 {
+                self.cut = true;
                 return true;
             }
             if !(b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_')) {
@@ -645,6 +650,7 @@ impl AlphabetVotes {
                 return true;
             }
             *left -= 1;
+            self.len += 1;
             self.url += usize::from(matches!(b, b'-' | b'_'));
             self.std += usize::from(matches!(b, b'+' | b'/'));
         }
@@ -653,11 +659,13 @@ impl AlphabetVotes {
 
     /// `base64url` when the run has more bytes only it uses; when neither
     /// alphabet shows, `base64url` for an unpadded run between dots (a
-    /// JWS/JWT segment, a signed cookie's payload); else `base64`, the
-    /// documented default (also for as many of each: such a run is rather a
-    /// path or text than one blob).
+    /// JWS/JWT segment, a signed cookie's payload) or one whose length
+    /// shows padding was left out (base64url's habit, RFC 7515); else
+    /// `base64`, the documented default (also for as many of each: such a
+    /// run is rather a path or text than one blob).
     fn label(self) -> Encoding {
-        let tie_says_url = self.url == self.std && self.dotted && !self.padded;
+        let unpadded = !self.padded && !self.cut && self.len % 4 != 0;
+        let tie_says_url = self.url == self.std && !self.padded && (self.dotted || unpadded);
         if self.url > self.std || tie_says_url {
             Encoding::Base64url
         } else {
@@ -690,7 +698,11 @@ struct OpenRun {
 /// searched bytes, only as far as `before` goes), and whether the run goes
 /// on past the end of the searched bytes.
 fn run_votes(at: Around, off: u64, len: usize) -> (AlphabetVotes, bool) {
-    let mut votes = AlphabetVotes::default();
+    // The needle is part of the run (its bytes are in both alphabets).
+    let mut votes = AlphabetVotes {
+        len,
+        ..AlphabetVotes::default()
+    };
     let mut left = BASE64_RUN_CONTEXT;
     // Before the match: in `hay`, then in `before`.
     let (in_hay, in_before) = match off.checked_sub(at.base) {

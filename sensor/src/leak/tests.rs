@@ -654,6 +654,16 @@ fn reused_scratch_changes_nothing() {
 
 // ---------- encodings ----------
 
+/// The label of a base64 run with neither alphabet's own bytes, standing
+/// alone: `base64url` when its length shows padding was left out.
+fn label_of_an_ambiguous_run(text: &[u8]) -> Encoding {
+    if text.len() % 4 != 0 && !text.ends_with(b"=") {
+        Encoding::Base64url
+    } else {
+        Encoding::Base64
+    }
+}
+
 #[test]
 fn every_encoding_in_body() {
     let v = SPECIAL.as_bytes();
@@ -687,12 +697,13 @@ fn every_encoding_in_body() {
         body.extend_from_slice(&text);
         body.extend_from_slice(b"</body></html>");
         let f = one(&pair(&[("x-api-key", v)], "/", &[], &body));
-        // A base64url text whose inner part has no `-`/`_` is the base64 text too.
+        // A base64url text whose inner part has no `-`/`_` is the base64 text
+        // too: labelled by its run's length and padding.
         let std_hit = forms::base64_inner(v, false)
             .iter()
             .any(|n| memchr::memmem::find(&text, n).is_some());
         let enc = if enc == Encoding::Base64url && std_hit {
-            Encoding::Base64
+            label_of_an_ambiguous_run(&text)
         } else {
             enc
         };
@@ -1214,11 +1225,11 @@ mod props {
             let enc = ENCODINGS[enc_i];
             let text = encode(secret.as_bytes(), enc, escaper);
             // A base64url text matched by a needle both alphabets give is
-            // labelled by its run: `base64url` if it has `-`/`_`, else the
-            // default `base64`.
+            // labelled by its run: `base64url` if it has `-`/`_`, else by
+            // its length and padding.
             let std_hit = forms::base64_inner(secret.as_bytes(), false).iter().any(|n| memchr::memmem::find(&text, n).is_some());
             let url_bytes = text.iter().any(|b| matches!(b, b'-' | b'_'));
-            let enc = if enc == Encoding::Base64url && std_hit && !url_bytes { Encoding::Base64 } else { enc };
+            let enc = if enc == Encoding::Base64url && std_hit && !url_bytes { label_of_an_ambiguous_run(&text) } else { enc };
             let at = at.min(filler.len());
             let mut body = filler[..at].to_vec();
             // Separate base64 text from filler letters, as a real blob would be.

@@ -415,11 +415,21 @@ fn base64_label_follows_the_surrounding_run() {
         );
     }
     // Neither alphabet's own bytes in the run: the default, `base64`...
-    let plain_blob = format!("{{\"tok\":\"{key}\"}}");
+    let mut plain_blob = format!("{{\"tok\":\"{key}\"}}");
+    while plain_blob.len() % 3 != 0 {
+        plain_blob.push(' ');
+    }
     let text = URL_SAFE_NO_PAD.encode(plain_blob.as_bytes());
     if !text.contains(['-', '_']) {
         let f = one_mine(&pair(req, "/", &[], text.as_bytes()));
         assert_eq!(f.sink.encoding, Encoding::Base64);
+        // ...unless its length shows the padding was left out.
+        let short = URL_SAFE_NO_PAD.encode(&plain_blob.as_bytes()[..plain_blob.len() - 1]);
+        let f = one_mine(&pair(req, "/", &[], format!("[{short}]").as_bytes()));
+        assert_eq!(f.sink.encoding, Encoding::Base64url, "{short}");
+        let padded = STANDARD.encode(&plain_blob.as_bytes()[..plain_blob.len() - 1]);
+        let f = one_mine(&pair(req, "/", &[], format!("[{padded}]").as_bytes()));
+        assert_eq!(f.sink.encoding, Encoding::Base64, "{padded}");
         // ...but an unpadded segment between dots (a JWT's payload, a
         // signed cookie's) is base64url by its specification; padded, not.
         for (around, want) in [
