@@ -664,7 +664,7 @@ impl AlphabetVotes {
     /// `base64`, the documented default (also for as many of each: such a
     /// run is rather a path or text than one blob).
     fn label(self) -> Encoding {
-        let unpadded = !self.padded && !self.cut && self.len % 4 != 0;
+        let unpadded = !self.padded && !self.cut && !self.len.is_multiple_of(4);
         let tie_says_url = self.url == self.std && !self.padded && (self.dotted || unpadded);
         if self.url > self.std || tie_says_url {
             Encoding::Base64url

@@ -657,7 +657,7 @@ fn reused_scratch_changes_nothing() {
 /// The label of a base64 run with neither alphabet's own bytes, standing
 /// alone: `base64url` when its length shows padding was left out.
 fn label_of_an_ambiguous_run(text: &[u8]) -> Encoding {
-    if text.len() % 4 != 0 && !text.ends_with(b"=") {
+    if !text.len().is_multiple_of(4) && !text.ends_with(b"=") {
         Encoding::Base64url
     } else {
         Encoding::Base64
