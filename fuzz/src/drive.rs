@@ -1,6 +1,7 @@
 //! Drives a `ConnectionParser` from fuzz input (the `http_conn` and
 //! `http2_conn` targets): a sequence of `[op, len, data...]` records feeding
-//! both directions interleaved, with capture holes and close.  A twin parser
+//! both directions interleaved, with capture holes, close and looks at the
+//! responses in progress.  A twin parser
 //! is fed the same bytes borrowed (as the sensor feeds events read in place in
 //! the ring buffer) and must give the same output, holding no more memory.
 
@@ -8,7 +9,7 @@ use bytes::Bytes;
 
 use crate::capture::event::Direction;
 use crate::http::limits::HttpLimits;
-use crate::http::{ConnectionParser, FeedData, ParserOutput};
+use crate::http::{ConnectionParser, FeedData, LookAt, ParserOutput};
 
 /// Feeds `opening` (each `(direction, bytes)` in turn), then what `data` says.
 pub fn connection(data: &[u8], opening: &[(Direction, &[u8])]) {
@@ -54,6 +55,26 @@ pub fn connection(data: &[u8], opening: &[(Direction, &[u8])]) {
             121 => {
                 p.close(ts, &mut out);
                 twin.close(ts, &mut twin_out);
+            }
+            122 => {
+                // A look at the responses in progress (the sensor's
+                // once-a-second tick): the same of both parsers, within
+                // the body cap, each a slice of what was kept.
+                let look = LookAt {
+                    now_ns: ts,
+                    min_age_ns: (len % 4) as u64,
+                    overlap: len % 32,
+                };
+                let (mut looks, mut twin_looks) = (Vec::new(), Vec::new());
+                p.streaming_snapshots(look, &mut looks);
+                twin.streaming_snapshots(look, &mut twin_looks);
+                assert_eq!(looks.len(), twin_looks.len());
+                for (l, t) in looks.iter().zip(&twin_looks) {
+                    assert_eq!((&l.exchange, l.from), (&t.exchange, t.from));
+                    let body = &l.exchange.response.body;
+                    assert!(body.truncated && body.len == body.kept_len() as u64);
+                    assert!(l.from as usize + body.kept_len() <= limits.max_body_bytes);
+                }
             }
             _ => {
                 let _ = (p.is_ignored(), p.role());
