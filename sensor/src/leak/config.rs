@@ -103,6 +103,9 @@ impl Default for LeakConfig {
                 "csrf",
                 "xsrf",
                 "authenticity",
+                // ASP.NET's `__RequestVerificationToken`, `.AspNetCore.Antiforgery.*`.
+                "requestverification",
+                "antiforgery",
                 // Request identities, not secrets.
                 "idempotency",
                 "websocketkey",

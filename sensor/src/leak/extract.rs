@@ -570,6 +570,14 @@ fn kind_for_name(name: &str) -> CredentialType {
     })
 }
 
+/// Form fields frameworks fill with their anti-forgery token, in every form
+/// they render (so echoed by design), whose names the normalised rules
+/// cannot tell from a credential: Laravel's `_token` is `token` once
+/// normalised.  (Rails' `authenticity_token`, Django's
+/// `csrfmiddlewaretoken`, Symfony's `_csrf_token` and ASP.NET's
+/// `__RequestVerificationToken` are caught by `not_credential_words`.)
+pub const FRAMEWORK_CSRF_FIELDS: &[&str] = &["_token"];
+
 /// Whether a name (normalised) says its value is no credential
 /// (`not_credential_words`: `x-csrf-token`, `Idempotency-Key`, `pageToken`).
 fn is_not_credential_name(cfg: &LeakConfig, normalized: &str) -> bool {
@@ -583,6 +591,9 @@ fn is_not_credential_name(cfg: &LeakConfig, normalized: &str) -> bool {
 /// normalised name ends in one of `credential_name_suffixes` and has none
 /// of `not_credential_words`.
 fn is_credential_name(cfg: &LeakConfig, configured: &[String], name: &[u8]) -> bool {
+    if FRAMEWORK_CSRF_FIELDS.iter().any(|f| f.as_bytes() == name) {
+        return false;
+    }
     if configured
         .iter()
         .any(|f| f.as_bytes().eq_ignore_ascii_case(name))

@@ -665,3 +665,33 @@ fn password_fields_keep_word_like_passphrases() {
         PASSPHRASE.as_bytes(),
     ));
 }
+
+// ---------- framework anti-forgery form fields ----------
+
+/// A form page rendered again after a POST carries the framework's
+/// anti-forgery token in a hidden field: Laravel's `_token`, ASP.NET's
+/// `__RequestVerificationToken`.  Echoed by design, not a leak; the
+/// password of the same form still is, and a field named `token` too.
+#[test]
+fn framework_anti_forgery_fields_are_not_credentials() {
+    let csrf = "Xq7Lm2Vp9Rt4Wz8Kc3Nb6Hy1Jd5Fg0Qs2Ae7Uo9Ti";
+    for field in ["_token", "__RequestVerificationToken"] {
+        let form = format!("{field}={csrf}&email=a%40b.example");
+        let page =
+            format!("<form><input type=\"hidden\" name=\"{field}\" value=\"{csrf}\"></form>");
+        none_mine(&with_body(
+            "application/x-www-form-urlencoded",
+            "/login",
+            form.as_bytes(),
+            page.as_bytes(),
+        ));
+    }
+    let form = format!("token={csrf}");
+    let f = one_mine(&with_body(
+        "application/x-www-form-urlencoded",
+        "/login",
+        form.as_bytes(),
+        format!("bad token {csrf}").as_bytes(),
+    ));
+    assert_eq!(f.credential.name, "token");
+}
