@@ -6,6 +6,7 @@
 //! sensor.
 
 use std::process::Command;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use sensor_e2e::contract::Finding;
@@ -22,6 +23,33 @@ const STREAM_SECONDS: u64 = 10;
 /// The leak of an open stream must be out by then (looks start a second
 /// into a response and come once a second).
 const STREAM_REPORTED_WITHIN: Duration = Duration::from_secs(8);
+
+/// What every case starts with, under the root tests' lock: node's server,
+/// a sensor, the server's pids and a fresh key.
+struct Started {
+    _serial: MutexGuard<'static, ()>,
+    cert: TestCert,
+    server: Server,
+    sensor: Sensor,
+    pids: Vec<u32>,
+    key: Secret,
+}
+
+fn start() -> Started {
+    require_root();
+    let serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::node_streams(&cert).unwrap();
+    let sensor = Sensor::start(&[]).unwrap();
+    Started {
+        _serial: serial,
+        pids: server.pids(),
+        cert,
+        server,
+        sensor,
+        key: Secret::random("ak_", 32),
+    }
+}
 
 fn api_key_header(key: &Secret) -> String {
     format!("x-api-key: {}", key.expose())
@@ -94,13 +122,15 @@ fn an_event_stream_leak_is_reported_while_the_stream_is_open_and_once_over_http2
 }
 
 fn event_stream_leak_is_reported_while_open(proto: Proto) {
-    require_root();
-    let _serial = serial();
-    let cert = TestCert::new().unwrap();
-    let server = Server::node_streams(&cert).unwrap();
-    let mut sensor = Sensor::start(&[]).unwrap();
-    let pids = server.pids();
-    let key = Secret::random("ak_", 32);
+    // `_serial` first: dropped last, after the sensor and the server.
+    let Started {
+        _serial,
+        cert,
+        server,
+        mut sensor,
+        pids,
+        key,
+    } = start();
 
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("curl");
@@ -171,13 +201,15 @@ fn a_key_in_a_trailer_is_found_over_http2() {
 }
 
 fn a_key_in_a_trailer_is_found(proto: Proto) {
-    require_root();
-    let _serial = serial();
-    let cert = TestCert::new().unwrap();
-    let server = Server::node_streams(&cert).unwrap();
-    let mut sensor = Sensor::start(&[]).unwrap();
-    let pids = server.pids();
-    let key = Secret::random("ak_", 32);
+    // `_serial` first: dropped last, after the sensor and the server.
+    let Started {
+        _serial,
+        cert,
+        server,
+        mut sensor,
+        pids,
+        key,
+    } = start();
 
     let resp = curl(
         &cert,
@@ -227,13 +259,15 @@ fn a_download_its_client_hangs_up_on_is_searched_as_far_as_it_got_over_http2() {
 }
 
 fn a_download_cut_by_its_client_is_searched(proto: Proto) {
-    require_root();
-    let _serial = serial();
-    let cert = TestCert::new().unwrap();
-    let server = Server::node_streams(&cert).unwrap();
-    let mut sensor = Sensor::start(&[]).unwrap();
-    let pids = server.pids();
-    let key = Secret::random("ak_", 32);
+    // `_serial` first: dropped last, after the sensor and the server.
+    let Started {
+        _serial,
+        cert,
+        server,
+        mut sensor,
+        pids,
+        key,
+    } = start();
 
     // curl writes into `head`, which stops reading after 64 KiB: curl fails
     // to write (exit 23) and hangs up on the 8 MiB response.

@@ -122,18 +122,45 @@ pub(super) fn inspect(p: &HttpPair) -> Inspection {
     if st.misses > 0 {
         assert_eq!((st.first_seen, st.misses, st.hits), (1, 2, 1));
     }
+    assert_no_raw(&insp, ALL_SECRETS);
     for f in &insp.findings {
-        let json = serde_json::to_string(f).unwrap();
-        let dbg = format!("{f:?}");
-        for s in ALL_SECRETS {
-            assert!(!json.contains(s), "secret in finding JSON: {json}");
-            assert!(!dbg.contains(s), "secret in finding Debug");
-        }
         assert_eq!(f.schema, "sensor.finding.v1");
         assert_eq!(f.ts, "2026-11-18T11:06:40.123456Z");
         assert_eq!(f.credential.fingerprint.len(), 16);
     }
     insp
+}
+
+/// None of `secrets` in any finding's JSON or Debug.
+fn assert_no_raw(insp: &Inspection, secrets: &[&str]) {
+    for f in &insp.findings {
+        let json = serde_json::to_string(f).unwrap();
+        let dbg = format!("{f:?}");
+        for s in secrets {
+            assert!(!json.contains(s), "secret in finding JSON: {json}");
+            assert!(!dbg.contains(s), "secret in finding Debug");
+        }
+    }
+}
+
+/// [`inspect`], and none of `secrets` (another test module's) in any finding.
+pub(super) fn inspect_checked(p: &HttpPair, secrets: &[&str]) -> Inspection {
+    let insp = inspect(p);
+    assert_no_raw(&insp, secrets);
+    insp
+}
+
+/// The one finding of `p` ([`inspect_checked`]).
+pub(super) fn one_checked(p: &HttpPair, secrets: &[&str]) -> Finding {
+    let insp = inspect_checked(p, secrets);
+    assert_eq!(insp.findings.len(), 1, "findings: {:#?}", insp.findings);
+    insp.findings.into_iter().next().unwrap()
+}
+
+/// No finding of `p` ([`inspect_checked`]).
+pub(super) fn none_checked(p: &HttpPair, secrets: &[&str]) {
+    let insp = inspect_checked(p, secrets);
+    assert!(insp.findings.is_empty(), "unexpected: {:#?}", insp.findings);
 }
 
 pub(super) fn one(p: &HttpPair) -> Finding {

@@ -49,29 +49,17 @@ const MY_SECRETS: &[&str] = &[
     QUOTED_PASSWORD,
 ];
 
-/// [`inspect`], and none of this file's secrets in any finding's JSON or Debug.
+/// [`inspect`], and none of [`MY_SECRETS`] in any finding's JSON or Debug.
 fn inspect_mine(p: &HttpPair) -> Inspection {
-    let insp = inspect(p);
-    for f in &insp.findings {
-        let json = serde_json::to_string(f).unwrap();
-        let dbg = format!("{f:?}");
-        for s in MY_SECRETS {
-            assert!(!json.contains(s), "secret in finding JSON: {json}");
-            assert!(!dbg.contains(s), "secret in finding Debug");
-        }
-    }
-    insp
+    inspect_checked(p, MY_SECRETS)
 }
 
 fn one_mine(p: &HttpPair) -> Finding {
-    let insp = inspect_mine(p);
-    assert_eq!(insp.findings.len(), 1, "findings: {:#?}", insp.findings);
-    insp.findings.into_iter().next().unwrap()
+    one_checked(p, MY_SECRETS)
 }
 
 fn none_mine(p: &HttpPair) {
-    let insp = inspect_mine(p);
-    assert!(insp.findings.is_empty(), "unexpected: {:#?}", insp.findings);
+    none_checked(p, MY_SECRETS)
 }
 
 /// A request with `body` of content type `ct` (all of it kept).
