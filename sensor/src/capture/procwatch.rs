@@ -46,12 +46,14 @@ pub const EXEC_FOLLOW_UP_DELAYS: [Duration; 5] = [
 /// of EXEC_CHECK_DELAYS are made.  Measured (blind::tests, cost_of_one_look):
 /// a look at a live Python that imported ssl and holds a socket costs ~2 ms
 /// (~1 ms the capture's maps read, ~1 ms the blind judgment), at a process
-/// already gone ~8 µs; so at most ~0.4 s of one thread a second here.
-pub const MAX_FOLLOW_UPS_PER_SEC: u32 = 200;
+/// already gone ~8 µs; so at most ~0.1 s of one thread a second here (the
+/// maps read), and as much for the judgments below: a sensor on every node
+/// must not spend a core on a build host's exec storm.
+pub const MAX_FOLLOW_UPS_PER_SEC: u32 = 100;
 /// Blind judgments of new processes per second at most (same cost bound);
 /// beyond, a short-lived blind process may go uncounted (the periodic scan
 /// still lists the ones that live 30 s).
-pub const MAX_BLIND_JUDGMENTS_PER_SEC: u32 = 200;
+pub const MAX_BLIND_JUDGMENTS_PER_SEC: u32 = 100;
 /// Follow-ups are queued only while the queue is below this, so they never
 /// crowd out the EXEC_CHECK_DELAYS looks and exit reports.
 pub const MAX_PENDING_WITH_FOLLOW_UPS: usize = MAX_PENDING / 2;
