@@ -44,7 +44,7 @@ use std::sync::{Mutex, OnceLock};
 
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use crate::identity::{parse_proc_net_tcp, socket_inodes_at, MAX_FDS_SCANNED, MAX_PROC_NET_BYTES};
+use crate::identity::{parse_proc_net_tcp, socket_fds, socket_inodes_at, MAX_PROC_NET_BYTES};
 use crate::outputs::live::BlindProcess;
 use crate::outputs::metrics::Metrics;
 
@@ -493,14 +493,8 @@ fn read_capped(path: &Path, cap: u64) -> Option<String> {
 /// much for a look at every new process.
 fn tcp_socket_by_protocol(fd_dir: &Path) -> Option<Option<bool>> {
     let mut named = true;
-    for entry in std::fs::read_dir(fd_dir).ok()?.take(MAX_FDS_SCANNED) {
-        let Ok(entry) = entry else { continue };
-        let is_socket = std::fs::read_link(entry.path())
-            .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"socket:["));
-        if !is_socket {
-            continue;
-        }
-        match socket_protocol(&entry.path()) {
+    for (fd_link, _) in socket_fds(fd_dir).ok()? {
+        match socket_protocol(&fd_link) {
             Some(p) if p.starts_with(b"TCP") || p.starts_with(b"MPTCP") => return Some(Some(true)),
             Some(_) => {}
             None => named = false,

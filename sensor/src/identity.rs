@@ -264,22 +264,29 @@ pub fn socket_inodes(pid: u32) -> std::io::Result<HashSet<u64>> {
 }
 
 pub(crate) fn socket_inodes_at(proc_root: &Path, pid: u32) -> std::io::Result<HashSet<u64>> {
-    let mut out = HashSet::new();
-    for entry in
-        std::fs::read_dir(proc_root.join(pid.to_string()).join("fd"))?.take(MAX_FDS_SCANNED)
-    {
-        let Ok(entry) = entry else { continue };
-        let Ok(target) = std::fs::read_link(entry.path()) else {
-            continue;
-        };
-        let t = target.to_string_lossy();
-        if let Some(n) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-            if let Ok(inode) = n.parse() {
-                out.insert(inode);
-            }
-        }
-    }
-    Ok(out)
+    let fd_dir = proc_root.join(pid.to_string()).join("fd");
+    Ok(socket_fds(&fd_dir)?.map(|(_, inode)| inode).collect())
+}
+
+/// The sockets among a process's fds (`fd_dir`: its /proc/PID/fd), lazily:
+/// each fd's link path and its socket inode (`socket:[inode]`); at most
+/// [`MAX_FDS_SCANNED`] fds are looked at.
+pub(crate) fn socket_fds(
+    fd_dir: &Path,
+) -> std::io::Result<impl Iterator<Item = (std::path::PathBuf, u64)>> {
+    Ok(std::fs::read_dir(fd_dir)?
+        .take(MAX_FDS_SCANNED)
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            let target = std::fs::read_link(&path).ok()?;
+            let inode = target
+                .to_string_lossy()
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()?;
+            Some((path, inode))
+        }))
 }
 
 /// TCP sockets (v4 and v6) in the process's network namespace whose inode the
