@@ -13,7 +13,7 @@ use super::error::ParseErrorReason;
 use super::h2::{self, H2Connection};
 use super::head::{self, Sniff, SNIFF_LEN};
 use super::limits::HttpLimits;
-use super::types::{Body, Exchange, Headers, HeadersBuilder, Request, Response, Role, Timing};
+use super::types::{Body, Exchange, Headers, Request, Response, Role, Timing};
 use crate::capture::event::Direction;
 
 /// What one call to the parser produced.
@@ -77,9 +77,9 @@ struct InMsg {
     acc: BodyAcc,
     start_ns: u64,
     kind: InKind,
-    /// Body bytes kept when [`ConnectionParser::streaming_snapshot`] last
-    /// handed this message out (0: never).
-    snapshot_upto: usize,
+    /// Body bytes kept at the last look at it while in progress
+    /// ([`ConnectionParser::streaming_snapshots`]; 0: never).
+    looked_upto: usize,
 }
 
 #[derive(Default)]
@@ -457,7 +457,7 @@ impl ConnectionParser {
             timing,
             role,
         };
-        out.extend(so_far.look(look, &mut msg.snapshot_upto));
+        out.extend(so_far.look(look, &mut msg.looked_upto));
     }
 
     fn enter_resync(&mut self, dir: Direction) {
@@ -937,7 +937,7 @@ impl ConnectionParser {
             acc: BodyAcc::new(discard, prefix_only),
             start_ns,
             kind,
-            snapshot_upto: 0,
+            looked_upto: 0,
         });
         side.state = State::Body;
         if empty {
@@ -985,7 +985,7 @@ impl ConnectionParser {
         };
         let body_held = msg.acc.held();
         let body = msg.acc.finish();
-        let trailer = trailer_fields(&msg.decoder.take_trailer(), self.limits.max_headers);
+        let trailer = head::trailer_fields(&msg.decoder.take_trailer(), self.limits.max_headers);
         let trailer_held = trailer.as_ref().map_or(0, Headers::held);
         match msg.kind {
             InKind::Request { id } => {
@@ -1049,29 +1049,6 @@ impl ConnectionParser {
                 role,
             });
         }
-    }
-}
-
-/// The fields of a chunked body's trailer section (`section`: its lines as
-/// they came), or None when there are none or they do not parse: the body is
-/// complete either way, and a trailer is no reason to drop the exchange.
-fn trailer_fields(section: &[u8], max_headers: usize) -> Option<Headers> {
-    if section.is_empty() {
-        return None;
-    }
-    let mut block = Vec::with_capacity(section.len() + 2);
-    block.extend_from_slice(section);
-    block.extend_from_slice(b"\r\n");
-    let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
-    match httparse::parse_headers(&block, &mut fields) {
-        Ok(httparse::Status::Complete((_, parsed))) => {
-            let mut b = HeadersBuilder::with_capacity(section.len());
-            for f in parsed {
-                b.push_bytes(f.name.as_bytes(), f.value);
-            }
-            Some(b.finish())
-        }
-        _ => None,
     }
 }
 

@@ -319,6 +319,25 @@ pub(crate) fn parse_request(
     Ok((request, Framing { decoder }))
 }
 
+/// The fields of a chunked body's trailer section (`section`: its lines as
+/// they came), kept as a head's are, or None when there are none or they do
+/// not parse: the body is complete either way, and a trailer is no reason
+/// to drop the exchange.
+pub(crate) fn trailer_fields(section: &[u8], max_headers: usize) -> Option<Headers> {
+    if section.is_empty() {
+        return None;
+    }
+    let mut block = BytesMut::with_capacity(section.len() + 2);
+    block.extend_from_slice(section);
+    block.extend_from_slice(b"\r\n");
+    let mut fields = vec![httparse::EMPTY_HEADER; max_headers.min(HARD_MAX_HEADERS)];
+    let spans = match httparse::parse_headers(&block, &mut fields) {
+        Ok(httparse::Status::Complete((_, parsed))) => spans_of(&block, parsed),
+        _ => return None,
+    };
+    Some(headers_of(block, spans))
+}
+
 /// Parses a complete response head; `request_method` is the method of the
 /// request it answers (None when there is none).
 pub(crate) fn parse_response(
