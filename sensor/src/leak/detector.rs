@@ -14,8 +14,8 @@ use super::fingerprint::Fingerprinter;
 use super::matcher::{Build, Matcher, MatcherParts, StreamState, LARGE_HAYSTACK};
 use super::views::{views_needed, View};
 use crate::finding::{
-    ContentEncoding, CredentialRef, CredentialSource, CredentialType, Encoding, Exposure, Finding,
-    RequestSummary, ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
+    ContentEncoding, CredentialRef, CredentialType, Encoding, Exposure, Finding, RequestSummary,
+    ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
 };
 use crate::http::types::{HttpPair, Request};
 
@@ -802,14 +802,17 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
         value = &value[1..value.len() - 1];
     }
-    let decoded = Zeroizing::new(url_decode(value, false));
+    let decoded = value
+        .contains(&b'%')
+        .then(|| Zeroizing::new(url_decode(value, false)));
     for (ci, c) in creds.iter().enumerate() {
-        let sent_in_this_cookie = (c.source == CredentialSource::Cookie
-            && c.name.eq_ignore_ascii_case(&name))
-            || c.sent_as_cookies
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(&name));
-        let is_set = |v: &[u8]| v == value || v == &decoded[..];
+        // Every cookie that carried the value, a cookie credential's own
+        // included (extraction notes them all).
+        let sent_in_this_cookie = c
+            .sent_as_cookies
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(&name));
+        let is_set = |v: &[u8]| v == value || decoded.as_ref().is_some_and(|d| v == &d[..]);
         let same_value =
             is_set(&c.value) || c.percent_decoded.as_deref().is_some_and(|d| is_set(d));
         if sent_in_this_cookie && same_value {
