@@ -534,10 +534,11 @@ impl Pipeline {
             let seq = conn.pairs;
             let role = exchange.role;
             let id = streamed_id(&exchange.timing);
-            let streamed = match conn.streamed.iter().position(|s| s.id == id) {
-                Some(i) => Some(conn.streamed.swap_remove(i)),
-                None => None,
-            };
+            let streamed = conn
+                .streamed
+                .iter()
+                .position(|s| s.id == id)
+                .map(|i| conn.streamed.swap_remove(i));
             if !self.cfg.role.allows(role) {
                 continue;
             }
