@@ -75,7 +75,10 @@ pub const CTR_CALLS: u32 = 7;
 /// Calls whose thread's in-flight slot was busy with another thread's call
 /// (they went through the `INFLIGHT` map).
 pub const CTR_SLOT_BUSY: u32 = 8;
-pub const NUM_COUNTERS: u32 = 9;
+/// Calls of connections userspace put out of scope (`MUTED`): counted, not
+/// copied.
+pub const CTR_MUTED_CALLS: u32 = 9;
+pub const NUM_COUNTERS: u32 = 10;
 
 /// Name of the eBPF global the loader sets to 1 for count-only probes
 /// (they count calls and copy nothing: the benchmark floor).

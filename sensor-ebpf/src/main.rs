@@ -39,7 +39,7 @@ use aya_ebpf::{
 };
 use sensor_common::{
     ConnKey, ConnState, EventHeader, InflightCall, InflightSlot, ProcEvent, CHUNK_SIZE,
-    COMM_REFRESH_CALLS, CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES,
+    COMM_REFRESH_CALLS, CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_MUTED_CALLS,
     CTR_ORPHAN_RETURNS, CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_SLOT_BUSY, CTR_TRUNCATED_BYTES,
     DEFAULT_RING_BUFFER_BYTES, DIR_READ, DIR_WRITE, EVENT_HEADER_LEN, FLAG_CALL_TRUNCATED,
     FLAG_LOST_BEFORE, FLAG_READ_FAILED, INFLIGHT_SLOTS, KIND_CLOSE, KIND_DATA, MAX_BYTES_PER_CALL,
@@ -101,6 +101,31 @@ static INFLIGHT: LruHashMap<u64, InflightCall> =
 #[map]
 static CONNS: LruHashMap<ConnKey, ConnState> =
     LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
+/// Connections userspace put out of scope (`--role`): their calls are
+/// counted and not copied.  Userspace adds a connection once its first bytes
+/// show its role; `SSL_free` takes it out.  LRU: a process that exits
+/// without freeing leaves entries that age out.
+#[map]
+static MUTED: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
+/// `MUTING[0]`: 1 while userspace may have entries in `MUTED` (a `--role`
+/// other than `any`), so that without one no call pays the lookup.
+#[map]
+static MUTING: Array<u64> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn muting() -> bool {
+    match MUTING.get_ptr(0) {
+        Some(n) => unsafe { core::ptr::read_volatile(n) != 0 },
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn is_muted(key: &ConnKey) -> bool {
+    muting() && unsafe { MUTED.get(key) }.is_some()
+}
 
 /// `HOLES[0]`: entries put into `CONNS` minus entries taken out.  While it
 /// is 0 no connection has a hole, and an event needs no `CONNS` lookup (one
@@ -340,6 +365,15 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
 #[inline(always)]
 fn complete_call(entry: &mut InflightCall, ret: i64, pid_tgid: u64) {
     if ret <= 0 {
+        return;
+    }
+    let key = ConnKey {
+        tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        ssl: entry.ssl,
+    };
+    if is_muted(&key) {
+        count(CTR_MUTED_CALLS, 1);
         return;
     }
     let total: u64 = if entry.out_len_ptr != 0 {
@@ -709,6 +743,9 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
         _pad: 0,
         ssl,
     };
+    if muting() {
+        let _ = MUTED.remove(&key);
+    }
     let mut lost: u32 = 0;
     if holes_possible() {
         if let Some(state) = CONNS.get_ptr(&key) {

@@ -64,7 +64,26 @@ pub struct PipelineConfig {
     /// so counting the announcement too would count each byte twice; replay has
     /// only the announcements.  Events themselves are always counted here, once.
     pub count_announced_losses: bool,
+    /// Collect the connections put out of the role scope (and those of
+    /// them that are gone) for [`Pipeline::take_scope_updates`], so the
+    /// capture stops copying them.  Live only: replay has no kernel to tell.
+    pub mute_out_of_scope: bool,
 }
+
+/// Connections whose role `--role` leaves out, for the kernel to stop (or
+/// no longer need to stop) copying: see [`Pipeline::take_scope_updates`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ScopeUpdates {
+    /// Newly out of scope: mute them.
+    pub muted: Vec<ConnId>,
+    /// Out of scope and gone without an `SSL_free` (their process exited, or
+    /// the table dropped them): their kernel entries can go.
+    pub gone: Vec<ConnId>,
+}
+
+/// At most this many scope updates wait for [`Pipeline::take_scope_updates`]:
+/// past it a connection is still dropped here, only copied by the kernel.
+pub const MAX_PENDING_SCOPE_UPDATES: usize = 64 * 1024;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -75,6 +94,7 @@ impl Default for PipelineConfig {
             role: RoleFilter::Any,
             clock_offset_ns: clock_offset_ns(),
             count_announced_losses: false,
+            mute_out_of_scope: false,
         }
     }
 }
@@ -125,6 +145,8 @@ struct Connection {
     /// The process name its first event carried (names the process when a
     /// look at a response in progress comes before any pair).
     comm: Comm,
+    /// Its role is out of the `--role` scope: not parsed (`ignored` too).
+    out_of_scope: bool,
 }
 
 /// Findings already reported of a response still being read, by
@@ -157,6 +179,7 @@ impl Connection {
             last_ts_ns: ts_ns,
             streamed: Vec::new(),
             comm,
+            out_of_scope: false,
         })
     }
 
@@ -197,6 +220,8 @@ pub struct Pipeline {
     /// The placeholder a connection's slot holds while the connection is
     /// worked on (see `data_event`).
     spare: Option<Box<Connection>>,
+    /// Connections put out of the role scope, and those gone, not taken yet.
+    scope_updates: ScopeUpdates,
 }
 
 impl Pipeline {
@@ -222,6 +247,7 @@ impl Pipeline {
             budget_eviction_logged: false,
             scratch: ParserOutput::default(),
             spare: None,
+            scope_updates: ScopeUpdates::default(),
         }
     }
 
@@ -235,8 +261,57 @@ impl Pipeline {
         self.detector = detector;
     }
 
-    pub fn set_role_filter(&mut self, role: RoleFilter) {
+    /// Applies a new `--role` (SIGHUP).  The connections the old one left out
+    /// are forgotten, so those the new one takes in are looked at again from
+    /// their next bytes (as connections open before the start are), and the
+    /// scope updates not taken yet are void: the caller resets the kernel's
+    /// list.  Returns whether the role changed.
+    pub fn set_role_filter(&mut self, role: RoleFilter) -> bool {
+        if role == self.cfg.role {
+            return false;
+        }
         self.cfg.role = role;
+        let left_out: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.out_of_scope)
+            .map(|(k, _)| *k)
+            .collect();
+        for id in left_out {
+            if let Some(conn) = self.conns.pop(&id) {
+                self.buffered_total -= conn.buffered;
+            }
+        }
+        self.metrics.connections_active.set(self.conns.len() as i64);
+        self.scope_updates = ScopeUpdates::default();
+        true
+    }
+
+    /// The connections put out of the role scope since the last call, and
+    /// those of them gone since (collected only with
+    /// [`PipelineConfig::mute_out_of_scope`]).
+    pub fn take_scope_updates(&mut self) -> ScopeUpdates {
+        std::mem::take(&mut self.scope_updates)
+    }
+
+    /// Its first bytes showed a role `--role` leaves out: stop parsing it, and
+    /// have the kernel stop copying its calls.
+    fn put_out_of_scope(&mut self, key: ConnId, conn: &mut Connection) {
+        conn.parser.stop();
+        conn.ignored = true;
+        conn.out_of_scope = true;
+        conn.streamed = Vec::new();
+        if self.cfg.mute_out_of_scope && self.scope_updates.muted.len() < MAX_PENDING_SCOPE_UPDATES
+        {
+            self.scope_updates.muted.push(key);
+        }
+    }
+
+    /// An out-of-scope connection left the table without its `SSL_free`.
+    fn out_of_scope_gone(&mut self, key: ConnId) {
+        if self.cfg.mute_out_of_scope && self.scope_updates.gone.len() < MAX_PENDING_SCOPE_UPDATES {
+            self.scope_updates.gone.push(key);
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -372,12 +447,24 @@ impl Pipeline {
             conn.buffered = now_buffered;
             self.drain_output(ev.conn, &mut conn, &ev.comm, &mut out);
             self.scratch = out;
+            if !conn.ignored && self.cfg.role != RoleFilter::Any {
+                if let Some(role) = conn.parser.role() {
+                    if !self.cfg.role.allows(role) {
+                        self.put_out_of_scope(ev.conn, &mut conn);
+                        self.buffered_total -= conn.buffered - CONNECTION_BYTES;
+                        conn.buffered = CONNECTION_BYTES;
+                    }
+                }
+            }
         }
         if is_new {
             if let Some((old_key, old)) = self.conns.push(ev.conn, conn) {
                 // The table was full: the least recently used connection is dropped.
                 debug_assert!(old_key != ev.conn);
                 self.buffered_total -= old.buffered;
+                if old.out_of_scope {
+                    self.out_of_scope_gone(old_key);
+                }
                 self.metrics
                     .connections_evicted
                     .with_label_values(&["lru"])
@@ -419,6 +506,9 @@ impl Pipeline {
             .map(|p| Comm::from(p.comm.as_str()))
             .unwrap_or(Comm::from(""));
         for id in ids {
+            if self.conns.peek(&id).is_some_and(|c| c.out_of_scope) {
+                self.out_of_scope_gone(id);
+            }
             self.close_connection(id, 0, &comm);
         }
         self.processes.remove(&tgid);
@@ -427,7 +517,10 @@ impl Pipeline {
     fn enforce_memory_budget(&mut self) {
         while self.buffered_total > self.cfg.max_buffered_bytes {
             match self.conns.pop_lru() {
-                Some((_, conn)) => {
+                Some((key, conn)) => {
+                    if conn.out_of_scope {
+                        self.out_of_scope_gone(key);
+                    }
                     if !self.budget_eviction_logged {
                         self.budget_eviction_logged = true;
                         tracing::warn!(

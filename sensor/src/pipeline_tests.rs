@@ -599,3 +599,92 @@ fn a_key_cut_by_a_look_is_not_a_partial_leak() {
     assert_eq!(f[0].exposure, Exposure::Full);
     assert_eq!(f[0].sink.offset, 6);
 }
+
+fn pairs(m: &Metrics, role: &str) -> u64 {
+    m.http_pairs.with_label_values(&[role]).get()
+}
+
+/// With `--role server`, a connection whose first bytes show the client's
+/// side is put out of scope at once: reported once for the kernel to mute,
+/// not parsed from then on (nothing is held for it), reported as gone when
+/// its process exits without an `SSL_free`; a new role forgets it, so its
+/// next bytes are looked at afresh.
+#[test]
+fn connections_out_of_the_role_scope_are_muted_once_and_forgotten() {
+    const CLIENT: ConnId = ConnId {
+        tgid: 43,
+        ssl: 0x2000,
+    };
+    let mut h = harness(PipelineConfig {
+        role: RoleFilter::Server,
+        mute_out_of_scope: true,
+        ..PipelineConfig::default()
+    });
+    let p = &mut h.pipeline;
+    leaky_exchange(p);
+    p.handle_raw(data(CLIENT, Direction::Write, 1, LEAKY_REQUEST));
+    let updates = p.take_scope_updates();
+    assert_eq!(updates.muted, vec![CLIENT], "the client's side, once");
+    assert!(updates.gone.is_empty());
+    let held = p.buffered_bytes();
+    // What the kernel sent before the mute landed: dropped, not parsed.
+    p.handle_raw(data(CLIENT, Direction::Read, 2, LEAKY_RESPONSE));
+    p.handle_raw(data(
+        CLIENT,
+        Direction::Write,
+        3,
+        b"GET /partial HTTP/1.1\r\nHo",
+    ));
+    assert_eq!(p.buffered_bytes(), held, "nothing held for it");
+    assert_eq!(
+        p.take_scope_updates(),
+        ScopeUpdates::default(),
+        "muted once"
+    );
+    assert_eq!(pairs(&h.metrics, "server"), 1);
+    assert_eq!(pairs(&h.metrics, "client"), 0);
+    assert_eq!(
+        h.findings.lock().unwrap().len(),
+        1,
+        "the server's leak only"
+    );
+
+    let p = &mut h.pipeline;
+    p.process_exited(CLIENT.tgid);
+    assert_eq!(
+        p.take_scope_updates().gone,
+        vec![CLIENT],
+        "gone without SSL_free"
+    );
+    p.handle_raw(data(CLIENT, Direction::Write, 4, LEAKY_REQUEST));
+    assert_eq!(p.take_scope_updates().muted, vec![CLIENT]);
+    // A closed connection needs nothing more: SSL_free unmuted it in the kernel.
+    p.handle_raw(close(CLIENT));
+    assert_eq!(p.take_scope_updates(), ScopeUpdates::default());
+
+    // SIGHUP to `any`: the client's side is looked at again from its next bytes.
+    p.handle_raw(data(CLIENT, Direction::Write, 5, LEAKY_REQUEST));
+    assert!(p.set_role_filter(RoleFilter::Any));
+    assert!(!p.set_role_filter(RoleFilter::Any), "no change");
+    assert_eq!(p.take_scope_updates(), ScopeUpdates::default());
+    p.handle_raw(data(CLIENT, Direction::Write, 6, LEAKY_REQUEST));
+    p.handle_raw(data(CLIENT, Direction::Read, 7, LEAKY_RESPONSE));
+    p.finish();
+    assert_eq!(pairs(&h.metrics, "client"), 1);
+    assert_eq!(h.findings.lock().unwrap().len(), 2);
+}
+
+/// Replay (no kernel to tell) drops out-of-scope connections the same way
+/// but collects nothing.
+#[test]
+fn scope_updates_are_not_collected_without_a_kernel() {
+    let mut h = harness(PipelineConfig {
+        role: RoleFilter::Client,
+        ..PipelineConfig::default()
+    });
+    leaky_exchange(&mut h.pipeline);
+    assert_eq!(h.pipeline.take_scope_updates(), ScopeUpdates::default());
+    h.pipeline.finish();
+    assert_eq!(pairs(&h.metrics, "server"), 0);
+    assert!(h.findings.lock().unwrap().is_empty());
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use sensor::capture::event::{CaptureEvent, EventKind};
 use sensor::capture::{Capture, CaptureConfig, CaptureFeed, CaptureMsg, KernelCounters, ProbeMode};
 use sensor::outputs::metrics::Metrics;
+use sensor::pipeline::ScopeUpdates;
 use sensor_common::{CHUNK_SIZE, INFLIGHT_SLOTS, MAX_BYTES_PER_CALL, SITE_EXPORTED, SITE_INTERNAL};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -258,6 +259,7 @@ fn delta(a: &KernelCounters, b: &KernelCounters) -> KernelCounters {
         lost_bytes: b.lost_bytes - a.lost_bytes,
         truncated_bytes: b.truncated_bytes - a.truncated_bytes,
         orphan_returns: b.orphan_returns - a.orphan_returns,
+        muted_calls: b.muted_calls - a.muted_calls,
         read_failures: b.read_failures - a.read_failures,
         inflight_full: b.inflight_full - a.inflight_full,
         slot_busy: b.slot_busy - a.slot_busy,
@@ -444,6 +446,87 @@ async fn internal_mode_captures_exact_bytes() {
     }
     let _g = SERIAL.lock().await;
     exact_capture(ProbeMode::Auto, PORT_BASE, SITE_INTERNAL, INFLIGHT_SLOTS).await;
+}
+
+/// A connection userspace mutes (`--role` leaves its role out) is counted
+/// and not copied from then on, while the other end of it is copied whole;
+/// its `SSL_free` still comes through and takes it off the kernel's list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn muted_connection_is_counted_not_copied() {
+    if !root_or_skip() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let ex = Exchange {
+        requests: (0..6).map(|i| pattern(300 + i, 512)).collect(),
+        response: pattern(400, 4096),
+    };
+    let peers = start_server(PORT_BASE + 15, &ex);
+    let (capture, mut feed) = Capture::start(config(ProbeMode::Auto), Metrics::new())
+        .await
+        .expect("capture starts (built with `cargo xtask build`?)");
+    let muter = capture.muter();
+    muter.reset(true);
+    let before = capture.kernel_counters();
+    let pause: &[(&str, &Path)] = &[("TLS_PAIR_PAUSE_BETWEEN_SENDS", Path::new("0.3"))];
+    let client = spawn_client(&peers, &ex, pause);
+    let (client_pid, server_pid) = (client.id(), peers.server_pid);
+    let mut got = Collected::default();
+    let pids = [client_pid, server_pid];
+    collect(&mut feed, &pids, &mut got, |g| {
+        !g.stream(client_pid, true).is_empty()
+    })
+    .await;
+    let conn = got
+        .events(client_pid)
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Data(_)))
+        .expect("the client's first write is copied")
+        .conn;
+    let updates = ScopeUpdates {
+        muted: vec![conn],
+        gone: vec![],
+    };
+    assert_eq!(muter.apply(&updates), 1);
+    assert_eq!(muter.len(), 1);
+    let request = ex.requests.concat();
+    collect(&mut feed, &pids, &mut got, |g| {
+        g.stream(server_pid, true).len() >= ex.response.len()
+            && g.events(client_pid)
+                .iter()
+                .any(|e| e.kind == EventKind::Close)
+    })
+    .await;
+    wait_client(client);
+    let d = delta(&before, &capture.kernel_counters());
+    assert!(
+        got.stream(server_pid, false) == request,
+        "server reads == request"
+    );
+    assert!(
+        got.stream(server_pid, true) == ex.response,
+        "server writes == response"
+    );
+    assert!(
+        got.stream(client_pid, true) == ex.requests[0],
+        "only the client's write before the mute is copied"
+    );
+    assert!(
+        got.stream(client_pid, false).is_empty(),
+        "none of the client's reads is copied"
+    );
+    // Five writes and at least one read (the response, in one or more calls).
+    assert!(d.muted_calls >= 6, "{d:?}");
+    assert!(
+        got.events(client_pid)
+            .iter()
+            .any(|e| e.kind == EventKind::Close),
+        "SSL_free of a muted connection still comes through"
+    );
+    assert_eq!(muter.len(), 0, "SSL_free took it off the list");
+    muter.reset(false);
+    capture.shutdown().await;
+    drop(peers);
 }
 
 /// Every thread of both peers shares one in-flight slot: whoever finds it

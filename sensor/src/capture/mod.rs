@@ -8,6 +8,7 @@
 //!      └─ feed: ring buffer read in place (AsyncFd + 5 ms timer) → EventSource,
 //!               exited processes → CaptureFeed::exits
 //!      └─ counters: per-CPU kernel counters → metrics, once a second
+//!      └─ muter: connections out of the --role scope, muted in the kernel
 //! ```
 
 pub mod check;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod event;
 pub mod library;
 pub mod loader;
+pub mod muter;
 pub mod procfs;
 mod procwatch;
 pub mod reader;
@@ -33,7 +35,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::Ebpf;
 use bytes::Bytes;
 use sensor_common::{
-    CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_ORPHAN_RETURNS,
+    CTR_CALLS, CTR_EVENTS, CTR_INFLIGHT_FULL, CTR_LOST_BYTES, CTR_MUTED_CALLS, CTR_ORPHAN_RETURNS,
     CTR_READ_FAILURES, CTR_RINGBUF_FULL, CTR_SLOT_BUSY, CTR_TRUNCATED_BYTES, NUM_COUNTERS,
 };
 use tokio::sync::{mpsc, watch};
@@ -111,6 +113,8 @@ pub struct KernelCounters {
     pub inflight_full: u64,
     /// Calls that found their thread's in-flight slot busy (fallback map).
     pub slot_busy: u64,
+    /// Calls of connections put out of scope ([`Muter`]), not copied.
+    pub muted_calls: u64,
 }
 
 struct State {
@@ -412,6 +416,7 @@ pub struct Capture {
     tx: mpsc::Sender<u32>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    muter: Arc<muter::Muter>,
 }
 
 fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -450,6 +455,7 @@ impl Capture {
         let counters: PerCpuArray<MapData, u64> =
             PerCpuArray::try_from(counters).map_err(|e| CaptureError::Load(e.to_string()))?;
         let counters = Arc::new(counters);
+        let muter = Arc::new(muter::Muter::take(&mut ebpf)?);
 
         let (tx, exits) = mpsc::channel(EXIT_CHANNEL_CAPACITY);
         let (stop, stop_rx) = watch::channel(false);
@@ -508,6 +514,7 @@ impl Capture {
                 tx,
                 stop,
                 tasks,
+                muter,
             },
             CaptureFeed { events, exits },
         ))
@@ -527,6 +534,11 @@ impl Capture {
             s.detach_all();
         }
         rescan(&self.state, &self.tx);
+    }
+
+    /// The kernel's list of connections out of the `--role` scope.
+    pub fn muter(&self) -> Arc<muter::Muter> {
+        self.muter.clone()
     }
 
     /// The libraries probed right now.
@@ -688,6 +700,7 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
         read_failures: at(CTR_READ_FAILURES),
         inflight_full: at(CTR_INFLIGHT_FULL),
         slot_busy: at(CTR_SLOT_BUSY),
+        muted_calls: at(CTR_MUTED_CALLS),
     }
 }
 
@@ -700,6 +713,9 @@ fn apply_counter_deltas(metrics: &Metrics, prev: &KernelCounters, now: &KernelCo
     metrics
         .capture_truncated_bytes
         .inc_by(d(prev.truncated_bytes, now.truncated_bytes) + d(prev.lost_bytes, now.lost_bytes));
+    metrics
+        .capture_out_of_scope_calls
+        .inc_by(d(prev.muted_calls, now.muted_calls));
     for (reason, a, b) in [
         ("read_failed", prev.read_failures, now.read_failures),
         ("orphan_return", prev.orphan_returns, now.orphan_returns),

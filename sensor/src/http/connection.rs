@@ -275,6 +275,13 @@ impl ConnectionParser {
         self.drop_state();
     }
 
+    /// Stops parsing for good, without an error: the caller has no more use
+    /// for this connection (its role is out of scope).  Its buffers go.
+    pub fn stop(&mut self) {
+        self.ignored = true;
+        self.drop_state();
+    }
+
     fn drop_state(&mut self) {
         self.sides = Default::default();
         self.pending = VecDeque::new();

@@ -16,6 +16,7 @@ pub struct Metrics {
     pub capture_lost_events: IntCounter,
     pub capture_truncated_bytes: IntCounter,
     pub capture_bad_events: IntCounterVec,
+    pub capture_out_of_scope_calls: IntCounter,
     pub connections_active: IntGauge,
     pub connections_evicted: IntCounterVec,
     pub body_bytes_over_cap: IntCounter,
@@ -128,6 +129,11 @@ impl Metrics {
                 "sensor_capture_bad_events_total",
                 "Malformed capture events (kernel or recording), by reason.",
                 &["reason"],
+            ),
+            capture_out_of_scope_calls: counter(
+                r,
+                "sensor_capture_out_of_scope_calls_total",
+                "TLS calls of connections outside the --role scope: counted in the kernel, not copied.",
             ),
             connections_active: {
                 let g = IntGauge::new("sensor_connections_active", "TLS connections being tracked.").expect("valid metric");
