@@ -2,8 +2,9 @@
 //! list without losing state (a TLS connection opened before the reload keeps
 //! pairing on the same connection, counters keep counting), a new pid scope
 //! takes effect at once and can be widened again, a bad file keeps the running
-//! configuration, and SIGTERM flushes a finding made just before
-//! it and exits 0 within 5 s.  Needs root and a built sensor.
+//! configuration, a `role` scope mutes the other side of connections in
+//! the kernel until a reload widens it, and SIGTERM flushes a finding made
+//! just before it and exits 0 within 5 s.  Needs root and a built sensor.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -245,4 +246,86 @@ fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
         &sensor.all_output(),
         &[&before, &after, &hidden, &scoped, &last],
     );
+}
+
+/// `role = "server"`: the Python client's side of a connection (its libssl is
+/// probed too) is muted once its first request shows it — counted in
+/// `sensor_capture_out_of_scope_calls_total`, neither paired nor reported —
+/// while the server's side is reported.  SIGHUP to `any` unmutes it: the
+/// same kept-alive connection's next request is paired and reported from
+/// the client's side too.
+#[test]
+fn role_scope_mutes_the_other_side_and_sighup_unmutes_it() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::demo(&cert).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sensor.toml");
+    let write_role = |role: &str| {
+        std::fs::write(
+            &config,
+            format!("role = \"{role}\"\n[leak]\nheaders = [\"x-api-key\"]\n"),
+        )
+        .unwrap()
+    };
+    write_role("server");
+    let sensor = Sensor::start(&["--config", config.to_str().unwrap()]).unwrap();
+    let mut client = KeepAliveClient::start(&cert, server.port());
+    let client_pid = client.child.id();
+    let of_role = |f: &[sensor_e2e::Finding], role: &str| {
+        f.iter()
+            .filter(|f| f.role == role && f.request.path == "/debug")
+            .count()
+    };
+    let muted_calls = |s: &Sensor| {
+        metric_sum_where(
+            &s.metrics().unwrap(),
+            "sensor_capture_out_of_scope_calls_total",
+            &[],
+        )
+    };
+
+    let first = Secret::random("sk_", 32);
+    for _ in 0..3 {
+        assert_eq!(client.get("/debug", "x-api-key", &first), 200);
+    }
+    sensor
+        .wait_for_findings(|f| of_role(f, "server") >= 3, SENSOR_LAG)
+        .unwrap();
+    // The kernel counters reach the metrics once a second.
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    while muted_calls(&sensor) < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no out-of-scope call counted:\n{}",
+            sensor.stderr_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(of_role(&sensor.findings().unwrap(), "client"), 0);
+    assert!(
+        sensor
+            .pairs()
+            .unwrap()
+            .iter()
+            .all(|p| p.role == "server" && p.process.pid != client_pid),
+        "no pair from the client's side"
+    );
+
+    write_role("any");
+    reload_and_wait(&sensor, 1);
+    let second = Secret::random("sk_", 32);
+    assert_eq!(client.get("/debug", "x-api-key", &second), 200);
+    let findings = sensor
+        .wait_for_findings(|f| of_role(f, "client") >= 1, SENSOR_LAG)
+        .unwrap();
+    let from_client: Vec<_> = findings
+        .iter()
+        .filter(|f| f.role == "client" && f.process.pid == client_pid)
+        .collect();
+    assert_eq!(from_client.len(), 1, "{findings:?}");
+    assert_eq!(of_role(&findings, "server"), 4);
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&first, &second]);
 }
