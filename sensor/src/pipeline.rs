@@ -64,26 +64,32 @@ pub struct PipelineConfig {
     /// so counting the announcement too would count each byte twice; replay has
     /// only the announcements.  Events themselves are always counted here, once.
     pub count_announced_losses: bool,
-    /// Collect the connections put out of the role scope (and those of
-    /// them that are gone) for [`Pipeline::take_scope_updates`], so the
-    /// capture stops copying them.  Live only: replay has no kernel to tell.
-    pub mute_out_of_scope: bool,
+    /// Collect the connections this pipeline has no more use for (outside
+    /// `--role`, or traffic it stopped parsing), and those of them that
+    /// leave its table, for [`Pipeline::take_mute_updates`]: the capture
+    /// stops copying them.  Live only: replay has no kernel to tell.
+    pub mute_in_kernel: bool,
 }
 
-/// Connections whose role `--role` leaves out, for the kernel to stop (or
-/// no longer need to stop) copying: see [`Pipeline::take_scope_updates`].
+/// Connections for the kernel to stop copying, or to forget: see
+/// [`Pipeline::take_mute_updates`].
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct ScopeUpdates {
-    /// Newly out of scope: mute them.
+pub struct MuteUpdates {
+    /// Of no more use here: their later calls need not be copied.  A
+    /// connection whose first bytes show a side `--role` leaves out, or
+    /// whose traffic the parser gave up on (not HTTP, a WebSocket after
+    /// its upgrade, HTTP/2 joined midway): it would be dropped unread.
     pub muted: Vec<ConnId>,
-    /// Out of scope and gone without an `SSL_free` (their process exited, or
-    /// the table dropped them): their kernel entries can go.
-    pub gone: Vec<ConnId>,
+    /// Muted ones that left the table: closed, their process gone, evicted,
+    /// or back in scope after a SIGHUP.
+    pub unmuted: Vec<ConnId>,
 }
 
-/// At most this many scope updates wait for [`Pipeline::take_scope_updates`]:
-/// past it a connection is still dropped here, only copied by the kernel.
-pub const MAX_PENDING_SCOPE_UPDATES: usize = 64 * 1024;
+/// At most this many updates of each kind wait for
+/// [`Pipeline::take_mute_updates`]: past it a connection is not muted (the
+/// kernel keeps copying it, and it is dropped here), or its kernel entry is
+/// left to age out of the LRU map.
+pub const MAX_PENDING_MUTE_UPDATES: usize = 64 * 1024;
 
 impl Default for PipelineConfig {
     fn default() -> Self {
@@ -94,7 +100,7 @@ impl Default for PipelineConfig {
             role: RoleFilter::Any,
             clock_offset_ns: clock_offset_ns(),
             count_announced_losses: false,
-            mute_out_of_scope: false,
+            mute_in_kernel: false,
         }
     }
 }
@@ -147,6 +153,8 @@ struct Connection {
     comm: Comm,
     /// Its role is out of the `--role` scope: not parsed (`ignored` too).
     out_of_scope: bool,
+    /// The kernel was asked to stop copying it ([`MuteUpdates::muted`]).
+    muted: bool,
 }
 
 /// Findings already reported of a response still being read, by
@@ -180,6 +188,7 @@ impl Connection {
             streamed: Vec::new(),
             comm,
             out_of_scope: false,
+            muted: false,
         })
     }
 
@@ -221,7 +230,7 @@ pub struct Pipeline {
     /// worked on (see `data_event`).
     spare: Option<Box<Connection>>,
     /// Connections put out of the role scope, and those gone, not taken yet.
-    scope_updates: ScopeUpdates,
+    mute_updates: MuteUpdates,
 }
 
 impl Pipeline {
@@ -247,7 +256,7 @@ impl Pipeline {
             budget_eviction_logged: false,
             scratch: ParserOutput::default(),
             spare: None,
-            scope_updates: ScopeUpdates::default(),
+            mute_updates: MuteUpdates::default(),
         }
     }
 
@@ -262,10 +271,9 @@ impl Pipeline {
     }
 
     /// Applies a new `--role` (SIGHUP).  The connections the old one left out
-    /// are forgotten, so those the new one takes in are looked at again from
-    /// their next bytes (as connections open before the start are), and the
-    /// scope updates not taken yet are void: the caller resets the kernel's
-    /// list.  Returns whether the role changed.
+    /// are forgotten (and unmuted), so those the new one takes in are looked
+    /// at again from their next bytes, as connections open before the start
+    /// are.  Returns whether the role changed.
     pub fn set_role_filter(&mut self, role: RoleFilter) -> bool {
         if role == self.cfg.role {
             return false;
@@ -279,38 +287,48 @@ impl Pipeline {
             .collect();
         for id in left_out {
             if let Some(conn) = self.conns.pop(&id) {
-                self.buffered_total -= conn.buffered;
+                self.left_table(id, &conn);
             }
         }
         self.metrics.connections_active.set(self.conns.len() as i64);
-        self.scope_updates = ScopeUpdates::default();
         true
     }
 
-    /// The connections put out of the role scope since the last call, and
-    /// those of them gone since (collected only with
-    /// [`PipelineConfig::mute_out_of_scope`]).
-    pub fn take_scope_updates(&mut self) -> ScopeUpdates {
-        std::mem::take(&mut self.scope_updates)
+    /// The connections muted since the last call, and the muted ones that
+    /// left the table since (collected only with
+    /// [`PipelineConfig::mute_in_kernel`]).
+    pub fn take_mute_updates(&mut self) -> MuteUpdates {
+        std::mem::take(&mut self.mute_updates)
     }
 
-    /// Its first bytes showed a role `--role` leaves out: stop parsing it, and
-    /// have the kernel stop copying its calls.
-    fn put_out_of_scope(&mut self, key: ConnId, conn: &mut Connection) {
+    /// Its first bytes showed a side `--role` leaves out: it is not parsed
+    /// from now on.
+    fn put_out_of_scope(&mut self, conn: &mut Connection) {
         conn.parser.stop();
         conn.ignored = true;
         conn.out_of_scope = true;
         conn.streamed = Vec::new();
-        if self.cfg.mute_out_of_scope && self.scope_updates.muted.len() < MAX_PENDING_SCOPE_UPDATES
+        self.buffered_total -= conn.buffered - CONNECTION_BYTES;
+        conn.buffered = CONNECTION_BYTES;
+    }
+
+    /// The connection is of no more use here: have the kernel stop copying it.
+    fn mute(&mut self, key: ConnId, conn: &mut Connection) {
+        if self.cfg.mute_in_kernel
+            && !conn.muted
+            && self.mute_updates.muted.len() < MAX_PENDING_MUTE_UPDATES
         {
-            self.scope_updates.muted.push(key);
+            conn.muted = true;
+            self.mute_updates.muted.push(key);
         }
     }
 
-    /// An out-of-scope connection left the table without its `SSL_free`.
-    fn out_of_scope_gone(&mut self, key: ConnId) {
-        if self.cfg.mute_out_of_scope && self.scope_updates.gone.len() < MAX_PENDING_SCOPE_UPDATES {
-            self.scope_updates.gone.push(key);
+    /// The connection left the table: what it held is given back, and if it
+    /// was muted its kernel entry can go.
+    fn left_table(&mut self, key: ConnId, conn: &Connection) {
+        self.buffered_total -= conn.buffered;
+        if conn.muted && self.mute_updates.unmuted.len() < MAX_PENDING_MUTE_UPDATES {
+            self.mute_updates.unmuted.push(key);
         }
     }
 
@@ -450,21 +468,19 @@ impl Pipeline {
             if !conn.ignored && self.cfg.role != RoleFilter::Any {
                 if let Some(role) = conn.parser.role() {
                     if !self.cfg.role.allows(role) {
-                        self.put_out_of_scope(ev.conn, &mut conn);
-                        self.buffered_total -= conn.buffered - CONNECTION_BYTES;
-                        conn.buffered = CONNECTION_BYTES;
+                        self.put_out_of_scope(&mut conn);
                     }
                 }
+            }
+            if conn.ignored {
+                self.mute(ev.conn, &mut conn);
             }
         }
         if is_new {
             if let Some((old_key, old)) = self.conns.push(ev.conn, conn) {
                 // The table was full: the least recently used connection is dropped.
                 debug_assert!(old_key != ev.conn);
-                self.buffered_total -= old.buffered;
-                if old.out_of_scope {
-                    self.out_of_scope_gone(old_key);
-                }
+                self.left_table(old_key, &old);
                 self.metrics
                     .connections_evicted
                     .with_label_values(&["lru"])
@@ -482,7 +498,7 @@ impl Pipeline {
         if let Some(mut conn) = self.conns.pop(&conn_key) {
             let mut out = std::mem::take(&mut self.scratch);
             conn.parser.close(ts_ns.max(conn.last_ts_ns), &mut out);
-            self.buffered_total -= conn.buffered;
+            self.left_table(conn_key, &conn);
             self.drain_output(conn_key, &mut conn, comm, &mut out);
             self.scratch = out;
             self.metrics.connections_active.set(self.conns.len() as i64);
@@ -506,9 +522,6 @@ impl Pipeline {
             .map(|p| Comm::from(p.comm.as_str()))
             .unwrap_or(Comm::from(""));
         for id in ids {
-            if self.conns.peek(&id).is_some_and(|c| c.out_of_scope) {
-                self.out_of_scope_gone(id);
-            }
             self.close_connection(id, 0, &comm);
         }
         self.processes.remove(&tgid);
@@ -518,9 +531,6 @@ impl Pipeline {
         while self.buffered_total > self.cfg.max_buffered_bytes {
             match self.conns.pop_lru() {
                 Some((key, conn)) => {
-                    if conn.out_of_scope {
-                        self.out_of_scope_gone(key);
-                    }
                     if !self.budget_eviction_logged {
                         self.budget_eviction_logged = true;
                         tracing::warn!(
@@ -532,7 +542,7 @@ impl Pipeline {
                              sensor_connections_evicted_total{{reason=\"memory\"}}; further ones are not logged"
                         );
                     }
-                    self.buffered_total -= conn.buffered;
+                    self.left_table(key, &conn);
                     self.metrics
                         .connections_evicted
                         .with_label_values(&["memory"])

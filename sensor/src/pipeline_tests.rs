@@ -605,10 +605,10 @@ fn pairs(m: &Metrics, role: &str) -> u64 {
 }
 
 /// With `--role server`, a connection whose first bytes show the client's
-/// side is put out of scope at once: reported once for the kernel to mute,
-/// not parsed from then on (nothing is held for it), reported as gone when
-/// its process exits without an `SSL_free`; a new role forgets it, so its
-/// next bytes are looked at afresh.
+/// side is muted at once: reported once for the kernel, not parsed from then
+/// on (nothing is held for it), reported unmuted when it leaves the table
+/// (its process exits, it closes); a new role forgets it, so its next bytes
+/// are looked at afresh.
 #[test]
 fn connections_out_of_the_role_scope_are_muted_once_and_forgotten() {
     const CLIENT: ConnId = ConnId {
@@ -617,74 +617,88 @@ fn connections_out_of_the_role_scope_are_muted_once_and_forgotten() {
     };
     let mut h = harness(PipelineConfig {
         role: RoleFilter::Server,
-        mute_out_of_scope: true,
+        mute_in_kernel: true,
         ..PipelineConfig::default()
     });
     let p = &mut h.pipeline;
     leaky_exchange(p);
     p.handle_raw(data(CLIENT, Direction::Write, 1, LEAKY_REQUEST));
-    let updates = p.take_scope_updates();
+    let updates = p.take_mute_updates();
     assert_eq!(updates.muted, vec![CLIENT], "the client's side, once");
-    assert!(updates.gone.is_empty());
+    assert!(updates.unmuted.is_empty());
     let held = p.buffered_bytes();
     // What the kernel sent before the mute landed: dropped, not parsed.
     p.handle_raw(data(CLIENT, Direction::Read, 2, LEAKY_RESPONSE));
-    p.handle_raw(data(
-        CLIENT,
-        Direction::Write,
-        3,
-        b"GET /partial HTTP/1.1\r\nHo",
-    ));
+    p.handle_raw(data(CLIENT, Direction::Write, 3, b"GET /x HTTP/1.1\r\nHo"));
     assert_eq!(p.buffered_bytes(), held, "nothing held for it");
-    assert_eq!(
-        p.take_scope_updates(),
-        ScopeUpdates::default(),
-        "muted once"
-    );
+    assert_eq!(p.take_mute_updates(), MuteUpdates::default(), "once");
     assert_eq!(pairs(&h.metrics, "server"), 1);
     assert_eq!(pairs(&h.metrics, "client"), 0);
-    assert_eq!(
-        h.findings.lock().unwrap().len(),
-        1,
-        "the server's leak only"
-    );
+    assert_eq!(h.findings.lock().unwrap().len(), 1, "the server's only");
 
     let p = &mut h.pipeline;
     p.process_exited(CLIENT.tgid);
     assert_eq!(
-        p.take_scope_updates().gone,
+        p.take_mute_updates().unmuted,
         vec![CLIENT],
-        "gone without SSL_free"
+        "its process exited"
     );
     p.handle_raw(data(CLIENT, Direction::Write, 4, LEAKY_REQUEST));
-    assert_eq!(p.take_scope_updates().muted, vec![CLIENT]);
-    // A closed connection needs nothing more: SSL_free unmuted it in the kernel.
+    assert_eq!(p.take_mute_updates().muted, vec![CLIENT]);
     p.handle_raw(close(CLIENT));
-    assert_eq!(p.take_scope_updates(), ScopeUpdates::default());
+    assert_eq!(p.take_mute_updates().unmuted, vec![CLIENT], "closed");
 
-    // SIGHUP to `any`: the client's side is looked at again from its next bytes.
+    // SIGHUP to `any`: the client's side is unmuted and looked at again
+    // from its next bytes.
     p.handle_raw(data(CLIENT, Direction::Write, 5, LEAKY_REQUEST));
+    assert_eq!(p.take_mute_updates().muted, vec![CLIENT]);
     assert!(p.set_role_filter(RoleFilter::Any));
     assert!(!p.set_role_filter(RoleFilter::Any), "no change");
-    assert_eq!(p.take_scope_updates(), ScopeUpdates::default());
+    assert_eq!(p.take_mute_updates().unmuted, vec![CLIENT], "back in scope");
     p.handle_raw(data(CLIENT, Direction::Write, 6, LEAKY_REQUEST));
     p.handle_raw(data(CLIENT, Direction::Read, 7, LEAKY_RESPONSE));
+    assert_eq!(p.take_mute_updates(), MuteUpdates::default());
     p.finish();
     assert_eq!(pairs(&h.metrics, "client"), 1);
     assert_eq!(h.findings.lock().unwrap().len(), 2);
 }
 
-/// Replay (no kernel to tell) drops out-of-scope connections the same way
-/// but collects nothing.
+/// Traffic the parser gives up on (here not HTTP at all, and a WebSocket
+/// after its upgrade) is muted whatever the role; HTTP is not; and replay
+/// (no kernel to tell) collects nothing.
 #[test]
-fn scope_updates_are_not_collected_without_a_kernel() {
-    let mut h = harness(PipelineConfig {
-        role: RoleFilter::Client,
-        ..PipelineConfig::default()
-    });
-    leaky_exchange(&mut h.pipeline);
-    assert_eq!(h.pipeline.take_scope_updates(), ScopeUpdates::default());
-    h.pipeline.finish();
-    assert_eq!(pairs(&h.metrics, "server"), 0);
-    assert!(h.findings.lock().unwrap().is_empty());
+fn connections_the_parser_gave_up_on_are_muted() {
+    const DB: ConnId = ConnId { tgid: 44, ssl: 1 };
+    const WS: ConnId = ConnId { tgid: 44, ssl: 2 };
+    for (mute_in_kernel, want) in [(true, vec![DB, WS]), (false, vec![])] {
+        let mut h = harness(PipelineConfig {
+            mute_in_kernel,
+            ..PipelineConfig::default()
+        });
+        let p = &mut h.pipeline;
+        leaky_exchange(p);
+        // A PostgreSQL startup message over TLS.
+        p.handle_raw(data(
+            DB,
+            Direction::Write,
+            1,
+            b"\0\0\0\x29\0\x03\0\0user\0app\0",
+        ));
+        p.handle_raw(data(
+            WS,
+            Direction::Read,
+            1,
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ));
+        p.handle_raw(data(
+            WS,
+            Direction::Write,
+            2,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        ));
+        let mut got = p.take_mute_updates().muted;
+        got.sort();
+        assert_eq!(got, want, "mute_in_kernel = {mute_in_kernel}");
+        assert_eq!(pairs(&h.metrics, "server"), 1, "the leaky exchange only");
+    }
 }

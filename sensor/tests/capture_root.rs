@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sensor::capture::event::{CaptureEvent, EventKind};
 use sensor::capture::{Capture, CaptureConfig, CaptureFeed, CaptureMsg, KernelCounters, ProbeMode};
 use sensor::outputs::metrics::Metrics;
-use sensor::pipeline::ScopeUpdates;
+use sensor::pipeline::MuteUpdates;
 use sensor_common::{CHUNK_SIZE, INFLIGHT_SLOTS, MAX_BYTES_PER_CALL, SITE_EXPORTED, SITE_INTERNAL};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -448,7 +448,8 @@ async fn internal_mode_captures_exact_bytes() {
     exact_capture(ProbeMode::Auto, PORT_BASE, SITE_INTERNAL, INFLIGHT_SLOTS).await;
 }
 
-/// A connection userspace mutes (`--role` leaves its role out) is counted
+/// A connection userspace mutes (of no use to it: `--role` leaves its side
+/// out, or it is not HTTP) is counted
 /// and not copied from then on, while the other end of it is copied whole;
 /// its `SSL_free` still comes through and takes it off the kernel's list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,7 +467,7 @@ async fn muted_connection_is_counted_not_copied() {
         .await
         .expect("capture starts (built with `cargo xtask build`?)");
     let muter = capture.muter();
-    muter.reset(true);
+    assert!(!muter.is_on(), "nothing muted: no call looks the list up");
     let before = capture.kernel_counters();
     let pause: &[(&str, &Path)] = &[("TLS_PAIR_PAUSE_BETWEEN_SENDS", Path::new("0.3"))];
     let client = spawn_client(&peers, &ex, pause);
@@ -483,12 +484,13 @@ async fn muted_connection_is_counted_not_copied() {
         .find(|e| matches!(e.kind, EventKind::Data(_)))
         .expect("the client's first write is copied")
         .conn;
-    let updates = ScopeUpdates {
+    let updates = MuteUpdates {
         muted: vec![conn],
-        gone: vec![],
+        unmuted: vec![],
     };
     assert_eq!(muter.apply(&updates), 1);
     assert_eq!(muter.len(), 1);
+    assert!(muter.is_on());
     let request = ex.requests.concat();
     collect(&mut feed, &pids, &mut got, |g| {
         g.stream(server_pid, true).len() >= ex.response.len()
@@ -524,7 +526,12 @@ async fn muted_connection_is_counted_not_copied() {
         "SSL_free of a muted connection still comes through"
     );
     assert_eq!(muter.len(), 0, "SSL_free took it off the list");
-    muter.reset(false);
+    // The pipeline reports it gone (its close event): the switch goes off.
+    muter.apply(&MuteUpdates {
+        muted: vec![],
+        unmuted: vec![conn],
+    });
+    assert!(!muter.is_on());
     capture.shutdown().await;
     drop(peers);
 }

@@ -744,3 +744,117 @@ fn assert_bundled_pyopenssl_probed(
     assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
     sensor.stop().unwrap();
 }
+
+/// A TLS echo server and its client, both in Python (system libssl), for a
+/// protocol that is not HTTP.  The client waits for a line on stdin, sends
+/// one 4 KiB record, waits 0.5 s, then 199 more, reading each echo back;
+/// prints DONE.
+const ECHO_PAIR: &str = r#"
+import os, socket, ssl, sys, threading, time
+mode, port = sys.argv[1], int(sys.argv[2])
+if mode == "server":
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    ls = socket.create_server(("127.0.0.1", port))
+    print("READY", flush=True)
+    conn, _ = ls.accept()
+    with ctx.wrap_socket(conn, server_side=True) as tls:
+        while True:
+            data = tls.recv(65536)
+            if not data:
+                break
+            tls.sendall(data)
+else:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    sys.stdin.readline()
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port))) as tls:
+        for i in range(200):
+            msg = b"\x00\x01BIN" + os.urandom(4090)
+            tls.sendall(msg)
+            got = b""
+            while len(got) < len(msg):
+                got += tls.recv(len(msg) - len(got))
+            if i == 0:
+                time.sleep(0.5)
+    print("DONE", flush=True)
+"#;
+
+/// Traffic that is not HTTP (a database or message protocol over TLS) is
+/// counted once as `not_http`, then muted in the kernel: its later calls are
+/// counted in `sensor_capture_muted_calls_total` and never copied (before,
+/// every byte went through the ring buffer to be dropped unread).
+#[test]
+fn traffic_that_is_not_http_is_muted_after_its_first_bytes() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::{Command, Stdio};
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let port = sensor_e2e::free_port().unwrap();
+    let python = sensor_e2e::paths::system_python();
+    let mut server = Command::new(&python)
+        .args(["-c", ECHO_PAIR, "server", &port.to_string()])
+        .arg(cert.cert())
+        .arg(cert.key())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "READY");
+    let mut client = Command::new(&python)
+        .args(["-c", ECHO_PAIR, "client", &port.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (server_pid, client_pid) = (server.id().to_string(), client.id().to_string());
+    // Only these two processes: the counters below are theirs alone.
+    let sensor = Sensor::start(&["--pid", &server_pid, "--pid", &client_pid]).unwrap();
+    writeln!(client.stdin.as_mut().unwrap(), "go").unwrap();
+    let mut done = String::new();
+    BufReader::new(client.stdout.take().unwrap())
+        .read_line(&mut done)
+        .unwrap();
+    assert_eq!(done.trim(), "DONE");
+    let _ = client.wait();
+    let _ = server.kill();
+    let _ = server.wait();
+    // Kernel counters reach the metrics once a second.
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    let muted = loop {
+        let m = sensor
+            .metric_sum("sensor_capture_muted_calls_total")
+            .unwrap();
+        if m >= 700.0 || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let metrics = sensor.metrics().unwrap();
+    let not_http = sensor_e2e::sensor::metric_sum_where(
+        &metrics,
+        "sensor_http_parse_errors_total",
+        &[("reason", "not_http")],
+    );
+    let events = sensor_e2e::sensor::metric_sum_where(
+        &metrics,
+        "sensor_capture_events_total",
+        &[("direction", "write")],
+    ) + sensor_e2e::sensor::metric_sum_where(
+        &metrics,
+        "sensor_capture_events_total",
+        &[("direction", "read")],
+    );
+    println!("muted calls {muted}, data events {events}, not_http {not_http}");
+    // 200 writes and at least 200 reads on each side; the first round trip
+    // (before the 0.5 s pause) is copied and judged.
+    assert_eq!(not_http, 2.0, "each side judged once");
+    assert!(muted >= 199.0 * 4.0, "muted calls {muted}");
+    assert!(events <= 8.0, "data events copied {events}");
+    assert!(sensor.findings().unwrap().is_empty());
+}

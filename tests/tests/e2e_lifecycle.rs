@@ -250,7 +250,7 @@ fn sighup_applies_new_lists_without_losing_connections_and_sigterm_flushes() {
 
 /// `role = "server"`: the Python client's side of a connection (its libssl is
 /// probed too) is muted once its first request shows it — counted in
-/// `sensor_capture_out_of_scope_calls_total`, neither paired nor reported —
+/// `sensor_capture_muted_calls_total`, neither paired nor reported —
 /// while the server's side is reported.  SIGHUP to `any` unmutes it: the
 /// same kept-alive connection's next request is paired and reported from
 /// the client's side too.
@@ -281,7 +281,7 @@ fn role_scope_mutes_the_other_side_and_sighup_unmutes_it() {
     let muted_calls = |s: &Sensor| {
         metric_sum_where(
             &s.metrics().unwrap(),
-            "sensor_capture_out_of_scope_calls_total",
+            "sensor_capture_muted_calls_total",
             &[],
         )
     };

@@ -8,7 +8,7 @@
 //!      └─ feed: ring buffer read in place (AsyncFd + 5 ms timer) → EventSource,
 //!               exited processes → CaptureFeed::exits
 //!      └─ counters: per-CPU kernel counters → metrics, once a second
-//!      └─ muter: connections out of the --role scope, muted in the kernel
+//!      └─ muter: connections the pipeline has no use for, muted in the kernel
 //! ```
 
 pub mod check;
@@ -536,7 +536,7 @@ impl Capture {
         rescan(&self.state, &self.tx);
     }
 
-    /// The kernel's list of connections out of the `--role` scope.
+    /// The kernel's list of connections the pipeline has no use for.
     pub fn muter(&self) -> Arc<muter::Muter> {
         self.muter.clone()
     }
@@ -714,7 +714,7 @@ fn apply_counter_deltas(metrics: &Metrics, prev: &KernelCounters, now: &KernelCo
         .capture_truncated_bytes
         .inc_by(d(prev.truncated_bytes, now.truncated_bytes) + d(prev.lost_bytes, now.lost_bytes));
     metrics
-        .capture_out_of_scope_calls
+        .capture_muted_calls
         .inc_by(d(prev.muted_calls, now.muted_calls));
     for (reason, a, b) in [
         ("read_failed", prev.read_failures, now.read_failures),

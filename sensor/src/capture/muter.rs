@@ -1,14 +1,19 @@
-//! Connections out of the `--role` scope, muted in the kernel.
+//! Connections the pipeline has no more use for, muted in the kernel.
 //!
-//! The pipeline learns a connection's role from its first bytes; when
-//! `--role` leaves that role out, copying the rest of the connection into the
-//! ring buffer (and waking the reader for it) is wasted work in the probed
-//! process and in the sensor.  The kernel side looks a call's connection up in
-//! `MUTED` (only while `MUTING[0]` is set) and counts it instead of copying it
-//! (`sensor_capture_out_of_scope_calls_total`).  `SSL_free` takes the entry
-//! out; the pipeline reports connections that went without one
-//! ([`ScopeUpdates::gone`]); the map is LRU, so what is left ages out.
+//! The pipeline judges a connection from its first bytes: a side `--role`
+//! leaves out, or traffic it will not parse (not HTTP — a TLS database or
+//! mail connection —, a WebSocket after its upgrade, HTTP/2 joined midway).
+//! Copying the rest of such a connection into the ring buffer (and waking
+//! the reader for it) is wasted work in the probed process and in the
+//! sensor.  The kernel side looks a call's connection up in `MUTED` — only
+//! while `MUTING[0]` is set, so that with nothing muted no call pays the
+//! lookup — and counts it instead of copying it
+//! (`sensor_capture_muted_calls_total`).  `SSL_free` takes the entry out in
+//! the kernel; the pipeline reports every muted connection that leaves its
+//! table ([`MuteUpdates::unmuted`]); the map is LRU, so anything missed ages
+//! out.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 
 use aya::maps::{Array, HashMap, MapData};
@@ -17,7 +22,7 @@ use sensor_common::ConnKey;
 
 use super::error::CaptureError;
 use crate::capture::event::ConnId;
-use crate::pipeline::ScopeUpdates;
+use crate::pipeline::MuteUpdates;
 
 /// The kernel's list of muted connections and its on/off switch.
 pub struct Muter {
@@ -27,13 +32,38 @@ pub struct Muter {
 struct Maps {
     muted: HashMap<MapData, ConnKey, u8>,
     muting: Array<MapData, u64>,
+    /// What was put in `muted` and not taken out yet (as far as this side
+    /// knows: the kernel also takes entries out at `SSL_free`, and the LRU
+    /// may evict).  The switch is on while it is not empty.
+    listed: HashSet<ConnId>,
+    switched_on: bool,
 }
+
+/// `listed` is rebuilt from the kernel's map past this (updates the pipeline
+/// could not queue leave stale keys behind).
+const MAX_LISTED: usize = 2 * sensor_common::MAX_TRACKED_CONNECTIONS as usize;
 
 fn key(id: &ConnId) -> ConnKey {
     ConnKey {
         tgid: id.tgid,
         _pad: 0,
         ssl: id.ssl,
+    }
+}
+
+impl Maps {
+    fn switch(&mut self, on: bool) {
+        if on == self.switched_on {
+            return;
+        }
+        match self.muting.set(0, on as u64, 0) {
+            Ok(()) => self.switched_on = on,
+            Err(e) => tracing::warn!(
+                "cannot switch connection muting {} in the kernel ({e}): connections the sensor \
+                 has no use for are still copied, and dropped by the sensor",
+                if on { "on" } else { "off" }
+            ),
+        }
     }
 }
 
@@ -50,7 +80,12 @@ impl Muter {
         let muting = Array::try_from(take(ebpf, "MUTING")?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         Ok(Muter {
-            maps: Mutex::new(Maps { muted, muting }),
+            maps: Mutex::new(Maps {
+                muted,
+                muting,
+                listed: HashSet::new(),
+                switched_on: false,
+            }),
         })
     }
 
@@ -58,53 +93,58 @@ impl Muter {
         self.maps.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts over: the list is emptied, and the kernel looks calls up in it
-    /// only when `on` (a `--role` other than `any`).
-    pub fn reset(&self, on: bool) {
-        let mut m = self.maps();
-        if let Err(e) = m.muting.set(0, 0, 0) {
-            tracing::warn!("cannot switch off connection muting in the kernel: {e}");
-        }
-        let keys: Vec<ConnKey> = m.muted.keys().filter_map(Result::ok).collect();
-        for k in keys {
-            let _ = m.muted.remove(&k);
-        }
-        if on {
-            if let Err(e) = m.muting.set(0, 1, 0) {
-                tracing::warn!(
-                    "cannot switch on connection muting in the kernel ({e}): connections out of \
-                     the --role scope are still copied, and dropped by the sensor"
-                );
-            }
-        }
-    }
-
-    /// Applies the pipeline's updates: new out-of-scope connections are
-    /// muted, gone ones forgotten.  Returns how many were muted.
-    pub fn apply(&self, updates: &ScopeUpdates) -> usize {
-        if updates.muted.is_empty() && updates.gone.is_empty() {
+    /// Applies the pipeline's updates: connections of no more use are
+    /// muted, those that left its table forgotten.  Returns how many were
+    /// muted.
+    pub fn apply(&self, updates: &MuteUpdates) -> usize {
+        if updates.muted.is_empty() && updates.unmuted.is_empty() {
             return 0;
         }
         let mut m = self.maps();
-        for id in &updates.gone {
-            let _ = m.muted.remove(&key(id));
+        for id in &updates.unmuted {
+            if m.listed.remove(id) {
+                let _ = m.muted.remove(&key(id));
+            }
         }
         let mut muted = 0;
         for id in &updates.muted {
             match m.muted.insert(key(id), 1, 0) {
-                Ok(()) => muted += 1,
+                Ok(()) => {
+                    m.listed.insert(*id);
+                    muted += 1;
+                }
                 Err(e) => tracing::debug!("cannot mute connection {id:?}: {e}"),
             }
         }
+        if m.listed.len() > MAX_LISTED {
+            let now: HashSet<ConnId> = m
+                .muted
+                .keys()
+                .filter_map(Result::ok)
+                .map(|k| ConnId {
+                    tgid: k.tgid,
+                    ssl: k.ssl,
+                })
+                .collect();
+            m.listed = now;
+        }
+        // On after the entries are in, off after they are out.
+        let on = !m.listed.is_empty();
+        m.switch(on);
         muted
     }
 
-    /// Connections muted right now (tests).
+    /// Connections muted right now in the kernel (tests).
     pub fn len(&self) -> usize {
         self.maps().muted.keys().filter(Result::is_ok).count()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether the kernel looks calls up in the list (tests).
+    pub fn is_on(&self) -> bool {
+        self.maps().switched_on
     }
 }

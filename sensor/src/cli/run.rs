@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::capture::record::Recorder;
 use crate::capture::{Capture, EventSource};
-use crate::config::{Output, RoleFilter, RunArgs, RunConfig};
+use crate::config::{Output, RunArgs, RunConfig};
 use crate::leak::{load_or_create_key, Detector, Fingerprinter};
 use crate::outputs::api::{ApiServer, LiveHub};
 use crate::outputs::jsonl::JsonLinesWriter;
@@ -113,13 +113,12 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
         max_buffered_bytes: cfg.max_buffered_bytes,
         role: cfg.role,
         clock_offset_ns: clock_offset,
-        mute_out_of_scope: true,
+        mute_in_kernel: true,
         ..PipelineConfig::default()
     };
     let resolver = Box::new(|pid: u32, comm: &str| crate::identity::process_info(pid, comm));
     let mut pipeline = Pipeline::new(pipeline_cfg, detector, metrics.clone(), outputs, resolver);
     let muter = capture.muter();
-    muter.reset(cfg.role != RoleFilter::Any);
 
     let mut tracker = StatsTracker::new();
     let mut cache_export = MatcherCacheExport::default();
@@ -147,14 +146,14 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
             _ = feed.events.ready() => {
                 feed.events.drain(|raw| pipeline.handle_record(raw));
                 pipeline.flush();
-                muter.apply(&pipeline.take_scope_updates());
+                muter.apply(&pipeline.take_mute_updates());
             }
             exit = feed.exits.recv() => match exit {
                 Some(tgid) => {
                     // Its last events may still be in the ring: they go first.
                     drain_all(&mut feed.events, &mut pipeline);
                     pipeline.process_exited(tgid);
-                    muter.apply(&pipeline.take_scope_updates());
+                    muter.apply(&pipeline.take_mute_updates());
                 }
                 None => {
                     tracing::error!("the capture stopped unexpectedly; exiting");
@@ -244,7 +243,7 @@ fn reload(
     };
     pipeline.set_detector(detector);
     if pipeline.set_role_filter(newer.role) {
-        capture.muter().reset(newer.role != RoleFilter::Any);
+        capture.muter().apply(&pipeline.take_mute_updates());
     }
     if newer.capture.pids != current.capture.pids || newer.capture.comms != current.capture.comms {
         capture.set_scope(newer.capture.pids.clone(), newer.capture.comms.clone());

@@ -16,7 +16,7 @@ pub struct Metrics {
     pub capture_lost_events: IntCounter,
     pub capture_truncated_bytes: IntCounter,
     pub capture_bad_events: IntCounterVec,
-    pub capture_out_of_scope_calls: IntCounter,
+    pub capture_muted_calls: IntCounter,
     pub connections_active: IntGauge,
     pub connections_evicted: IntCounterVec,
     pub body_bytes_over_cap: IntCounter,
@@ -130,10 +130,10 @@ impl Metrics {
                 "Malformed capture events (kernel or recording), by reason.",
                 &["reason"],
             ),
-            capture_out_of_scope_calls: counter(
+            capture_muted_calls: counter(
                 r,
-                "sensor_capture_out_of_scope_calls_total",
-                "TLS calls of connections outside the --role scope: counted in the kernel, not copied.",
+                "sensor_capture_muted_calls_total",
+                "TLS calls of connections the sensor has no use for (a side --role leaves out, traffic it stopped parsing: not HTTP, WebSocket, HTTP/2 joined midway): counted in the kernel, not copied.",
             ),
             connections_active: {
                 let g = IntGauge::new("sensor_connections_active", "TLS connections being tracked.").expect("valid metric");
