@@ -128,10 +128,15 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let mut sighup = signal(SignalKind::hangup())?;
     let mut blind = Vec::new();
     let mut last_blind_scan: Option<Instant> = None;
+    // The scan runs beside the loop, not awaited in it: it reads every
+    // process's maps (~0.2-0.5 s on a busy host), and the ring buffer is
+    // only drained by this loop.
+    let mut blind_scan: Option<tokio::task::JoinHandle<Vec<crate::outputs::live::BlindProcess>>> =
+        None;
     let mut current = cfg;
     // Ready means every route answers: the first stats go out before (the
-    // first tick's blind scan can take a while), so `sensor watch` started
-    // on readiness never meets a 503.
+    // first blind scan ends a while later and publishes them again), so
+    // `sensor watch` started on readiness never meets a 503.
     hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
     hub.set_ready(true);
     tracing::info!(
@@ -163,17 +168,20 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
             _ = tick.tick() => {
                 pipeline.inspect_streaming(crate::pipeline::monotonic_now_ns());
                 pipeline.flush();
-                if last_blind_scan.is_none_or(|t| t.elapsed() >= BLIND_SCAN_EVERY) {
+                if blind_scan.is_none() && last_blind_scan.is_none_or(|t| t.elapsed() >= BLIND_SCAN_EVERY) {
                     let inodes: HashSet<(u64, u64)> = capture.attached_inodes().into_iter().collect();
-                    blind = tokio::task::spawn_blocking(move || crate::blind::scan_blind_processes(&inodes))
-                        .await
-                        .unwrap_or_default();
-                    crate::blind::update_blind_gauge(&metrics, &blind);
-                    crate::blind::count_blind_seen(&metrics, &blind);
+                    blind_scan = Some(tokio::task::spawn_blocking(move || crate::blind::scan_blind_processes(&inodes)));
                     last_blind_scan = Some(Instant::now());
                 }
                 let detector = pipeline.detector();
                 cache_export.export(&metrics, detector.matcher_cache_stats(), detector.matcher_cache_entries());
+                hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
+            }
+            found = async { blind_scan.as_mut().expect("guarded").await }, if blind_scan.is_some() => {
+                blind_scan = None;
+                blind = found.unwrap_or_default();
+                crate::blind::update_blind_gauge(&metrics, &blind);
+                crate::blind::count_blind_seen(&metrics, &blind);
                 hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
             }
             _ = sighup.recv() => reload(&args, &mut current, &mut pipeline, &capture),
