@@ -35,6 +35,11 @@ use crate::finding::CredentialType;
 
 /// Credential sets whose matcher is kept (each entry is a few KiB).
 pub const MATCHER_CACHE_ENTRIES: usize = 2048;
+/// A set whose values add up to more than this is never kept: its matcher
+/// (several forms of every value) is built for each use.  Bounds the cache
+/// at about `MATCHER_CACHE_ENTRIES` × 8 × this (~128 MiB) whatever clients
+/// send, against ~4 GiB for 64 credentials of `MAX_CREDENTIAL_LEN` each.
+pub const MAX_CACHED_SET_BYTES: usize = 8 * 1024;
 /// An entry not used for this long is dropped (its secrets with it).
 pub const MATCHER_CACHE_IDLE: Duration = Duration::from_secs(60);
 
@@ -193,6 +198,12 @@ impl<T, S: BuildHasher> MatcherCache<T, S> {
     /// this set, build one for this use only (first sighting), or build one
     /// to keep (second sighting) and hand it to [`MatcherCache::insert`].
     pub fn lookup(&self, creds: &[Credential], variant: u64) -> Lookup<T> {
+        if creds.iter().map(|c| c.value.len()).sum::<usize>() > MAX_CACHED_SET_BYTES {
+            let mut inner = self.lock();
+            inner.stats.misses += 1;
+            inner.stats.first_seen += 1;
+            return Lookup::Once;
+        }
         let key = self.key(creds, variant);
         let now = Instant::now();
         let mut inner = self.lock();

@@ -16,7 +16,8 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// Most credentials taken from one request (bounds matcher size).
 pub const MAX_CREDENTIALS: usize = 64;
 /// Longest value taken as a credential; longer ones are blobs, not keys.
-pub const MAX_CREDENTIAL_LEN: usize = 4096;
+/// JWTs with many claims (Keycloak roles, Azure AD groups) pass 4 KiB.
+pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
 /// A cookie not configured as a session cookie counts when at least this long…
 pub const RANDOM_COOKIE_MIN_LEN: usize = 16;
 /// …and at least this random (bits per byte).

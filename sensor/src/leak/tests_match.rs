@@ -480,3 +480,53 @@ fn a_partial_run_is_not_mostly_a_shared_prefix() {
         assert_eq!(f.exposure, Exposure::Partial, "{prefix}");
     }
 }
+
+/// A base64url token of `len` characters (random-looking, deterministic).
+fn long_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ALPHABET[(x % 64) as usize] as char
+        })
+        .collect()
+}
+
+/// Tokens past 4 KiB (JWTs with many roles or groups) are credentials up to
+/// `MAX_CREDENTIAL_LEN`, at the limit and not one byte past it; sets that
+/// large are matched but never cached.
+#[test]
+fn long_tokens_up_to_the_limit_are_credentials_and_never_cached() {
+    use crate::leak::extract::MAX_CREDENTIAL_LEN;
+    let det = detector();
+    for len in [4097, 6000, MAX_CREDENTIAL_LEN] {
+        let t = long_token(len);
+        let p = pair(
+            &[("authorization", &bearer(&t))],
+            "/",
+            &[],
+            format!("{{\"auth\":\"Bearer {t}\"}}").as_bytes(),
+        );
+        for _ in 0..3 {
+            let insp = det.inspect(&p);
+            assert_eq!(insp.findings.len(), 1, "len {len}");
+            assert_eq!(insp.findings[0].exposure, Exposure::Full);
+            assert_eq!(insp.findings[0].credential.length, len);
+            assert!(!format!("{insp:?}").contains(&t));
+        }
+    }
+    // Seen, kept, then hit: the two under MAX_CACHED_SET_BYTES once each;
+    // the one over it is built for every use.
+    assert!(6000 < crate::leak::cache::MAX_CACHED_SET_BYTES);
+    assert!(MAX_CREDENTIAL_LEN > crate::leak::cache::MAX_CACHED_SET_BYTES);
+    assert_eq!(det.matcher_cache_stats().hits, 2);
+    let t = long_token(MAX_CREDENTIAL_LEN + 1);
+    let p = pair(&[("authorization", &bearer(&t))], "/", &[], t.as_bytes());
+    assert!(
+        det.inspect(&p).findings.is_empty(),
+        "one byte past the limit"
+    );
+}
