@@ -520,8 +520,8 @@ fn long_tokens_up_to_the_limit_are_credentials_and_never_cached() {
     }
     // Seen, kept, then hit: the two under MAX_CACHED_SET_BYTES once each;
     // the one over it is built for every use.
-    assert!(6000 < crate::leak::cache::MAX_CACHED_SET_BYTES);
-    assert!(MAX_CREDENTIAL_LEN > crate::leak::cache::MAX_CACHED_SET_BYTES);
+    const _: () = assert!(6000 < crate::leak::cache::MAX_CACHED_SET_BYTES);
+    const _: () = assert!(MAX_CREDENTIAL_LEN > crate::leak::cache::MAX_CACHED_SET_BYTES);
     assert_eq!(det.matcher_cache_stats().hits, 2);
     let t = long_token(MAX_CREDENTIAL_LEN + 1);
     let p = pair(&[("authorization", &bearer(&t))], "/", &[], t.as_bytes());
