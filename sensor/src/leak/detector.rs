@@ -29,8 +29,19 @@ pub const PARTIAL_MIN_ENTROPY: f64 = 2.5;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NeedleKind {
     Full(Encoding),
-    Partial,
+    Partial(RunAt),
     Masked,
+}
+
+/// Where a partial run lies in its credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunAt {
+    /// `value[..end]`.
+    Head { end: usize },
+    /// `value[start..]`.
+    Tail { start: usize },
+    /// Elsewhere (a JWT's signature).
+    Inner,
 }
 
 struct Needle {
@@ -396,12 +407,12 @@ impl Detector {
         let per = &mut per[..];
         for h in &resp.headers {
             per.fill(SinkHits::default());
-            scan_one(matcher, needles, h.value, per, false);
+            scan_one(matcher, needles, creds, h.value, per, false);
             if h.name == "location" {
                 // Credentials percent-encoded in any style: search the decoded URL too.
                 let dec = Zeroizing::new(url_decode(h.value, false));
                 if dec[..] != h.value[..] {
-                    scan_one(matcher, needles, &dec, per, true);
+                    scan_one(matcher, needles, creds, &dec, per, true);
                 }
             }
             if h.name == "set-cookie" {
@@ -448,7 +459,15 @@ impl Detector {
                         base,
                         before,
                     };
-                    hit(&needles[i], off, per, false, at, Some(&mut open_runs))
+                    hit(
+                        &needles[i],
+                        creds,
+                        off,
+                        per,
+                        false,
+                        at,
+                        Some(&mut open_runs),
+                    )
                 });
                 for v in &mut views {
                     let enc = v.kind().encoding();
@@ -536,8 +555,8 @@ impl Detector {
             }
         }
         for (ci, c) in creds.iter().enumerate() {
-            partial_runs(c, &self.config, |run| {
-                set.push(&[run], ci, NeedleKind::Partial)
+            partial_runs(c, &self.config, |run, at| {
+                set.push(&[run], ci, NeedleKind::Partial(at))
             });
         }
         for (ci, c) in creds.iter().enumerate() {
@@ -724,6 +743,7 @@ fn run_votes(at: Around, off: u64, len: usize) -> (AlphabetVotes, bool) {
 /// open at the end of `at.hay` goes to `open` when given.
 fn hit(
     n: &Needle,
+    creds: &[Credential],
     off: u64,
     per: &mut [SinkHits],
     decoded_view: bool,
@@ -756,7 +776,10 @@ fn hit(
                 h.full = Some((off, enc));
             }
         }
-        NeedleKind::Partial => {
+        NeedleKind::Partial(run_at) => {
+            if diverges(creds[n.cred].value.as_slice(), run_at, at, off, n.len) {
+                return;
+            }
             if h.partial.is_none_or(|o| off < o) {
                 h.partial = Some(off);
             }
@@ -779,13 +802,81 @@ fn continue_runs(open: &mut Vec<OpenRun>, block: &[u8], per: &mut [SinkHits]) {
     });
 }
 
-fn scan_one(m: &Matcher, needles: &[Needle], hay: &[u8], per: &mut [SinkHits], decoded: bool) {
+fn scan_one(
+    m: &Matcher,
+    needles: &[Needle],
+    creds: &[Credential],
+    hay: &[u8],
+    per: &mut [SinkHits],
+    decoded: bool,
+) {
     let at = Around {
         hay,
         base: 0,
         before: &[],
     };
-    m.find_in(hay, |i, off| hit(&needles[i], off, per, decoded, at, None));
+    m.find_in(hay, |i, off| {
+        hit(&needles[i], creds, off, per, decoded, at, None)
+    });
+}
+
+/// Bytes that may go on a token (letters, digits, `-_+/~`): a run of one
+/// that goes on past where it stops matching is another value.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'+' | b'/' | b'~')
+}
+
+impl Around<'_> {
+    /// The byte at stream offset `pos`, if it is in view.
+    fn byte_at(&self, pos: u64) -> Option<u8> {
+        match pos.checked_sub(self.base) {
+            Some(i) => self.hay.get(usize::try_from(i).ok()?).copied(),
+            None => {
+                let back = usize::try_from(self.base - pos).ok()?;
+                let i = self.before.len().checked_sub(back)?;
+                self.before.get(i).copied()
+            }
+        }
+    }
+}
+
+/// Whether the leading (trailing) run of `value` matched at `off` is the
+/// start (end) of *another* value: past the run, the bytes go on matching
+/// `value` for a while, then differ at a byte that still belongs to a
+/// token.  Tokens of one issuer share their first characters (AWS STS
+/// session tokens, a Discord bot's id, a signed cookie's JSON re-issued
+/// with new contents, a presigned URL's `Credential=ASIA…`), so a new one
+/// matches a run of the old; an echo cut short ends at a quote, a space,
+/// a mask or the end of the data.  Bytes out of view count as an end.
+fn diverges(value: &[u8], run_at: RunAt, at: Around, off: u64, len: usize) -> bool {
+    match run_at {
+        RunAt::Inner => false,
+        RunAt::Head { end } => {
+            let mut pos = off + len as u64;
+            for &want in &value[end..] {
+                match at.byte_at(pos) {
+                    Some(b) if b == want => pos += 1,
+                    Some(b) => return is_token_byte(b),
+                    None => return false,
+                }
+            }
+            false
+        }
+        RunAt::Tail { start } => {
+            let mut pos = off;
+            for &want in value[..start].iter().rev() {
+                let Some(p) = pos.checked_sub(1) else {
+                    return false;
+                };
+                match at.byte_at(p) {
+                    Some(b) if b == want => pos = p,
+                    Some(b) => return is_token_byte(b),
+                    None => return false,
+                }
+            }
+            false
+        }
+    }
 }
 
 /// `Set-Cookie` re-setting a cookie to the value the request sent in that
@@ -831,7 +922,7 @@ fn same_cookie_refresh(creds: &[Credential], set_cookie: &[u8], per: &mut [SinkH
 /// id_token) would match a shorter one; only runs that reach into the
 /// signature, the part unique to the token, count.
 /// Each is handed to `out` (slices of the value, nothing copied).
-fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
+fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8], RunAt)) {
     let v = &c.value[..];
     if c.kind == CredentialType::BasicCredentials {
         // Its secret part is the `basic_password` credential; runs of the pair
@@ -851,17 +942,22 @@ fn partial_runs(c: &Credential, cfg: &LeakConfig, mut out: impl FnMut(&[u8])) {
             None => &v[..len],
         };
         if head.len() < v.len() && entropy(&head[prefix.min(head.len())..]) >= PARTIAL_MIN_ENTROPY {
-            out(head);
+            out(head, RunAt::Head { end: head.len() });
         }
         // A JWT's tail ends in its signature.
         let tail = &v[v.len() - len..];
         if entropy(tail) >= PARTIAL_MIN_ENTROPY {
-            out(tail);
+            out(
+                tail,
+                RunAt::Tail {
+                    start: v.len() - len,
+                },
+            );
         }
     }
     if let Some((s, e)) = c.jwt_signature {
         if e - s >= cfg.min_length {
-            out(&v[s..e]);
+            out(&v[s..e], RunAt::Inner);
         }
     }
 }

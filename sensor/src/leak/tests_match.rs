@@ -530,3 +530,67 @@ fn long_tokens_up_to_the_limit_are_credentials_and_never_cached() {
         "one byte past the limit"
     );
 }
+
+/// A new token of the same issuer shares the old one's first characters
+/// (an STS session token's `IQoJb3JpZ2luX2Vj…`, a Discord bot's id, a
+/// session cookie's base64 JSON re-issued with new contents, a presigned
+/// URL's `Credential=ASIA…`): past the shared run the bytes go on as a
+/// token, so it is another value, not a partial leak.  An echo cut short
+/// (at a quote, a space, a mask, the end) is one, however far it matched.
+#[test]
+fn a_run_that_goes_on_as_another_token_is_not_a_partial_leak() {
+    const STS_OLD: &str = "IQoJb3JpZ2luX2VjEKr8Zq2Lw9Xm4Tn7Bv1Hc5Jd3Fg6Ks8Pa0Rt2Yu4Wi";
+    const STS_NEW: &str = "IQoJb3JpZ2luX2VjEMt1Nw6Qe3Ry8Ui5Op2As7Df4Gh9Jk0Lz3Xc6Vb1Nm";
+    const BOT_OLD: &str = "MTk4NjIyNDgzNDcxOTI1MjQ4.GxY7qL.Zq2Lw9Xm4Tn7Bv1Hc5Jd3Fg6Ks8Pa0Rt2";
+    const BOT_NEW: &str = "MTk4NjIyNDgzNDcxOTI1MjQ4.Gh2kPw.Nw6Qe3Ry8Ui5Op2As7Df4Gh9Jk0Lz3Xc";
+    const SESS_OLD: &str = "eyJ1c2VyIjoiYWxpY2UiLCJ0aGVtZSI6ImRhcmsiLCJsYW5nIjoiZW4ifQ==";
+    const SESS_NEW: &str =
+        "eyJ1c2VyIjoiYWxpY2UiLCJ0aGVtZSI6ImRhcmsiLCJsYW5nIjoiZW4iLCJ2aWV3cyI6MX0=";
+    let secrets = [STS_OLD, STS_NEW, BOT_OLD, BOT_NEW, SESS_OLD, SESS_NEW];
+    let sts: &[(&str, &[u8])] = &[("x-amz-security-token", STS_OLD.as_bytes())];
+    none_checked(
+        &pair(
+            sts,
+            "/",
+            &[],
+            format!("<SessionToken>{STS_NEW}</SessionToken>").as_bytes(),
+        ),
+        &secrets,
+    );
+    let bot = format!("Bot {BOT_OLD}");
+    let bot: &[(&str, &[u8])] = &[("authorization", bot.as_bytes())];
+    none_checked(
+        &pair(
+            bot,
+            "/",
+            &[],
+            format!("{{\"token\":\"{BOT_NEW}\"}}").as_bytes(),
+        ),
+        &secrets,
+    );
+    let cookie = format!("session={SESS_OLD}");
+    let set = format!("session={SESS_NEW}; path=/; httponly");
+    none_checked(
+        &pair(
+            &[("cookie", cookie.as_bytes())],
+            "/",
+            &[("set-cookie", set.as_bytes())],
+            b"{}",
+        ),
+        &secrets,
+    );
+    // Cut short: a partial leak, wherever it stops matching.
+    for body in [
+        format!("{{\"token\":\"{}\"}}", &STS_OLD[..24]),
+        format!("token {} expired", &STS_OLD[..40]),
+        format!("token {}****", &STS_OLD[..20]),
+        STS_OLD[..30].to_string(),
+        format!("…{}\"", &STS_OLD[STS_OLD.len() - 20..]),
+    ] {
+        let f = one_checked(&pair(sts, "/", &[], body.as_bytes()), &secrets);
+        assert_eq!(f.exposure, Exposure::Partial, "{}", body.len());
+    }
+    // The trailing run preceded by other token bytes: another value.
+    let body = format!("Zz{}", &STS_OLD[STS_OLD.len() - 20..]);
+    none_checked(&pair(sts, "/", &[], body.as_bytes()), &secrets);
+}
