@@ -393,7 +393,7 @@ fn daemonset_is_unprivileged_with_the_capabilities_it_needs() {
     assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
     assert_eq!(
         sc["capabilities"]["add"],
-        serde_json::json!(["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE"])
+        serde_json::json!(["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE", "SYS_PTRACE"])
     );
     let args: Vec<&str> = c["args"]
         .as_array()

@@ -329,3 +329,103 @@ fn role_scope_mutes_the_other_side_and_sighup_unmutes_it() {
     assert_eq!(of_role(&findings, "server"), 4);
     assert_no_secrets("sensor output", &sensor.all_output(), &[&first, &second]);
 }
+
+/// Prints `permitted` or `denied`: whether this process may open a uprobe
+/// perf event (on its own interpreter, at file offset 0: never executed).
+const UPROBE_ORACLE: &str = r#"
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+pmu = int(open("/sys/bus/event_source/devices/uprobe/type").read())
+path = ctypes.create_string_buffer(sys.executable.encode())
+attr = bytearray(112)
+struct.pack_into("IIQ", attr, 0, pmu, 112, 0)
+struct.pack_into("Q", attr, 40, 1)
+struct.pack_into("QQ", attr, 56, ctypes.addressof(path), 0)
+buf = (ctypes.c_char * 112).from_buffer(attr)
+fd = libc.syscall(298, buf, -1, 0, -1, 8)
+print("permitted" if fd >= 0 else "denied")
+"#;
+
+/// With CAP_BPF + CAP_PERFMON (+ SYS_PTRACE) and no CAP_SYS_ADMIN, as the
+/// DaemonSet granted before: on a kernel that lets only CAP_SYS_ADMIN create
+/// uprobes (stable kernels since mid-2025), `sensor check` fails its
+/// privileges line and `sensor run` exits at once with one line naming the
+/// fix — instead of running attached to nothing and reporting ready.  On a
+/// kernel that still takes CAP_PERFMON, both pass.
+#[test]
+fn without_the_capability_uprobes_need_the_sensor_says_so_and_exits() {
+    require_root();
+    let _serial = serial();
+    let bin = sensor_e2e::paths::sensor_bin().unwrap();
+    let limited = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                "--bounding-set",
+                "-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
+                "--inh-caps",
+                "-all",
+            ])
+            .arg(&bin)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv runs")
+    };
+    // The oracle, independent of the sensor: may a process with these
+    // capabilities create a uprobe (perf_event_open of the uprobe PMU)?
+    let oracle = Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-all,+bpf,+perfmon,+sys_ptrace,+dac_read_search",
+            "--inh-caps",
+            "-all",
+        ])
+        .arg(system_python())
+        .args(["-c", UPROBE_ORACLE])
+        .output()
+        .expect("setpriv runs");
+    let oracle = String::from_utf8_lossy(&oracle.stdout).trim().to_string();
+    let check = limited(&["check"]);
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    let privileges = text
+        .lines()
+        .find(|l| l.contains("privileges"))
+        .unwrap_or_else(|| panic!("no privileges line:\n{text}"));
+    if oracle == "permitted" {
+        println!("this kernel lets CAP_PERFMON create uprobes: {privileges}");
+        assert!(privileges.trim_start().starts_with("ok"), "{privileges}");
+        return;
+    }
+    assert_eq!(oracle, "denied");
+    assert!(privileges.contains("MISSING"), "{privileges}");
+    assert!(privileges.contains("SYS_ADMIN"), "{privileges}");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = sensor_e2e::free_port().unwrap().to_string();
+    let api = sensor_e2e::free_port().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let run = limited(&[
+        "run",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--findings",
+        dir.path().join("f").to_str().unwrap(),
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--api-addr",
+        &format!("127.0.0.1:{api}"),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "run must fail:\n{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(stderr.contains("SYS_ADMIN"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .filter(|l| l.contains("ERROR") || l.starts_with("Error"))
+            .count()
+            <= 1,
+        "{stderr}"
+    );
+}

@@ -54,6 +54,50 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// Effective capabilities of this process from /proc/self/status.
+/// Whether this process may create uprobes, asked of the kernel itself: a
+/// uprobe perf event on this executable at file offset 0 (the ELF header,
+/// never mapped executable, so no breakpoint is ever placed), opened and
+/// closed at once.  Capabilities alone cannot tell: Linux 5.8 let
+/// CAP_PERFMON create uprobes, and stable kernels since mid-2025 (6.x, e.g.
+/// 6.18) want CAP_SYS_ADMIN again.
+pub fn uprobes_permitted() -> std::io::Result<()> {
+    let pmu: u32 = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")?
+        .trim()
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let path = c"/proc/self/exe";
+    // struct perf_event_attr (PERF_ATTR_SIZE_VER5 = 112 bytes is enough):
+    // type, size, config1 = the path, config2 = the offset, disabled.
+    let mut attr = [0u8; 112];
+    attr[0..4].copy_from_slice(&pmu.to_ne_bytes());
+    attr[4..8].copy_from_slice(&112u32.to_ne_bytes());
+    attr[40..48].copy_from_slice(&1u64.to_ne_bytes()); // disabled
+    attr[56..64].copy_from_slice(&(path.as_ptr() as u64).to_ne_bytes());
+    // SAFETY: a valid perf_event_attr buffer and a NUL-terminated path that
+    // outlive the call; the returned fd is closed right away.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            -1i32,
+            0i32,
+            -1i32,
+            8u64, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: our own fd.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// What to do when [`uprobes_permitted`] says no.
+pub const UPROBES_DENIED_FIX: &str = "this kernel lets only CAP_SYS_ADMIN create uprobes \
+     (CAP_BPF + CAP_PERFMON are not enough on stable kernels since mid-2025): run as root, \
+     or add SYS_ADMIN to the capabilities (deploy/kubernetes/daemonset.yaml has it)";
+
 fn effective_caps() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let hex = status
@@ -112,17 +156,29 @@ pub fn check_host() -> Vec<CheckLine> {
     let euid = unsafe { libc::geteuid() };
     let caps = effective_caps().unwrap_or(0);
     let has_caps = caps & (1 << CAP_BPF) != 0 && caps & (1 << CAP_PERFMON) != 0;
+    let probes = uprobes_permitted();
+    let denied =
+        matches!(&probes, Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)));
     out.push(line(
         "privileges",
-        euid == 0 || has_caps,
-        if euid == 0 {
-            "running as root".into()
-        } else if has_caps {
-            "CAP_BPF and CAP_PERFMON granted".into()
-        } else {
-            format!("uid {euid} without CAP_BPF/CAP_PERFMON")
+        (euid == 0 || has_caps) && !denied,
+        match (&probes, euid == 0 || has_caps) {
+            (Err(e), true) if denied => format!("creating a uprobe was refused ({e})"),
+            (_, false) => format!("uid {euid} without CAP_BPF/CAP_PERFMON"),
+            (Ok(()), true) => format!(
+                "{}; creating uprobes permitted",
+                if euid == 0 { "running as root" } else { "CAP_BPF and CAP_PERFMON granted" }
+            ),
+            (Err(e), true) => format!(
+                "{}; uprobe permission not checked ({e})",
+                if euid == 0 { "running as root" } else { "CAP_BPF and CAP_PERFMON granted" }
+            ),
         },
-        Some("run `sensor run` as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE"),
+        Some(if denied {
+            UPROBES_DENIED_FIX
+        } else {
+            "run `sensor run` as root or grant CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN and CAP_SYS_RESOURCE"
+        }),
     ));
     let built = super::loader::ebpf_object_embedded();
     out.push(line(

@@ -7,6 +7,8 @@ pub const VERIFIER_TAIL_LINES: usize = 6;
 pub enum CaptureError {
     #[error("not enough privileges to load eBPF programs: run as root or grant CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE ({0})")]
     Privileges(String),
+    #[error("attaching uprobes is not permitted ({0}): {fix}", fix = super::check::UPROBES_DENIED_FIX)]
+    UprobesDenied(std::io::Error),
     #[error("/sys/kernel/btf/vmlinux missing: needs a kernel with CONFIG_DEBUG_INFO_BTF")]
     NoBtf,
     #[error(

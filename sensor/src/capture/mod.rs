@@ -439,6 +439,13 @@ impl Capture {
         proc_root: &Path,
     ) -> Result<(Capture, CaptureFeed), CaptureError> {
         let mut ebpf = loader::load(&cfg)?;
+        // Loading needs CAP_BPF; uprobes may need more (CAP_SYS_ADMIN on
+        // recent kernels): say so now rather than run attached to nothing.
+        if let Err(e) = check::uprobes_permitted() {
+            if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                return Err(CaptureError::UprobesDenied(e));
+            }
+        }
         let ring = ebpf
             .take_map("RINGBUF")
             .ok_or_else(|| CaptureError::MissingObject("map RINGBUF".into()))?;
