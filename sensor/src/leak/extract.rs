@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
@@ -803,7 +803,7 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
             rest,
         ),
         "basic" => {
-            if let Ok(dec) = STANDARD.decode(rest) {
+            if let Ok(dec) = BASE64_ANY_PADDING.decode(rest) {
                 let dec = Zeroizing::new(dec);
                 ex.add(
                     CredentialSource::Authorization,
@@ -829,14 +829,164 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
                 .take(32)
                 .collect();
-            ex.add(
-                CredentialSource::Authorization,
-                &name,
-                CredentialType::Secret,
-                rest,
-            )
+            match secret_params(s) {
+                Some(secret) => {
+                    // Of schemes whose credentials are auth-params, only the
+                    // secret-bearing ones: the rest (Digest's nonce, realm,
+                    // opaque and username, SigV4's access key id and scope,
+                    // OAuth's consumer key) are identifiers or what the
+                    // server itself handed out, echoed by design.
+                    let params = auth_params(rest).unwrap_or_default();
+                    let named = |k: &[u8]| {
+                        secret
+                            .names
+                            .iter()
+                            .any(|n| k.eq_ignore_ascii_case(n.as_bytes()))
+                    };
+                    for (_, val) in params.iter().filter(|(k, _)| named(k)) {
+                        let decoded;
+                        let val: &[u8] = if secret.percent_encoded {
+                            decoded = Zeroizing::new(percent_decode(val, false));
+                            &decoded
+                        } else {
+                            val
+                        };
+                        ex.add(
+                            CredentialSource::Authorization,
+                            &name,
+                            CredentialType::Secret,
+                            val,
+                        );
+                    }
+                    if secret.bare_value_too && !params.iter().any(|(k, _)| named(k)) {
+                        ex.add(
+                            CredentialSource::Authorization,
+                            &name,
+                            CredentialType::Secret,
+                            rest,
+                        );
+                    }
+                }
+                None => ex.add(
+                    CredentialSource::Authorization,
+                    &name,
+                    CredentialType::Secret,
+                    rest,
+                ),
+            }
         }
     }
+}
+
+/// Base64 as Basic credentials are sent: with or without the `=` padding.
+const BASE64_ANY_PADDING: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Auth-params: names as sent, values unquoted.
+type AuthParams<'a> = Vec<(&'a [u8], Zeroizing<Vec<u8>>)>;
+
+/// Which auth-params of an Authorization scheme carry its secret.
+struct SecretParams {
+    /// Param names (any case).
+    names: &'static [&'static str],
+    /// The values are percent-encoded (OAuth 1.0a, RFC 5849 3.5.1).
+    percent_encoded: bool,
+    /// A value with none of these params (`Token <value>`) is the
+    /// credential as a whole.
+    bare_value_too: bool,
+}
+
+/// The schemes (lower-case) whose credentials are RFC 7235 auth-params
+/// (`scheme name=value, name="quoted"`), and the params that carry the secret.
+fn secret_params(scheme: &str) -> Option<SecretParams> {
+    let (names, percent_encoded, bare_value_too): (&'static [&'static str], _, _) = match scheme {
+        // RFC 7616: the hash derived from the password.
+        "digest" => (&["response"], false, false),
+        // AWS Signature Version 4 (and 4a): the request's HMAC.
+        s if s.starts_with("aws4-") => (&["signature"], false, false),
+        // Rails' `authenticate_with_http_token`, PagerDuty: `Token token="…"`.
+        "token" => (&["token"], false, true),
+        // OAuth 1.0a (RFC 5849 3.5.1).
+        "oauth" => (&["oauth_token", "oauth_signature"], true, false),
+        _ => return None,
+    };
+    Some(SecretParams {
+        names,
+        percent_encoded,
+        bare_value_too,
+    })
+}
+
+/// The `name=value` auth-params of an Authorization header after its scheme
+/// (RFC 7235 2.1: comma-separated, optional whitespace around `=` and
+/// commas, values tokens or quoted strings with `\` escapes), the values
+/// unquoted; `None` when `v` is not such a list (a bare token, an unclosed
+/// quote).  Values unquoted up to the next comma (SigV4's
+/// `Credential=AKIA…/20240101/us-east-1/s3/aws4_request`), as servers read them.
+fn auth_params(v: &[u8]) -> Option<AuthParams<'_>> {
+    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let is_space = |b: u8| b == b' ' || b == b'\t';
+    let mut params = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < v.len() && (is_space(v[i]) || v[i] == b',') {
+            i += 1;
+        }
+        if i == v.len() {
+            break;
+        }
+        let name_start = i;
+        while i < v.len() && is_tchar(v[i]) {
+            i += 1;
+        }
+        let name = &v[name_start..i];
+        while i < v.len() && is_space(v[i]) {
+            i += 1;
+        }
+        if name.is_empty() || v.get(i) != Some(&b'=') {
+            return None;
+        }
+        i += 1;
+        while i < v.len() && is_space(v[i]) {
+            i += 1;
+        }
+        let mut value = Zeroizing::new(Vec::new());
+        if v.get(i) == Some(&b'"') {
+            i += 1;
+            loop {
+                match v.get(i) {
+                    None => return None,
+                    Some(b'"') => break,
+                    Some(b'\\') => {
+                        value.push(*v.get(i + 1)?);
+                        i += 2;
+                    }
+                    Some(&b) => {
+                        value.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            i += 1;
+            while i < v.len() && is_space(v[i]) {
+                i += 1;
+            }
+            if i < v.len() && v[i] != b',' {
+                return None;
+            }
+        } else {
+            let end = v[i..]
+                .iter()
+                .position(|&b| b == b',')
+                .map_or(v.len(), |e| i + e);
+            value.extend_from_slice(trim(&v[i..end]));
+            i = end;
+        }
+        params.push((name, value));
+    }
+    (!params.is_empty()).then_some(params)
 }
 
 /// The password of a Basic pair; or, when there is no password worth the

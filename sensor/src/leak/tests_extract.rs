@@ -28,6 +28,25 @@ const SECRET: &str = "cs_camel_Zq8Xw3Ev5Rb7Tn2Ym9";
 const PASSPHRASE: &str = "sunflowerpurple";
 const GLPAT: &str = "glpat-Xq7Vw2Zr9Tb4Lm8Kd3Nf";
 const QUOTED_PASSWORD: &str = "Zx\"9kQ7vL3mP2";
+const DIGEST_RESPONSE: &str = "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1";
+const DIGEST_NONCE: &str = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v";
+const DIGEST_OPAQUE: &str = "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS";
+const DIGEST_CNONCE: &str = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ";
+const SIGV4_SIGNATURE: &str = "fe5f80f77d5fa3beca038a248ff027d0445342fe2855ddc963176630326f1024";
+const RAILS_TOKEN: &str = "y_NbAkKc66ryYTWUXYEu9Qp3Lm";
+const OAUTH1_CONSUMER_KEY: &str = "dpf43f3p2l4k3l03Zq8Xw";
+const OAUTH1_TOKEN: &str = "nnch734d00sl2jdkQ7vL3mP2";
+/// `tR3+Ty81lMeYAr/Fid0kMTYa/WM=`, as OAuth 1.0a sends it.
+const OAUTH1_SIGNATURE_SENT: &str = "tR3%2BTy81lMeYAr%2FFid0kMTYa%2FWM%3D";
+const OAUTH1_SIGNATURE: &str = "tR3+Ty81lMeYAr/Fid0kMTYa/WM=";
+const AWS_CLIENT_TOKEN: &str = "a1b2c3d4-5678-90ab-cdef-EXAMPLE11111";
+const AUTH_CODE: &str = "SplxlOBeZQQYbYS6WxSbIA8kQ";
+const CODE_VERIFIER: &str = "dBjftJeZ4CVP-mJ92K9mN9ccOB3WTcSUsKZLW7dGcUU";
+const ID_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhbGljZSIsImF1ZCI6ImFwcCJ9.Qk2Lx9PmV4nR8tZ1wY6bC3dF5hJ7kL0mN2pQ4rS6tU8";
+const USER_KEY: &str = "3f9a0c1b2d4e5f60a1b2c3d4e5f6a7b8";
+const MBX_KEY: &str = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A";
+/// 13 bytes: `alice:` and it take two `=` of padding in base64, one with a byte more.
+const BASIC_PASSWORD: &str = "Vq7Lm2Xp9Rt4w";
 
 /// Every raw secret of this file: none may appear in a finding.
 const MY_SECRETS: &[&str] = &[
@@ -47,6 +66,23 @@ const MY_SECRETS: &[&str] = &[
     PASSPHRASE,
     GLPAT,
     QUOTED_PASSWORD,
+    DIGEST_RESPONSE,
+    DIGEST_NONCE,
+    DIGEST_OPAQUE,
+    DIGEST_CNONCE,
+    SIGV4_SIGNATURE,
+    RAILS_TOKEN,
+    OAUTH1_CONSUMER_KEY,
+    OAUTH1_TOKEN,
+    OAUTH1_SIGNATURE_SENT,
+    OAUTH1_SIGNATURE,
+    AWS_CLIENT_TOKEN,
+    AUTH_CODE,
+    CODE_VERIFIER,
+    ID_TOKEN,
+    USER_KEY,
+    MBX_KEY,
+    BASIC_PASSWORD,
 ];
 
 /// [`inspect`], and none of [`MY_SECRETS`] in any finding's JSON or Debug.
@@ -682,4 +718,259 @@ fn framework_anti_forgery_fields_are_not_credentials() {
         format!("bad token {csrf}").as_bytes(),
     ));
     assert_eq!(f.credential.name, "token");
+}
+
+// ---------- Authorization schemes with auth-params (RFC 7235) ----------
+
+/// `p`, answered with `status`.
+fn with_status(mut p: HttpPair, status: u16) -> HttpPair {
+    p.exchange.response.status = status;
+    p
+}
+
+/// Digest's params are the server's own (realm, nonce, opaque) or
+/// identifiers (username, uri): a 401 handing them out again leaks
+/// nothing.  Only `response`, the hash derived from the password, is a
+/// credential.
+#[test]
+fn digest_authorization_takes_only_its_response() {
+    let auth = format!(
+        "Digest username=\"alice\", realm=\"api@example\", uri=\"/x\", algorithm=SHA-256, \
+         nonce=\"{DIGEST_NONCE}\", nc=00000001, cnonce=\"{DIGEST_CNONCE}\", qop=auth, \
+         response=\"{DIGEST_RESPONSE}\", opaque=\"{DIGEST_OPAQUE}\""
+    );
+    let challenge = format!(
+        "Digest realm=\"api@example\", qop=\"auth\", nonce=\"{DIGEST_NONCE}\", \
+         opaque=\"{DIGEST_OPAQUE}\", algorithm=SHA-256"
+    );
+    none_mine(&with_status(
+        pair(
+            &[("authorization", auth.as_bytes())],
+            "/x",
+            &[("www-authenticate", challenge.as_bytes())],
+            b"",
+        ),
+        401,
+    ));
+    // Nor the client's own cnonce, nor the parameters echoed in a body.
+    none_mine(&pair(
+        &[("authorization", auth.as_bytes())],
+        "/x",
+        &[],
+        format!(
+            "{{\"cnonce\":\"{DIGEST_CNONCE}\",\"opaque\":\"{DIGEST_OPAQUE}\",\"user\":\"alice\"}}"
+        )
+        .as_bytes(),
+    ));
+    // The response hash echoed is the whole credential.
+    let f = one_mine(&pair(
+        &[("authorization", auth.as_bytes())],
+        "/x",
+        &[],
+        format!("{{\"debug\":{{\"response\":\"{DIGEST_RESPONSE}\"}}}}").as_bytes(),
+    ));
+    assert_eq!(
+        (
+            f.credential.source,
+            f.credential.name.as_str(),
+            f.exposure,
+            f.credential.length
+        ),
+        (
+            CredentialSource::Authorization,
+            "digest",
+            Exposure::Full,
+            DIGEST_RESPONSE.len()
+        )
+    );
+}
+
+/// SigV4's `Credential` is the access key id and the scope (identifiers,
+/// in every S3 error); the `Signature` is the credential.
+#[test]
+fn sigv4_authorization_takes_only_its_signature() {
+    let scope = "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request";
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={scope}, \
+         SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, Signature={SIGV4_SIGNATURE}"
+    );
+    let error = format!(
+        "<Error><Code>AccessDenied</Code><AWSAccessKeyId>AKIAIOSFODNN7EXAMPLE</AWSAccessKeyId>\
+         <CredentialScope>{scope}</CredentialScope>\
+         <SignedHeaders>host;range;x-amz-content-sha256;x-amz-date</SignedHeaders></Error>"
+    );
+    none_mine(&with_status(
+        pair(
+            &[("authorization", auth.as_bytes())],
+            "/bucket/key",
+            &[("content-type", b"application/xml")],
+            error.as_bytes(),
+        ),
+        403,
+    ));
+    // An error quoting the Credential param as sent.
+    none_mine(&with_status(
+        pair(
+            &[("authorization", auth.as_bytes())],
+            "/bucket/key",
+            &[],
+            format!("{{\"message\":\"Credential={scope} is not scoped to region us-west-2\"}}")
+                .as_bytes(),
+        ),
+        400,
+    ));
+    let f = one_mine(&pair(
+        &[("authorization", auth.as_bytes())],
+        "/bucket/key",
+        &[],
+        format!("<SignatureProvided>{SIGV4_SIGNATURE}</SignatureProvided>").as_bytes(),
+    ));
+    assert_eq!(
+        (
+            f.credential.source,
+            f.credential.name.as_str(),
+            f.exposure,
+            f.credential.length
+        ),
+        (
+            CredentialSource::Authorization,
+            "aws4-hmac-sha256",
+            Exposure::Full,
+            SIGV4_SIGNATURE.len()
+        )
+    );
+}
+
+/// Rails' `authenticate_with_http_token` and PagerDuty send
+/// `Token token="…"`: the credential is the token, not `token="…` with it.
+#[test]
+fn token_scheme_with_a_token_param_takes_the_token() {
+    for auth in [
+        format!("Token token=\"{RAILS_TOKEN}\""),
+        format!("Token token={RAILS_TOKEN}"),
+        format!("Token token=\"{RAILS_TOKEN}\", app=\"mobile\""),
+    ] {
+        let f = one_mine(&pair(
+            &[("authorization", auth.as_bytes())],
+            "/incidents",
+            &[],
+            format!("{{\"error\":\"token {RAILS_TOKEN} is revoked\"}}").as_bytes(),
+        ));
+        assert_eq!(
+            (
+                f.credential.source,
+                f.credential.name.as_str(),
+                f.exposure,
+                f.credential.length
+            ),
+            (
+                CredentialSource::Authorization,
+                "token",
+                Exposure::Full,
+                RAILS_TOKEN.len()
+            ),
+            "{auth}"
+        );
+    }
+    // A bare value is the credential, as ever.
+    let auth = format!("Token {RAILS_TOKEN}");
+    let f = one_mine(&pair(
+        &[("authorization", auth.as_bytes())],
+        "/",
+        &[],
+        RAILS_TOKEN.as_bytes(),
+    ));
+    assert_eq!(
+        (f.exposure, f.credential.length),
+        (Exposure::Full, RAILS_TOKEN.len())
+    );
+}
+
+/// OAuth 1.0a: the token and the signature (percent-decoded) are the
+/// credentials; the consumer key, nonce and timestamp are not.
+#[test]
+fn oauth1_authorization_takes_token_and_signature() {
+    let params = format!(
+        "oauth_consumer_key=\"{OAUTH1_CONSUMER_KEY}\", \
+         oauth_token=\"{OAUTH1_TOKEN}\", oauth_signature_method=\"HMAC-SHA1\", \
+         oauth_timestamp=\"137131201\", oauth_nonce=\"7d8f3e4a\", \
+         oauth_signature=\"{OAUTH1_SIGNATURE_SENT}\", oauth_version=\"1.0\""
+    );
+    // Without a realm (most clients) and with one (RFC 5849's example).
+    for auth in [
+        format!("OAuth {params}"),
+        format!("OAuth realm=\"Example\", {params}"),
+    ] {
+        let rejected =
+            format!("{{\"error\":\"unknown oauth_consumer_key=\\\"{OAUTH1_CONSUMER_KEY}\\\"\"}}");
+        none_mine(&pair(
+            &[("authorization", auth.as_bytes())],
+            "/photos",
+            &[],
+            rejected.as_bytes(),
+        ));
+        // The challenge of a 401 repeats the realm.
+        none_mine(&with_status(
+            pair(
+                &[("authorization", auth.as_bytes())],
+                "/photos",
+                &[(
+                    "www-authenticate",
+                    b"OAuth realm=\"Example\", oauth_problem=\"token_rejected\"",
+                )],
+                b"",
+            ),
+            401,
+        ));
+        for (echo, len) in [
+            (OAUTH1_TOKEN, OAUTH1_TOKEN.len()),
+            (OAUTH1_SIGNATURE, OAUTH1_SIGNATURE.len()),
+            (OAUTH1_SIGNATURE_SENT, OAUTH1_SIGNATURE.len()),
+        ] {
+            let f = one_mine(&pair(
+                &[("authorization", auth.as_bytes())],
+                "/photos",
+                &[],
+                format!("invalid: {echo}").as_bytes(),
+            ));
+            assert_eq!(
+                (
+                    f.credential.source,
+                    f.credential.name.as_str(),
+                    f.exposure,
+                    f.credential.length
+                ),
+                (
+                    CredentialSource::Authorization,
+                    "oauth",
+                    Exposure::Full,
+                    len
+                ),
+                "{echo}"
+            );
+        }
+    }
+}
+
+// ---------- Basic without base64 padding ----------
+
+#[test]
+fn basic_without_base64_padding() {
+    // Two `=` and one `=` of padding stripped (`BASIC_PASSWORD` is in
+    // the secrets checked, so is the longer one).
+    for password in [BASIC_PASSWORD.to_string(), format!("{BASIC_PASSWORD}Z")] {
+        let padded = STANDARD.encode(format!("alice:{password}"));
+        assert!(padded.ends_with('='), "the case needs padding");
+        let auth = format!("Basic {}", padded.trim_end_matches('='));
+        let f = one_mine(&pair(
+            &[("authorization", auth.as_bytes())],
+            "/",
+            &[],
+            format!("bad password {password}").as_bytes(),
+        ));
+        assert_eq!(
+            (f.credential.name.as_str(), f.credential.kind),
+            ("basic_password", CredentialType::Password)
+        );
+    }
 }
