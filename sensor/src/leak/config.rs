@@ -109,6 +109,12 @@ impl Default for LeakConfig {
                 // Request identities, not secrets.
                 "idempotency",
                 "websocketkey",
+                // AWS idempotency tokens (`ClientRequestToken`, EC2's
+                // `ClientToken`, EFS's `CreationToken`): echoed by design
+                // (Secrets Manager returns one as the `VersionId`).
+                "clientrequesttoken",
+                "clienttoken",
+                "creationtoken",
                 // Pagination and sync cursors (AWS `NextToken`, `pageToken`).
                 "pagetoken",
                 "nexttoken",

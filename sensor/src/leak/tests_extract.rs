@@ -952,6 +952,42 @@ fn oauth1_authorization_takes_token_and_signature() {
     }
 }
 
+// ---------- AWS idempotency tokens ----------
+
+/// `ClientRequestToken`, `ClientToken` and `CreationToken` make a call
+/// idempotent; the API echoes them by design (Secrets Manager returns the
+/// `ClientRequestToken` as the `VersionId`).
+#[test]
+fn aws_idempotency_tokens_are_not_credentials() {
+    for name in ["ClientRequestToken", "ClientToken", "CreationToken"] {
+        let json = format!("{{\"Name\":\"prod/db\",\"{name}\":\"{AWS_CLIENT_TOKEN}\"}}");
+        let echo = format!("{{\"Name\":\"prod/db\",\"VersionId\":\"{AWS_CLIENT_TOKEN}\"}}");
+        none_mine(&with_body(
+            "application/x-amz-json-1.1",
+            "/",
+            json.as_bytes(),
+            echo.as_bytes(),
+        ));
+        let form = format!("Action=RunInstances&{name}={AWS_CLIENT_TOKEN}");
+        none_mine(&with_body(
+            "application/x-www-form-urlencoded",
+            "/",
+            form.as_bytes(),
+            echo.as_bytes(),
+        ));
+    }
+    // A token named as a credential beside them still is one.
+    let json =
+        format!("{{\"ClientRequestToken\":\"{AWS_CLIENT_TOKEN}\",\"SessionToken\":\"{TOKEN}\"}}");
+    let f = one_mine(&with_body(
+        "application/x-amz-json-1.1",
+        "/",
+        json.as_bytes(),
+        format!("{AWS_CLIENT_TOKEN} {TOKEN}").as_bytes(),
+    ));
+    assert_eq!(f.credential.name, "SessionToken");
+}
+
 // ---------- Basic without base64 padding ----------
 
 #[test]
