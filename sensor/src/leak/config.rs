@@ -96,6 +96,10 @@ impl Default for LeakConfig {
                 "signingkey",
                 "subscriptionkey",
                 "credential",
+                // PKCE's `code_verifier` (RFC 7636), the OIDC logout
+                // `id_token_hint` (a JWT).
+                "codeverifier",
+                "idtokenhint",
             ]),
             not_credential_words: v(&[
                 // Anti-forgery tokens: made to be put in pages and read by

@@ -47,6 +47,20 @@ pub const PLACEHOLDER_PASSWORDS: &[&str] = &["password", "undefined", "[object o
 /// Words in a cookie name (normalised) that make it likely a session
 /// cookie: kept first when a request carries more than [`MAX_CREDENTIALS`].
 pub const SESSION_COOKIE_WORDS: &[&str] = &["sess", "sid", "auth", "token", "jwt", "login"];
+/// Header names that carry credentials when they end in one of these once
+/// normalised (lower-case letters and digits only), whatever separators they
+/// have or lack: Binance's `X-MBX-APIKEY`, `X_Api_Key` (the `-key` of
+/// `header_suffixes` needs a `-` before it).
+pub const NORMALIZED_HEADER_SUFFIXES: &[&str] = &["apikey"];
+/// Query parameters that are credentials besides `query_params` and the
+/// normalised `credential_name_suffixes`: names that in a body more often
+/// name an identifier (3scale's `?user_key=`).
+pub const QUERY_CREDENTIAL_NAMES: &[&str] = &["user_key"];
+/// Body fields (form, JSON at the top level, multipart) that carry a
+/// credential only when their value looks machine-made
+/// ([`looks_machine_made`]), as the generic query names: an OAuth
+/// authorization `code` sent to the token endpoint, not a promo code.
+pub const GENERIC_BODY_FIELDS: &[&str] = &["code"];
 /// Names (normalised) longer than this are normalised on the heap.
 const NAME_STACK_BYTES: usize = 64;
 
@@ -667,6 +681,29 @@ fn field_match(cfg: &LeakConfig, name: &[u8]) -> bool {
     is_credential_name(cfg, &cfg.body_fields, name)
 }
 
+/// A generic body field name ([`GENERIC_BODY_FIELDS`], any case) that
+/// `not_credential_words` do not rule out.
+fn is_generic_body_field(cfg: &LeakConfig, name: &[u8]) -> bool {
+    GENERIC_BODY_FIELDS
+        .iter()
+        .any(|g| g.as_bytes().eq_ignore_ascii_case(name))
+        && !with_normalized(&String::from_utf8_lossy(name), |n| {
+            is_not_credential_name(cfg, n)
+        })
+}
+
+/// Whether body field `name` with value `v` is a credential: a credential
+/// name ([`field_match`]); a generic one ([`is_generic_body_field`]) only
+/// at the body's top level (`top_level`: a form's fields are) and with a
+/// machine-made value (an OAuth `code`, not a nested product or promo code).
+fn body_field_counts(cfg: &LeakConfig, name: &[u8], v: &[u8], top_level: bool) -> bool {
+    if is_generic_body_field(cfg, name) {
+        top_level && looks_machine_made(v)
+    } else {
+        field_match(cfg, name)
+    }
+}
+
 /// Every credential in `req` (at most [`MAX_CREDENTIALS`]).
 pub fn extract(req: &Request, cfg: &LeakConfig) -> Vec<Credential> {
     extract_counted(req, cfg).creds
@@ -697,8 +734,9 @@ pub fn extract_counted(req: &Request, cfg: &LeakConfig) -> Extracted {
     ex.finish(req)
 }
 
-/// Hands `found` each query parameter of `req` named in `query_params`: its
-/// decoded name and its raw (still percent-encoded) value, if any.
+/// Hands `found` each query parameter of `req` named as a credential
+/// (`query_params`, `credential_name_suffixes`, [`QUERY_CREDENTIAL_NAMES`]):
+/// its decoded name and its raw (still percent-encoded) value, if any.
 fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str, Option<&[u8]>)) {
     let Some(q) = req.target.split_once('?').map(|(_, q)| q) else {
         return;
@@ -716,10 +754,21 @@ fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str
         } else {
             Cow::Borrowed(raw_k)
         };
-        if is_credential_name(cfg, &cfg.query_params, &k) {
+        if is_credential_name(cfg, &cfg.query_params, &k) || is_query_credential_name(cfg, &k) {
             found(&String::from_utf8_lossy(&k), raw_v);
         }
     }
+}
+
+/// One of [`QUERY_CREDENTIAL_NAMES`] (any case) that `not_credential_words`
+/// do not rule out.
+fn is_query_credential_name(cfg: &LeakConfig, name: &[u8]) -> bool {
+    QUERY_CREDENTIAL_NAMES
+        .iter()
+        .any(|q| q.as_bytes().eq_ignore_ascii_case(name))
+        && !with_normalized(&String::from_utf8_lossy(name), |n| {
+            is_not_credential_name(cfg, n)
+        })
 }
 
 /// Whether `req` may carry a credential, decided without taking any out
@@ -759,15 +808,37 @@ pub fn may_carry_credential(req: &Request, cfg: &LeakConfig) -> bool {
 
 /// Header names (lower-case) that carry credentials, besides
 /// Authorization/Cookie: those listed, and those with a credential suffix
-/// (`-key`, `-token`) whose name says it is none (`Idempotency-Key`,
-/// `Sec-WebSocket-Key`, `X-CSRF-Token`: see `not_credential_words`).
+/// (`-key`, `-token`; or, normalised, [`NORMALIZED_HEADER_SUFFIXES`]:
+/// `X-MBX-APIKEY`) unless their name says they are none
+/// (`Idempotency-Key`, `Sec-WebSocket-Key`, `X-CSRF-Token`: see
+/// `not_credential_words`).
 pub fn is_credential_header_name(cfg: &LeakConfig, lower: &str) -> bool {
     cfg.headers.iter().any(|h| h == lower)
-        || (cfg
+        || ((cfg
             .header_suffixes
             .iter()
             .any(|s| lower.len() > s.len() && lower.ends_with(s.as_str()))
+            || has_normalized_header_suffix(lower))
             && !with_normalized(lower, |n| is_not_credential_name(cfg, n)))
+}
+
+/// Whether `lower`, normalised, ends in one of [`NORMALIZED_HEADER_SUFFIXES`].
+fn has_normalized_header_suffix(lower: &str) -> bool {
+    // A name ending in a letter or digit ends in it normalised too: most
+    // header names are ruled out without normalising them.
+    let Some(&last) = lower.as_bytes().last() else {
+        return false;
+    };
+    if last.is_ascii_alphanumeric()
+        && !NORMALIZED_HEADER_SUFFIXES
+            .iter()
+            .any(|s| s.as_bytes().last() == Some(&last))
+    {
+        return false;
+    }
+    with_normalized(lower, |n| {
+        NORMALIZED_HEADER_SUFFIXES.iter().any(|s| n.ends_with(s))
+    })
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -1075,40 +1146,73 @@ fn glob_matches_ignore_case(pattern: &str, name: &str) -> bool {
 }
 
 fn body(ex: &mut Extractor, req: &Request) {
-    let Some(ct) = req.header("content-type") else {
-        return;
-    };
-    let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
     let b: &Body = &req.body;
     if b.chunks.is_empty() {
         return;
     }
-    let data = Zeroizing::new(b.to_vec());
+    let raw_ct = req.header("content-type").unwrap_or(b"");
+    let ct = String::from_utf8_lossy(raw_ct).to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
     let partial = b.is_partial();
-    if ct.starts_with("application/x-www-form-urlencoded") {
-        let mut pairs = urlencoded_pairs(&data);
-        if partial && !data.ends_with(b"&") {
-            pairs.pop(); // the last value may be cut short
-        }
-        for (k, v) in pairs {
-            if field_match(ex.cfg, &k) {
-                let k = String::from_utf8_lossy(&k).into_owned();
-                ex.add(CredentialSource::Form, &k, kind_for_name(&k), &v);
-            }
-        }
-    } else if is_json_media_type(&ct) {
+    if is_json_media_type(&ct) {
+        let data = Zeroizing::new(b.to_vec());
         // A document cut by the body cap (or malformed) does not parse: its
         // complete string members are still what the client sent.
         match serde_json::from_slice::<serde_json::Value>(&data) {
             Ok(v) => json_fields(ex, &v, 0),
             Err(_) => json_prefix_fields(ex, &data),
         }
-    } else if ct.starts_with("multipart/form-data") {
-        if let Some(boundary) = ct_param(
-            &String::from_utf8_lossy(req.header("content-type").unwrap()),
-            "boundary",
-        ) {
+    } else if essence == "multipart/form-data" {
+        if let Some(boundary) = ct_param(&String::from_utf8_lossy(raw_ct), "boundary") {
+            let data = Zeroizing::new(b.to_vec());
             multipart(ex, &data, boundary.as_bytes());
+        }
+    } else if matches!(
+        essence,
+        "" | "application/x-www-form-urlencoded" | "text/plain"
+    ) {
+        // JSON sent without a JSON type: no Content-Type, curl's `-d
+        // '{…}'` (form-urlencoded), `navigator.sendBeacon` of a string
+        // (text/plain).  An object is taken as JSON: a form parse of it
+        // has nonsense names.
+        let json_object = first_non_space(b) == Some(b'{');
+        if !json_object && essence != "application/x-www-form-urlencoded" {
+            return;
+        }
+        let data = Zeroizing::new(b.to_vec());
+        if json_object {
+            match serde_json::from_slice::<serde_json::Value>(&data) {
+                Ok(v) => return json_fields(ex, &v, 0),
+                // Cut by the body cap: its complete members, as above.
+                Err(_) if partial => return json_prefix_fields(ex, &data),
+                Err(_) => {}
+            }
+        }
+        if essence == "application/x-www-form-urlencoded" {
+            form_fields(ex, &data, partial);
+        }
+    }
+}
+
+/// The first byte of `b` that is not JSON whitespace.
+fn first_non_space(b: &Body) -> Option<u8> {
+    b.chunks
+        .iter()
+        .flat_map(|c| c.iter())
+        .copied()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body.
+fn form_fields(ex: &mut Extractor, data: &[u8], partial: bool) {
+    let mut pairs = urlencoded_pairs(data);
+    if partial && !data.ends_with(b"&") {
+        pairs.pop(); // the last value may be cut short
+    }
+    for (k, v) in pairs {
+        if body_field_counts(ex.cfg, &k, &v, true) {
+            let k = String::from_utf8_lossy(&k).into_owned();
+            ex.add(CredentialSource::Form, &k, kind_for_name(&k), &v);
         }
     }
 }
@@ -1127,13 +1231,32 @@ fn is_json_media_type(lower_ct: &str) -> bool {
 /// The `"name": "value"` members of a JSON text that does not parse (cut
 /// by the body cap): a scan token by token, strings taken whole, so a
 /// member counts only when its value's closing quote was kept; nesting is
-/// not followed (a string followed by `:` is a member name at any depth).
+/// not followed (a string followed by `:` is a member name at any depth),
+/// only counted (brackets outside strings) to tell the top level's members,
+/// where alone a generic name ([`GENERIC_BODY_FIELDS`]) counts.
 fn json_prefix_fields(ex: &mut Extractor, data: &[u8]) {
     let mut i = 0;
+    // Objects and arrays open around `i` (strings are skipped whole, so
+    // their brackets do not count): a member of the top-level object is
+    // at depth 1.
+    let mut depth = 0usize;
     while i < data.len() {
-        if data[i] != b'"' {
-            i += 1;
-            continue;
+        match data[i] {
+            b'"' => {}
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+                continue;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
         }
         let name_start = i;
         let Some(name_end) = json_string_end(data, name_start) else {
@@ -1156,12 +1279,15 @@ fn json_prefix_fields(ex: &mut Extractor, data: &[u8]) {
         let Ok(name) = serde_json::from_slice::<String>(&data[name_start..name_end]) else {
             continue;
         };
-        if !field_match(ex.cfg, name.as_bytes()) {
+        if !field_match(ex.cfg, name.as_bytes()) && !is_generic_body_field(ex.cfg, name.as_bytes())
+        {
             continue;
         }
         if let Ok(value) = serde_json::from_slice::<String>(&data[value_start..value_end]) {
             let value = Zeroizing::new(value.into_bytes());
-            ex.add(CredentialSource::Json, &name, kind_for_name(&name), &value);
+            if body_field_counts(ex.cfg, name.as_bytes(), &value, depth == 1) {
+                ex.add(CredentialSource::Json, &name, kind_for_name(&name), &value);
+            }
         }
     }
 }
@@ -1195,7 +1321,9 @@ fn json_fields(ex: &mut Extractor, v: &serde_json::Value, depth: usize) {
         serde_json::Value::Object(m) => {
             for (k, val) in m {
                 match val {
-                    serde_json::Value::String(s) if field_match(ex.cfg, k.as_bytes()) => {
+                    serde_json::Value::String(s)
+                        if body_field_counts(ex.cfg, k.as_bytes(), s.as_bytes(), depth == 0) =>
+                    {
                         ex.add(CredentialSource::Json, k, kind_for_name(k), s.as_bytes())
                     }
                     _ => json_fields(ex, val, depth + 1),
@@ -1252,7 +1380,7 @@ fn multipart_part(ex: &mut Extractor, part: &[u8]) {
         )
     });
     if let Some(name) = name {
-        if field_match(ex.cfg, name.as_bytes()) {
+        if body_field_counts(ex.cfg, name.as_bytes(), body, true) {
             ex.add(CredentialSource::Form, &name, kind_for_name(&name), body);
         }
     }

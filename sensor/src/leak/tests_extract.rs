@@ -643,7 +643,11 @@ fn json_media_types() {
             "{ct}"
         );
     }
-    for ct in ["text/plain", "application/jsonp", "text/javascript"] {
+    for ct in [
+        "application/jsonp",
+        "text/javascript",
+        "application/octet-stream",
+    ] {
         none_mine(&with_body(ct, "/", body.as_bytes(), SECRET.as_bytes()));
     }
 }
@@ -988,6 +992,169 @@ fn aws_idempotency_tokens_are_not_credentials() {
     assert_eq!(f.credential.name, "SessionToken");
 }
 
+// ---------- OAuth code and PKCE verifier in token requests ----------
+
+#[test]
+fn oauth_code_and_code_verifier_in_bodies() {
+    let form = format!(
+        "grant_type=authorization_code&code={AUTH_CODE}\
+         &redirect_uri=https%3A%2F%2Fapp.example%2Fcb&code_verifier={CODE_VERIFIER}"
+    );
+    let json = format!(
+        "{{\"grant_type\":\"authorization_code\",\"code\":\"{AUTH_CODE}\",\
+         \"redirect_uri\":\"https://app.example/cb\",\"code_verifier\":\"{CODE_VERIFIER}\"}}"
+    );
+    for (ct, body, source) in [
+        (
+            "application/x-www-form-urlencoded",
+            &form,
+            CredentialSource::Form,
+        ),
+        ("application/json", &json, CredentialSource::Json),
+    ] {
+        for (echo, name) in [(AUTH_CODE, "code"), (CODE_VERIFIER, "code_verifier")] {
+            let err = format!("{{\"error\":\"invalid_grant\",\"detail\":\"{echo}\"}}");
+            let f = one_mine(&with_body(ct, "/token", body.as_bytes(), err.as_bytes()));
+            assert_eq!(
+                (f.credential.source, f.credential.name.as_str(), f.exposure),
+                (source, name, Exposure::Full),
+                "{ct}"
+            );
+        }
+    }
+    // A code made by a person (a promo code) is none, as in the query; nor
+    // a machine-made one nested in a document (a product's code).
+    for (ct, body, echo) in [
+        (
+            "application/x-www-form-urlencoded",
+            "code=SUMMER2024SALE&cart=7".to_string(),
+            "SUMMER2024SALE",
+        ),
+        (
+            "application/json",
+            "{\"code\":\"WelcomeBackFriend\"}".to_string(),
+            "WelcomeBackFriend",
+        ),
+        (
+            "application/json",
+            format!("{{\"items\":[{{\"code\":\"{AUTH_CODE}\",\"qty\":1}}]}}"),
+            AUTH_CODE,
+        ),
+    ] {
+        none_mine(&with_body(
+            ct,
+            "/cart",
+            body.as_bytes(),
+            format!("{{\"applied\":\"{echo}\"}}").as_bytes(),
+        ));
+    }
+    // Nested, in a document cut by the body cap, likewise.
+    let body = format!("{{\"items\":[{{\"code\":\"{AUTH_CODE}\"}}],\"blob\":\"AAAA");
+    none_mine(&with_kept_body(
+        "application/json",
+        "/cart",
+        body.as_bytes(),
+        body.len() + 100,
+        AUTH_CODE.as_bytes(),
+    ));
+    let body = format!("{{\"code\":\"{AUTH_CODE}\",\"blob\":\"AAAA");
+    one_mine(&with_kept_body(
+        "application/json",
+        "/token",
+        body.as_bytes(),
+        body.len() + 100,
+        AUTH_CODE.as_bytes(),
+    ));
+}
+
+// ---------- id_token_hint, user_key ----------
+
+#[test]
+fn id_token_hint_in_query_and_form() {
+    let f = one_mine(&pair(
+        &[],
+        &format!("/logout?id_token_hint={ID_TOKEN}&post_logout_redirect_uri=https%3A%2F%2Fapp"),
+        &[],
+        format!("<input type=hidden name=id_token_hint value=\"{ID_TOKEN}\">").as_bytes(),
+    ));
+    assert_eq!(
+        (
+            f.credential.source,
+            f.credential.name.as_str(),
+            f.credential.kind
+        ),
+        (
+            CredentialSource::Query,
+            "id_token_hint",
+            CredentialType::Jwt
+        )
+    );
+    let form = format!("id_token_hint={ID_TOKEN}&state=af0ifjsldkj");
+    let f = one_mine(&with_body(
+        "application/x-www-form-urlencoded",
+        "/logout",
+        form.as_bytes(),
+        ID_TOKEN.as_bytes(),
+    ));
+    assert_eq!(
+        (f.credential.source, f.credential.name.as_str()),
+        (CredentialSource::Form, "id_token_hint")
+    );
+}
+
+#[test]
+fn user_key_in_the_query() {
+    let p = pair(
+        &[],
+        &format!("/v1/items?user_key={USER_KEY}"),
+        &[],
+        format!("{{\"error\":\"user_key {USER_KEY} is not valid\"}}").as_bytes(),
+    );
+    assert!(detector().wants_response_body(&p.exchange.request));
+    let f = one_mine(&p);
+    assert_eq!(
+        (f.credential.source, f.credential.name.as_str()),
+        (CredentialSource::Query, "user_key")
+    );
+}
+
+// ---------- header names ending in `apikey` ----------
+
+#[test]
+fn header_names_ending_in_apikey_without_a_separator() {
+    for h in [
+        "x-mbx-apikey",
+        "x_api_key",
+        "x-api_key",
+        "apikey",
+        "partner-apikey",
+    ] {
+        let p = pair(
+            &[(h, MBX_KEY.as_bytes())],
+            "/api/v3/order",
+            &[],
+            MBX_KEY.as_bytes(),
+        );
+        assert!(detector().is_credential_header(h), "{h}");
+        assert!(detector().wants_response_body(&p.exchange.request), "{h}");
+        let f = one_mine(&p);
+        assert_eq!(
+            (f.credential.source, f.credential.name.as_str()),
+            (CredentialSource::Header, h)
+        );
+    }
+    // Not every name ending in `key`.
+    for h in ["x-monkey", "x-turkey", "x-idempotencykey"] {
+        none_mine(&pair(
+            &[(h, MBX_KEY.as_bytes())],
+            "/",
+            &[],
+            MBX_KEY.as_bytes(),
+        ));
+        assert!(!detector().is_credential_header(h), "{h}");
+    }
+}
+
 // ---------- Basic without base64 padding ----------
 
 #[test]
@@ -1009,4 +1176,63 @@ fn basic_without_base64_padding() {
             ("basic_password", CredentialType::Password)
         );
     }
+}
+
+// ---------- JSON bodies without a JSON content type ----------
+
+/// A request with `body` and the given request headers.
+fn with_headers_body(headers: &[(&str, &[u8])], body: &[u8], echo: &[u8]) -> HttpPair {
+    let req_body = Body {
+        len: body.len() as u64,
+        chunks: vec![Bytes::copy_from_slice(body)],
+        truncated: false,
+        discarded: false,
+    };
+    pair_full(
+        headers,
+        "/",
+        req_body,
+        &[],
+        vec![Bytes::copy_from_slice(echo)],
+    )
+}
+
+/// JSON sent without a JSON type: no Content-Type, curl's `-d '{…}'`
+/// (form-urlencoded), `navigator.sendBeacon` (text/plain).
+#[test]
+fn json_body_without_a_json_content_type() {
+    let body = format!("\n  {{\"client\":{{\"api_key\":\"{API_KEY}\"}},\"n\":1}}");
+    let echo = format!("{{\"error\":\"invalid api_key {API_KEY}\"}}");
+    for headers in [
+        &[][..],
+        &[("content-type", &b"application/x-www-form-urlencoded"[..])][..],
+        &[("content-type", &b"text/plain;charset=UTF-8"[..])][..],
+    ] {
+        let f = one_mine(&with_headers_body(
+            headers,
+            body.as_bytes(),
+            echo.as_bytes(),
+        ));
+        assert_eq!(
+            (f.credential.source, f.credential.name.as_str()),
+            (CredentialSource::Json, "api_key"),
+            "{headers:?}"
+        );
+    }
+    // Not JSON: nothing taken without a type, a form still a form.
+    let text = format!("api_key: {API_KEY}");
+    for headers in [&[][..], &[("content-type", &b"text/plain"[..])][..]] {
+        none_mine(&with_headers_body(
+            headers,
+            text.as_bytes(),
+            echo.as_bytes(),
+        ));
+    }
+    let form = format!("api_key={API_KEY}&q=%7B");
+    let f = one_mine(&with_headers_body(
+        &[("content-type", b"application/x-www-form-urlencoded")],
+        form.as_bytes(),
+        echo.as_bytes(),
+    ));
+    assert_eq!(f.credential.source, CredentialSource::Form);
 }
