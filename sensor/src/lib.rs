@@ -13,6 +13,7 @@ pub mod finding;
 pub mod http;
 pub mod identity;
 pub mod leak;
+pub mod memory;
 pub mod outputs;
 pub mod pipeline;
 pub mod watch;

@@ -1,6 +1,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // Before any thread exists: see `sensor::memory`.
+    sensor::memory::one_arena();
     let cli = sensor::cli::Cli::parse();
     match sensor::cli::main_with(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

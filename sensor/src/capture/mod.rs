@@ -512,7 +512,15 @@ impl Capture {
                 tx.clone(),
                 stop_rx.clone(),
             )),
-            tokio::spawn(counters_loop(counters.clone(), metrics, loss, stop_rx)),
+            tokio::spawn(counters_loop(
+                counters.clone(),
+                metrics,
+                loss,
+                stop_rx.clone(),
+            )),
+            // The sensor's memory comes and goes with the traffic it holds:
+            // what it frees goes back to the system (`memory`).
+            tokio::spawn(crate::memory::trim_loop(stop_rx)),
         ];
         Ok((
             Capture {
