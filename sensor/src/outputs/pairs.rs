@@ -89,7 +89,11 @@ const SHOWN_REQUEST_HEADERS: &[&str] = &[
 ];
 
 /// Response headers that can carry credentials by their nature; shown redacted
-/// (Location keeps its path and parameter names).
+/// (Location keeps its path and parameter names).  Besides these, every
+/// response header the leak rules call a credential header on a request
+/// ([`Detector::is_credential_header`]: `x-auth-token`, `x-subject-token`,
+/// `api-key`, `x-amz-security-token`, `x-client-secret`, those `[leak]`
+/// lists) is redacted: servers issue tokens in them.
 const SECRET_BEARING_RESPONSE_HEADERS: &[&str] =
     &["set-cookie", "www-authenticate", "authorization"];
 
@@ -125,7 +129,11 @@ fn request_headers(pair: &HttpPair, detector: &Detector) -> Vec<(String, String)
         .collect()
 }
 
-fn response_headers(pair: &HttpPair, findings: &[Finding]) -> Vec<(String, String)> {
+fn response_headers(
+    pair: &HttpPair,
+    detector: &Detector,
+    findings: &[Finding],
+) -> Vec<(String, String)> {
     pair.exchange
         .response
         .headers
@@ -138,7 +146,10 @@ fn response_headers(pair: &HttpPair, findings: &[Finding]) -> Vec<(String, Strin
                 redact_cookie_like(&value_string(&h))
             } else if h.name == "location" || h.name == "content-location" || h.name == "refresh" {
                 redact_target(&value_string(&h))
-            } else if leaked || SECRET_BEARING_RESPONSE_HEADERS.contains(&h.name) {
+            } else if leaked
+                || SECRET_BEARING_RESPONSE_HEADERS.contains(&h.name)
+                || detector.is_credential_header(h.name)
+            {
                 REDACTED.to_string()
             } else {
                 value_string(&h)
@@ -182,7 +193,7 @@ pub fn pair_record<'a>(
         response: PairResponse {
             status: ex.response.status,
             version: ex.response.version,
-            headers: response_headers(pair, findings),
+            headers: response_headers(pair, detector, findings),
             body_len: ex.response.body.len,
             body_truncated: ex.response.body.truncated,
         },
@@ -254,5 +265,97 @@ mod tests {
         assert_eq!(shown[4], ("authorization", REDACTED));
         assert!(shown[5].1.starts_with("https://a.example/?key="));
         assert!(rec.request.path.contains("page="));
+    }
+
+    /// A random token of `n` base62 characters (varied per header, the same
+    /// on every run).
+    fn random_secret(rng: &mut crate::test_rng::XorShift, n: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        (0..n)
+            .map(|_| ALPHABET[rng.below(ALPHABET.len())] as char)
+            .collect()
+    }
+
+    #[test]
+    fn response_credential_headers_are_redacted() {
+        // Servers issue tokens in response headers named as request
+        // credential headers are (OpenStack's X-Subject-Token, a login's
+        // X-Auth-Token): the same rule redacts them.
+        let mut rng = crate::test_rng::XorShift::new(0x5eed_0f_5ec7e7);
+        let names = [
+            "x-auth-token",
+            "x-access-token",
+            "x-subject-token",
+            "api-key",
+            "x-amz-security-token",
+            "x-client-secret",
+            "authorization",
+            // Listed in the `[leak]` headers of the config below only.
+            "x-partner-grant",
+        ];
+        let secrets: Vec<String> = names.iter().map(|_| random_secret(&mut rng, 40)).collect();
+        let cookie_secret = random_secret(&mut rng, 40);
+        let mut response_headers: Vec<(String, String)> =
+            vec![h("content-type", "application/json")];
+        response_headers.extend(names.iter().zip(&secrets).map(|(n, s)| h(n, s)));
+        response_headers.push(h(
+            "set-cookie",
+            &format!("sid={cookie_secret}; Path=/; HttpOnly"),
+        ));
+        response_headers.push(h("x-request-id", "req-42"));
+        let pair = HttpPair {
+            exchange: Exchange {
+                request: Request {
+                    method: "POST".into(),
+                    target: "/v3/auth/tokens".into(),
+                    version: "HTTP/1.1",
+                    headers: Headers::from_pairs([h("host", "keystone.example")]),
+                    body: Body::default(),
+                },
+                response: Response {
+                    status: 201,
+                    version: "HTTP/1.1",
+                    headers: Headers::from_pairs(response_headers),
+                    body: Body::default(),
+                },
+                timing: Default::default(),
+                role: Role::Client,
+            },
+            process: Default::default(),
+            conn: ConnInfo {
+                id: "1:1:1".into(),
+                peer: None,
+            },
+            seq: 1,
+            ts: chrono::DateTime::from_timestamp(1_795_000_000, 0).unwrap(),
+        };
+        let mut cfg = LeakConfig::default();
+        cfg.headers.push("x-partner-grant".into());
+        let det = Detector::new(cfg, Fingerprinter::new([1; 32]));
+        let rec = pair_record(&pair, &det, &[]);
+        let json = serde_json::to_string(&rec).unwrap();
+        for (name, secret) in names.iter().zip(&secrets) {
+            assert!(
+                !json.contains(secret.as_str()),
+                "the value of response header {name} is in the pair record: {json}"
+            );
+        }
+        assert!(
+            !json.contains(&cookie_secret),
+            "a Set-Cookie value in the pair record"
+        );
+        let shown: Vec<(&str, &str)> = rec
+            .response
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(shown[0], ("content-type", "application/json"));
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(shown[i + 1], (*name, REDACTED));
+        }
+        assert_eq!(shown[names.len() + 1], ("set-cookie", "sid=<redacted>"));
+        // Headers that carry no credential are still shown.
+        assert_eq!(shown[names.len() + 2], ("x-request-id", "req-42"));
     }
 }
