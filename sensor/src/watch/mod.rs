@@ -55,7 +55,32 @@ pub struct WatchArgs {
     pub log_file: Option<PathBuf>,
 }
 
+/// What `sensor watch` says, with exit code [`NO_TERMINAL_EXIT`], when the
+/// TUI has no terminal to draw on.
+pub const NO_TERMINAL: &str = "sensor watch needs a terminal (stdin and stdout a TTY); \
+    use `sensor watch --json` for a stream of JSON lines, `sensor watch --once` for a \
+    snapshot, or `kubectl exec -it`";
+/// The exit code of a usage error (as clap's).
+pub const NO_TERMINAL_EXIT: i32 = 2;
+
+/// Whether this mode needs a terminal: the TUI does (stdin and stdout);
+/// `--once` and `--json` write plain text and need none.
+fn needs_terminal(args: &WatchArgs) -> bool {
+    !args.once && !args.json
+}
+
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    // Before anything else (logging, connecting): without a terminal the TUI
+    // cannot start (ratatui::init panics), and piping its escape codes into a
+    // file is no use either.  A usage error: one line, exit code 2 (`main`
+    // gives every error 1, so the exit is here).
+    if needs_terminal(&args) {
+        use std::io::IsTerminal as _;
+        if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+            eprintln!("{NO_TERMINAL}");
+            std::process::exit(NO_TERMINAL_EXIT);
+        }
+    }
     init_logging(args.log_file.clone());
     let token = match &args.token_file {
         Some(p) => Some(
