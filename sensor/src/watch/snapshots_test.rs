@@ -114,3 +114,19 @@ fn tiny_terminal_does_not_panic() {
     let mut t = Terminal::new(TestBackend::new(12, 6)).unwrap();
     t.draw(|f| ui::render(&app, f)).unwrap();
 }
+
+#[test]
+fn five_digit_counts_are_abbreviated_not_cut() {
+    // 13 340 in a 4-wide column was cut to "1334"; the detail view says 13340.
+    for (w, h) in [(140, 30), (80, 24)] {
+        let mut app = loaded();
+        app.groups[0].count = 13_340;
+        let s = draw(&app, w, h);
+        let row = s
+            .lines()
+            .find(|l| l.contains("GET /oauth") && l.contains(" 302 "))
+            .unwrap_or_else(|| panic!("{w}x{h}: no table row of the group:\n{s}"));
+        assert!(row.contains(" 13k "), "{w}x{h}: {row}");
+        assert!(!row.contains("1334"), "{w}x{h}: a cut count: {row}");
+    }
+}

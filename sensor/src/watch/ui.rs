@@ -255,6 +255,31 @@ fn sev_short(s: Severity) -> &'static str {
     }
 }
 
+/// Width of the `n` (count) column: [`count_label`] never passes it.
+const COUNT_WIDTH: u16 = 4;
+
+/// A group's count in at most [`COUNT_WIDTH`] characters: exact below
+/// 10 000, then rounded down with a unit (`13k` for 13 340, `1.2M`), never
+/// more than was seen and never cut by the column (the detail view has the
+/// exact count).
+pub fn count_label(n: u64) -> String {
+    if n < 10_000 {
+        return n.to_string();
+    }
+    let mut unit = 1_000u64;
+    for suffix in ["k", "M", "G", "T", "P", "E"] {
+        let whole = n / unit;
+        if whole < 10 {
+            return format!("{whole}.{}{suffix}", n % unit / (unit / 10));
+        }
+        if whole < 1_000 || suffix == "E" {
+            return format!("{whole}{suffix}");
+        }
+        unit *= 1_000;
+    }
+    unreachable!("u64::MAX is 18E")
+}
+
 fn row_cells(g: &Group, narrow: bool) -> Vec<Cell<'static>> {
     let f = &g.latest;
     if narrow {
@@ -266,7 +291,7 @@ fn row_cells(g: &Group, narrow: bool) -> Vec<Cell<'static>> {
             Cell::from(f.response.status.to_string()),
             Cell::from(f.credential.kind.as_str().to_string()),
             Cell::from(format!("{} {}", sink_label(f), f.sink.encoding.as_str())),
-            Cell::from(g.count.to_string()),
+            Cell::from(count_label(g.count)),
         ];
     }
     vec![
@@ -286,7 +311,7 @@ fn row_cells(g: &Group, narrow: bool) -> Vec<Cell<'static>> {
             f.credential.name
         )),
         Cell::from(format!("{} {}", sink_label(f), f.sink.encoding.as_str())),
-        Cell::from(g.count.to_string()),
+        Cell::from(count_label(g.count)),
         Cell::from(f.credential.fingerprint.chars().take(8).collect::<String>()),
     ]
 }
@@ -354,7 +379,7 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Length(3),
         Constraint::Length(13),
         Constraint::Length(18),
-        Constraint::Length(4),
+        Constraint::Length(COUNT_WIDTH),
     ];
     // Fixed columns stay whole; the four text columns share the rest in these
     // proportions (exactly 14/16/26/22 at NARROW_WIDTH).  Wider fixed columns
@@ -368,7 +393,7 @@ fn render_table(app: &App, frame: &mut Frame, area: Rect) {
         Constraint::Length(3),
         Constraint::Fill(26),
         Constraint::Fill(22),
-        Constraint::Length(4),
+        Constraint::Length(COUNT_WIDTH),
         Constraint::Length(8),
     ];
     let table = if narrow {
@@ -495,4 +520,34 @@ fn render_help(frame: &mut Frame, area: Rect) {
             .block(Block::default().borders(Borders::ALL).title(" help ")),
         popup,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_label_fits_the_column_and_never_overstates() {
+        for (n, want) in [
+            (0, "0"),
+            (9_999, "9999"),
+            (10_000, "10k"),
+            (13_340, "13k"),
+            (999_999, "999k"),
+            (1_000_000, "1.0M"),
+            (1_250_000, "1.2M"),
+            (9_999_999, "9.9M"),
+            (10_000_000, "10M"),
+            (999_999_999, "999M"),
+            (1_000_000_000, "1.0G"),
+            (u64::MAX, "18E"),
+        ] {
+            assert_eq!(count_label(n), want, "{n}");
+        }
+        let mut n = 1u64;
+        while let Some(next) = n.checked_mul(3) {
+            assert!(count_label(n).len() <= COUNT_WIDTH as usize, "{n}");
+            n = next;
+        }
+    }
 }
