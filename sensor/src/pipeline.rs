@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use lru::LruCache;
@@ -814,7 +815,8 @@ impl Pipeline {
         }
     }
 
-    /// Flush the writers (after each batch of events, and at shutdown).
+    /// Flush the writers (after each batch of events, and at shutdown): the
+    /// findings and pairs are handed to their writer threads, never waited on.
     pub fn flush(&mut self) {
         if let Some(w) = self.outputs.findings.as_mut() {
             w.flush();
@@ -836,6 +838,21 @@ impl Pipeline {
             self.close_connection(id, 0, &Comm::from(""));
         }
         self.flush();
+    }
+
+    /// Shutdown: waits at most `wait` in all for the findings and pairs
+    /// writers to write what they were handed; what is left is dropped and
+    /// counted.  Returns whether everything was written.
+    pub fn finish_outputs(&mut self, wait: std::time::Duration) -> bool {
+        let deadline = Instant::now().checked_add(wait);
+        let mut all = true;
+        for w in [self.outputs.findings.as_mut(), self.outputs.pairs.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            all &= w.finish(deadline.map_or(wait, |d| d.saturating_duration_since(Instant::now())));
+        }
+        all
     }
 }
 

@@ -702,3 +702,39 @@ fn connections_the_parser_gave_up_on_are_muted() {
         assert_eq!(pairs(&h.metrics, "server"), 1, "the leaky exchange only");
     }
 }
+
+/// `n` times the leaky exchange on one keep-alive connection, at `path`.
+fn leaky_exchanges(p: &mut Pipeline, conn: ConnId, path: &str, n: u32) {
+    let request = String::from_utf8(LEAKY_REQUEST.to_vec())
+        .unwrap()
+        .replace("/v1/items", path);
+    for i in 0..n {
+        p.handle_raw(data(conn, Direction::Read, 2 * i + 1, request.as_bytes()));
+        p.handle_raw(data(conn, Direction::Write, 2 * i + 2, LEAKY_RESPONSE));
+    }
+}
+
+/// `--findings` into a pipe nobody reads: the pipeline goes on at its pace
+/// (it blocked in the write, and with it the whole event loop).
+#[test]
+fn a_findings_reader_that_does_not_read_does_not_stop_the_pipeline() {
+    let (ours, peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut h = harness(PipelineConfig::default());
+        h.pipeline.outputs.findings =
+            Some(JsonLinesWriter::from_writer(Box::new(ours), "findings"));
+        let started = std::time::Instant::now();
+        for round in 0..20 {
+            leaky_exchanges(&mut h.pipeline, SERVER, &format!("/r{round}"), 100);
+            h.pipeline.flush();
+        }
+        let _ = done_tx.send((started.elapsed(), h.findings.lock().unwrap().len()));
+    });
+    let (took, findings) = done_rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the pipeline blocked on its findings output");
+    assert_eq!(findings, 2000);
+    eprintln!("2000 findings into a pipe nobody reads: {took:?}");
+    drop(peer);
+}

@@ -16,7 +16,7 @@ use crate::capture::{Capture, EventSource};
 use crate::config::{Output, RunArgs, RunConfig};
 use crate::leak::{load_or_create_key, Detector, Fingerprinter};
 use crate::outputs::api::{ApiServer, LiveHub};
-use crate::outputs::jsonl::JsonLinesWriter;
+use crate::outputs::jsonl::{Delivery, JsonLinesWriter};
 use crate::outputs::metrics::{MatcherCacheExport, Metrics};
 use crate::outputs::metrics_server::MetricsServer;
 use crate::outputs::stats::StatsTracker;
@@ -24,6 +24,8 @@ use crate::pipeline::{clock_offset_ns, Outputs, Pipeline, PipelineConfig};
 
 /// How long SIGTERM may take: detach, drain, flush (the contract says 5 s).
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
+/// At most this much of it waits for the findings and pairs to be written.
+const OUTPUTS_WAIT: Duration = Duration::from_secs(2);
 /// How often blind processes are looked for (a /proc walk; ELF verdicts are cached).
 const BLIND_SCAN_EVERY: Duration = Duration::from_secs(30);
 
@@ -57,12 +59,22 @@ fn detector_for(cfg: &RunConfig) -> anyhow::Result<Arc<Detector>> {
     )))
 }
 
-fn open_output(o: &Output, what: &'static str, flag: &str) -> anyhow::Result<JsonLinesWriter> {
+/// Findings and pairs are written by a thread of their own: the event loop
+/// never waits on them; what their queue cannot take (a reader that does
+/// not read, a full disk) is dropped and counted in
+/// `sensor_output_dropped_total{output=what}`.
+fn open_output(
+    o: &Output,
+    what: &'static str,
+    flag: &str,
+    metrics: &Metrics,
+) -> anyhow::Result<JsonLinesWriter> {
     let target = match o {
         Output::Stdout => "-".to_string(),
         Output::File(p) => p.display().to_string(),
     };
-    JsonLinesWriter::open(&target, what)
+    let dropped = metrics.output_dropped.with_label_values(&[what]);
+    JsonLinesWriter::open_with(&target, what, Delivery::dropping(dropped))
         .with_context(|| format!("cannot open {flag} {target} for writing"))
 }
 
@@ -75,9 +87,9 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let metrics_server =
         MetricsServer::bind(cfg.metrics_addr, metrics.clone(), hub.clone()).await?;
     let api_server = ApiServer::bind(cfg.api_config(), hub.clone()).await?;
-    let findings = open_output(&cfg.findings, "findings", "--findings")?;
+    let findings = open_output(&cfg.findings, "findings", "--findings", &metrics)?;
     let pairs = match &cfg.pairs {
-        Some(o) => Some(open_output(o, "pairs", "--pairs")?),
+        Some(o) => Some(open_output(o, "pairs", "--pairs", &metrics)?),
         None => None,
     };
     let clock_offset = clock_offset_ns();
@@ -191,6 +203,7 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     }
 
     hub.set_ready(false);
+    let shutdown_start = Instant::now();
     let drain = async {
         capture.shutdown().await;
         drain_all(&mut feed.events, &mut pipeline);
@@ -201,6 +214,16 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     };
     if tokio::time::timeout(SHUTDOWN_BUDGET, drain).await.is_err() {
         tracing::warn!("shutdown took longer than {SHUTDOWN_BUDGET:?}; exiting anyway");
+    }
+    // The writer threads get what is left of the budget (2 s at most) to
+    // write what they hold; a reader that does not read cannot hold the exit.
+    let left = SHUTDOWN_BUDGET.saturating_sub(shutdown_start.elapsed());
+    let outputs_wait = left.min(OUTPUTS_WAIT);
+    if !tokio::task::block_in_place(|| pipeline.finish_outputs(outputs_wait)) {
+        tracing::warn!(
+            "findings or pairs not all written within {outputs_wait:?} of shutting down; \
+             counted in sensor_output_dropped_total"
+        );
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_millis(500), async {

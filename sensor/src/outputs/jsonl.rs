@@ -1,22 +1,182 @@
 //! JSON-lines writers for `--findings` and `--pairs` (`-` is stdout).
+//!
+//! The caller (the pipeline's event loop) never waits on the output: lines
+//! are serialized into a buffer and handed over in chunks, through a bounded
+//! queue ([`MAX_QUEUED_BYTES`], [`MAX_QUEUED_CHUNKS`]), to a thread of the
+//! writer's own that does the (blocking) writes.  A reader that does not read
+//! or a slow disk fills the queue; what does not fit, and what a write fails
+//! on (disk full), is dropped and counted (`sensor_output_dropped_total`),
+//! and said in the log at once, then at most every [`DROP_LOG_EVERY`] with
+//! the count since.
 
-use std::fs::OpenOptions;
-use std::io::{self, BufWriter, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
+use prometheus::IntCounter;
 use serde::Serialize;
 
-/// Writes one JSON object per line.  Buffered; the pipeline flushes after each
-/// batch of events so a finding reaches its reader within the batch latency.
+/// Bytes handed to the writer thread and not written yet, at most.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
+/// Chunks handed to the writer thread and not written yet, at most (a
+/// chunk is what was written between two flushes, or [`CHUNK_BYTES`]).
+pub const MAX_QUEUED_CHUNKS: usize = 16 * 1024;
+/// Lines are handed over once this many bytes are buffered (or at a flush).
+const CHUNK_BYTES: usize = 64 * 1024;
+/// Lines dropped are said in the log at once, then at most this often.
+pub const DROP_LOG_EVERY: Duration = Duration::from_secs(10);
+/// How long dropping a writer that drops lines waits for its thread to
+/// write what is queued ([`JsonLinesWriter::finish`] takes its own bound).
+pub const FINISH_WAIT: Duration = Duration::from_secs(2);
+
+/// What [`JsonLinesWriter::write`] does when the queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Drop the lines and count them (`sensor run`: the event loop never waits).
+    Drop,
+    /// Wait for room (`sensor replay`: its output is complete or it waits).
+    Wait,
+}
+
+/// How a writer hands its lines over and where it counts those it drops.
+pub struct Delivery {
+    pub when_full: WhenFull,
+    pub dropped: IntCounter,
+    pub max_queued_bytes: usize,
+}
+
+impl Delivery {
+    /// Never waits; drops are counted in `dropped`.
+    pub fn dropping(dropped: IntCounter) -> Delivery {
+        Delivery {
+            when_full: WhenFull::Drop,
+            dropped,
+            max_queued_bytes: MAX_QUEUED_BYTES,
+        }
+    }
+
+    /// Waits for room; failed writes are counted in a counter of its own.
+    pub fn waiting() -> Delivery {
+        Delivery {
+            when_full: WhenFull::Wait,
+            ..Delivery::dropping(unregistered_counter())
+        }
+    }
+}
+
+fn unregistered_counter() -> IntCounter {
+    IntCounter::new("sensor_output_dropped_lines", "Lines not written.").expect("valid metric")
+}
+
+/// Writes one JSON object per line.  The pipeline flushes after each batch
+/// of events, so a finding reaches its reader within the batch latency (and
+/// the writer thread's).
 pub struct JsonLinesWriter {
-    out: BufWriter<Box<dyn Write + Send>>,
     what: &'static str,
+    /// Whole lines not handed over yet, and how many.
+    buf: Vec<u8>,
+    lines: u64,
+    tx: Option<SyncSender<Chunk>>,
+    /// Told when the writer thread has written everything and ended.
+    done: Option<Receiver<()>>,
+    thread: Option<JoinHandle<()>>,
+    shared: Arc<Shared>,
+    when_full: WhenFull,
+    max_queued_bytes: usize,
+}
+
+struct Chunk {
+    bytes: Vec<u8>,
+    lines: u64,
+}
+
+/// What the caller and the writer thread both see.
+struct Shared {
+    /// Bytes handed over and not written yet (the queue's bound).
+    queued_bytes: AtomicUsize,
+    queue: Mutex<Queue>,
+    dropped: IntCounter,
+    report: Mutex<DropReport>,
+}
+
+/// Lines handed over and not taken by the writer thread yet, and whether
+/// the writer was given up on (they were counted as dropped then, and the
+/// thread writes no more): each line is written or counted, once.
+#[derive(Default)]
+struct Queue {
+    lines: u64,
+    abandoned: bool,
+}
+
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn drop_lines(&self, lines: u64, cause: String) {
+        self.dropped.inc_by(lines);
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .note(lines, cause);
+    }
+}
+
+/// Lines dropped since the last log line, said at once, then at most every
+/// [`DROP_LOG_EVERY`] (as the capture's lost events are).
+#[derive(Default)]
+pub(crate) struct DropReport {
+    lines: u64,
+    cause: String,
+    last_line: Option<Instant>,
+}
+
+impl DropReport {
+    /// `lines` were dropped because of `cause`.
+    pub(crate) fn note(&mut self, lines: u64, cause: String) {
+        self.lines += lines;
+        self.cause = cause;
+    }
+
+    /// A line to log when one is due.
+    pub(crate) fn due(&mut self, what: &str, at: Instant) -> Option<String> {
+        if self.lines == 0 || self.last_line.is_some_and(|t| at - t < DROP_LOG_EVERY) {
+            return None;
+        }
+        let since = match self.last_line {
+            Some(t) => format!("in the last {} s", (at - t).as_secs()),
+            None => "so far".to_string(),
+        };
+        let line = format!(
+            "cannot write {what}: {}; {} lines dropped {since}, counted in \
+             sensor_output_dropped_total{{output=\"{what}\"}} (said at most every {} s)",
+            self.cause,
+            self.lines,
+            DROP_LOG_EVERY.as_secs()
+        );
+        self.lines = 0;
+        self.last_line = Some(at);
+        Some(line)
+    }
 }
 
 impl JsonLinesWriter {
     /// `-` means stdout; anything else is a file, appended to (created mode 0600,
-    /// as pairs and findings describe the host's traffic).
+    /// as pairs and findings describe the host's traffic).  Waits when its
+    /// queue is full (`sensor replay`); `sensor run` uses [`Self::open_with`].
     pub fn open(target: &str, what: &'static str) -> io::Result<Self> {
+        Self::open_with(target, what, Delivery::waiting())
+    }
+
+    /// As [`Self::open`].  A file whose last line was cut (the sensor was
+    /// killed mid-write) gets a `\n` first, so that the cut line stays alone
+    /// and the lines after it are whole JSON lines.
+    pub fn open_with(target: &str, what: &'static str, delivery: Delivery) -> io::Result<Self> {
         let inner: Box<dyn Write + Send> = if target == "-" {
             Box::new(io::stdout())
         } else {
@@ -25,39 +185,277 @@ impl JsonLinesWriter {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(path)?,
-            )
+            let mut file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path)?;
+            if let Err(e) = end_cut_line(&mut file, path) {
+                tracing::warn!(
+                    output = what,
+                    "cannot check whether {target} ends in a whole line: {e}"
+                );
+            }
+            Box::new(file)
+        };
+        Self::from_writer_with(inner, what, delivery)
+    }
+
+    /// A writer into any sink (tests, benchmarks) that drops what does not
+    /// fit in its queue, as `sensor run`'s (counted in [`Self::dropped`]).
+    pub fn from_writer(w: Box<dyn Write + Send>, what: &'static str) -> Self {
+        Self::from_writer_with(w, what, Delivery::dropping(unregistered_counter()))
+            .expect("cannot start a writer thread")
+    }
+
+    pub fn from_writer_with(
+        w: Box<dyn Write + Send>,
+        what: &'static str,
+        delivery: Delivery,
+    ) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queued_bytes: AtomicUsize::new(0),
+            queue: Mutex::new(Queue::default()),
+            dropped: delivery.dropped,
+            report: Mutex::new(DropReport::default()),
+        });
+        let (tx, rx) = sync_channel::<Chunk>(MAX_QUEUED_CHUNKS);
+        let (done_tx, done) = sync_channel::<()>(1);
+        let thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("{what}-writer"))
+                .spawn(move || {
+                    write_chunks(w, &rx, &shared);
+                    let _ = done_tx.send(());
+                })?
         };
         Ok(JsonLinesWriter {
-            out: BufWriter::with_capacity(64 * 1024, inner),
             what,
+            buf: Vec::with_capacity(CHUNK_BYTES),
+            lines: 0,
+            tx: Some(tx),
+            done: Some(done),
+            thread: Some(thread),
+            shared,
+            when_full: delivery.when_full,
+            max_queued_bytes: delivery.max_queued_bytes,
         })
     }
 
-    /// A writer into any sink (tests, benchmarks).
-    pub fn from_writer(w: Box<dyn Write + Send>, what: &'static str) -> Self {
-        JsonLinesWriter {
-            out: BufWriter::new(w),
-            what,
-        }
-    }
-
+    /// Adds one line; hands the buffered lines over when they are a chunk.
     pub fn write<T: Serialize>(&mut self, value: &T) {
-        let res = serde_json::to_writer(&mut self.out, value).map_err(io::Error::from);
-        let res = res.and_then(|_| self.out.write_all(b"\n"));
-        if let Err(e) = res {
-            tracing::error!(output = self.what, "cannot write {}: {e}", self.what);
+        let start = self.buf.len();
+        match serde_json::to_writer(&mut self.buf, value) {
+            Ok(()) => {
+                self.buf.push(b'\n');
+                self.lines += 1;
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                self.shared.drop_lines(1, format!("cannot serialize: {e}"));
+            }
+        }
+        if self.buf.len() >= CHUNK_BYTES {
+            self.hand_over();
+            self.log_drops(Instant::now());
         }
     }
 
+    /// Hands the buffered lines to the writer thread; never waits (unless
+    /// [`WhenFull::Wait`]).  Logs the drops when a line is due.
     pub fn flush(&mut self) {
-        if let Err(e) = self.out.flush() {
-            tracing::error!(output = self.what, "cannot flush {}: {e}", self.what);
+        self.hand_over();
+        self.log_drops(Instant::now());
+    }
+
+    /// Lines dropped so far (queue full, write failed).
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.get()
+    }
+
+    fn hand_over(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let chunk = Chunk {
+            bytes: std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK_BYTES)),
+            lines: std::mem::take(&mut self.lines),
+        };
+        let (n, lines) = (chunk.bytes.len(), chunk.lines);
+        let Some(tx) = self.tx.as_ref() else {
+            self.shared
+                .drop_lines(lines, "the writer was closed".to_string());
+            return;
+        };
+        let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
+        if self.when_full == WhenFull::Drop && queued + n > self.max_queued_bytes {
+            self.shared.drop_lines(lines, queue_full(queued));
+            return;
+        }
+        // Counted before the thread can take it off (only this thread adds).
+        self.shared.queued_bytes.fetch_add(n, Ordering::Relaxed);
+        self.shared.queue().lines += lines;
+        let refused = match self.when_full {
+            WhenFull::Drop => match tx.try_send(chunk) {
+                Ok(()) => None,
+                Err(TrySendError::Full(_)) => Some(queue_full(queued)),
+                Err(TrySendError::Disconnected(_)) => Some("the writer thread ended".to_string()),
+            },
+            WhenFull::Wait => tx
+                .send(chunk)
+                .err()
+                .map(|_| "the writer thread ended".to_string()),
+        };
+        if let Some(cause) = refused {
+            self.shared.queued_bytes.fetch_sub(n, Ordering::Relaxed);
+            self.shared.queue().lines -= lines;
+            self.shared.drop_lines(lines, cause);
+        }
+    }
+
+    fn log_drops(&self, at: Instant) {
+        let line = self
+            .shared
+            .report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .due(self.what, at);
+        if let Some(line) = line {
+            tracing::error!(output = self.what, "{line}");
+        }
+    }
+
+    /// Hands over what is buffered, closes the queue and waits at most
+    /// `wait` for the writer thread to write it all (shutdown: a reader that
+    /// does not read must not keep the sensor from exiting).  What is left
+    /// is counted as dropped.  Returns whether everything was written.
+    pub fn finish(&mut self, wait: Duration) -> bool {
+        self.hand_over();
+        self.tx = None;
+        let Some(done) = self.done.take() else {
+            return true;
+        };
+        let ended = done.recv_timeout(wait).is_ok();
+        if ended {
+            if let Some(t) = self.thread.take() {
+                let _ = t.join();
+            }
+        } else {
+            // The thread stays blocked in its write (until the process
+            // exits, or the write ends: then it writes no more).
+            self.thread = None;
+            let lines = {
+                let mut q = self.shared.queue();
+                q.abandoned = true;
+                std::mem::take(&mut q.lines)
+            };
+            let bytes = self.shared.queued_bytes.load(Ordering::Relaxed);
+            self.shared.drop_lines(
+                lines,
+                format!(
+                    "the output did not take {} KiB within {} ms of shutting down",
+                    bytes / 1024,
+                    wait.as_millis()
+                ),
+            );
+        }
+        self.log_drops(Instant::now());
+        ended
+    }
+}
+
+impl Drop for JsonLinesWriter {
+    fn drop(&mut self) {
+        if self.done.is_some() {
+            match self.when_full {
+                WhenFull::Drop => {
+                    self.finish(FINISH_WAIT);
+                }
+                // Complete output or none: waits as long as the writes take.
+                WhenFull::Wait => {
+                    self.finish(Duration::MAX);
+                }
+            }
         }
     }
 }
+
+fn queue_full(queued: usize) -> String {
+    format!(
+        "the output is not taking what is written (a reader that does not read, a slow disk): \
+         {} KiB queued",
+        queued / 1024
+    )
+}
+
+/// The writer thread: writes each chunk as it comes; a failed write drops
+/// its chunk.  After a write that stopped mid-line, the next one starts
+/// with a `\n`, so the cut line stays alone.
+fn write_chunks(mut w: Box<dyn Write + Send>, rx: &Receiver<Chunk>, shared: &Shared) {
+    let mut cut_line = false;
+    while let Ok(chunk) = rx.recv() {
+        let taken = {
+            let mut q = shared.queue();
+            if !q.abandoned {
+                q.lines -= chunk.lines;
+            }
+            !q.abandoned
+        };
+        if !taken {
+            // Counted as dropped when the writer was given up on.
+            shared
+                .queued_bytes
+                .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+            continue;
+        }
+        let res = (|| {
+            if cut_line {
+                w.write_all(b"\n")?;
+                cut_line = false;
+            }
+            let mut written = 0;
+            let res = loop {
+                if written == chunk.bytes.len() {
+                    break w.flush();
+                }
+                match w.write(&chunk.bytes[written..]) {
+                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            if written > 0 && chunk.bytes[written - 1] != b'\n' {
+                cut_line = true;
+            }
+            res
+        })();
+        shared
+            .queued_bytes
+            .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+        if let Err(e) = res {
+            shared.drop_lines(chunk.lines, e.to_string());
+        }
+    }
+}
+
+/// Writes a `\n` at the end of `file` (opened for append at `path`) when it
+/// is a regular file whose last byte is not one.
+fn end_cut_line(file: &mut File, path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return Ok(());
+    }
+    let mut last = [0u8; 1];
+    File::open(path)?.read_exact_at(&mut last, meta.len() - 1)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[path = "jsonl_tests.rs"]
+mod tests;

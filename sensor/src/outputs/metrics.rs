@@ -32,6 +32,8 @@ pub struct Metrics {
     pub blind_processes_seen: IntCounterVec,
     pub build_info: IntGaugeVec,
     pub findings_dropped: IntCounter,
+    /// JSON lines not written to `--findings` / `--pairs`, by `output`.
+    pub output_dropped: IntCounterVec,
     /// Handles of the series touched on every event or pair, resolved once:
     /// a `with_label_values` lookup (hash + lock) per event showed in the profile.
     pub hot: HotCounters,
@@ -211,13 +213,23 @@ impl Metrics {
             findings_dropped: counter(
                 r,
                 "sensor_findings_dropped_total",
-                "Findings not delivered to a slow live-API subscriber (the findings file is never skipped).",
+                "Findings not delivered to a slow live-API subscriber (those not written to --findings are in sensor_output_dropped_total).",
+            ),
+            output_dropped: counter_vec(
+                r,
+                "sensor_output_dropped_total",
+                "JSON lines not written, by output (findings, pairs): its writer was behind (a reader that does not read, a slow disk: 64 MiB queued) or the write failed (disk full).",
+                &["output"],
             ),
             registry,
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        // Both series from the start, so an alert on their increase sees the first drop.
+        for output in ["findings", "pairs"] {
+            m.output_dropped.with_label_values(&[output]);
+        }
         m
     }
 
