@@ -237,9 +237,69 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let enc = TextEncoder::new();
-        let _ = enc.encode(&self.registry.gather(), &mut buf);
+        let mut families = self.registry.gather();
+        exact_process_cpu_seconds(&mut families);
+        let _ = enc.encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// The name of the process collector's CPU counter.
+const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+
+/// Sets `process_cpu_seconds_total`, when the process collector is
+/// registered, to the exact CPU time: the prometheus crate's collector
+/// exports whole seconds (an IntCounter of ticks / CLK_TCK rounded down: 163
+/// ticks were 1), which makes `rate()` over a few minutes a staircase.  Name,
+/// help and type stay the crate's; the other `process_*` metrics are its own.
+fn exact_process_cpu_seconds(families: &mut [prometheus::proto::MetricFamily]) {
+    let Some(family) = families
+        .iter_mut()
+        .find(|f| f.name() == PROCESS_CPU_SECONDS)
+    else {
+        return;
+    };
+    let Some(seconds) = self_cpu_ticks().map(|t| cpu_seconds(t, clock_ticks_per_second())) else {
+        return;
+    };
+    for m in family.mut_metric() {
+        let mut c = prometheus::proto::Counter::default();
+        c.set_value(seconds);
+        m.set_counter(c);
+    }
+}
+
+/// CPU seconds of `ticks` clock ticks at `ticks_per_second` (CLK_TCK).
+fn cpu_seconds(ticks: u64, ticks_per_second: u64) -> f64 {
+    ticks as f64 / ticks_per_second.max(1) as f64
+}
+
+/// CLK_TCK, the unit of /proc's CPU times (100 on Linux).
+fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system; no pointers.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
+/// User plus system CPU time of this process, in clock ticks, from
+/// /proc/self/stat (fields 14 and 15, counted after the `(comm)`, which may
+/// hold spaces and parentheses).
+fn self_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    parse_stat_cpu_ticks(&stat)
+}
+
+fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    // Field 3 (state) is the first after the comm: utime is field 14.
+    let mut fields = after_comm.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// Folds the leak matcher cache's own counts into the metrics (the cache
@@ -336,5 +396,69 @@ mod matcher_cache_export_tests {
         assert!(m
             .render()
             .contains("sensor_leak_matcher_cache_lookups_total{result=\"hit\"} 10"));
+    }
+}
+
+#[cfg(test)]
+mod process_cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_seconds_are_exact() {
+        assert_eq!(cpu_seconds(163, 100), 1.63);
+        assert_eq!(cpu_seconds(0, 100), 0.0);
+        assert_eq!(cpu_seconds(250, 250), 1.0);
+        // A comm with spaces and a parenthesis; utime 120, stime 43.
+        let stat = "4242 (my (odd) comm) S 1 4242 4242 0 -1 4194560 500 0 0 0 120 43 0 0 20 0 9 0 12345 1000000 200 18446744073709551615";
+        assert_eq!(parse_stat_cpu_ticks(stat), Some(163));
+        assert_eq!(parse_stat_cpu_ticks("garbage"), None);
+    }
+
+    fn exported_cpu_seconds(text: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix("process_cpu_seconds_total "))
+            .expect("process_cpu_seconds_total exported")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn process_cpu_seconds_are_not_whole_seconds() {
+        let m = Metrics::new();
+        m.register_process_collector();
+        let hz = clock_ticks_per_second();
+        // Burn ~150 ms of CPU, and on to a time that is no whole second.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let before_ticks = loop {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            let ticks = self_cpu_ticks().unwrap();
+            if start.elapsed() >= std::time::Duration::from_millis(150) && !ticks.is_multiple_of(hz)
+            {
+                break ticks;
+            }
+        };
+        let before = cpu_seconds(before_ticks, hz);
+        let text = m.render();
+        let after = cpu_seconds(self_cpu_ticks().unwrap(), hz);
+        let exported = exported_cpu_seconds(&text);
+        assert!(
+            before <= exported && exported <= after,
+            "exported {exported}, CPU time between {before} and {after}"
+        );
+        assert!(exported >= 0.1, "{exported}");
+        // The other process metrics are still the crate's.
+        for name in [
+            "process_resident_memory_bytes",
+            "process_open_fds",
+            "process_threads",
+        ] {
+            assert!(text.contains(name), "{name} missing");
+        }
+        assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+        assert!(text.contains(
+            "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds."
+        ));
     }
 }
