@@ -232,6 +232,8 @@ pub struct Pipeline {
     spare: Option<Box<Connection>>,
     /// Connections put out of the role scope, and those gone, not taken yet.
     mute_updates: MuteUpdates,
+    /// Which findings' log lines were said when (one a minute per key).
+    leak_log: LeakLogLimiter,
 }
 
 impl Pipeline {
@@ -258,6 +260,7 @@ impl Pipeline {
             scratch: ParserOutput::default(),
             spare: None,
             mute_updates: MuteUpdates::default(),
+            leak_log: LeakLogLimiter::new(LEAK_LOG_KEYS),
         }
     }
 
@@ -787,7 +790,8 @@ impl Pipeline {
         }
     }
 
-    /// One finding out: counted, logged (without the value), written, told.
+    /// One finding out: counted, logged (without the value; the same leak
+    /// at most once a minute, see [`LeakLogLimiter`]), written, told.
     fn emit_finding(&mut self, role: &str, f: &Finding) {
         self.metrics
             .credential_leaks
@@ -799,14 +803,17 @@ impl Pipeline {
                 f.exposure.as_str(),
             ])
             .inc();
-        tracing::warn!(
-            fingerprint = %f.credential.fingerprint,
-            source = f.credential.source.as_str(),
-            sink = f.sink.location.as_str(),
-            path = %f.request.path,
-            pid = f.process.pid,
-            "credential leak"
-        );
+        if let Some(repeats) = self.leak_log.due(leak_log_key(f), Instant::now()) {
+            tracing::warn!(
+                fingerprint = %f.credential.fingerprint,
+                source = f.credential.source.as_str(),
+                sink = f.sink.location.as_str(),
+                path = %f.request.path,
+                pid = f.process.pid,
+                repeats_since_last_line = repeats,
+                "credential leak"
+            );
+        }
         if let Some(w) = self.outputs.findings.as_mut() {
             w.write(f);
         }
@@ -854,6 +861,61 @@ impl Pipeline {
         }
         all
     }
+}
+
+/// Keys (leaks) whose last log line [`LeakLogLimiter`] remembers; past it
+/// the least recently seen is forgotten (and logged again when seen again).
+pub const LEAK_LOG_KEYS: usize = 4096;
+/// The same leak is said in the log at most this often.
+pub const LEAK_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Rate-limits the "credential leak" log line: a leaky endpoint under load
+/// gives a finding per response, and a log line each was tens of MB a
+/// minute.  Each leak (fingerprint, sink, request path) is logged the first
+/// time, then at most every [`LEAK_LOG_EVERY`] with the number of repeats
+/// since.  The findings output and the metrics still get every one.
+pub struct LeakLogLimiter {
+    /// Key → when its last line was logged, repeats since.
+    seen: LruCache<u64, (Instant, u64)>,
+}
+
+impl LeakLogLimiter {
+    pub fn new(keys: usize) -> Self {
+        LeakLogLimiter {
+            seen: LruCache::new(NonZeroUsize::new(keys.max(1)).expect("non-zero")),
+        }
+    }
+
+    /// The leak `key` was seen `at`: the repeats since its last line when a
+    /// line is due now.
+    pub fn due(&mut self, key: u64, at: Instant) -> Option<u64> {
+        match self.seen.get_mut(&key) {
+            Some((last, repeats)) if at.saturating_duration_since(*last) < LEAK_LOG_EVERY => {
+                *repeats += 1;
+                None
+            }
+            Some((last, repeats)) => {
+                *last = at;
+                Some(std::mem::take(repeats))
+            }
+            None => {
+                self.seen.put(key, (at, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// What the leak log line is rate-limited by: the credential, where it came
+/// back (location and name), and the request path.
+fn leak_log_key(f: &Finding) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    f.credential.fingerprint.hash(&mut h);
+    f.sink.location.as_str().hash(&mut h);
+    f.sink.name.hash(&mut h);
+    f.request.path.hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]

@@ -703,6 +703,30 @@ fn connections_the_parser_gave_up_on_are_muted() {
     }
 }
 
+/// Log lines written while `f` runs on this thread.
+fn with_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Logs {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Logs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    let r = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    (r, text)
+}
+
 /// `n` times the leaky exchange on one keep-alive connection, at `path`.
 fn leaky_exchanges(p: &mut Pipeline, conn: ConnId, path: &str, n: u32) {
     let request = String::from_utf8(LEAKY_REQUEST.to_vec())
@@ -712,6 +736,59 @@ fn leaky_exchanges(p: &mut Pipeline, conn: ConnId, path: &str, n: u32) {
         p.handle_raw(data(conn, Direction::Read, 2 * i + 1, request.as_bytes()));
         p.handle_raw(data(conn, Direction::Write, 2 * i + 2, LEAKY_RESPONSE));
     }
+}
+
+/// One leaky endpoint under load: a finding per response (findings output,
+/// metrics), but one log line per leak and path a minute, not one each.
+#[test]
+fn the_leak_log_line_is_said_once_a_minute_per_leak_not_per_response() {
+    let mut h = harness(PipelineConfig::default());
+    let ((), logs) = with_logs(|| {
+        leaky_exchanges(&mut h.pipeline, SERVER, "/v1/items", 200);
+        leaky_exchanges(&mut h.pipeline, SERVER, "/v1/other", 200);
+        h.pipeline.flush();
+    });
+    assert_eq!(h.findings.lock().unwrap().len(), 400);
+    let leak_lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("credential leak"))
+        .collect();
+    assert_eq!(leak_lines.len(), 2, "{logs}");
+    assert!(leak_lines[0].contains("/v1/items") && leak_lines[1].contains("/v1/other"));
+    assert!(!logs.contains("sk_live_5f2a9c81d7e34b6aa0c3"));
+    let leaks: u64 = h
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("sensor_credential_leaks_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(leaks, 400);
+}
+
+#[test]
+fn the_leak_log_limiter_says_repeats_after_a_minute_and_stays_bounded() {
+    let mut l = LeakLogLimiter::new(4);
+    let t0 = std::time::Instant::now();
+    let min = LEAK_LOG_EVERY;
+    assert_eq!(l.due(1, t0), Some(0), "first time: logged");
+    for s in 1..=59 {
+        assert_eq!(l.due(1, t0 + std::time::Duration::from_secs(s)), None);
+    }
+    assert_eq!(
+        l.due(1, t0 + min),
+        Some(59),
+        "a minute on: with the repeats"
+    );
+    assert_eq!(l.due(1, t0 + min), None);
+    assert_eq!(l.due(1, t0 + 2 * min), Some(1));
+    // Bounded: 4 keys; the least recently seen is forgotten.
+    for k in 2..=5 {
+        assert_eq!(l.due(k, t0), Some(0));
+    }
+    assert_eq!(l.seen.len(), 4);
+    assert_eq!(l.due(1, t0 + 2 * min), Some(0), "forgotten, logged again");
+    assert_eq!(l.due(5, t0 + min / 2), None, "remembered");
 }
 
 /// `--findings` into a pipe nobody reads: the pipeline goes on at its pace
