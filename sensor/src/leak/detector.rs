@@ -847,7 +847,9 @@ impl Around<'_> {
 /// session tokens, a Discord bot's id, a signed cookie's JSON re-issued
 /// with new contents, a presigned URL's `Credential=ASIA…`), so a new one
 /// matches a run of the old; an echo cut short ends at a quote, a space,
-/// a mask or the end of the data.  Bytes out of view count as an end.
+/// a mask or the end of the data.  Bytes out of view count as an end, and
+/// so does a difference where the credential's own byte is not a token
+/// byte (a newline or quote the echo may have escaped: `\n` ends in `n`).
 fn diverges(value: &[u8], run_at: RunAt, at: Around, off: u64, len: usize) -> bool {
     match run_at {
         RunAt::Inner => false,
@@ -856,7 +858,7 @@ fn diverges(value: &[u8], run_at: RunAt, at: Around, off: u64, len: usize) -> bo
             for &want in &value[end..] {
                 match at.byte_at(pos) {
                     Some(b) if b == want => pos += 1,
-                    Some(b) => return is_token_byte(b),
+                    Some(b) => return is_token_byte(b) && is_token_byte(want),
                     None => return false,
                 }
             }
@@ -870,7 +872,7 @@ fn diverges(value: &[u8], run_at: RunAt, at: Around, off: u64, len: usize) -> bo
                 };
                 match at.byte_at(p) {
                     Some(b) if b == want => pos = p,
-                    Some(b) => return is_token_byte(b),
+                    Some(b) => return is_token_byte(b) && is_token_byte(want),
                     None => return false,
                 }
             }
