@@ -1,6 +1,7 @@
 //! The pipeline fed raw events exactly as the reader or a recording hands them
 //! over: counting, loss accounting, bounds, and one leak end to end.
 
+use crate::test_tools::with_logs;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -701,30 +702,6 @@ fn connections_the_parser_gave_up_on_are_muted() {
         assert_eq!(got, want, "mute_in_kernel = {mute_in_kernel}");
         assert_eq!(pairs(&h.metrics, "server"), 1, "the leaky exchange only");
     }
-}
-
-/// Log lines written while `f` runs on this thread.
-fn with_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
-    #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Logs {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let r = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    (r, text)
 }
 
 /// `n` times the leaky exchange on one keep-alive connection, at `path`.

@@ -1,6 +1,7 @@
 //! The writers never make their caller wait (a reader that does not read,
 //! a full disk), count and log what they drop, and keep the lines whole.
 
+use crate::test_tools::with_logs;
 use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex};
@@ -22,30 +23,6 @@ fn line(i: usize) -> serde_json::Value {
         "process": {"pid": 4242, "comm": "uvicorn"},
         "connection": {"id": format!("4242:55d0c8a3b2f0:{i}"), "peer": null},
     })
-}
-
-/// Log lines written while `f` runs on this thread.
-fn with_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
-    #[derive(Clone, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-    impl Write for Logs {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let logs = Logs::default();
-    let sink = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    let r = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    (r, text)
 }
 
 /// Everything the peer reads until nothing more comes for 300 ms (the
