@@ -109,6 +109,15 @@ static CONNS: LruHashMap<ConnKey, ConnState> =
 #[map]
 static MUTED: LruHashMap<ConnKey, u8> = LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
 
+/// When each connection was last freed (`SSL_free`, `bpf_ktime_get_ns`):
+/// userspace mutes a connection some time after its first bytes, and by
+/// then it may be gone and its `SSL*` reused by a new connection, which
+/// must not inherit the mute.  After putting an entry in `MUTED`, userspace
+/// looks here and takes it back if the connection was freed after it began
+/// (the map operations order the two sides).  Written once per connection.
+#[map]
+static FREED: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(MAX_TRACKED_CONNECTIONS, 0);
+
 /// `MUTING[0]`: 1 while userspace may have entries in `MUTED` (a `--role`
 /// other than `any`), so that without one no call pays the lookup.
 #[map]
@@ -743,6 +752,8 @@ pub fn ssl_free_entry(ctx: ProbeContext) -> u32 {
         _pad: 0,
         ssl,
     };
+    // Freed first, then unmuted: userspace inserts, then reads `FREED`.
+    let _ = FREED.insert(&key, &unsafe { bpf_ktime_get_ns() }, 0);
     if muting() {
         let _ = MUTED.remove(&key);
     }

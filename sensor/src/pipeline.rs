@@ -80,7 +80,9 @@ pub struct MuteUpdates {
     /// connection whose first bytes show a side `--role` leaves out, or
     /// whose traffic the parser gave up on (not HTTP, a WebSocket after
     /// its upgrade, HTTP/2 joined midway): it would be dropped unread.
-    pub muted: Vec<ConnId>,
+    /// With the time of each one's first event: a connection freed after it
+    /// began is gone, and its `SSL*` may already be a new connection's.
+    pub muted: Vec<(ConnId, u64)>,
     /// Muted ones that left the table: closed, their process gone, evicted,
     /// or back in scope after a SIGHUP.
     pub unmuted: Vec<ConnId>,
@@ -146,6 +148,8 @@ struct Connection {
     ignored: bool,
     /// Newest event time seen (ends close-delimited bodies at process exit).
     last_ts_ns: u64,
+    /// Its first event's time.
+    first_ts_ns: u64,
     /// What was reported of the responses in progress while they lasted
     /// (HTTP/1.x: at most one; HTTP/2: one per stream looked at).
     streamed: Vec<Streamed>,
@@ -186,6 +190,7 @@ impl Connection {
             buffered: 0,
             ignored: false,
             last_ts_ns: ts_ns,
+            first_ts_ns: ts_ns,
             streamed: Vec::new(),
             comm,
             out_of_scope: false,
@@ -323,7 +328,7 @@ impl Pipeline {
             && self.mute_updates.muted.len() < MAX_PENDING_MUTE_UPDATES
         {
             conn.muted = true;
-            self.mute_updates.muted.push(key);
+            self.mute_updates.muted.push((key, conn.first_ts_ns));
         }
     }
 

@@ -625,7 +625,11 @@ fn connections_out_of_the_role_scope_are_muted_once_and_forgotten() {
     leaky_exchange(p);
     p.handle_raw(data(CLIENT, Direction::Write, 1, LEAKY_REQUEST));
     let updates = p.take_mute_updates();
-    assert_eq!(updates.muted, vec![CLIENT], "the client's side, once");
+    assert_eq!(
+        updates.muted,
+        vec![(CLIENT, 1000)],
+        "the client's side, once"
+    );
     assert!(updates.unmuted.is_empty());
     let held = p.buffered_bytes();
     // What the kernel sent before the mute landed: dropped, not parsed.
@@ -645,14 +649,14 @@ fn connections_out_of_the_role_scope_are_muted_once_and_forgotten() {
         "its process exited"
     );
     p.handle_raw(data(CLIENT, Direction::Write, 4, LEAKY_REQUEST));
-    assert_eq!(p.take_mute_updates().muted, vec![CLIENT]);
+    assert_eq!(p.take_mute_updates().muted, vec![(CLIENT, 4000)]);
     p.handle_raw(close(CLIENT));
     assert_eq!(p.take_mute_updates().unmuted, vec![CLIENT], "closed");
 
     // SIGHUP to `any`: the client's side is unmuted and looked at again
     // from its next bytes.
     p.handle_raw(data(CLIENT, Direction::Write, 5, LEAKY_REQUEST));
-    assert_eq!(p.take_mute_updates().muted, vec![CLIENT]);
+    assert_eq!(p.take_mute_updates().muted, vec![(CLIENT, 5000)]);
     assert!(p.set_role_filter(RoleFilter::Any));
     assert!(!p.set_role_filter(RoleFilter::Any), "no change");
     assert_eq!(p.take_mute_updates().unmuted, vec![CLIENT], "back in scope");
@@ -697,7 +701,12 @@ fn connections_the_parser_gave_up_on_are_muted() {
             2,
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
         ));
-        let mut got = p.take_mute_updates().muted;
+        let mut got: Vec<ConnId> = p
+            .take_mute_updates()
+            .muted
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
         got.sort();
         assert_eq!(got, want, "mute_in_kernel = {mute_in_kernel}");
         assert_eq!(pairs(&h.metrics, "server"), 1, "the leaky exchange only");

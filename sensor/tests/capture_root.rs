@@ -478,14 +478,14 @@ async fn muted_connection_is_counted_not_copied() {
         !g.stream(client_pid, true).is_empty()
     })
     .await;
-    let conn = got
+    let first = got
         .events(client_pid)
         .iter()
         .find(|e| matches!(e.kind, EventKind::Data(_)))
-        .expect("the client's first write is copied")
-        .conn;
+        .expect("the client's first write is copied");
+    let (conn, since) = (first.conn, first.ts_ns);
     let updates = MuteUpdates {
-        muted: vec![conn],
+        muted: vec![(conn, since)],
         unmuted: vec![],
     };
     assert_eq!(muter.apply(&updates), 1);
@@ -531,6 +531,16 @@ async fn muted_connection_is_counted_not_copied() {
         muted: vec![],
         unmuted: vec![conn],
     });
+    assert!(!muter.is_on());
+    // A mute that comes after the connection was freed (the pipeline judged
+    // it from events read before the free) is taken back at once: its
+    // `SSL*` may already be a new connection's.
+    let late = MuteUpdates {
+        muted: vec![(conn, since)],
+        unmuted: vec![],
+    };
+    assert_eq!(muter.apply(&late), 0, "freed since it began: not muted");
+    assert_eq!(muter.len(), 0);
     assert!(!muter.is_on());
     capture.shutdown().await;
     drop(peers);

@@ -31,6 +31,7 @@ pub struct Muter {
 
 struct Maps {
     muted: HashMap<MapData, ConnKey, u8>,
+    freed: HashMap<MapData, ConnKey, u64>,
     muting: Array<MapData, u64>,
     /// What was put in `muted` and not taken out yet (as far as this side
     /// knows: the kernel also takes entries out at `SSL_free`, and the LRU
@@ -79,9 +80,12 @@ impl Muter {
             .map_err(|e| CaptureError::Load(e.to_string()))?;
         let muting = Array::try_from(take(ebpf, "MUTING")?)
             .map_err(|e| CaptureError::Load(e.to_string()))?;
+        let freed = HashMap::try_from(take(ebpf, "FREED")?)
+            .map_err(|e| CaptureError::Load(e.to_string()))?;
         Ok(Muter {
             maps: Mutex::new(Maps {
                 muted,
+                freed,
                 muting,
                 listed: HashSet::new(),
                 switched_on: false,
@@ -107,14 +111,25 @@ impl Muter {
             }
         }
         let mut muted = 0;
-        for id in &updates.muted {
-            match m.muted.insert(key(id), 1, 0) {
-                Ok(()) => {
-                    m.listed.insert(*id);
-                    muted += 1;
-                }
-                Err(e) => tracing::debug!("cannot mute connection {id:?}: {e}"),
+        // On before the entries go in: a connection freed from now on is
+        // taken out by the kernel itself.
+        if !updates.muted.is_empty() {
+            m.switch(true);
+        }
+        for (id, since_ns) in &updates.muted {
+            let k = key(id);
+            if let Err(e) = m.muted.insert(k, 1, 0) {
+                tracing::debug!("cannot mute connection {id:?}: {e}");
+                continue;
             }
+            // Freed since it began (before the entry went in, or the kernel
+            // would have taken it out): its `SSL*` may be a new connection's.
+            if m.freed.get(&k, 0).is_ok_and(|t| t >= *since_ns) {
+                let _ = m.muted.remove(&k);
+                continue;
+            }
+            m.listed.insert(*id);
+            muted += 1;
         }
         if m.listed.len() > MAX_LISTED {
             let now: HashSet<ConnId> = m
