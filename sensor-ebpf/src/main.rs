@@ -404,7 +404,7 @@ fn complete_call(entry: &mut InflightCall, ret: i64, pid_tgid: u64) {
     if entry.call_seq & (COMM_REFRESH_CALLS - 1) == 0 {
         take_comm(&mut entry.comm);
     }
-    emit_call(entry, pid_tgid, total);
+    emit_call(entry, &key, pid_tgid, total);
 }
 
 /// Pointers to this CPU's counters, looked up once per call (not per chunk).
@@ -513,19 +513,14 @@ fn store_hole(key: &ConnKey, entry: *mut ConnState, direction: u8, lost: u32) {
 /// Copies one call's plaintext into the ring buffer, chunk by chunk (`call`
 /// carries this call's number and the thread's comm).
 #[inline(always)]
-fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
+fn emit_call(call: &InflightCall, key: &ConnKey, pid_tgid: u64, total: u64) {
     let Some(ctr) = ctrs() else {
         return;
-    };
-    let key = ConnKey {
-        tgid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-        ssl: call.ssl,
     };
     // A null pointer, not an Option: LLVM stores an Option's undefined
     // payload, and the verifier refuses to read an uninitialised register.
     let entry: *mut ConnState = if holes_possible() {
-        CONNS.get_ptr_mut(&key).unwrap_or(core::ptr::null_mut())
+        CONNS.get_ptr_mut(key).unwrap_or(core::ptr::null_mut())
     } else {
         core::ptr::null_mut()
     };
@@ -614,7 +609,7 @@ fn emit_call(call: &InflightCall, pid_tgid: u64, total: u64) {
         pending = pending.saturating_add(over);
     }
     if pending != pending_before {
-        store_hole(&key, entry, call.direction, pending);
+        store_hole(key, entry, call.direction, pending);
     }
 }
 
