@@ -1,12 +1,16 @@
 //! Process exec/exit notifications from the kernel (`PROC_EVENTS`, raw
 //! tracepoints `sched_process_exec` / `sched_process_exit`).
 //!
-//! An exec makes us look at that one process' libraries shortly afterwards (the
-//! dynamic loader maps them after the exec): at 50 ms and 500 ms, and, while
-//! it has mapped no TLS file the probes take, at 100, 150, 200, 300 and 400 ms too
-//! (a library loaded later, as Python's `import ssl`, is attached at most
-//! ~100 ms after it is mapped in those first 500 ms; later, at the periodic
-//! rescan).  Each look also judges whether the process is blind
+//! An exec makes us decide at once whether the process is in the `--comm`
+//! scope (its comm is the new program's from the exec on; a short-lived
+//! client may be gone by the time its events are read), and look at its
+//! libraries: at once (the dynamic loader maps a curl's libssl ~2 ms after
+//! the exec, and the whole curl may last 15 ms: a library of its own is
+//! attached only if it is looked at that early), at 50 ms and 500 ms, and,
+//! while it has mapped no TLS file the probes take, at 10, 25, 100, 150, 200,
+//! 300 and 400 ms too (a library loaded later, as Python's `import ssl`, is
+//! attached at most ~100 ms after it is mapped in those first 500 ms; later,
+//! at the periodic rescan).  Each look also judges whether the process is blind
 //! (`crate::blind::judge_new_process`), so that a short-lived one is counted
 //! in `sensor_blind_processes_seen_total`.  Notifications are read every
 //! PROC_POLL, so each look is up to that much later.  A leader's exit is
@@ -27,14 +31,24 @@ use tokio::time::Instant;
 
 use super::{lock, State};
 
-/// When to look at an exec'd process' mappings (early, and again once a lazily
-/// loaded libssl — e.g. Python's `import ssl` — is likely there).
-pub const EXEC_CHECK_DELAYS: [Duration; 2] =
-    [Duration::from_millis(50), Duration::from_millis(500)];
+/// When to look at an exec'd process' mappings, after the exec is read
+/// (at most PROC_POLL after it): at once, when a dynamically linked program
+/// has most often mapped its libraries (the scope is decided then too), and
+/// again once a lazily loaded libssl — e.g. Python's `import ssl` — is
+/// likely there.
+pub const EXEC_CHECK_DELAYS: [Duration; 3] = [
+    Duration::ZERO,
+    Duration::from_millis(50),
+    Duration::from_millis(500),
+];
 /// Looks in between, only at a process that has mapped no TLS file the
-/// probes take and was not found blind yet: a lazily loaded library is
-/// attached within ~100 ms instead of at 500 ms.
-pub const EXEC_FOLLOW_UP_DELAYS: [Duration; 5] = [
+/// probes take and was not found blind yet: a library mapped just after the
+/// first look is attached within a few ms (10, 25 ms: a short-lived
+/// process's own libssl), a lazily loaded one within ~100 ms instead of at
+/// 500 ms.
+pub const EXEC_FOLLOW_UP_DELAYS: [Duration; 7] = [
+    Duration::from_millis(10),
+    Duration::from_millis(25),
     Duration::from_millis(100),
     Duration::from_millis(150),
     Duration::from_millis(200),
@@ -63,11 +77,15 @@ pub const EXIT_REPORT_DELAY: Duration = Duration::from_millis(100);
 pub const MAX_PENDING: usize = 4096;
 /// How often the notifications are read: the kernel side submits them
 /// without waking us (a wake-up cost every exec and exit ~14 us) until a
-/// quarter of the ring is full.
-pub const PROC_POLL: Duration = Duration::from_millis(20);
+/// quarter of the ring is full.  5 ms, as the data reader's poll: an exec
+/// read 20 ms late was read after a whole curl (~15 ms here) was over, so a
+/// libssl of its own was never attached; a poll of an empty ring is a few µs.
+pub const PROC_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
+    /// The first look, as the exec is read: the scope is decided afresh.
+    Exec(u32),
     CheckExec(u32),
     /// A look made only while the process is not settled (see EXEC_FOLLOW_UP_DELAYS).
     FollowUp(u32),
@@ -78,7 +96,14 @@ enum Action {
 fn exec_actions(tgid: u32, pending: usize) -> Vec<(Duration, Action)> {
     let mut out: Vec<(Duration, Action)> = EXEC_CHECK_DELAYS
         .iter()
-        .map(|&d| (d, Action::CheckExec(tgid)))
+        .map(|&d| {
+            let a = if d.is_zero() {
+                Action::Exec(tgid)
+            } else {
+                Action::CheckExec(tgid)
+            };
+            (d, a)
+        })
         .collect();
     if pending < MAX_PENDING_WITH_FOLLOW_UPS {
         out.extend(
@@ -231,7 +256,8 @@ pub async fn run(
             .iter()
             .filter_map(|a| match a {
                 Action::CheckExec(pid) | Action::FollowUp(pid) => Some(*pid),
-                Action::ReportExit(_) => None,
+                // Too early to judge: it holds no socket yet.
+                Action::Exec(_) | Action::ReportExit(_) => None,
             })
             .filter(|_| judgments.take(now))
             .collect();
@@ -262,6 +288,16 @@ fn run_due(
         let mut s = lock(state);
         for a in due {
             match a {
+                Action::Exec(pid) => {
+                    s.scope
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .decide_at_exec(pid);
+                    s.check_pid(pid);
+                    if s.known_pids.contains(&pid) {
+                        settled.push(pid);
+                    }
+                }
                 Action::CheckExec(pid) | Action::FollowUp(pid) => {
                     s.check_pid(pid);
                     if s.known_pids.contains(&pid) {
@@ -308,7 +344,7 @@ mod tests {
     fn exec_looks_are_at_most_100_ms_apart_in_the_first_500_ms() {
         let mut at: Vec<Duration> = exec_actions(7, 0).into_iter().map(|(d, _)| d).collect();
         at.sort();
-        assert_eq!(at.first(), Some(&Duration::from_millis(50)));
+        assert_eq!(at.first(), Some(&Duration::ZERO));
         assert_eq!(at.last(), Some(&Duration::from_millis(500)));
         for w in at.windows(2) {
             assert!(w[1] - w[0] <= Duration::from_millis(100), "{at:?}");
@@ -320,7 +356,9 @@ mod tests {
         // A full queue: only the two looks every exec gets.
         let busy = exec_actions(7, MAX_PENDING_WITH_FOLLOW_UPS);
         assert_eq!(busy.len(), EXEC_CHECK_DELAYS.len());
-        assert!(busy.iter().all(|(_, a)| *a == Action::CheckExec(7)));
+        assert!(busy
+            .iter()
+            .all(|(_, a)| matches!(*a, Action::Exec(7) | Action::CheckExec(7))));
         // At most MAX_FOLLOW_UPS_PER_SEC a second.
         let t0 = Instant::now();
         let mut b = RateBudget::new(MAX_FOLLOW_UPS_PER_SEC, t0);

@@ -83,14 +83,15 @@ pub struct EventSource {
 /// any more are looked up one by one).
 const MAX_DECIDED_PER_DRAIN: usize = 16;
 
-/// Whether `tgid`'s events are in scope; if so, it is noted as seen (for exit
+/// Whether `tgid`'s events are in scope (judged by `comm`, the event's,
+/// when the process is gone); if so, it is noted as seen (for exit
 /// reporting).  The locks are taken here, one lookup at a time, never across
 /// the pipeline's work on an event: rescans and exec handling need them.
-fn admit(scope: &Mutex<Scope>, seen: &SeenTgids, tgid: u32) -> bool {
+fn admit(scope: &Mutex<Scope>, seen: &SeenTgids, tgid: u32, comm: &[u8]) -> bool {
     if !scope
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .includes(tgid)
+        .includes_event(tgid, comm)
     {
         return false;
     }
@@ -178,7 +179,7 @@ impl EventSource {
             let in_scope = match self.decided.iter().find(|d| d.0 == tgid) {
                 Some(&(_, in_scope)) => in_scope,
                 None => {
-                    let in_scope = admit(&self.scope, &self.seen, tgid);
+                    let in_scope = admit(&self.scope, &self.seen, tgid, &h.comm);
                     if self.decided.len() < MAX_DECIDED_PER_DRAIN {
                         self.decided.push((tgid, in_scope));
                     }
