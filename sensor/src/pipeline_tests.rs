@@ -682,13 +682,15 @@ fn connections_the_parser_gave_up_on_are_muted() {
         });
         let p = &mut h.pipeline;
         leaky_exchange(p);
-        // A PostgreSQL startup message over TLS.
+        // A PostgreSQL startup message over TLS, and the server's answer
+        // (one direction alone may be HTTP joined midway: it waits).
         p.handle_raw(data(
             DB,
             Direction::Write,
             1,
             b"\0\0\0\x29\0\x03\0\0user\0app\0",
         ));
+        p.handle_raw(data(DB, Direction::Read, 2, b"R\0\0\0\x08\0\0\0\0"));
         p.handle_raw(data(
             WS,
             Direction::Read,

@@ -12,8 +12,8 @@ use super::decode::{BodyAcc, Decoder, FeedData, GapOutcome, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::h2::{self, H2Connection};
 use super::head::{self, Sniff, SNIFF_LEN};
-use super::limits::HttpLimits;
-use super::types::{Body, Exchange, Headers, Request, Response, Role, Timing};
+use super::limits::{HttpLimits, MAX_INTERIM_BYTES, MAX_INTERIM_HEADS, MAX_WAIT_FOR_START_BYTES};
+use super::types::{Body, Exchange, Headers, InterimHead, Request, Response, Role, Timing};
 use crate::capture::event::Direction;
 
 /// What one call to the parser produced.
@@ -27,6 +27,22 @@ pub struct ParserOutput {
     pub body_bytes_over_cap: u64,
     /// Request body bytes seen but not kept (past `max_request_body_kept`).
     pub request_body_bytes_not_kept: u64,
+    /// Directions that found a message start again after waiting for one,
+    /// by why they waited: `sensor_http_resyncs_total{after}`.
+    pub resyncs: Resyncs,
+    /// Interim (1xx) response heads not kept past [`MAX_INTERIM_HEADS`] or
+    /// [`MAX_INTERIM_BYTES`]: `sensor_http_interim_heads_not_kept_total`.
+    pub interim_heads_not_kept: u64,
+}
+
+/// Resynchronisations, by why the direction was waiting for a message start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resyncs {
+    /// After a capture hole (`after="gap"`).
+    pub after_gap: u64,
+    /// The sensor joined the connection in the middle of a message: its
+    /// first bytes were no message start (`after="joined_midway"`).
+    pub joined_midway: u64,
 }
 
 impl ParserOutput {
@@ -35,6 +51,8 @@ impl ParserOutput {
         self.errors.clear();
         self.body_bytes_over_cap = 0;
         self.request_body_bytes_not_kept = 0;
+        self.resyncs = Resyncs::default();
+        self.interim_heads_not_kept = 0;
     }
 }
 
@@ -99,6 +117,37 @@ struct Side {
     resync_carry: Vec<u8>,
     resync_line_start: bool,
     msg: Option<InMsg>,
+    /// Bytes of this direction were lost (a capture hole) or never seen (the
+    /// sensor joined it in the middle of a message), and no head parsed
+    /// since: it waits for a message start (`State::Resync`, or a candidate
+    /// head being read).
+    lost: Option<Lost>,
+    /// Bytes fed while `lost` (bounded by [`MAX_WAIT_FOR_START_BYTES`]).
+    wait_bytes: u64,
+    /// A head was parsed on this direction.
+    parsed_any: bool,
+    /// The next feed continues an SSL call already fed: its first byte is
+    /// no message start ([`ConnectionParser::next_feed_continues_call`]).
+    mid_call: bool,
+    /// The feed being read starts an SSL call.
+    feed_starts_call: bool,
+}
+
+/// Why a direction waits for a message start, and what it lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Lost {
+    /// Its first bytes were no message start (the sensor joined it midway),
+    /// rather than a capture hole.  Then only the start of an SSL call is
+    /// taken for a message start: a whole message, or its start, is what one
+    /// write usually carries, and a body that holds text like a request line
+    /// holds it at an SSL call's start far less often than at a line's.
+    joined: bool,
+    /// A head was lost (not only the rest of a body whose head was seen):
+    /// on the request side of a joined connection, a request nobody will
+    /// pair may still be answered ([`ConnectionParser::orphans`]).
+    head_lost: bool,
+    /// [`ConnectionParser::orphans`] when the bytes were lost.
+    orphans_at: u64,
 }
 
 impl Side {
@@ -119,6 +168,12 @@ impl Side {
 
 struct Pending {
     id: u64,
+    /// A request lost in a hole (or before the sensor joined) whose response
+    /// is still to come: it takes that response, which is dropped, so the
+    /// next one goes to the request after it.  Its `request` is empty.
+    lost: bool,
+    /// Interim (1xx) heads answering it, until its final response takes them.
+    interim: InterimAcc,
     request: Request,
     /// Memory the request holds: its head, and its body once complete (while
     /// it is being read the body is counted by its side).
@@ -132,7 +187,89 @@ struct Pending {
 
 impl Pending {
     fn buffered(&self) -> usize {
-        self.held + self.response.as_ref().map_or(0, |(_, held, _, _)| *held)
+        self.held + self.interim.held + self.response.as_ref().map_or(0, |(_, held, _, _)| *held)
+    }
+
+    /// A request lost in a hole, standing for its response (see `lost`).
+    fn lost(id: u64) -> Pending {
+        Pending {
+            id,
+            lost: true,
+            interim: InterimAcc::default(),
+            request: Request {
+                method: String::new(),
+                target: String::new(),
+                version: "HTTP/1.1",
+                headers: Headers::default(),
+                body: Body::default(),
+            },
+            held: 0,
+            start_ns: 0,
+            end_ns: 0,
+            complete: true,
+            response: None,
+        }
+    }
+}
+
+/// Responses owed to requests dropped unanswered (past
+/// `max_pending_requests`), in order: `count` of them to requests of
+/// `method` (what frames the response: `HEAD`, `CONNECT`, or any other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Owed {
+    method: Option<&'static str>,
+    count: u64,
+}
+
+/// Runs of owed responses kept at most; a client that pipelines past the
+/// limit alternating HEAD and other methods this many times is not followed.
+const MAX_OWED_RUNS: usize = 64;
+
+/// The method that frames a response to `m` (`head::parse_response`).
+fn framing_method(m: &str) -> Option<&'static str> {
+    match m {
+        "HEAD" => Some("HEAD"),
+        "CONNECT" => Some("CONNECT"),
+        _ => None,
+    }
+}
+
+/// Interim (1xx) heads kept for one response, bounded by
+/// [`MAX_INTERIM_HEADS`] and [`MAX_INTERIM_BYTES`] (what they hold).
+#[derive(Default)]
+pub(crate) struct InterimAcc {
+    heads: Vec<InterimHead>,
+    held: usize,
+}
+
+impl InterimAcc {
+    /// Keeps an interim head with headers (one without says nothing);
+    /// false when it is not kept, past the bounds (the caller counts it).
+    pub(crate) fn push(&mut self, status: u16, headers: &Headers) -> bool {
+        if headers.is_empty() {
+            return true;
+        }
+        if self.heads.len() >= MAX_INTERIM_HEADS {
+            return false;
+        }
+        // Copied at their size: a head may pin a larger buffer.
+        let headers = headers.compacted();
+        let held = headers.held();
+        if self.held + held > MAX_INTERIM_BYTES {
+            return false;
+        }
+        self.held += held;
+        self.heads.push(InterimHead { status, headers });
+        true
+    }
+
+    pub(crate) fn held(&self) -> usize {
+        self.held
+    }
+
+    pub(crate) fn take(&mut self) -> Vec<InterimHead> {
+        self.held = 0;
+        std::mem::take(&mut self.heads)
     }
 }
 
@@ -145,8 +282,16 @@ pub struct ConnectionParser {
     sides: [Side; 2],
     pending: VecDeque<Pending>,
     next_id: u64,
-    /// The response stream lost bytes: its next response answers the newest request.
-    resp_resynced: bool,
+    /// Final responses that answered no request seen (none was waiting, or
+    /// a lost one was): tells whether a request lost in a hole was answered
+    /// before the next request came ([`Lost::orphans_at`]).
+    orphans: u64,
+    /// Responses owed to requests dropped past `max_pending_requests`: the
+    /// next ones to come (after the one being read), taken and dropped.
+    owed: VecDeque<Owed>,
+    /// The direction whose first bytes' look set `role` (before any head
+    /// parsed): if they turn out to be no head, the role is not known.
+    role_guessed_by: Option<Direction>,
     /// A response head was parsed (with `next_id`, tells a stream that never was
     /// HTTP from one that went bad).
     any_response: bool,
@@ -224,7 +369,9 @@ impl ConnectionParser {
             sides: Default::default(),
             pending: VecDeque::new(),
             next_id: 0,
-            resp_resynced: false,
+            orphans: 0,
+            owed: VecDeque::new(),
+            role_guessed_by: None,
             any_response: false,
             h2: None,
             h2_early: None,
@@ -285,8 +432,17 @@ impl ConnectionParser {
     fn drop_state(&mut self) {
         self.sides = Default::default();
         self.pending = VecDeque::new();
+        self.owed = VecDeque::new();
         self.h2 = None;
         self.h2_early = None;
+    }
+
+    /// The next feed of `dir` continues an SSL call whose start was fed
+    /// before (a later chunk of a large call): its first byte starts no
+    /// message.  A direction waiting for a message start takes only a
+    /// call's start for one ([`Lost::joined`]).
+    pub fn next_feed_continues_call(&mut self, dir: Direction) {
+        self.sides[idx(dir)].mid_call = true;
     }
 
     /// Bytes the process read or wrote on this connection, in order.
@@ -325,9 +481,11 @@ impl ConnectionParser {
             }
         }
         let side = &mut self.sides[idx(dir)];
-        if side.state == State::Resync && side.resync_carry.is_empty() {
-            // One SSL call usually carries one message or its start: a feed
-            // start is as good a candidate as a line start.
+        let call_start = !std::mem::take(&mut side.mid_call);
+        side.feed_starts_call = call_start;
+        if side.state == State::Resync && side.resync_carry.is_empty() && call_start {
+            // One SSL call usually carries one message or its start: a
+            // call's start is as good a candidate as a line start.
             side.resync_line_start = true;
         }
         let mut pos = 0;
@@ -337,6 +495,29 @@ impl ConnectionParser {
                 State::Head => self.read_head(dir, data, &mut pos, ts_ns, out, body_wanted),
                 State::Body => self.read_body(dir, data, &mut pos, ts_ns, out),
             }
+        }
+        self.bound_wait(dir, data.len(), out);
+    }
+
+    /// A direction still waiting for a message start after `fed` more bytes
+    /// is given up past [`MAX_WAIT_FOR_START_BYTES`].
+    fn bound_wait(&mut self, dir: Direction, fed: usize, out: &mut ParserOutput) {
+        if self.ignored || self.closed || self.h2.is_some() {
+            return;
+        }
+        let side = &mut self.sides[idx(dir)];
+        if side.lost.is_none() {
+            return;
+        }
+        side.wait_bytes = side.wait_bytes.saturating_add(fed as u64);
+        if side.wait_bytes > MAX_WAIT_FOR_START_BYTES {
+            // Never a head on either side: nothing says it is HTTP at all.
+            let reason = if self.sides.iter().any(|s| s.parsed_any) {
+                ParseErrorReason::NoMessageStart
+            } else {
+                ParseErrorReason::NotHttp
+            };
+            self.fail(reason, out);
         }
     }
 
@@ -357,15 +538,17 @@ impl ConnectionParser {
             State::Resync => {
                 let side = &mut self.sides[i];
                 side.resync_carry.clear();
-                side.resync_line_start = true;
+                // The next call's start is a candidate (`feed_with`); what
+                // follows the hole in this call is not.
+                side.resync_line_start = false;
             }
             State::Head => {
                 out.errors.push(ParseErrorReason::GapInHead);
-                self.enter_resync(dir);
+                self.enter_resync(dir, false, true);
             }
             State::Body => {
                 let Some(msg) = self.sides[i].msg.as_mut() else {
-                    self.enter_resync(dir);
+                    self.enter_resync(dir, false, true);
                     return;
                 };
                 let body_lost = match msg.decoder {
@@ -383,7 +566,9 @@ impl ConnectionParser {
                         out.errors.push(ParseErrorReason::GapInBody);
                         self.finish_msg(dir, ts_ns, out);
                         if !self.ignored {
-                            self.enter_resync(dir);
+                            // The message's head was seen: it is answered
+                            // (or answers) as it is.
+                            self.enter_resync(dir, false, false);
                         }
                     }
                 }
@@ -467,30 +652,69 @@ impl ConnectionParser {
         out.extend(so_far.look(look, &mut msg.looked_upto));
     }
 
-    fn enter_resync(&mut self, dir: Direction) {
+    /// `dir` lost bytes (`joined`: its first bytes were no message start):
+    /// it looks for the next message start.  On the response side, the
+    /// next response then answers the newest request waiting (the others'
+    /// answers were lost); on the request side, a lost head may leave a
+    /// response to take (see `on_head`).
+    fn enter_resync(&mut self, dir: Direction, joined: bool, head_lost: bool) {
+        let orphans = self.orphans;
         let side = &mut self.sides[idx(dir)];
         side.state = State::Resync;
         side.head_buf = BytesMut::new();
         side.start_line_ok = false;
         side.msg = None;
         side.from_resync = false;
+        side.resync_kind = None;
         side.resync_carry.clear();
-        side.resync_line_start = true;
-        if self.kind_of(dir) != Some(Kind::Request) {
-            self.resp_resynced = true;
+        // The next call's start is the first candidate (`feed_with`).
+        side.resync_line_start = false;
+        match side.lost.as_mut() {
+            // Still waiting: what it waits since stays.
+            Some(l) => l.head_lost |= head_lost,
+            None => {
+                side.lost = Some(Lost {
+                    joined,
+                    head_lost,
+                    // Joined: since the connection was first seen (a
+                    // response before this side's first bytes answered
+                    // the request they are in the middle of).
+                    orphans_at: if joined { 0 } else { orphans },
+                });
+                side.wait_bytes = 0;
+            }
         }
+    }
+
+    /// The first bytes of `dir` (no head parsed on it yet) are no message
+    /// start: the sensor joined it in the middle of one, or it is not HTTP.
+    /// It waits for a start, unless the other direction does too without
+    /// ever having had a head: then neither speaks HTTP/1.x (a database or
+    /// mail protocol over TLS), and the connection is given up at once.
+    fn wait_for_start(&mut self, dir: Direction, out: &mut ParserOutput) {
+        let other = &self.sides[1 - idx(dir)];
+        if other.lost.is_some_and(|l| l.joined) && !other.parsed_any {
+            return self.fail(ParseErrorReason::NotHttp, out);
+        }
+        if self.role_guessed_by == Some(dir) && !self.sides.iter().any(|s| s.parsed_any) {
+            // Guessed from bytes that were no head after all.
+            self.role = None;
+            self.role_guessed_by = None;
+        }
+        self.enter_resync(dir, true, true);
     }
 
     /// A resync candidate turned out not to be a message: keep scanning after it.
     fn resume_resync(&mut self, dir: Direction, at_line_start: bool) {
         let side = &mut self.sides[idx(dir)];
+        let joined = side.lost.is_some_and(|l| l.joined);
         side.state = State::Resync;
         side.head_buf = BytesMut::new();
         side.start_line_ok = false;
         side.from_resync = false;
         side.resync_kind = None;
         side.resync_carry.clear();
-        side.resync_line_start = at_line_start;
+        side.resync_line_start = at_line_start && !joined;
     }
 
     fn resync_scan(&mut self, dir: Direction, data: FeedData<'_>, pos: &mut usize, ts_ns: u64) {
@@ -540,6 +764,11 @@ impl ConnectionParser {
                     }
                 }
             }
+            if side.lost.is_some_and(|l| l.joined) {
+                // Only a call's start is a candidate: the rest of this one is not.
+                *pos = data.len();
+                return;
+            }
             match memchr::memchr(b'\n', &data[*pos..]) {
                 Some(i) => {
                     *pos += i + 1;
@@ -574,11 +803,55 @@ impl ConnectionParser {
         match expected {
             None => {
                 self.role = Some(role_for(dir, kind));
+                self.role_guessed_by = Some(dir);
                 Ok(true)
             }
             Some(k) if k == kind => Ok(true),
             Some(_) => Err(bad_for_expected),
         }
+    }
+
+    /// The first bytes of `dir` (`probe`) are a message start of the kind
+    /// the role, guessed from the other direction's first bytes, gives
+    /// that one: no head parsed yet, one of them is the middle of something
+    /// (a connection joined midway).  If these look like a message start
+    /// (as strictly as a resynchronisation wants) and those do not, those
+    /// wait for a start and these settle the role: true then; None while
+    /// too few bytes to tell.
+    fn retake_role(
+        &mut self,
+        dir: Direction,
+        probe: &[u8],
+        out: &mut ParserOutput,
+    ) -> Option<bool> {
+        let other = match dir {
+            Direction::Read => Direction::Write,
+            Direction::Write => Direction::Read,
+        };
+        if self.role_guessed_by != Some(other) || self.sides.iter().any(|s| s.parsed_any) {
+            return Some(false);
+        }
+        let kind = match head::resync_candidate(probe, true, true) {
+            Sniff::Request => Kind::Request,
+            Sniff::Response => Kind::Response,
+            Sniff::NeedMore if probe.len() < SNIFF_LEN => return None,
+            _ => return Some(false),
+        };
+        let theirs = &self.sides[idx(other)].head_buf;
+        let theirs = &theirs[..theirs.len().min(SNIFF_LEN)];
+        if matches!(
+            head::resync_candidate(theirs, true, true),
+            Sniff::Request | Sniff::Response | Sniff::NeedMore
+        ) {
+            return Some(false);
+        }
+        self.wait_for_start(other, out);
+        if self.ignored {
+            return Some(false);
+        }
+        self.role = Some(role_for(dir, kind));
+        self.role_guessed_by = Some(dir);
+        Some(true)
     }
 
     /// `at_line_start`: the bytes consumed so far end a line (a whole head was read).
@@ -596,6 +869,20 @@ impl ConnectionParser {
         }
     }
 
+    /// What starts a head (its first bytes, or its start line) is no
+    /// message start.  On a direction no head was parsed on yet, that is a
+    /// connection the sensor joined in the middle of a message (or no
+    /// HTTP): it waits for a start.  A head whose start line is valid and
+    /// that fails later fails as any other ([`Self::head_error`]).
+    fn start_error(&mut self, dir: Direction, reason: ParseErrorReason, out: &mut ParserOutput) {
+        let side = &self.sides[idx(dir)];
+        if !side.from_resync && !side.parsed_any {
+            self.wait_for_start(dir, out);
+        } else {
+            self.head_error(dir, reason, false, out);
+        }
+    }
+
     fn read_head(
         &mut self,
         dir: Direction,
@@ -609,8 +896,16 @@ impl ConnectionParser {
         let i = idx(dir);
         let side = &mut self.sides[i];
         if side.head_buf.is_empty() && !side.from_resync {
-            // Empty lines between messages are allowed (RFC 9112 §2.2).
-            while *pos < data.len() && matches!(data[*pos], b'\r' | b'\n') {
+            let at_call_start = *pos == 0 && side.feed_starts_call;
+            if !side.parsed_any && !at_call_start {
+                // A direction's first head starts its SSL call, as a
+                // resynchronisation's does: these bytes are the middle of
+                // something (a connection joined midway).
+                return self.start_error(dir, ParseErrorReason::NotHttp, out);
+            }
+            // Empty lines between messages are allowed (RFC 9112 §2.2);
+            // not before the first one, which may be a body's line ends.
+            while side.parsed_any && *pos < data.len() && matches!(data[*pos], b'\r' | b'\n') {
                 *pos += 1;
             }
             if *pos == data.len() {
@@ -653,8 +948,12 @@ impl ConnectionParser {
                 }
             }
             if let Err(reason) = self.check_kind(dir, probe) {
-                self.fail(reason, out);
-                return;
+                match self.retake_role(dir, probe, out) {
+                    Some(true) => {}
+                    // Judged again with more bytes.
+                    None => {}
+                    Some(false) => return self.start_error(dir, reason, out),
+                }
             }
         }
         let side = &self.sides[i];
@@ -672,11 +971,16 @@ impl ConnectionParser {
         let side = &mut self.sides[i];
         match head_end {
             Some(end) => {
-                side.start_line_ok = false;
                 if side.head_buf.len() + end > max_head {
+                    // Judged by its start line first, if that was not yet.
+                    if judged_by_parse && !self.check_start_line(dir, data, *pos, out) {
+                        return;
+                    }
+                    self.sides[i].start_line_ok = false;
                     self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
                     return;
                 }
+                side.start_line_ok = false;
                 // A head gets its own buffer (its header names are lower-cased
                 // in it): the one it was gathered in, or a copy of its bytes.
                 let head = if !side.head_buf.is_empty() {
@@ -707,7 +1011,12 @@ impl ConnectionParser {
                 let rest = data.len() - *pos;
                 // Not complete yet, so the head is at least one byte longer than this.
                 if side.head_buf.len() + rest >= max_head {
-                    self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
+                    if side.start_line_ok {
+                        self.head_error(dir, ParseErrorReason::HeadTooLarge, false, out);
+                    } else {
+                        // Not even a start line in that many bytes.
+                        self.start_error(dir, ParseErrorReason::HeadTooLarge, out);
+                    }
                     return;
                 }
                 side.head_buf.extend_from_slice(&data[*pos..]);
@@ -802,7 +1111,7 @@ impl ConnectionParser {
         } else {
             ParseErrorReason::InvalidResponse
         };
-        self.head_error(dir, reason, false, out);
+        self.start_error(dir, reason, out);
         false
     }
 
@@ -833,15 +1142,33 @@ impl ConnectionParser {
         match kind {
             Kind::Request => {
                 let (request, framing) = head::parse_request(head, self.limits.max_headers)?;
-                self.head_parsed(dir, Kind::Request);
-                if self.pending.len() >= self.limits.max_pending_requests {
-                    self.fail(ParseErrorReason::TooManyPending, out);
-                    return Ok(());
+                let lost = self.head_parsed(dir, Kind::Request, out);
+                // This side opened in the middle of a request (an upload
+                // when the sensor started) and no response went unpaired
+                // since: that request's answer is still to come, and must
+                // not answer this one (a client that pipelines sent this one
+                // before it).  Without pipelining the answer came before
+                // this request and was dropped then.  (After a capture hole
+                // the answers to what it held are taken to have come before:
+                // true without pipelining, see the module's notes.)
+                let owed_lost =
+                    lost.is_some_and(|l| l.joined && l.head_lost && l.orphans_at == self.orphans);
+                let needed = 1 + usize::from(owed_lost);
+                while self.pending.len() + needed > self.limits.max_pending_requests.max(needed) {
+                    if !self.drop_oldest_waiting(out) {
+                        return Ok(());
+                    }
+                }
+                if owed_lost {
+                    self.pending.push_back(Pending::lost(self.next_id));
+                    self.next_id += 1;
                 }
                 let id = self.next_id;
                 self.next_id += 1;
                 self.pending.push_back(Pending {
                     id,
+                    lost: false,
+                    interim: InterimAcc::default(),
                     request,
                     held,
                     start_ns,
@@ -859,68 +1186,191 @@ impl ConnectionParser {
                     out,
                 );
             }
-            Kind::Response => {
-                // After a hole, the answer is to the newest request waiting:
-                // the responses to those before it were in the hole (the
-                // usual, non-pipelined case), and they are dropped below.
-                let mut waiting = self.pending.iter().filter(|p| p.response.is_none());
-                let answers = if self.resp_resynced {
-                    waiting.last()
-                } else {
-                    waiting.next()
-                };
-                let method = answers.map(|p| p.request.method.as_str());
-                let answers_id = answers.map(|p| p.id);
-                let connect = method == Some("CONNECT");
-                let (response, framing) =
-                    head::parse_response(head, self.limits.max_headers, method)?;
-                if self.resp_resynced {
-                    self.resp_resynced = false;
-                    self.pending
-                        .retain(|p| p.response.is_some() || Some(p.id) == answers_id);
-                }
-                self.head_parsed(dir, Kind::Response);
-                if response.status == 101 {
-                    self.fail(ParseErrorReason::Upgrade, out);
-                    return Ok(());
-                }
-                if (100..200).contains(&response.status) {
-                    // Interim (100 Continue, 103 Early Hints...): not the answer.
-                    return Ok(());
-                }
-                let tunnel = connect && (200..300).contains(&response.status);
-                if answers_id.is_none() {
-                    out.errors.push(ParseErrorReason::ResponseWithoutRequest);
-                }
-                // Asked only of a final response that parsed (not of every
-                // 100 Continue or a head that fails).
-                let keep_body = self
-                    .pending
-                    .iter()
-                    .find(|p| Some(p.id) == answers_id)
-                    .is_some_and(|p| !p.complete || body_wanted(&p.request));
-                let kind = InKind::Response {
-                    response,
-                    head_held: held,
-                    answers: answers_id,
-                    tunnel,
-                };
-                self.start_body(dir, framing.decoder, !keep_body, start_ns, kind, ts_ns, out);
-            }
+            Kind::Response => self.on_response_head(dir, head, held, ts_ns, out, body_wanted)?,
         }
         Ok(())
     }
 
-    fn head_parsed(&mut self, dir: Direction, kind: Kind) {
+    /// A response head: what it answers, in order — after a hole on this
+    /// side the newest request waiting (the answers to those before it were
+    /// in the hole, the usual, non-pipelined case, and they are dropped);
+    /// else first a response owed to a request dropped past the pending
+    /// limit, else the oldest request waiting.
+    fn on_response_head(
+        &mut self,
+        dir: Direction,
+        head: BytesMut,
+        held: usize,
+        ts_ns: u64,
+        out: &mut ParserOutput,
+        body_wanted: BodyWanted<'_>,
+    ) -> Result<(), ParseErrorReason> {
+        let start_ns = self.sides[idx(dir)].head_start_ns;
+        let resynced = self.sides[idx(dir)].lost.is_some();
+        let owed = if resynced {
+            None
+        } else {
+            self.owed.front().copied()
+        };
+        let (answers_id, method) = match owed {
+            Some(o) => (None, o.method),
+            None => {
+                let mut waiting = self.pending.iter().filter(|p| p.response.is_none());
+                let answers = if resynced {
+                    waiting.last()
+                } else {
+                    waiting.next()
+                };
+                (
+                    answers.map(|p| p.id),
+                    answers.and_then(|p| framing_method(&p.request.method)),
+                )
+            }
+        };
+        let connect = method == Some("CONNECT");
+        let (response, framing) = head::parse_response(head, self.limits.max_headers, method)?;
+        if resynced {
+            self.owed.clear();
+            self.pending
+                .retain(|p| p.response.is_some() || Some(p.id) == answers_id);
+        }
+        self.head_parsed(dir, Kind::Response, out);
+        if response.status == 101 {
+            self.fail(ParseErrorReason::Upgrade, out);
+            return Ok(());
+        }
+        let answered = self.pending.iter_mut().find(|p| Some(p.id) == answers_id);
+        if (100..200).contains(&response.status) {
+            // Interim (100 Continue, 103 Early Hints...): not the answer,
+            // but its headers are searched with the answer's (a 103's Link
+            // may carry a request's key).  Kept only where the answer's
+            // body would be.
+            if let Some(p) = answered.filter(|p| !p.lost) {
+                if (!p.complete || body_wanted(&p.request))
+                    && !p.interim.push(response.status, &response.headers)
+                {
+                    out.interim_heads_not_kept += 1;
+                }
+            }
+            return Ok(());
+        }
+        let tunnel = connect && (200..300).contains(&response.status);
+        let (answers_id, keep_body, interim) = match answered {
+            // Asked only of a final response that parsed (not of every
+            // 100 Continue or a head that fails).
+            Some(p) if !p.lost => (
+                answers_id,
+                !p.complete || body_wanted(&p.request),
+                p.interim.take(),
+            ),
+            Some(_) => {
+                // The answer to a request lost in a hole: dropped.
+                self.pending.retain(|p| Some(p.id) != answers_id);
+                self.orphaned(out);
+                (None, false, Vec::new())
+            }
+            None if owed.is_some() => {
+                // Owed to a request dropped past the pending limit (counted then).
+                if let Some(o) = self.owed.front_mut() {
+                    o.count -= 1;
+                    if o.count == 0 {
+                        self.owed.pop_front();
+                    }
+                }
+                (None, false, Vec::new())
+            }
+            None => {
+                self.orphaned(out);
+                (None, false, Vec::new())
+            }
+        };
+        let mut response = response;
+        let mut head_held = held;
+        if !interim.is_empty() {
+            head_held += interim.iter().map(|h| h.headers.held()).sum::<usize>();
+            response.headers = response.headers.with_interim(interim);
+        }
+        let kind = InKind::Response {
+            response,
+            head_held,
+            answers: answers_id,
+            tunnel,
+        };
+        self.start_body(dir, framing.decoder, !keep_body, start_ns, kind, ts_ns, out);
+        Ok(())
+    }
+
+    /// A final response answered no request seen.
+    fn orphaned(&mut self, out: &mut ParserOutput) {
+        self.orphans += 1;
+        out.errors.push(ParseErrorReason::ResponseWithoutRequest);
+    }
+
+    /// Makes room for a request past `max_pending_requests`: the oldest
+    /// request waiting is dropped unanswered (counted), and its response,
+    /// when it comes, is taken and dropped (`owed`): responses come in
+    /// order, so the ones after it still find their requests, and the
+    /// newest requests (where a client that pipelines this deep put its
+    /// latest credentials) are kept.  The one a response being read answers
+    /// is kept.  False when the connection was given up.
+    fn drop_oldest_waiting(&mut self, out: &mut ParserOutput) -> bool {
+        let being_answered = self.sides.iter().find_map(|s| match s.msg.as_ref()?.kind {
+            InKind::Response { answers, .. } => answers,
+            InKind::Request { .. } => None,
+        });
+        let at = self
+            .pending
+            .iter()
+            .position(|p| p.response.is_none() && Some(p.id) != being_answered)
+            .or_else(|| self.pending.iter().position(|p| p.response.is_none()));
+        let Some(at) = at else {
+            self.fail(ParseErrorReason::TooManyPending, out);
+            return false;
+        };
+        let Some(p) = self.pending.remove(at) else {
+            return false;
+        };
+        if !p.lost {
+            out.errors.push(ParseErrorReason::TooManyPending);
+        }
+        if Some(p.id) == being_answered {
+            // Its response is being read: it ends unpaired, nothing owed.
+            return true;
+        }
+        let method = framing_method(&p.request.method);
+        if let Some(o) = self.owed.back_mut().filter(|o| o.method == method) {
+            o.count += 1;
+        } else if self.owed.len() < MAX_OWED_RUNS {
+            self.owed.push_back(Owed { method, count: 1 });
+        } else {
+            self.fail(ParseErrorReason::TooManyPending, out);
+            return false;
+        }
+        true
+    }
+
+    /// A head of `kind` parsed on `dir`: the role is settled, and a
+    /// direction that was waiting for a message start found one (counted);
+    /// what it had lost is returned.
+    fn head_parsed(&mut self, dir: Direction, kind: Kind, out: &mut ParserOutput) -> Option<Lost> {
         let side = &mut self.sides[idx(dir)];
         side.from_resync = false;
         side.resync_kind = None;
+        side.parsed_any = true;
+        side.wait_bytes = 0;
+        let lost = side.lost.take();
+        match lost {
+            Some(l) if l.joined => out.resyncs.joined_midway += 1,
+            Some(_) => out.resyncs.after_gap += 1,
+            None => {}
+        }
         if kind == Kind::Response {
             self.any_response = true;
         }
         if self.role.is_none() {
             self.role = Some(role_for(dir, kind));
         }
+        lost
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1012,8 +1462,8 @@ impl ConnectionParser {
                 answers,
                 tunnel,
             } => {
-                let Some(id) = answers else { return };
-                if let Some(p) = self.pending.iter_mut().find(|p| p.id == id) {
+                let answered = answers.and_then(|id| self.pending.iter_mut().find(|p| p.id == id));
+                if let Some(p) = answered {
                     if let Some(t) = &trailer {
                         response.headers = response.headers.appended(t);
                     }

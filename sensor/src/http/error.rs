@@ -3,7 +3,11 @@
 /// One label value of `sensor_http_parse_errors_total{reason}`: a small fixed set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ParseErrorReason {
-    /// The first bytes of a stream are not an HTTP/1.x message (TLS-in-TLS, binary protocol...).
+    /// Not HTTP/1.x (TLS-in-TLS, a binary protocol...): both directions
+    /// opened with bytes that are no message start, or one waited for a
+    /// start past `MAX_WAIT_FOR_START_BYTES` with no head ever seen.  (One
+    /// direction alone that opens so may be a connection joined midway: it
+    /// waits for the next message start.)
     NotHttp,
     /// HTTP/2 that cannot be followed: a wrong preface, frames or header
     /// blocks that do not decode (RFC 9113 / RFC 7541), an HPACK table larger
@@ -21,9 +25,13 @@ pub enum ParseErrorReason {
     InvalidChunk,
     /// A Content-Length that is not a number, or several that disagree.
     InvalidContentLength,
-    /// A response with no request waiting for it (dropped, parsing goes on).
+    /// A response with no request waiting for it, or to a request lost in
+    /// a capture hole (dropped, parsing goes on).
     ResponseWithoutRequest,
-    /// More than `max_pending_requests` requests waiting for responses.
+    /// A request dropped unanswered: more than `max_pending_requests` were
+    /// waiting for responses (HTTP/1.x: the oldest waiting is dropped and its
+    /// response skipped; HTTP/2: the new stream is not followed).  Parsing
+    /// goes on.
     TooManyPending,
     /// Bytes of a head were lost (capture hole): resynchronised at the next message start.
     GapInHead,
@@ -36,10 +44,15 @@ pub enum ParseErrorReason {
     /// mid-response).  The message is kept, cut: a response is still paired
     /// and searched as far as it got.
     ClosedMidMessage,
+    /// A direction waited for a message start (after a capture hole, or
+    /// joined in the middle of a message) past
+    /// [`super::limits::MAX_WAIT_FOR_START_BYTES`]: the connection is given
+    /// up.  (One where no head was ever seen is `not_http`.)
+    NoMessageStart,
 }
 
 impl ParseErrorReason {
-    pub const ALL: [ParseErrorReason; 14] = [
+    pub const ALL: [ParseErrorReason; 15] = [
         ParseErrorReason::NotHttp,
         ParseErrorReason::Http2,
         ParseErrorReason::InvalidRequest,
@@ -54,6 +67,7 @@ impl ParseErrorReason {
         ParseErrorReason::GapInBody,
         ParseErrorReason::Upgrade,
         ParseErrorReason::ClosedMidMessage,
+        ParseErrorReason::NoMessageStart,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -72,6 +86,7 @@ impl ParseErrorReason {
             ParseErrorReason::GapInBody => "gap_in_body",
             ParseErrorReason::Upgrade => "upgrade",
             ParseErrorReason::ClosedMidMessage => "closed_mid_message",
+            ParseErrorReason::NoMessageStart => "no_message_start",
         }
     }
 }

@@ -12,8 +12,12 @@ mod proptests;
 
 #[derive(Clone, Debug)]
 pub(super) enum Ev {
+    /// One SSL call's bytes (or its first chunk) read / written.
     R(Vec<u8>),
     W(Vec<u8>),
+    /// A later chunk of the SSL call before it, read / written.
+    Rc(Vec<u8>),
+    Wc(Vec<u8>),
     Gap(Direction, u64),
     Close,
 }
@@ -28,6 +32,8 @@ pub(super) fn w(s: impl AsRef<[u8]>) -> Ev {
 pub(super) struct Run {
     pub ex: Vec<Exchange>,
     pub errors: Vec<E>,
+    pub resyncs: super::connection::Resyncs,
+    pub interim_not_kept: u64,
     pub over_cap: u64,
     /// Request body bytes past `max_request_body_kept`.
     pub not_kept: u64,
@@ -41,6 +47,8 @@ pub(super) fn run_with(limits: HttpLimits, evs: &[Ev]) -> Run {
     let mut errors = Vec::new();
     let mut over_cap = 0;
     let mut not_kept = 0;
+    let mut resyncs = super::connection::Resyncs::default();
+    let mut interim_not_kept = 0;
     // A twin fed the same bytes borrowed (as the sensor feeds events read in
     // place in the ring buffer) must give the same output after every event,
     // holding no more memory (it copies what it keeps instead of slicing).
@@ -57,6 +65,13 @@ pub(super) fn run_with(limits: HttpLimits, evs: &[Ev]) -> Run {
             Ev::W(d) => {
                 p.feed(Write, &Bytes::copy_from_slice(d), ts, &mut out);
                 twin.feed_with(Write, FeedData::Borrowed(d), ts, &mut twin_out, all);
+            }
+            Ev::Rc(d) | Ev::Wc(d) => {
+                let dir = if matches!(ev, Ev::Rc(_)) { Read } else { Write };
+                p.next_feed_continues_call(dir);
+                twin.next_feed_continues_call(dir);
+                p.feed(dir, &Bytes::copy_from_slice(d), ts, &mut out);
+                twin.feed_with(dir, FeedData::Borrowed(d), ts, &mut twin_out, all);
             }
             Ev::Gap(dir, n) => {
                 p.gap(*dir, *n, ts, &mut out);
@@ -81,16 +96,22 @@ pub(super) fn run_with(limits: HttpLimits, evs: &[Ev]) -> Run {
             (out.body_bytes_over_cap, out.request_body_bytes_not_kept)
         );
         assert!(twin.buffered_bytes() <= p.buffered_bytes());
+        assert_eq!(twin_out.resyncs, out.resyncs, "borrowed input, event {i}");
         twin_out.clear();
         ex.append(&mut out.exchanges);
         errors.append(&mut out.errors);
         over_cap += out.body_bytes_over_cap;
         not_kept += out.request_body_bytes_not_kept;
+        resyncs.after_gap += out.resyncs.after_gap;
+        resyncs.joined_midway += out.resyncs.joined_midway;
+        interim_not_kept += out.interim_heads_not_kept;
         out.clear();
     }
     Run {
         ex,
         errors,
+        resyncs,
+        interim_not_kept,
         over_cap,
         not_kept,
         p,
@@ -264,14 +285,20 @@ fn behaviour_table() {
             vec![s("CONNECT", "h:443", b"", 200, b"")],
             vec![E::Upgrade],
         ),
-        ("garbage", vec![r("\x16\x03\x01\x02\x00"), r(GET)], vec![], vec![E::NotHttp]),
+        // The first bytes of a direction may be the middle of a message
+        // (the sensor joined the connection then): it waits for a start.
+        // Both directions opening with no start is not HTTP.
+        ("garbage both ways", vec![r("\x16\x03\x01\x02\x00"), w("\x16\x03\x03\x00\x02"), r(GET)], vec![], vec![E::NotHttp]),
+        // (The first response may answer what the garbage was the end of:
+        // a client that pipelines sent the request right behind it.)
+        ("garbage one way, then a request at a call's start", vec![r("\x16\x03\x01\x02\x00"), r(GET), w(OK5), w("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nn")], vec![s("GET", "/a?token=x", b"", 200, b"n")], vec![E::ResponseWithoutRequest]),
         ("server-first protocol (SMTP banner)", vec![w("220 mail.example ESMTP ready\r\n"), r("EHLO x\r\n")], vec![], vec![E::NotHttp]),
         ("bad request line later on", vec![r(GET), w(OK5), r("GET /x HTTP/9.9\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
         ("binary in a head", vec![r("GET / HTTP/1.1\r\nX: \x01\r\n\r\n")], vec![], vec![E::InvalidRequest]),
         // A whole head in one feed is judged by its parse; a bad start line
         // still earns what it earns when judged on its own (above).
         ("bad request line later on, whole head in one feed", vec![r(GET), w(OK5), r("GET /x HTTP/9.9\r\nHost: a\r\n\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
-        ("token-space garbage, whole head in one feed", vec![r("FOO bar baz\r\nX: y\r\n\r\n")], vec![], vec![E::NotHttp]),
+        ("token-space garbage, whole head in one feed, both ways", vec![r("FOO bar baz\r\nX: y\r\n\r\n"), w("\x00\x01binary")], vec![], vec![E::NotHttp]),
         ("bad status line later on, whole head in one feed", vec![r(GET), w(OK5), r(GET), w("HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidResponse]),
         (
             "resync candidate with a bad start line, whole head in one feed: scanning goes on after it",
@@ -297,13 +324,15 @@ fn behaviour_table() {
         ("http2 preface", vec![w("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), r("\0\0\0\x04")], vec![], vec![]),
         ("http2 preface split, then a stray CONTINUATION", vec![w("PRI * H"), w("TTP/2.0\r\n\r\nSM\r\n\r\n"), w("\0\0\x01\x09\x04\0\0\0\x01x")], vec![], vec![E::Http2]),
         ("http2 preface, wrong", vec![w("PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n")], vec![], vec![E::Http2]),
-        ("request where a response belongs", vec![r(GET), w(GET)], vec![], vec![E::InvalidResponse]),
+        // A direction's first bytes: maybe a body's (joined midway).
+        ("request where a response belongs, first bytes", vec![r(GET), w(GET), w(OK5)], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![]),
+        ("request where a response belongs, later", vec![r(GET), w(OK5), r(GET), w(GET)], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidResponse]),
         ("response where a request belongs", vec![r(GET), w(OK5), r(OK5)], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidRequest]),
         ("bad content-length", vec![r("POST / HTTP/1.1\r\nContent-Length: 1x\r\n\r\n")], vec![], vec![E::InvalidContentLength]),
         ("conflicting content-length", vec![r("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")], vec![], vec![E::InvalidContentLength]),
         ("request with non-chunked transfer-encoding", vec![r("POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n")], vec![], vec![E::InvalidRequest]),
         ("bad chunk", vec![r("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")], vec![], vec![E::InvalidChunk]),
-        ("HTTP/2 status line", vec![r(GET), w("HTTP/2 200\r\n\r\n")], vec![], vec![E::InvalidResponse]),
+        ("HTTP/2 status line later on", vec![r(GET), w(OK5), r(GET), w("HTTP/2 200\r\n\r\n")], vec![s("GET", "/a?token=x", b"", 200, b"hello")], vec![E::InvalidResponse]),
         // Gaps.
         (
             "gap inside a content-length body: truncated, next message fine",
@@ -374,7 +403,7 @@ fn behaviour_table() {
 
 #[test]
 fn ignored_connection_counts_once_and_stays_ignored() {
-    let mut evs = vec![r("\x16\x03\x01garbage")];
+    let mut evs = vec![r("\x16\x03\x01garbage"), w("\x17\x03\x03garbage")];
     for _ in 0..10 {
         evs.push(r("more garbage \x00\x01\x02"));
         evs.push(w(OK5));
@@ -687,17 +716,117 @@ fn header_count_at_and_past_limit() {
 #[test]
 fn pending_requests_at_and_past_limit() {
     for (n, ok) in [(3usize, true), (4, false)] {
-        let reqs = "GET / HTTP/1.1\r\n\r\n".repeat(n);
-        let resps = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".repeat(n);
+        let reqs: String = (0..n)
+            .map(|i| format!("GET /{i} HTTP/1.1\r\n\r\n"))
+            .collect();
+        let resps: String = (0..n)
+            .map(|i| format!("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n{i}"))
+            .collect();
         let got = run_with(small_limits(), &[r(reqs), w(resps)]);
         if ok {
             assert_eq!(got.ex.len(), n);
             assert!(got.errors.is_empty());
         } else {
+            // The oldest is dropped, its answer skipped: the rest in step.
             assert_eq!(got.errors, [E::TooManyPending]);
-            assert!(got.p.is_ignored());
+            assert!(!got.p.is_ignored());
+            let want: Vec<Summary> = (1..n)
+                .map(|i| s("GET", &format!("/{i}"), b"", 200, i.to_string().as_bytes()))
+                .collect();
+            assert_eq!(summary(&got.ex), want);
         }
     }
+}
+
+/// Requests pipelined past `max_pending_requests`: the oldest waiting are
+/// dropped (counted) and their responses skipped when they come, framed as
+/// answers to what they were (a HEAD's has no body), so every response
+/// after them still goes to its own request — with the responses in one
+/// write or cut anywhere, one arriving while the requests still come, and
+/// requests after the overflow paired as usual.
+#[test]
+fn pipelining_past_the_limit_drops_the_oldest_and_stays_in_step() {
+    let lim = small_limits(); // 3 pending
+    let methods = [
+        "GET", "HEAD", "GET", "HEAD", "HEAD", "GET", "GET", "HEAD", "GET",
+    ];
+    let req = |i: usize| format!("{} /{i} HTTP/1.1\r\nX-Api-Key: k{i}\r\n\r\n", methods[i]);
+    let resp = |i: usize| {
+        if methods[i] == "HEAD" {
+            // A HEAD's answer announces a body it does not carry.
+            "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n".to_string()
+        } else {
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nr{i}")
+        }
+    };
+    let n = methods.len();
+    let reqs: String = (0..n).map(req).collect();
+    let resps: String = (0..n).map(resp).collect();
+    let after = "GET /after HTTP/1.1\r\n\r\n";
+    let after_resp = "HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nra";
+    let kept = |from: usize| -> Vec<Summary> {
+        let mut v: Vec<Summary> = (from..n)
+            .map(|i| {
+                let body = if methods[i] == "HEAD" {
+                    String::new()
+                } else {
+                    format!("r{i}")
+                };
+                s(methods[i], &format!("/{i}"), b"", 200, body.as_bytes())
+            })
+            .collect();
+        v.push(s("GET", "/after", b"", 404, b"ra"));
+        v
+    };
+    let dropped = vec![E::TooManyPending; n - 3];
+    for k in 0..=resps.len() {
+        let got = run_with(
+            lim.clone(),
+            &[
+                r(&reqs),
+                w(&resps[..k]),
+                w(&resps[k..]),
+                r(after),
+                w(after_resp),
+            ],
+        );
+        assert_eq!(summary(&got.ex), kept(n - 3), "responses cut at {k}");
+        assert_eq!(got.errors, dropped, "responses cut at {k}");
+        assert_eq!(got.p.buffered_bytes(), 0);
+    }
+    for k in 0..=reqs.len() {
+        let got = run_with(
+            lim.clone(),
+            &[
+                r(&reqs[..k]),
+                r(&reqs[k..]),
+                w(&resps),
+                r(after),
+                w(after_resp),
+            ],
+        );
+        assert_eq!(summary(&got.ex), kept(n - 3), "requests cut at {k}");
+    }
+    // A response being read when the limit passes: its request is kept
+    // (it is being answered), the next oldest are dropped.
+    let r0 = resp(0);
+    let (head0, rest0) = r0.split_at(r0.len() - 1);
+    let got = run_with(
+        lim.clone(),
+        &[
+            r(req(0) + &req(1) + &req(2)),
+            w(head0),
+            r(req(3) + &req(4)),
+            w(rest0.to_string() + &resp(1) + &resp(2) + &resp(3) + &resp(4)),
+        ],
+    );
+    let want = vec![
+        s("GET", "/0", b"", 200, b"r0"),
+        s("HEAD", "/3", b"", 200, b""),
+        s("HEAD", "/4", b"", 200, b""),
+    ];
+    assert_eq!(summary(&got.ex), want);
+    assert_eq!(got.errors, [E::TooManyPending, E::TooManyPending]);
 }
 
 #[test]
@@ -1104,4 +1233,421 @@ fn close_inside_a_request_body_or_a_response_head() {
     let got = run(&[r(GET), w("HTTP/1.1 200 OK\r\nContent-Le"), Ev::Close]);
     assert!(got.ex.is_empty());
     assert!(got.errors.is_empty(), "{:?}", got.errors);
+}
+
+// ---- connections joined in the middle of a message ----
+
+/// A keep-alive conversation of `n` messages, each request and response
+/// written as SSL calls (heads alone, bodies in 16-byte calls), bodies that
+/// hold text shaped like heads in the middle of their calls.  Responses
+/// carry their request's tag (`r<i>`) first.
+fn conversation(n: usize) -> Vec<(Kind, usize, bool, Vec<u8>)> {
+    let mut evs = Vec::new();
+    let split = |evs: &mut Vec<(Kind, usize, bool, Vec<u8>)>,
+                 kind: Kind,
+                 i: usize,
+                 head: String,
+                 body: Vec<u8>| {
+        evs.push((kind, i, true, head.into_bytes()));
+        for c in body.chunks(16) {
+            evs.push((kind, i, false, c.to_vec()));
+        }
+    };
+    for i in 0..n {
+        // Request bodies hold a request line, response bodies a status
+        // line and a whole response head, never at a call's start.
+        if i % 3 == 1 {
+            let body =
+                format!("form=1&x=2\r\nGET /fake{i} HTTP/1.1\r\nHost: f\r\n\r\nend").into_bytes();
+            let head = format!(
+                "POST /{i} HTTP/1.1\r\nX-Api-Key: k{i}\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            split(&mut evs, Kind::Req, i, head, body);
+        } else {
+            split(
+                &mut evs,
+                Kind::Req,
+                i,
+                format!("GET /{i} HTTP/1.1\r\nX-Api-Key: k{i}\r\n\r\n"),
+                Vec::new(),
+            );
+        }
+        let text = format!(
+            "r{i}: the log says\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nGET /fake HTTP/1.1\r\n\r\nand more"
+        );
+        if i % 4 == 2 {
+            let body = format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len()).into_bytes();
+            split(
+                &mut evs,
+                Kind::Resp,
+                i,
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+                body,
+            );
+        } else {
+            split(
+                &mut evs,
+                Kind::Resp,
+                i,
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", text.len()),
+                text.into_bytes(),
+            );
+        }
+    }
+    evs
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    Req,
+    Resp,
+}
+
+/// The events the sensor gets of `calls`: each call cut in `chunk`-byte
+/// events, later ones continuing it, on the side `role` gives its kind.
+fn as_events(calls: &[(Kind, usize, bool, Vec<u8>)], role: Role, chunk: usize) -> Vec<Ev> {
+    let mut evs = Vec::new();
+    for (kind, _, _, bytes) in calls {
+        let read = (*kind == Kind::Req) == (role == Role::Server);
+        for (j, c) in bytes.chunks(chunk).enumerate() {
+            evs.push(match (read, j) {
+                (true, 0) => Ev::R(c.to_vec()),
+                (false, 0) => Ev::W(c.to_vec()),
+                (true, _) => Ev::Rc(c.to_vec()),
+                (false, _) => Ev::Wc(c.to_vec()),
+            });
+        }
+    }
+    evs
+}
+
+/// The sensor starts at every call of a keep-alive conversation, in the
+/// middle of requests (uploads) and of responses (content-length and
+/// chunked), on either role, with calls cut in events down to a byte each:
+/// every request it sees from its start is paired with its own response,
+/// nothing else is, text shaped like heads in the bodies is never taken for
+/// one, and a direction that joined mid-message counts one resync.
+#[test]
+fn joined_at_every_call_every_request_seen_whole_is_paired_with_its_own_response() {
+    let n = 6;
+    let calls = conversation(n);
+    for role in [Role::Server, Role::Client] {
+        for chunk in [1, 5, usize::MAX] {
+            for join in 0..calls.len() {
+                let seen = &calls[join..];
+                let got = run(&as_events(seen, role, chunk));
+                let ctx = format!("{role:?} chunk {chunk} joined at call {join}");
+                let want: Vec<String> = (0..n)
+                    .filter(|i| {
+                        seen.iter()
+                            .any(|(k, m, start, _)| *k == Kind::Req && m == i && *start)
+                    })
+                    .map(|i| format!("/{i}"))
+                    .collect();
+                let paired: Vec<String> = got.ex.iter().map(|e| e.request.target.clone()).collect();
+                assert_eq!(paired, want, "{ctx}");
+                for e in &got.ex {
+                    let tag = format!("r{}:", &e.request.target[1..]);
+                    assert!(
+                        e.response.body.to_vec().starts_with(tag.as_bytes()),
+                        "{ctx}: {e:?}"
+                    );
+                }
+                assert!(
+                    got.errors.iter().all(|e| *e == E::ResponseWithoutRequest),
+                    "{ctx}: {:?}",
+                    got.errors
+                );
+                assert!(!got.p.is_ignored(), "{ctx}");
+                // Joined mid-message: that direction resynchronised once, at
+                // the next message's start (if one came).
+                let (kind, msg, start, _) = &calls[join];
+                let later_start = seen[1..].iter().any(|(k, _, s, _)| k == kind && *s);
+                let want_resync = u64::from(!*start && later_start);
+                assert_eq!(
+                    got.resyncs.joined_midway, want_resync,
+                    "{ctx} (message {msg})"
+                );
+                assert_eq!(got.resyncs.after_gap, 0, "{ctx}");
+            }
+        }
+    }
+}
+
+/// Joined in the middle of an upload: its answer is never paired with the
+/// next request — a client that waits for it (the answer is dropped: no
+/// request was seen for it) or one that pipelines the next request right
+/// behind the upload (the answer still to come is owed to the upload).  A
+/// response that came before the upload's tail answered it already.
+#[test]
+fn the_answer_to_an_upload_joined_midway_is_not_the_next_requests() {
+    let tail = "aaaaaaaaaaaaaaaa\r\nGET /fake HTTP/1.1\r\n\r\n";
+    let next = "GET /next HTTP/1.1\r\nX-Api-Key: kn\r\n\r\n";
+    let upload_answer = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nup";
+    let next_answer = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 2\r\n\r\nkn";
+    let want = vec![s("GET", "/next", b"", 401, b"kn")];
+    for k in 1..tail.len() {
+        let waits = run(&[
+            r(&tail[..k]),
+            Ev::Rc(tail[k..].into()),
+            w(upload_answer),
+            r(next),
+            w(next_answer),
+        ]);
+        assert_eq!(summary(&waits.ex), want, "waits, tail cut at {k}");
+        assert_eq!(waits.errors, [E::ResponseWithoutRequest]);
+        let pipelines = run(&[
+            r(&tail[..k]),
+            Ev::Rc(tail[k..].into()),
+            r(next),
+            w(upload_answer),
+            w(next_answer),
+        ]);
+        assert_eq!(summary(&pipelines.ex), want, "pipelines, tail cut at {k}");
+        assert_eq!(pipelines.errors, [E::ResponseWithoutRequest]);
+        let answered_early = run(&[
+            w(upload_answer),
+            r(&tail[..k]),
+            Ev::Rc(tail[k..].into()),
+            r(next),
+            w(next_answer),
+        ]);
+        assert_eq!(
+            summary(&answered_early.ex),
+            want,
+            "answered early, tail cut at {k}"
+        );
+    }
+    // The client's side of the same.
+    let got = run(&[w(tail), w(next), r(upload_answer), r(next_answer)]);
+    assert_eq!(summary(&got.ex), want);
+    assert_eq!(got.p.role(), Some(Role::Client));
+}
+
+/// Joined in the middle of a download, the next request is paired with its
+/// own response; the download's tail, head-shaped text in it included, is
+/// skipped.
+#[test]
+fn joined_mid_download_the_next_exchange_is_paired() {
+    let tail = "0123456789\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n0123456789";
+    let next = "GET /leak HTTP/1.1\r\nX-Api-Key: kn\r\n\r\n";
+    let next_answer = "HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nkn";
+    for k in 1..tail.len() {
+        // The download's tail as the rest of a call, then another call.
+        let evs = [
+            w(&tail[..k]),
+            Ev::Wc(tail[k..].into()),
+            w("more of the body"),
+            r(next),
+            w(next_answer),
+            r(next),
+            w(next_answer),
+        ];
+        let got = run(&evs);
+        assert_eq!(
+            summary(&got.ex),
+            vec![s("GET", "/leak", b"", 400, b"kn"); 2],
+            "cut at {k}"
+        );
+        assert!(got.errors.is_empty(), "{:?}", got.errors);
+        assert_eq!(got.resyncs.joined_midway, 1);
+    }
+}
+
+/// A direction waits for a message start at most MAX_WAIT_FOR_START_BYTES:
+/// then its connection is given up (to be muted) — `not_http` when no head
+/// was ever seen, `no_message_start` when the other side spoke HTTP.  Up to
+/// the bound it waits, holding nothing.
+#[test]
+fn waiting_for_a_start_is_bounded() {
+    use super::limits::MAX_WAIT_FOR_START_BYTES as MAX;
+    let block = Bytes::from(vec![b'z'; 16 << 20]);
+    for other_side_http in [false, true] {
+        let mut p = ConnectionParser::new(HttpLimits::default());
+        let mut out = ParserOutput::default();
+        if other_side_http {
+            p.feed(
+                Read,
+                &Bytes::from_static(b"GET / HTTP/1.1\r\n\r\n"),
+                1,
+                &mut out,
+            );
+        }
+        let mut fed = 0u64;
+        while fed + block.len() as u64 <= MAX {
+            p.feed(Write, &block, 2, &mut out);
+            fed += block.len() as u64;
+            assert!(p.buffered_bytes() <= 1024, "{}", p.buffered_bytes());
+        }
+        assert_eq!(fed, MAX);
+        assert!(!p.is_ignored() && out.errors.is_empty());
+        p.feed(Write, &Bytes::from_static(b"z"), 3, &mut out);
+        assert!(p.is_ignored());
+        let want = if other_side_http {
+            E::NoMessageStart
+        } else {
+            E::NotHttp
+        };
+        assert_eq!(out.errors, [want]);
+    }
+}
+
+// ---- interim (1xx) responses ----
+
+/// Findings of each exchange (the leak stage on the pairs as the pipeline
+/// makes them), and each pair's `--pairs` line.
+fn leak_findings(ex: &[Exchange]) -> (Vec<crate::finding::Finding>, Vec<String>) {
+    use crate::http::types::{ConnInfo, HttpPair, ProcessInfo};
+    use crate::leak::{config::LeakConfig, fingerprint::Fingerprinter, Detector};
+    let detector = Detector::new(LeakConfig::default(), Fingerprinter::new([3; 32]));
+    let mut findings = Vec::new();
+    let mut lines = Vec::new();
+    for (i, e) in ex.iter().enumerate() {
+        let pair = HttpPair {
+            exchange: e.clone(),
+            process: std::sync::Arc::new(ProcessInfo::default()),
+            conn: ConnInfo::default(),
+            seq: i as u64 + 1,
+            ts: chrono::DateTime::from_timestamp_nanos(0),
+        };
+        let got = detector.inspect(&pair).findings;
+        let record = crate::outputs::pairs::pair_record(&pair, &detector, &got);
+        lines.push(serde_json::to_string(&record).unwrap());
+        findings.extend(got);
+    }
+    (findings, lines)
+}
+
+const INTERIM_KEY: &str = "ak_live_7Qm2Zp9Lx4Rt8Vw3Ny6B";
+
+/// A key echoed only in an interim response's headers (a 103 Early Hints'
+/// Link URL, a 100 Continue's header) reaches the leak stage with the
+/// final response, at every split of the response stream; its finding is a
+/// header sink whose `response.status` is the interim's; the pairs line
+/// never has it.
+#[test]
+fn interim_heads_reach_the_leak_stage_at_every_split() {
+    let req = format!(
+        "POST /upload HTTP/1.1\r\nX-Api-Key: {INTERIM_KEY}\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    );
+    let resp = format!(
+        "HTTP/1.1 100 Continue\r\nX-Seen-Key: {INTERIM_KEY}\r\n\r\n\
+         HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\nLink: </app.js?api_key={INTERIM_KEY}>; rel=preload\r\n\r\n\
+         HTTP/1.1 200 OK\r\nContent-Length: 2\r\nLink: </s.css>; rel=preload\r\n\r\nok"
+    );
+    for k in 0..=resp.len() {
+        let got = run(&[r(&req), w(&resp[..k]), w(&resp[k..]), r("hi")]);
+        assert_eq!(
+            summary(&got.ex),
+            [s("POST", "/upload", b"hi", 200, b"ok")],
+            "cut at {k}"
+        );
+        let interim = got.ex[0].response.interim();
+        let statuses: Vec<u16> = interim.iter().map(|h| h.status).collect();
+        assert_eq!(statuses, [100, 103], "cut at {k}");
+        assert_eq!(interim[1].headers.get_all("link").count(), 2);
+        assert_eq!(got.ex[0].response.headers.len(), 2, "the final head's own");
+        let (findings, lines) = leak_findings(&got.ex);
+        let mut sinks: Vec<(u16, Option<String>)> = findings
+            .iter()
+            .map(|f| (f.response.status, f.sink.name.clone()))
+            .collect();
+        sinks.sort();
+        assert_eq!(
+            sinks,
+            [(100, Some("x-seen-key".into())), (103, Some("link".into()))],
+            "cut at {k}"
+        );
+        for f in &findings {
+            assert_eq!(f.sink.location, crate::finding::SinkLocation::Header);
+        }
+        let json = serde_json::to_string(&findings).unwrap() + &lines.concat();
+        assert!(!json.contains(INTERIM_KEY), "{json}");
+    }
+}
+
+/// Interim heads kept per response are bounded in count and bytes; those
+/// past the bounds are counted, not kept; one without headers is neither.
+#[test]
+fn interim_heads_are_bounded() {
+    use super::limits::{MAX_INTERIM_BYTES, MAX_INTERIM_HEADS};
+    let hint = "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n";
+    let plain = "HTTP/1.1 100 Continue\r\n\r\n";
+    let final_ = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let many = plain.to_string() + &hint.repeat(MAX_INTERIM_HEADS + 2) + final_;
+    let got = run(&[r(GET), w(&many)]);
+    assert_eq!(got.ex[0].response.interim().len(), MAX_INTERIM_HEADS);
+    assert_eq!(got.interim_not_kept, 2);
+    // One large hint fits; the next that would pass the bytes is not kept.
+    let link = format!("Link: </{}>\r\n", "x".repeat(100));
+    let large = |n: usize| format!("HTTP/1.1 103 Early Hints\r\n{}\r\n", link.repeat(n));
+    let per_hint = MAX_INTERIM_BYTES / link.len() * 2 / 3;
+    let got = run(&[r(GET), w(large(per_hint) + &large(per_hint) + final_)]);
+    assert_eq!(got.ex[0].response.interim().len(), 1);
+    assert_eq!(got.interim_not_kept, 1);
+    assert!(got.ex[0].response.headers.held() <= 2 * MAX_INTERIM_BYTES);
+}
+
+/// HTTP/2: an interim HEADERS (:status 103) before the response's reaches
+/// the leak stage with it, as in HTTP/1.x.
+#[test]
+fn http2_interim_heads_reach_the_leak_stage() {
+    use super::h2::tests::Conn;
+    let mut c = Conn::new();
+    c.request(
+        1,
+        "GET",
+        "/v1/page",
+        &[("x-api-key", INTERIM_KEY.as_bytes())],
+        None,
+    );
+    let link = format!("</app.js?api_key={INTERIM_KEY}>; rel=preload");
+    c.interim(1, 103, &[("link", link.as_bytes())]);
+    c.response(1, 200, &[("content-type", b"text/html")], b"<html></html>");
+    let got = run(&[r(&c.client), w(&c.server)]);
+    assert_eq!(got.ex.len(), 1);
+    let interim = got.ex[0].response.interim();
+    assert_eq!(interim.len(), 1);
+    assert_eq!(interim[0].status, 103);
+    let (findings, lines) = leak_findings(&got.ex);
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].response.status, 103);
+    assert_eq!(findings[0].sink.name.as_deref(), Some("link"));
+    let json = serde_json::to_string(&findings).unwrap() + &lines.concat();
+    assert!(!json.contains(INTERIM_KEY));
+}
+
+/// A leak in a request pipelined past the pending limit is found: the
+/// requests it pushed out are dropped, its own answer is its own.
+#[test]
+fn a_leak_in_a_request_after_the_pending_overflow_is_found() {
+    let n = 100;
+    let key = |i: usize| format!("ak_pipe_{i:03}_Zq8Lm3Xv7Rt2Wn5");
+    let reqs: String = (0..n)
+        .map(|i| format!("GET /{i} HTTP/1.1\r\nX-Api-Key: {}\r\n\r\n", key(i)))
+        .collect();
+    // Each answer echoes its own request's key.
+    let resps: String = (0..n)
+        .map(|i| {
+            let body = format!("{{\"bad key\":\"{}\"}}", key(i));
+            format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        })
+        .collect();
+    let got = run(&[r(&reqs), w(&resps)]);
+    let kept = super::limits::MAX_PENDING_REQUESTS;
+    assert_eq!(got.ex.len(), kept);
+    assert_eq!(got.errors, vec![E::TooManyPending; n - kept]);
+    let (findings, _) = leak_findings(&got.ex);
+    assert_eq!(findings.len(), kept);
+    // Each finding's request is the one whose key came back.
+    for (f, e) in findings.iter().zip(&got.ex) {
+        let i: usize = e.request.target[1..].parse().unwrap();
+        assert!(i >= n - kept);
+        assert_eq!(f.request.path, e.request.target);
+        assert_eq!(f.credential.length, key(i).len());
+    }
 }

@@ -43,6 +43,18 @@ pub struct Headers {
     /// Bytes `buf`'s allocation holds (a built head's buffer may be larger
     /// than what was written into it).
     buf_held: usize,
+    /// A final response's: the interim (1xx) responses that came before it,
+    /// in order ([`Response::interim`]).  Kept here, with the head they
+    /// preceded, so that every holder of a response carries them.
+    interim: Vec<InterimHead>,
+}
+
+/// An interim (1xx) response's head: a 100 Continue, a 103 Early Hints
+/// (whose `Link` headers may name URLs with a request's key in them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterimHead {
+    pub status: u16,
+    pub headers: Headers,
 }
 
 /// Where one header's name and value are in [`Headers::buf`].
@@ -73,6 +85,7 @@ impl Headers {
             buf_held: buf.len(),
             buf,
             spans,
+            interim: Vec::new(),
         }
     }
 
@@ -135,9 +148,35 @@ impl Headers {
         self.spans.len()
     }
 
-    /// Memory these headers hold: their bytes' allocation and spans.
+    /// Memory these headers hold: their bytes' allocation and spans (and
+    /// the interim heads they carry).
     pub(crate) fn held(&self) -> usize {
-        self.buf_held + self.spans.capacity() * std::mem::size_of::<HeaderSpan>()
+        self.buf_held
+            + self.spans.capacity() * std::mem::size_of::<HeaderSpan>()
+            + self.interim.iter().map(|h| h.headers.held()).sum::<usize>()
+    }
+
+    /// The interim (1xx) heads that came before this final response's head.
+    pub fn interim(&self) -> &[InterimHead] {
+        &self.interim
+    }
+
+    /// These headers, carrying `interim` (see [`Headers::interim`]).
+    pub(crate) fn with_interim(mut self, interim: Vec<InterimHead>) -> Headers {
+        self.interim = interim;
+        self
+    }
+
+    /// The same headers in a buffer of their size (a head parsed from a
+    /// gathered buffer may pin more).
+    pub(crate) fn compacted(&self) -> Headers {
+        let bytes = self.iter().map(|h| h.name.len() + h.value.len() + 4).sum();
+        let mut b = HeadersBuilder {
+            buf: Vec::with_capacity(bytes),
+            spans: Vec::with_capacity(self.len()),
+        };
+        b.extend(self);
+        b.finish().with_interim(self.interim.clone())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,7 +189,7 @@ impl Headers {
         let mut all = HeadersBuilder::with_capacity(self.buf.len() + more.buf.len());
         all.extend(self);
         all.extend(more);
-        all.finish()
+        all.finish().with_interim(self.interim.clone())
     }
 }
 
@@ -225,6 +264,7 @@ impl HeadersBuilder {
             buf_held: self.buf.capacity(),
             buf: Bytes::from(self.buf),
             spans: self.spans,
+            interim: Vec::new(),
         }
     }
 }
@@ -258,7 +298,7 @@ impl<'a> IntoIterator for &'a Headers {
 
 impl PartialEq for Headers {
     fn eq(&self, other: &Headers) -> bool {
-        self.len() == other.len() && self.iter().eq(other.iter())
+        self.len() == other.len() && self.iter().eq(other.iter()) && self.interim == other.interim
     }
 }
 
@@ -381,6 +421,14 @@ impl Response {
     /// The first header of that (lower-case) name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.get(name)
+    }
+
+    /// The interim (1xx) responses that came before this one (a 100
+    /// Continue, 103 Early Hints), bounded by
+    /// [`crate::http::limits::MAX_INTERIM_HEADS`] and
+    /// [`crate::http::limits::MAX_INTERIM_BYTES`]; those with headers only.
+    pub fn interim(&self) -> &[InterimHead] {
+        self.headers.interim()
     }
 }
 

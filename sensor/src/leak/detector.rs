@@ -433,6 +433,64 @@ impl Detector {
             }
         }
 
+        // Interim (1xx) responses' headers (a 103 Early Hints' Link URLs,
+        // searched percent-decoded too): header sinks whose finding's
+        // `response.status` is the interim status; they come first.
+        let mut interim: Vec<(u16, &str, Vec<SinkHits>)> = Vec::new();
+        for im in resp.interim() {
+            for h in &im.headers {
+                per.fill(SinkHits::default());
+                scan_one(matcher, needles, creds, h.value, per, false);
+                let dec = Zeroizing::new(url_decode(h.value, false));
+                if dec[..] != h.value[..] {
+                    scan_one(matcher, needles, creds, &dec, per, true);
+                }
+                if per.iter().all(SinkHits::is_empty) {
+                    continue;
+                }
+                match interim
+                    .iter_mut()
+                    .find(|(s, n, _)| *s == im.status && *n == h.name)
+                {
+                    Some((_, _, hits)) => {
+                        for (s, p) in hits.iter_mut().zip(per.iter()) {
+                            s.full = s.full.or(p.full);
+                            s.partial = s.partial.or(p.partial);
+                            s.masked |= p.masked;
+                        }
+                    }
+                    None => interim.push((im.status, h.name, per.to_vec())),
+                }
+            }
+        }
+        for (status, name, hits) in interim {
+            for (ci, h) in hits.iter().enumerate() {
+                let (exposure, offset, encoding) = match (h.full, h.partial) {
+                    (Some((off, enc)), _) => (Exposure::Full, off, enc),
+                    (None, Some(off)) => (Exposure::Partial, off, Encoding::Plain),
+                    (None, None) => {
+                        if h.masked {
+                            insp.masked_echoes.push(SinkLocation::Header);
+                        }
+                        continue;
+                    }
+                };
+                let sink = Sink {
+                    location: SinkLocation::Header,
+                    name: Some(name.to_string()),
+                    encoding,
+                    content_encoding: ContentEncoding::Identity,
+                    offset,
+                };
+                let mut f = self.finding(pair, &creds[ci], exposure, sink);
+                f.response = ResponseSummary {
+                    status,
+                    content_type: None,
+                };
+                insp.findings.push(f);
+            }
+        }
+
         let ce = match parse_content_encoding(resp.header("content-encoding")) {
             Ok(ce) => ce,
             Err(e) => {

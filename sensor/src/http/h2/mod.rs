@@ -32,7 +32,7 @@ pub(crate) mod tests;
 
 use std::collections::HashMap;
 
-use super::connection::{BodyWanted, InProgress, LookAt, ParserOutput, StreamLook};
+use super::connection::{BodyWanted, InProgress, InterimAcc, LookAt, ParserOutput, StreamLook};
 use super::decode::{BodyAcc, FeedData, CHUNK_OVERHEAD};
 use super::error::ParseErrorReason;
 use super::limits::HttpLimits;
@@ -67,6 +67,8 @@ struct Stream {
     request_body: Option<BodyAcc>,
     request_held: usize,
     response: Option<(Response, BodyAcc, usize)>,
+    /// Interim (1xx) heads before the response, until it takes them.
+    interim: InterimAcc,
     timing: Timing,
     /// Response body bytes kept at the last look at it while in progress.
     looked_upto: usize,
@@ -75,6 +77,7 @@ struct Stream {
 impl Stream {
     fn held(&self) -> usize {
         self.request_held
+            + self.interim.held()
             + self.request_body.as_ref().map_or(0, BodyAcc::held)
             + self
                 .response
@@ -129,6 +132,7 @@ pub(crate) fn max_buffered_bytes(limits: &HttpLimits) -> usize {
     let growing = (GATHER_BLOCK / MIN_GATHER_BLOCK).ilog2() as usize + 3;
     let stream = head
         .saturating_mul(2)
+        .saturating_add(super::limits::MAX_INTERIM_BYTES)
         .saturating_add(max_body_held(limits.request_body_cap()))
         // Each response body's gather block and chunk overheads beyond the budget.
         .saturating_add(GATHER_BLOCK + growing * CHUNK_OVERHEAD);
@@ -435,6 +439,7 @@ impl H2Connection {
             },
             request_body: Some(BodyAcc::new(false, self.limits.request_body_is_prefix())),
             response: None,
+            interim: InterimAcc::default(),
             timing: Timing {
                 request_start_ns: ts_ns,
                 request_end_ns: ts_ns,
@@ -478,13 +483,19 @@ impl H2Connection {
             self.drop_stream(stream);
             return out.errors.push(ParseErrorReason::InvalidResponse);
         };
-        if (100..200).contains(&status) && !end_stream {
-            // Interim (100 Continue, 103 Early Hints): not the answer.
-            return;
-        }
         let request_done = s.request_body.is_none();
         let keep = !request_done || body_wanted(&s.request);
         let headers = block.fields.finish();
+        if (100..200).contains(&status) && !end_stream {
+            // Interim (100 Continue, 103 Early Hints): not the answer, but
+            // its headers are searched with the answer's (a 103's Link may
+            // carry a request's key), where the answer's body would be.
+            if keep && !s.interim.push(status, &headers) {
+                out.interim_heads_not_kept += 1;
+            }
+            return;
+        }
+        let headers = headers.with_interim(s.interim.take());
         let held = headers_held(&headers);
         s.response = Some((
             Response {

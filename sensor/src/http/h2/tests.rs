@@ -93,6 +93,26 @@ impl Conn {
         self
     }
 
+    /// An interim (1xx) response head on `stream`: HEADERS without END_STREAM.
+    pub(crate) fn interim(
+        &mut self,
+        stream: u32,
+        status: u16,
+        headers: &[(&str, &[u8])],
+    ) -> &mut Self {
+        let status = status.to_string();
+        let mut fields: Vec<(&[u8], &[u8])> = vec![(b":status", status.as_bytes())];
+        fields.extend(headers.iter().map(|(n, v)| (n.as_bytes(), *v)));
+        let block = self.enc_server.encode(fields);
+        self.server.extend(frame(
+            frame::HEADERS,
+            frame::FLAG_END_HEADERS,
+            stream,
+            &block,
+        ));
+        self
+    }
+
     pub(crate) fn response(
         &mut self,
         stream: u32,
@@ -588,12 +608,15 @@ fn connections_joined_late_or_broken_are_counted() {
         assert!(run.ex.is_empty() && run.p.is_ignored());
         assert_eq!(run.errors, vec![E::Http2]);
     }
-    // Not HTTP/2 frames (a TLS record, as in TLS inside TLS): not HTTP.
+    // Not HTTP/2 frames (a TLS record, as in TLS inside TLS), both ways: not
+    // HTTP.  (One way only may be an HTTP/1.x connection joined midway: it
+    // waits for a message start, `http::tests`.)
     let run = run_with(
         limits(),
-        &[Ev::R(
-            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec(),
-        )],
+        &[
+            Ev::R(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec()),
+            Ev::W(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03".to_vec()),
+        ],
     );
     assert_eq!(run.errors, vec![E::NotHttp]);
 
