@@ -25,7 +25,7 @@ pub use crate::config::RoleFilter;
 use crate::finding::{Exposure, Finding, SinkLocation};
 use crate::http::limits::HttpLimits;
 use crate::http::types::{ConnInfo, HttpPair, ProcessInfo, Role, Timing};
-use crate::http::{ConnectionParser, FeedData, LookAt, ParserOutput};
+use crate::http::{ConnectionParser, FeedData, LookAt, ParseErrorReason, ParserOutput};
 use crate::leak::{Detector, Inspection};
 use crate::outputs::jsonl::JsonLinesWriter;
 use crate::outputs::metrics::Metrics;
@@ -239,6 +239,8 @@ pub struct Pipeline {
     mute_updates: MuteUpdates,
     /// Which findings' log lines were said when (one a minute per key).
     leak_log: LeakLogLimiter,
+    /// When the requests-dropped line was said (one a minute).
+    pending_log: LeakLogLimiter,
 }
 
 impl Pipeline {
@@ -266,6 +268,7 @@ impl Pipeline {
             spare: None,
             mute_updates: MuteUpdates::default(),
             leak_log: LeakLogLimiter::new(LEAK_LOG_KEYS),
+            pending_log: LeakLogLimiter::new(1),
         }
     }
 
@@ -455,6 +458,10 @@ impl Pipeline {
                     .gap(ev.direction, ev.lost_before as u64, ev.ts_ns, &mut out);
             }
             if !data.is_empty() {
+                if ev.offset > 0 {
+                    // A later chunk of a large SSL call: no message starts there.
+                    conn.parser.next_feed_continues_call(ev.direction);
+                }
                 let detector = &self.detector;
                 conn.parser
                     .feed_with(ev.direction, data, ev.ts_ns, &mut out, &|req| {
@@ -608,7 +615,19 @@ impl Pipeline {
         for reason in out.errors.drain(..) {
             let r = reason.as_str();
             self.metrics.http_parse_errors.with_label_values(&[r]).inc();
-            if self.logged_reasons.insert(r) {
+            if reason == ParseErrorReason::TooManyPending {
+                // Not a connection given up: one line a minute, with the count.
+                if let Some(more) = self.pending_log.due(0, Instant::now()) {
+                    tracing::warn!(
+                        dropped_since_last_line = more,
+                        max_pending_requests = self.cfg.http.max_pending_requests,
+                        "a connection had more requests waiting for responses than max_pending_requests: \
+                         the oldest are dropped unanswered and the connection stays followed \
+                         (HTTP/2: the new stream is not followed). Counted in \
+                         sensor_http_parse_errors_total{{reason=\"too_many_pending\"}}"
+                    );
+                }
+            } else if self.logged_reasons.insert(r) {
                 tracing::info!(
                     reason = r,
                     "a connection's traffic is not parseable HTTP/1.x ({r}); it is ignored from now on. \
@@ -621,6 +640,23 @@ impl Pipeline {
                 .body_bytes_over_cap
                 .inc_by(out.body_bytes_over_cap);
             out.body_bytes_over_cap = 0;
+        }
+        let resyncs = std::mem::take(&mut out.resyncs);
+        for (after, n) in [
+            ("gap", resyncs.after_gap),
+            ("joined_midway", resyncs.joined_midway),
+        ] {
+            if n > 0 {
+                self.metrics
+                    .http_resyncs
+                    .with_label_values(&[after])
+                    .inc_by(n);
+            }
+        }
+        if out.interim_heads_not_kept > 0 {
+            self.metrics
+                .http_interim_heads_not_kept
+                .inc_by(std::mem::take(&mut out.interim_heads_not_kept));
         }
         if out.request_body_bytes_not_kept > 0 {
             self.metrics

@@ -12,6 +12,8 @@ pub struct Metrics {
     pub masked_echoes: IntCounterVec,
     pub http_pairs: IntCounterVec,
     pub http_parse_errors: IntCounterVec,
+    pub http_resyncs: IntCounterVec,
+    pub http_interim_heads_not_kept: IntCounter,
     pub capture_events: IntCounterVec,
     pub capture_lost_events: IntCounter,
     pub capture_truncated_bytes: IntCounter,
@@ -115,6 +117,17 @@ impl Metrics {
                 "sensor_http_parse_errors_total",
                 "Connections or messages the HTTP stage could not parse, by reason; the connection is ignored from then on.",
                 &["reason"],
+            ),
+            http_resyncs: counter_vec(
+                r,
+                "sensor_http_resyncs_total",
+                "HTTP/1.x directions that found a message start again and are followed from it, by what they waited after: gap (a capture hole), joined_midway (a connection the sensor joined in the middle of a message, e.g. open mid-download when it started).",
+                &["after"],
+            ),
+            http_interim_heads_not_kept: counter(
+                r,
+                "sensor_http_interim_heads_not_kept_total",
+                "Interim (1xx) response heads whose headers were not kept to be searched: past 4 per response or 16 KiB.",
             ),
             capture_lost_events: counter(
                 r,
