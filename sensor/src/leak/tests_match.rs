@@ -594,3 +594,102 @@ fn a_run_that_goes_on_as_another_token_is_not_a_partial_leak() {
     let body = format!("Zz{}", &STS_OLD[STS_OLD.len() - 20..]);
     none_checked(&pair(sts, "/", &[], body.as_bytes()), &secrets);
 }
+
+// ---------- JSON escaped more than once ----------
+
+/// `s` as the contents of a JSON string (serde_json: `\"`, `\\`, controls),
+/// or with `/` written `\/` as well (PHP's json_encode).
+fn json_layer(s: &str, slash: bool) -> String {
+    let quoted = serde_json::to_string(s).unwrap();
+    let inner = &quoted[1..quoted.len() - 1];
+    if slash {
+        inner.replace('/', "\\/")
+    } else {
+        inner.to_string()
+    }
+}
+
+/// An error message quoting a serialized request (API Gateway's event
+/// `body`, a log line in a JSON envelope): the credential's `"` `\` `/`
+/// are escaped once per layer (`\\\"`, `\\\\`, `\\/`).  Found in full
+/// (it was a partial leak: one layer was undone), at every block size,
+/// through up to `views::MAX_JSON_LAYERS` (4) layers.
+#[test]
+fn json_escaped_twice_or_more_is_a_full_leak() {
+    for pw in [PW_QUOTES, "Pa\"ss\\word9X_Kq2/Zr8"] {
+        // (layers, `/` sent as `\/` by the client: PHP's json_encode)
+        for (layers, slash) in [(2, false), (2, true), (3, false), (4, true)] {
+            let request = format!(
+                "{{\"username\":\"alice\",\"password\":\"{}\"}}",
+                json_layer(pw, slash)
+            );
+            let mut s = request.clone();
+            for _ in 2..layers {
+                s = json_layer(&s, false);
+            }
+            let s = json_layer(&s, false);
+            let body =
+                format!("{{\"message\":\"Internal server error\",\"event\":{{\"body\":\"{s}\"}}}}");
+            assert!(!body.contains(pw), "the case needs the escapes");
+            for block in [1usize, 7, 64, body.len()] {
+                let chunks: Vec<Bytes> = body
+                    .as_bytes()
+                    .chunks(block)
+                    .map(Bytes::copy_from_slice)
+                    .collect();
+                let req_body = Body {
+                    len: request.len() as u64,
+                    chunks: vec![Bytes::from(request.clone())],
+                    truncated: false,
+                    discarded: false,
+                };
+                let p = pair_full(
+                    &[("content-type", b"application/json")],
+                    "/login",
+                    req_body,
+                    &[],
+                    chunks,
+                );
+                let insp = inspect_checked(&p, &[pw]);
+                assert_eq!(
+                    insp.findings.len(),
+                    1,
+                    "{layers} {slash} {block}: {:#?}",
+                    insp.findings
+                );
+                let f = &insp.findings[0];
+                assert_eq!(
+                    (f.credential.name.as_str(), f.exposure, f.sink.encoding),
+                    ("password", Exposure::Full, Encoding::JsonEscaped),
+                    "{layers} layers, slash {slash}, block {block}"
+                );
+                let at = body.find("Pa").or_else(|| body.find("O'")).unwrap() as u64;
+                assert_eq!(f.sink.offset, at, "{layers} {slash} {block}");
+            }
+        }
+    }
+    // A gzipped body likewise.
+    let pw = PW_QUOTES;
+    let request = format!("{{\"password\":\"{}\"}}", json_layer(pw, false));
+    let body = format!(
+        "{{\"event\":{{\"body\":\"{}\"}}}}",
+        json_layer(&request, false)
+    );
+    let p = pair_full(
+        &[("content-type", b"application/json")],
+        "/login",
+        Body {
+            len: request.len() as u64,
+            chunks: vec![Bytes::from(request.clone())],
+            truncated: false,
+            discarded: false,
+        },
+        &[("content-encoding", b"gzip")],
+        vec![Bytes::from(gzip(body.as_bytes()))],
+    );
+    let f = one_mine(&p);
+    assert_eq!(
+        (f.exposure, f.sink.encoding),
+        (Exposure::Full, Encoding::JsonEscaped)
+    );
+}

@@ -69,6 +69,14 @@ impl ViewKind {
 /// Longest character reference decoded (`&` … `;`, both included).
 const MAX_ENTITY_LEN: usize = 16;
 
+/// Most layers of JSON escaping undone, one view inside the other: a JSON
+/// string holding JSON-escaped JSON (an error message quoting a serialized
+/// request: `\\\"` for `"`, `\\/` for `/`) is two; a request quoted in
+/// a log line inside such a message three.  Each layer is one more pass
+/// over what the layer before produced, and starts only once that holds a
+/// `\`; past four, a `"` takes 31 backslashes, which nothing writes.
+pub const MAX_JSON_LAYERS: u8 = 4;
+
 /// Per byte value, the views (bits of [`ViewKind::bit`]) whose escapers some
 /// real framework applies to that byte while leaving others raw.  Bytes
 /// that every escaper of a kind escapes or none does are enumerated by the
@@ -156,10 +164,20 @@ pub struct View {
     /// Escapes still within reach of a match, oldest first.
     marks: VecDeque<Mark>,
     stream: StreamState,
+    /// Layers of escaping this view undoes, itself included (1: the body's own).
+    layer: u8,
+    /// The next layer (JSON only, up to [`MAX_JSON_LAYERS`]): this view's
+    /// output decoded once more, its offsets mapped back through this one's.
+    /// Made when this view becomes active.
+    inner: Option<Box<View>>,
 }
 
 impl View {
     pub fn new(kind: ViewKind) -> Self {
+        View::layer(kind, 1)
+    }
+
+    fn layer(kind: ViewKind, layer: u8) -> Self {
         View {
             kind,
             active: false,
@@ -172,6 +190,8 @@ impl View {
             origin: 0,
             marks: VecDeque::new(),
             stream: StreamState::new(),
+            layer,
+            inner: None,
         }
     }
 
@@ -199,6 +219,15 @@ impl View {
         if self.active && !self.pending.is_empty() {
             self.feed_block(m, &[], true, on);
         }
+        let View {
+            inner,
+            marks,
+            origin,
+            ..
+        } = self;
+        if let Some(inner) = inner.as_deref_mut() {
+            inner.finish(m, &mut |i, off| on(i, body_offset(marks, *origin, off)));
+        }
     }
 
     /// As [`View::feed`]; `last` for the end of the body (an incomplete
@@ -216,18 +245,43 @@ impl View {
             return;
         }
         self.decode_block(block, last);
-        self.forget_marks_before(self.view_pos.saturating_sub(reach as u64));
         let View {
             out,
             stream,
             marks,
             origin,
+            inner,
             ..
         } = self;
         m.feed(stream, out, &mut |i, view_off| {
             on(i, body_offset(marks, *origin, view_off))
         });
+        if let Some(inner) = inner.as_deref_mut() {
+            inner.feed_block(m, out, last, &mut |i, view_off| {
+                on(i, body_offset(marks, *origin, view_off))
+            });
+        }
         self.view_pos += self.out.len() as u64;
+        // What the next block's matches (this view's and the inner
+        // layers') may start at: the marks before it are not needed.
+        let mut need = self.view_pos.saturating_sub(reach as u64);
+        if let Some(inner) = &self.inner {
+            need = need.min(inner.input_needed(reach));
+        }
+        self.forget_marks_before(need);
+    }
+
+    /// The earliest offset of this view's input (the body, or the outer
+    /// layer's view) a match found from the next block on may start at.
+    fn input_needed(&self, reach: usize) -> u64 {
+        if !self.active {
+            return self.body_pos - self.tail.len() as u64;
+        }
+        let mut need = self.view_pos.saturating_sub(reach as u64);
+        if let Some(inner) = &self.inner {
+            need = need.min(inner.input_needed(reach));
+        }
+        body_offset(&self.marks, self.origin, need)
     }
 
     /// Becomes active when `block` holds the escape byte, starting the view
@@ -245,6 +299,9 @@ impl View {
         std::mem::swap(&mut self.pending, &mut self.tail);
         self.tail = Zeroizing::new(Vec::new());
         self.view_pos = 0;
+        if self.kind == ViewKind::Json && self.layer < MAX_JSON_LAYERS {
+            self.inner = Some(Box::new(View::layer(self.kind, self.layer + 1)));
+        }
         true
     }
 
@@ -596,6 +653,9 @@ mod tests {
             v.feed(&m, b, &mut |_, off| hits.push(off));
         }
         v.finish(&m, &mut |_, off| hits.push(off));
+        // Text without escapes left is seen by every JSON layer.
+        hits.sort_unstable();
+        hits.dedup();
         hits
     }
 
