@@ -297,6 +297,7 @@ mod tests {
             jwt_signature: None,
             percent_decoded: None,
             sent_as_cookies: Vec::new(),
+            protocol_echo: None,
         }
     }
 

@@ -100,6 +100,11 @@ impl Default for LeakConfig {
                 // `id_token_hint` (a JWT).
                 "codeverifier",
                 "idtokenhint",
+                // Analytics SDKs' write keys (Segment's and RudderStack's
+                // `writeKey`, Jitsu's `write_key`): they authenticate what
+                // is sent to the project.  `writeKeyId` (an identifier of
+                // the key) does not end in it.
+                "writekey",
             ]),
             not_credential_words: v(&[
                 // Anti-forgery tokens: made to be put in pages and read by

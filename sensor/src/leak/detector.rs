@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::cache::{CacheStats, Lookup, MatcherCache, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
 use super::config::LeakConfig;
-use super::decode::{decode_stream, parse_content_encoding};
+use super::decode::{decode_stream, parse_content_encoding, DecodeOutcome};
 use super::extract::{self, entropy, url_decode, Credential};
 use super::fingerprint::Fingerprinter;
 use super::matcher::{Build, Matcher, MatcherParts, StreamState, LARGE_HAYSTACK};
@@ -17,7 +17,7 @@ use crate::finding::{
     ContentEncoding, CredentialRef, CredentialType, Encoding, Exposure, Finding, RequestSummary,
     ResponseSummary, Severity, Sink, SinkLocation, FINDING_SCHEMA,
 };
-use crate::http::types::{HttpPair, Request};
+use crate::http::types::{HttpPair, Request, Response};
 
 /// Longest content-type / host kept in a finding (they are request/response data).
 pub const MAX_SUMMARY_FIELD: usize = 256;
@@ -25,6 +25,14 @@ pub const MAX_SUMMARY_FIELD: usize = 256;
 pub const PARTIAL_MIN_SECRET_CHARS: usize = 8;
 /// Entropy (bits/byte) the secret part of a partial run must have.
 pub const PARTIAL_MIN_ENTROPY: f64 = 2.5;
+/// Largest decoded response body read as a protocol's answer (a token
+/// response, a client information response: a few KiB) to tell whether a
+/// credential in it is that protocol handing it back
+/// ([`extract::ProtocolEcho`]); a larger one is searched as any other.
+pub const MAX_PROTOCOL_ECHO_BODY: usize = 64 * 1024;
+/// Least time between two log lines about request bodies whose decoding
+/// stopped at its cap (each is counted).
+const REQUEST_DECODE_LOG_EVERY_SECS: u64 = 60;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum NeedleKind {
@@ -273,9 +281,16 @@ impl Detector {
         let extract::Extracted {
             creds,
             dropped: credentials_dropped,
+            request_decode,
         } = extract::extract_counted(&pair.exchange.request, &self.config);
+        if let Some(reason) = request_decode {
+            log_request_decode(reason);
+        }
         if creds.is_empty() {
-            return Inspection::default();
+            return Inspection {
+                decode_errors: request_decode.into_iter().collect(),
+                ..Inspection::default()
+            };
         }
         let mut scratch = self
             .scratch
@@ -321,6 +336,7 @@ impl Detector {
             }
         };
         insp.credentials_dropped = credentials_dropped;
+        insp.decode_errors.extend(request_decode);
         stream.reset();
         per.clear();
         self.scratch
@@ -432,7 +448,6 @@ impl Detector {
                 );
             }
         }
-
         // Interim (1xx) responses' headers (a 103 Early Hints' Link URLs,
         // searched percent-decoded too): header sinks whose finding's
         // `response.status` is the interim status; they come first.
@@ -498,46 +513,32 @@ impl Detector {
                 ContentEncoding::Identity
             }
         };
-        per.fill(SinkHits::default());
-        st.reset();
-        // Decoded views only when some credential has a byte an escaper
-        // may change (a typical key or JWT has none: no cost then).
-        let mut views = View::for_bits(views_needed(creds.iter().map(|c| &c.value[..])));
-        let mut open_runs = Vec::new();
-        let outcome = decode_stream(
+        let outcome = scan_body(
+            resp,
             ce,
-            &resp.body.chunks,
-            self.config.max_decompressed_bytes,
-            &mut |block| {
-                continue_runs(&mut open_runs, block, per);
-                let base = st.position();
-                matcher.feed_seeing_carry(st, block, &mut |i, off, before| {
-                    let at = Around {
-                        hay: block,
-                        base,
-                        before,
-                    };
-                    hit(
-                        &needles[i],
-                        creds,
-                        off,
-                        per,
-                        false,
-                        at,
-                        Some(&mut open_runs),
-                    )
-                });
-                for v in &mut views {
-                    let enc = v.kind().encoding();
-                    v.feed(matcher, block, &mut |i, off| {
-                        view_hit(&needles[i], enc, off, per)
-                    });
-                }
-            },
+            &self.config,
+            creds,
+            matcher,
+            needles,
+            st,
+            per,
+            &[],
         );
-        for v in &mut views {
-            let enc = v.kind().encoding();
-            v.finish(matcher, &mut |i, off| view_hit(&needles[i], enc, off, per));
+        // A credential its protocol hands back (a refresh token not
+        // rotated): searched again with that one place left out.
+        let protect = protocol_echoes(resp, ce, creds, per);
+        if !protect.is_empty() {
+            scan_body(
+                resp,
+                ce,
+                &self.config,
+                creds,
+                matcher,
+                needles,
+                st,
+                per,
+                &protect,
+            );
         }
         if outcome.cap_hit {
             insp.decompress_cap_hit = Some(ce);
@@ -671,6 +672,153 @@ impl Detector {
             process: (*pair.process).clone(),
             connection: pair.conn.clone(),
         }
+    }
+}
+
+/// A place in the decoded body where one credential is no leak: (the
+/// credential's index, first byte, end).
+type Protected = (usize, u64, u64);
+
+/// Searches the decoded body of `resp` (content coding `ce`), filling `per`
+/// with each credential's hits, except those of a credential at a place
+/// `protect` gives it.
+#[allow(clippy::too_many_arguments)]
+fn scan_body(
+    resp: &Response,
+    ce: ContentEncoding,
+    cfg: &LeakConfig,
+    creds: &[Credential],
+    matcher: &Matcher,
+    needles: &[Needle],
+    st: &mut StreamState,
+    per: &mut [SinkHits],
+    protect: &[Protected],
+) -> DecodeOutcome {
+    let protected = |ci: usize, off: u64| {
+        protect
+            .iter()
+            .any(|&(c, start, end)| c == ci && (start..end).contains(&off))
+    };
+    per.fill(SinkHits::default());
+    st.reset();
+    // Decoded views only when some credential has a byte an escaper
+    // may change (a typical key or JWT has none: no cost then).
+    let mut views = View::for_bits(views_needed(creds.iter().map(|c| &c.value[..])));
+    let mut open_runs = Vec::new();
+    let outcome = decode_stream(
+        ce,
+        &resp.body.chunks,
+        cfg.max_decompressed_bytes,
+        &mut |block| {
+            continue_runs(&mut open_runs, block, per);
+            let base = st.position();
+            matcher.feed_seeing_carry(st, block, &mut |i, off, before| {
+                if protected(needles[i].cred, off) {
+                    return;
+                }
+                let at = Around {
+                    hay: block,
+                    base,
+                    before,
+                };
+                hit(
+                    &needles[i],
+                    creds,
+                    off,
+                    per,
+                    false,
+                    at,
+                    Some(&mut open_runs),
+                )
+            });
+            for v in &mut views {
+                let enc = v.kind().encoding();
+                v.feed(matcher, block, &mut |i, off| {
+                    if !protected(needles[i].cred, off) {
+                        view_hit(&needles[i], enc, off, per)
+                    }
+                });
+            }
+        },
+    );
+    for v in &mut views {
+        let enc = v.kind().encoding();
+        v.finish(matcher, &mut |i, off| {
+            if !protected(needles[i].cred, off) {
+                view_hit(&needles[i], enc, off, per)
+            }
+        });
+    }
+    outcome
+}
+
+/// The places of `resp`'s body where a credential found in it is its
+/// protocol handing it back ([`extract::ProtocolEcho`]: the refresh token of
+/// a refresh grant in the token response's `refresh_token`).  Empty, at no
+/// cost, unless such a credential was found in the body of a response with
+/// the status its protocol answers with.
+fn protocol_echoes(
+    resp: &Response,
+    ce: ContentEncoding,
+    creds: &[Credential],
+    per: &[SinkHits],
+) -> Vec<Protected> {
+    let echoed = |(ci, c): (usize, &Credential)| {
+        c.protocol_echo
+            .filter(|e| e.status == resp.status && !per[ci].is_empty())
+            .map(|e| (ci, e))
+    };
+    if !creds.iter().enumerate().any(|x| echoed(x).is_some()) {
+        return Vec::new();
+    }
+    let ct = resp
+        .header("content-type")
+        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
+    if !ct.is_some_and(|ct| extract::is_json_media_type(&ct)) {
+        return Vec::new();
+    }
+    let mut data = Zeroizing::new(Vec::new());
+    let outcome = decode_stream(ce, &resp.body.chunks, MAX_PROTOCOL_ECHO_BODY, &mut |b| {
+        super::forms::reserve_zeroizing(&mut data, b.len());
+        data.extend_from_slice(b);
+    });
+    if outcome.cap_hit || outcome.error.is_some() || resp.body.is_partial() {
+        return Vec::new();
+    }
+    creds
+        .iter()
+        .enumerate()
+        .filter_map(echoed)
+        .filter_map(|(ci, echo)| {
+            let (start, end) = extract::protocol_echo_span(&data, echo, &creds[ci].value)?;
+            Some((ci, start as u64, end as u64))
+        })
+        .collect()
+}
+
+/// One log line, at most once a minute, when request bodies' decoding
+/// stopped at its cap (`extract::MAX_DECODED_REQUEST_BODY`: a zip bomb);
+/// each is counted in `sensor_http_parse_errors_total`.
+fn log_request_decode(reason: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    if reason != extract::REQUEST_DECOMPRESS_CAP {
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + REQUEST_DECODE_LOG_EVERY_SECS
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            cap_bytes = extract::MAX_DECODED_REQUEST_BODY,
+            "a request body's Content-Encoding decoded past the cap: read up to the cap only \
+             (counted in sensor_http_parse_errors_total{{reason=\"{reason}\"}})"
+        );
     }
 }
 
@@ -1074,7 +1222,8 @@ fn masked_forms(c: &Credential, mut out: impl FnMut(&[u8], &[u8])) {
 }
 
 /// Path with every query value redacted; keys kept, values (and bare entries,
-/// which may themselves be secrets) never.
+/// which may themselves be secrets) never.  Path (matrix) parameters'
+/// values too: `/shop;jsessionid=<redacted>`.
 pub fn redact_target(target: &str) -> String {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -1082,7 +1231,7 @@ pub fn redact_target(target: &str) -> String {
     };
     let path = path.split('#').next().unwrap_or("");
     let mut out = String::with_capacity(target.len().min(2048));
-    out.push_str(path);
+    redact_matrix_params(path, &mut out);
     if let Some(q) = query {
         out.push('?');
         let q = q.split('#').next().unwrap_or("");
@@ -1101,4 +1250,31 @@ pub fn redact_target(target: &str) -> String {
         }
     }
     out
+}
+
+/// `path` onto `out`, the value of each `;name=value` path parameter
+/// replaced by `<redacted>` (a servlet's `;jsessionid=`).
+fn redact_matrix_params(path: &str, out: &mut String) {
+    let Some(first) = path.find(';') else {
+        out.push_str(path);
+        return;
+    };
+    out.push_str(&path[..first]);
+    for (i, piece) in path[first..].split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        let mut params = piece.split(';');
+        out.push_str(params.next().unwrap_or(""));
+        for p in params {
+            out.push(';');
+            match p.split_once('=') {
+                Some((k, _)) => {
+                    out.push_str(k);
+                    out.push_str("=<redacted>");
+                }
+                None => out.push_str(p),
+            }
+        }
+    }
 }

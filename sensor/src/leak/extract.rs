@@ -8,7 +8,8 @@ use base64::Engine as _;
 use zeroize::Zeroizing;
 
 use super::config::LeakConfig;
-use crate::finding::{CredentialSource, CredentialType};
+use super::decode::{decode_stream, parse_content_encoding};
+use crate::finding::{ContentEncoding, CredentialSource, CredentialType};
 use crate::http::types::{Body, Request};
 
 /// Most JSON nesting walked for body fields (serde_json stops at 128 anyway).
@@ -63,6 +64,62 @@ pub const QUERY_CREDENTIAL_NAMES: &[&str] = &["user_key"];
 pub const GENERIC_BODY_FIELDS: &[&str] = &["code"];
 /// Names (normalised) longer than this are normalised on the heap.
 const NAME_STACK_BYTES: usize = 64;
+/// Largest JSON object read out of one query or form parameter
+/// (`?variables={…}`): as much as a request body is kept
+/// (`http::limits::MAX_REQUEST_BODY_KEPT`).
+pub const MAX_EMBEDDED_JSON_BYTES: usize = 64 * 1024;
+/// Largest request body decoded from its Content-Encoding (gzip, deflate,
+/// br, zstd) for extraction: 16 times the 64 KiB of a body kept, more than
+/// JSON or a form compresses by, and a zip bomb stops here (counted as
+/// [`REQUEST_DECOMPRESS_CAP`]) having allocated no more.
+pub const MAX_DECODED_REQUEST_BODY: usize = 1024 * 1024;
+/// `sensor_http_parse_errors_total` reason: a request body's decoding
+/// stopped at [`MAX_DECODED_REQUEST_BODY`] (what came before is read).
+pub const REQUEST_DECOMPRESS_CAP: &str = "request_body_decompress_cap";
+/// `sensor_http_parse_errors_total` reason: a request body's
+/// Content-Encoding is unknown or stacked, or its data does not decode
+/// (what decoded before the error is read).
+pub const BAD_REQUEST_ENCODING: &str = "bad_request_content_encoding";
+
+/// A credential a protocol hands back, by its specification, to the client
+/// that sent it: as the string member `field` at the top level of a JSON
+/// object answered with `status` and holding every member of `requires`.
+/// There (and only there) the value is no leak.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProtocolEcho {
+    pub field: &'static str,
+    pub requires: &'static [&'static str],
+    pub status: u16,
+}
+
+/// RFC 6749 6 (refresh grant): "The authorization server MAY issue a new
+/// refresh token, in which case the client MUST discard the old refresh
+/// token": when it does not, the token response (5.1: 200, JSON, with
+/// `access_token`) carries the refresh token the client sent.
+pub static REFRESH_GRANT_ECHO: ProtocolEcho = ProtocolEcho {
+    field: "refresh_token",
+    requires: &["access_token"],
+    status: 200,
+};
+
+/// RFC 7592 2.1/2.2 (client read and update, GET/PUT with the registration
+/// access token as a Bearer token): the client information response (3:
+/// 200, JSON, with `client_id` and `registration_client_uri`) carries
+/// `registration_access_token`, the same one unless the server rotates it.
+pub static CLIENT_CONFIGURATION_ECHO: ProtocolEcho = ProtocolEcho {
+    field: "registration_access_token",
+    requires: &["client_id", "registration_client_uri"],
+    status: 200,
+};
+
+/// RFC 7592 2.2 (client update, a PUT of the client's JSON metadata that
+/// may include its `client_secret`, which "MUST match the currently issued
+/// client secret"): the client information response carries it back.
+pub static CLIENT_UPDATE_SECRET_ECHO: ProtocolEcho = ProtocolEcho {
+    field: "client_secret",
+    requires: &["client_id", "registration_client_uri"],
+    status: 200,
+};
 
 /// One credential; the value is zeroized when dropped.
 pub struct Credential {
@@ -82,6 +139,9 @@ pub struct Credential {
     /// percent-decoded), whatever source it is reported under: a response
     /// setting one of them to this value again refreshes it, leaks nothing.
     pub sent_as_cookies: Vec<String>,
+    /// Where the protocol this value was sent by hands it back (a refresh
+    /// grant's `refresh_token`): no leak there.
+    pub protocol_echo: Option<&'static ProtocolEcho>,
 }
 
 impl std::fmt::Debug for Credential {
@@ -376,11 +436,18 @@ pub struct Extracted {
     pub creds: Vec<Credential>,
     /// Distinct credentials found beyond [`MAX_CREDENTIALS`] and not searched for.
     pub dropped: usize,
+    /// How decoding the request body's Content-Encoding went wrong, if it
+    /// did ([`REQUEST_DECOMPRESS_CAP`], [`BAD_REQUEST_ENCODING`]).
+    pub request_decode: Option<&'static str>,
 }
 
 struct Extractor<'c> {
     cfg: &'c LeakConfig,
     found: Vec<Candidate>,
+    /// The body is a refresh grant (`grant_type=refresh_token`).
+    refresh_grant: bool,
+    /// The request is a PUT (an RFC 7592 client update, maybe).
+    put: bool,
 }
 
 impl<'c> Extractor<'c> {
@@ -388,6 +455,33 @@ impl<'c> Extractor<'c> {
         Extractor {
             cfg,
             found: Vec::new(),
+            refresh_grant: false,
+            put: false,
+        }
+    }
+
+    /// The protocol echo of the top-level body field `name`, if any (see
+    /// [`ProtocolEcho`]).
+    fn body_echo(&self, name: &str) -> Option<&'static ProtocolEcho> {
+        if self.refresh_grant && name == REFRESH_GRANT_ECHO.field {
+            Some(&REFRESH_GRANT_ECHO)
+        } else if self.put && name == CLIENT_UPDATE_SECRET_ECHO.field {
+            Some(&CLIENT_UPDATE_SECRET_ECHO)
+        } else {
+            None
+        }
+    }
+
+    /// Takes body field `name`'s value `v` if it can be a credential,
+    /// noting its protocol echo when at the top level.
+    fn add_field(&mut self, source: CredentialSource, name: &str, v: &[u8], top_level: bool) {
+        let echo = if top_level {
+            self.body_echo(name)
+        } else {
+            None
+        };
+        if let Some(c) = self.take(source, name, kind_for_name(name), v) {
+            c.protocol_echo = echo;
         }
     }
 
@@ -434,6 +528,7 @@ impl<'c> Extractor<'c> {
                 jwt_signature: jwt,
                 percent_decoded: None,
                 sent_as_cookies: Vec::new(),
+                protocol_echo: None,
             },
         });
         self.found.last_mut().map(|c| &mut c.cred)
@@ -453,8 +548,10 @@ impl<'c> Extractor<'c> {
                 .cmp(&found[b].cred.value[..])
                 .then(a.cmp(&b))
         });
-        // (position of the value's first occurrence, the candidate reported)
-        let mut distinct: Vec<(usize, usize)> = by_value
+        // (position of the value's first occurrence, the candidate
+        // reported, the protocol echo of any of them)
+        type Distinct = (usize, usize, Option<&'static ProtocolEcho>);
+        let mut distinct: Vec<Distinct> = by_value
             .chunk_by(|&a, &b| found[a].cred.value[..] == found[b].cred.value[..])
             .map(|group| {
                 let best = group
@@ -462,20 +559,29 @@ impl<'c> Extractor<'c> {
                     .copied()
                     .min_by_key(|&i| (report_rank(&found[i].cred), i))
                     .expect("groups are not empty");
-                (group[0], best)
+                let echo = group.iter().find_map(|&i| found[i].cred.protocol_echo);
+                (group[0], best, echo)
             })
             .collect();
-        distinct.sort_by_key(|&(first, best)| (found[best].tier, first));
+        distinct.sort_by_key(|&(first, best, _)| (found[best].tier, first));
         let dropped = distinct.len().saturating_sub(MAX_CREDENTIALS);
         distinct.truncate(MAX_CREDENTIALS);
-        distinct.sort_by_key(|&(first, _)| first);
+        distinct.sort_by_key(|&(first, _, _)| first);
         let mut found: Vec<Option<Candidate>> = found.into_iter().map(Some).collect();
         let mut creds: Vec<Credential> = distinct
             .iter()
-            .map(|&(_, best)| found[best].take().expect("each kept once").cred)
+            .map(|&(_, best, echo)| {
+                let mut c = found[best].take().expect("each kept once").cred;
+                c.protocol_echo = echo;
+                c
+            })
             .collect();
         note_cookies_sent(req, &mut creds);
-        Extracted { creds, dropped }
+        Extracted {
+            creds,
+            dropped,
+            request_decode: None,
+        }
     }
 }
 
@@ -724,21 +830,76 @@ pub fn extract_counted(req: &Request, cfg: &LeakConfig) -> Extracted {
             _ => {}
         }
     }
-    credential_params(req, cfg, |k, raw_v| {
-        let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
-        if query_value_counts(k, &v) {
-            ex.add(CredentialSource::Query, k, kind_for_name(k), &v);
+    // RFC 7592: a client read (GET) or update (PUT) is authorized by the
+    // registration access token as a Bearer token, which the answer holds.
+    if matches!(req.method.as_str(), "GET" | "PUT") {
+        for c in ex.found.iter_mut() {
+            if c.cred.source == CredentialSource::Authorization && c.cred.name == "bearer" {
+                c.cred.protocol_echo = Some(&CLIENT_CONFIGURATION_ECHO);
+            }
+        }
+    }
+    url_params(req, cfg, |p| match p {
+        UrlParam::Query(k, raw_v) => {
+            let v = Zeroizing::new(raw_v.map_or_else(Vec::new, |v| percent_decode(v, true)));
+            if query_value_counts(k, &v) {
+                ex.add(CredentialSource::Query, k, kind_for_name(k), &v);
+            }
+        }
+        UrlParam::Matrix(k, raw_v, session) => {
+            let v = Zeroizing::new(percent_decode(raw_v, false));
+            if query_value_counts(k, &v) {
+                let kind = if session {
+                    CredentialType::SessionCookie
+                } else {
+                    kind_for_name(k)
+                };
+                ex.add(CredentialSource::Query, k, kind, &v);
+            }
+        }
+        UrlParam::JsonObject(raw_v) => {
+            // Percent-encoding at most triples it.
+            if raw_v.len() <= 3 * MAX_EMBEDDED_JSON_BYTES {
+                let v = Zeroizing::new(percent_decode(raw_v, true));
+                embedded_json(&mut ex, &v, CredentialSource::Query);
+            }
         }
     });
-    body(&mut ex, req);
-    ex.finish(req)
+    let request_decode = body(&mut ex, req);
+    let mut out = ex.finish(req);
+    out.request_decode = request_decode;
+    out
 }
 
-/// Hands `found` each query parameter of `req` named as a credential
-/// (`query_params`, `credential_name_suffixes`, [`QUERY_CREDENTIAL_NAMES`]):
-/// its decoded name and its raw (still percent-encoded) value, if any.
-fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str, Option<&[u8]>)) {
-    let Some(q) = req.target.split_once('?').map(|(_, q)| q) else {
+/// A parameter of the request's URL that extraction takes.
+enum UrlParam<'a> {
+    /// A query parameter named as a credential (`query_params`,
+    /// `credential_name_suffixes`, [`QUERY_CREDENTIAL_NAMES`]): its decoded
+    /// name and its raw (still percent-encoded) value, if any.
+    Query(&'a str, Option<&'a [u8]>),
+    /// A path (matrix) parameter, `/shop;jsessionid=…` (servlet URL
+    /// rewriting), named as a credential by the query rules or as a
+    /// session cookie (`cookies`): decoded name, raw value, and whether
+    /// the name is a session cookie's.
+    Matrix(&'a str, &'a [u8], bool),
+    /// A query parameter whose value is a JSON object ([`raw_json_object`]),
+    /// raw.
+    JsonObject(&'a [u8]),
+}
+
+/// Hands `found` each parameter of `req`'s URL that extraction takes (see
+/// [`UrlParam`]).  A target without `;` in its path and without `?` costs
+/// a byte search; names are decoded only when that can change them.
+fn url_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(UrlParam)) {
+    let (path, query) = match req.target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (req.target.as_str(), None),
+    };
+    let path = path.split('#').next().unwrap_or("");
+    if memchr::memchr(b';', path.as_bytes()).is_some() {
+        matrix_params(path, cfg, &mut found);
+    }
+    let Some(q) = query else {
         return;
     };
     let q = q.split('#').next().unwrap_or("");
@@ -755,7 +916,43 @@ fn credential_params(req: &Request, cfg: &LeakConfig, mut found: impl FnMut(&str
             Cow::Borrowed(raw_k)
         };
         if is_credential_name(cfg, &cfg.query_params, &k) || is_query_credential_name(cfg, &k) {
-            found(&String::from_utf8_lossy(&k), raw_v);
+            found(UrlParam::Query(&String::from_utf8_lossy(&k), raw_v));
+        }
+        if let Some(v) = raw_v.filter(|v| raw_json_object(v)) {
+            found(UrlParam::JsonObject(v));
+        }
+    }
+}
+
+/// The `;name=value` parameters of each segment of `path` named as a
+/// credential (the query's rules) or a session cookie (`cookies`:
+/// `jsessionid`, `phpsessid`, `sid`).
+fn matrix_params(path: &str, cfg: &LeakConfig, found: &mut impl FnMut(UrlParam)) {
+    for segment in path.as_bytes().split(|&b| b == b'/') {
+        for p in segment.split(|&b| b == b';').skip(1) {
+            let Some(i) = p.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            let (raw_k, raw_v) = (&p[..i], &p[i + 1..]);
+            let k: Cow<[u8]> = if raw_k.contains(&b'%') {
+                Cow::Owned(percent_decode(raw_k, false))
+            } else {
+                Cow::Borrowed(raw_k)
+            };
+            let session = cfg
+                .cookies
+                .iter()
+                .any(|c| c.as_bytes().eq_ignore_ascii_case(&k));
+            if session
+                || is_credential_name(cfg, &cfg.query_params, &k)
+                || is_query_credential_name(cfg, &k)
+            {
+                found(UrlParam::Matrix(
+                    &String::from_utf8_lossy(&k),
+                    raw_v,
+                    session,
+                ));
+            }
         }
     }
 }
@@ -791,7 +988,7 @@ pub fn may_carry_credential(req: &Request, cfg: &LeakConfig) -> bool {
         }
     }
     let mut param = false;
-    credential_params(req, cfg, |_, _| param = true);
+    url_params(req, cfg, |_| param = true);
     if param {
         return true;
     }
@@ -1145,62 +1342,109 @@ fn glob_matches_ignore_case(pattern: &str, name: &str) -> bool {
     }
 }
 
-fn body(ex: &mut Extractor, req: &Request) {
+/// Takes the credentials of the request body; says how decoding its
+/// Content-Encoding went wrong, if it did.
+fn body(ex: &mut Extractor, req: &Request) -> Option<&'static str> {
     let b: &Body = &req.body;
     if b.chunks.is_empty() {
-        return;
+        return None;
     }
     let raw_ct = req.header("content-type").unwrap_or(b"");
     let ct = String::from_utf8_lossy(raw_ct).to_ascii_lowercase();
     let essence = ct.split(';').next().unwrap_or("").trim();
-    let partial = b.is_partial();
-    if is_json_media_type(&ct) {
-        let data = Zeroizing::new(b.to_vec());
+    let json_type = is_json_media_type(&ct);
+    let is_multipart = essence == "multipart/form-data";
+    let form = essence == "application/x-www-form-urlencoded";
+    if !(json_type || is_multipart || form || matches!(essence, "" | "text/plain")) {
+        return None; // a type not looked at: not copied, not decoded
+    }
+    let coding = match req.header("content-encoding") {
+        None => ContentEncoding::Identity,
+        Some(v) => match parse_content_encoding(Some(v)) {
+            Ok(c) => c,
+            Err(_) => return Some(BAD_REQUEST_ENCODING),
+        },
+    };
+    // JSON sent without a JSON type: no Content-Type, curl's `-d '{…}'`
+    // (form-urlencoded), `navigator.sendBeacon` of a string (text/plain).
+    // An object is taken as JSON: a form parse of it has nonsense names.
+    // An identity body of another type is not copied unless it is one.
+    let maybe_json_object =
+        json_type || is_multipart || form || coding != ContentEncoding::Identity;
+    if !maybe_json_object && first_non_space(b.chunks.iter().flat_map(|c| c.iter())) != Some(b'{') {
+        return None;
+    }
+    let (data, partial, event) = if coding == ContentEncoding::Identity {
+        (Zeroizing::new(b.to_vec()), b.is_partial(), None)
+    } else {
+        decode_request_body(coding, b)
+    };
+    let json_object = first_non_space(data.iter()) == Some(b'{');
+    if json_type || ((form || matches!(essence, "" | "text/plain")) && json_object) {
         // A document cut by the body cap (or malformed) does not parse: its
         // complete string members are still what the client sent.
         match serde_json::from_slice::<serde_json::Value>(&data) {
-            Ok(v) => json_fields(ex, &v, 0),
-            Err(_) => json_prefix_fields(ex, &data),
-        }
-    } else if essence == "multipart/form-data" {
-        if let Some(boundary) = ct_param(&String::from_utf8_lossy(raw_ct), "boundary") {
-            let data = Zeroizing::new(b.to_vec());
-            multipart(ex, &data, boundary.as_bytes());
-        }
-    } else if matches!(
-        essence,
-        "" | "application/x-www-form-urlencoded" | "text/plain"
-    ) {
-        // JSON sent without a JSON type: no Content-Type, curl's `-d
-        // '{…}'` (form-urlencoded), `navigator.sendBeacon` of a string
-        // (text/plain).  An object is taken as JSON: a form parse of it
-        // has nonsense names.
-        let json_object = first_non_space(b) == Some(b'{');
-        if !json_object && essence != "application/x-www-form-urlencoded" {
-            return;
-        }
-        let data = Zeroizing::new(b.to_vec());
-        if json_object {
-            match serde_json::from_slice::<serde_json::Value>(&data) {
-                Ok(v) => return json_fields(ex, &v, 0),
-                // Cut by the body cap: its complete members, as above.
-                Err(_) if partial => return json_prefix_fields(ex, &data),
-                Err(_) => {}
+            Ok(v) => {
+                json_body(ex, req, &v);
+                return event;
             }
-        }
-        if essence == "application/x-www-form-urlencoded" {
-            form_fields(ex, &data, partial);
+            Err(_) if json_type || partial => {
+                json_prefix_fields(ex, &data);
+                return event;
+            }
+            Err(_) => {}
         }
     }
+    if is_multipart {
+        if let Some(boundary) = ct_param(&String::from_utf8_lossy(raw_ct), "boundary") {
+            multipart(ex, &data, boundary.as_bytes());
+        }
+    } else if form {
+        form_fields(ex, &data, partial);
+    }
+    event
 }
 
-/// The first byte of `b` that is not JSON whitespace.
-fn first_non_space(b: &Body) -> Option<u8> {
-    b.chunks
-        .iter()
-        .flat_map(|c| c.iter())
-        .copied()
+/// The request body decoded from its Content-Encoding, at most
+/// [`MAX_DECODED_REQUEST_BODY`] bytes (decoded in blocks, never more
+/// allocated); whether it is cut (by the body cap, the decode cap or an
+/// error); and what went wrong, if something did.
+fn decode_request_body(
+    coding: ContentEncoding,
+    b: &Body,
+) -> (Zeroizing<Vec<u8>>, bool, Option<&'static str>) {
+    let mut out = Zeroizing::new(Vec::new());
+    let outcome = decode_stream(coding, &b.chunks, MAX_DECODED_REQUEST_BODY, &mut |block| {
+        super::forms::reserve_zeroizing(&mut out, block.len());
+        out.extend_from_slice(block);
+    });
+    let event = if outcome.cap_hit {
+        Some(REQUEST_DECOMPRESS_CAP)
+    } else if outcome.error.is_some() && !b.is_partial() {
+        // A body cut by the keep cap ends its stream early: that is no
+        // fault of the encoding.
+        Some(BAD_REQUEST_ENCODING)
+    } else {
+        None
+    };
+    let cut = b.is_partial() || outcome.cap_hit || outcome.error.is_some();
+    (out, cut, event)
+}
+
+/// The credentials of a JSON body that parsed: its members, a refresh
+/// grant's `refresh_token` and an RFC 7592 update's `client_secret` noted as
+/// what their protocol hands back ([`ProtocolEcho`]).
+fn json_body(ex: &mut Extractor, req: &Request, v: &serde_json::Value) {
+    ex.refresh_grant = v.get("grant_type").and_then(|g| g.as_str()) == Some("refresh_token");
+    ex.put = req.method == "PUT";
+    json_fields(ex, v, 0, CredentialSource::Json);
+}
+
+/// The first byte of `bytes` that is not JSON whitespace.
+fn first_non_space<'a>(mut bytes: impl Iterator<Item = &'a u8>) -> Option<u8> {
+    bytes
         .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .copied()
 }
 
 /// The fields of an `application/x-www-form-urlencoded` body.
@@ -1209,10 +1453,48 @@ fn form_fields(ex: &mut Extractor, data: &[u8], partial: bool) {
     if partial && !data.ends_with(b"&") {
         pairs.pop(); // the last value may be cut short
     }
+    ex.refresh_grant = pairs
+        .iter()
+        .any(|(k, v)| k == b"grant_type" && v[..] == *b"refresh_token");
     for (k, v) in pairs {
         if body_field_counts(ex.cfg, &k, &v, true) {
             let k = String::from_utf8_lossy(&k).into_owned();
-            ex.add(CredentialSource::Form, &k, kind_for_name(&k), &v);
+            ex.add_field(CredentialSource::Form, &k, &v, true);
+        }
+        embedded_json(ex, &v, CredentialSource::Form);
+    }
+}
+
+/// The credentials of a JSON object sent as the value of a query or form
+/// parameter (a GraphQL GET's `?variables={…}`, a form field holding a
+/// document), read as a JSON body's nested members are (a generic name
+/// such as `code` does not count, nothing is a protocol's echo): only
+/// when `v` (decoded) is an object of at most [`MAX_EMBEDDED_JSON_BYTES`],
+/// walked to [`MAX_JSON_DEPTH`].
+fn embedded_json(ex: &mut Extractor, v: &[u8], source: CredentialSource) {
+    if v.len() > MAX_EMBEDDED_JSON_BYTES || first_non_space(v.iter()) != Some(b'{') {
+        return;
+    }
+    if let Ok(doc) = serde_json::from_slice::<serde_json::Value>(v) {
+        json_fields(ex, &doc, 1, source);
+    }
+}
+
+/// Whether a raw (still percent-encoded) query value is a JSON object:
+/// `{`, as sent or `%7B`, maybe after whitespace (`+`, `%20`, …).  Looks
+/// at the first bytes only, allocates nothing.
+fn raw_json_object(raw: &[u8]) -> bool {
+    let mut i = 0;
+    loop {
+        match raw.get(i..) {
+            Some([b'{', ..]) => return true,
+            Some([b'+' | b' ' | b'\t', ..]) => i += 1,
+            Some([b'%', h, l, ..]) => match (h, l.to_ascii_uppercase()) {
+                (b'7', b'B') => return true,
+                (b'2', b'0') | (b'0', b'9' | b'A' | b'D') => i += 3,
+                _ => return false,
+            },
+            _ => return false,
         }
     }
 }
@@ -1220,7 +1502,7 @@ fn form_fields(ex: &mut Extractor, data: &[u8], partial: bool) {
 /// `application/json`, `text/json`, any `+json` structured syntax
 /// (`application/vnd.api+json`), and subtypes with a `json` word
 /// (`application/x-amz-json-1.1`, `application/json-seq`).
-fn is_json_media_type(lower_ct: &str) -> bool {
+pub fn is_json_media_type(lower_ct: &str) -> bool {
     let essence = lower_ct.split(';').next().unwrap_or("").trim();
     let Some((_, subtype)) = essence.split_once('/') else {
         return false;
@@ -1313,7 +1595,104 @@ fn skip_json_space(data: &[u8], mut i: usize) -> usize {
     i
 }
 
-fn json_fields(ex: &mut Extractor, v: &serde_json::Value, depth: usize) {
+/// Just past the JSON value starting at `start` of a document known to
+/// parse: a string, an object or array (brackets counted, strings skipped
+/// whole), or a scalar (up to the next delimiter).
+fn json_value_end(data: &[u8], start: usize) -> Option<usize> {
+    match *data.get(start)? {
+        b'"' => json_string_end(data, start),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut i = start;
+            while i < data.len() {
+                match data[i] {
+                    b'"' => {
+                        i = json_string_end(data, i)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return Some(i + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                i += 1;
+            }
+            None
+        }
+        _ => Some(
+            data[start..]
+                .iter()
+                .position(|b| matches!(b, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                .map_or(data.len(), |e| start + e),
+        ),
+    }
+}
+
+/// Where the JSON document `data` is the answer `echo` describes, handing
+/// `value` back: the span (quotes included) of the string member
+/// `echo.field` of its top-level object, when that member (the first of
+/// the name) holds `value` and the object has every member of
+/// `echo.requires`.  `None` otherwise: not JSON, not an object, the member
+/// missing, another value, a required member missing.
+pub fn protocol_echo_span(
+    data: &[u8],
+    echo: &ProtocolEcho,
+    value: &[u8],
+) -> Option<(usize, usize)> {
+    serde_json::from_slice::<serde::de::IgnoredAny>(data).ok()?;
+    let mut i = skip_json_space(data, 0);
+    if data.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    let mut span = None;
+    let mut field_seen = false;
+    let mut required = vec![false; echo.requires.len()];
+    loop {
+        i = skip_json_space(data, i);
+        match data.get(i) {
+            Some(b'}') => break,
+            Some(b'"') => {}
+            _ => return None,
+        }
+        let name_end = json_string_end(data, i)?;
+        let name: String = serde_json::from_slice(&data[i..name_end]).ok()?;
+        let colon = skip_json_space(data, name_end);
+        if data.get(colon) != Some(&b':') {
+            return None;
+        }
+        let start = skip_json_space(data, colon + 1);
+        let end = json_value_end(data, start)?;
+        if let Some(k) = echo.requires.iter().position(|r| *r == name) {
+            required[k] = true;
+        }
+        if name == echo.field && !field_seen {
+            field_seen = true;
+            if data[start] == b'"' {
+                let v = Zeroizing::new(serde_json::from_slice::<String>(&data[start..end]).ok()?);
+                if v.as_bytes() == value {
+                    span = Some((start, end));
+                }
+            }
+        }
+        i = skip_json_space(data, end);
+        match data.get(i) {
+            Some(b',') => i += 1,
+            Some(b'}') => break,
+            _ => return None,
+        }
+    }
+    span.filter(|_| required.iter().all(|&r| r))
+}
+
+/// The credential members of JSON value `v` at `depth` (0: the body's
+/// own object, whose members alone count under a generic name or as a
+/// protocol's echo), taken as from `source`.
+fn json_fields(ex: &mut Extractor, v: &serde_json::Value, depth: usize, source: CredentialSource) {
     if depth > MAX_JSON_DEPTH {
         return;
     }
@@ -1324,13 +1703,13 @@ fn json_fields(ex: &mut Extractor, v: &serde_json::Value, depth: usize) {
                     serde_json::Value::String(s)
                         if body_field_counts(ex.cfg, k.as_bytes(), s.as_bytes(), depth == 0) =>
                     {
-                        ex.add(CredentialSource::Json, k, kind_for_name(k), s.as_bytes())
+                        ex.add_field(source, k, s.as_bytes(), depth == 0)
                     }
-                    _ => json_fields(ex, val, depth + 1),
+                    _ => json_fields(ex, val, depth + 1, source),
                 }
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| json_fields(ex, x, depth + 1)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_fields(ex, x, depth + 1, source)),
         _ => {}
     }
 }
@@ -1383,5 +1762,6 @@ fn multipart_part(ex: &mut Extractor, part: &[u8]) {
         if body_field_counts(ex.cfg, name.as_bytes(), body, true) {
             ex.add(CredentialSource::Form, &name, kind_for_name(&name), body);
         }
+        embedded_json(ex, body, CredentialSource::Form);
     }
 }

@@ -1236,3 +1236,538 @@ fn json_body_without_a_json_content_type() {
     ));
     assert_eq!(f.credential.source, CredentialSource::Form);
 }
+
+// ---------- credentials a protocol hands back ----------
+
+const REFRESH_TOKEN: &str = "rt_Lq3Zx8Wk2Vm7Np4Hs9Tb6Yc1";
+const REGISTRATION_TOKEN: &str = "reg-23410913-abewfq.123483";
+const CLIENT_SECRET: &str = "cf136dc3c1fc93f31185e5885805d";
+
+/// `p` answered 200 with JSON `body` and these response headers.
+fn answered_200(mut p: HttpPair, headers: &[(&str, &[u8])], body: &str) -> HttpPair {
+    let mut h: Vec<(&str, &[u8])> = vec![("content-type", b"application/json")];
+    h.extend_from_slice(headers);
+    p.exchange.response.headers = hdrs(&h);
+    p.exchange.response.body = Body {
+        len: body.len() as u64,
+        chunks: vec![Bytes::copy_from_slice(body.as_bytes())],
+        truncated: false,
+        discarded: false,
+    };
+    with_status(p, 200)
+}
+
+/// RFC 6749 6: a refresh grant's answer may hold the refresh token the
+/// client sent (the server did not rotate it).  There, in the token
+/// response's `refresh_token`, it is no leak; anywhere else it is.
+#[test]
+fn refresh_token_handed_back_by_a_refresh_grant_is_no_leak() {
+    let form = format!("grant_type=refresh_token&refresh_token={REFRESH_TOKEN}&client_id=app-123");
+    let json = format!(
+        "{{\"grant_type\":\"refresh_token\",\"refresh_token\":\"{REFRESH_TOKEN}\",\"client_id\":\"app-123\"}}"
+    );
+    let token_response = format!(
+        "{{\"access_token\":\"at_new_9f8e7d6c5b4a3928\",\"token_type\":\"Bearer\",\
+         \"expires_in\":3600,\"refresh_token\":\"{REFRESH_TOKEN}\"}}"
+    );
+    let requests = [
+        ("application/x-www-form-urlencoded", form.clone()),
+        ("application/json", json.clone()),
+    ];
+    for (ct, body) in &requests {
+        let req = || with_body(ct, "/oauth/token", body.as_bytes(), b"");
+        none_mine(&answered_200(req(), &[], &token_response));
+        // Gzipped, with the members in another order.
+        let reordered = format!(
+            "{{\"refresh_token\" : \"{REFRESH_TOKEN}\", \"scope\":\"a b\",\"access_token\":\"at_x1y2z3w4v5u6\"}}"
+        );
+        let mut p = answered_200(req(), &[("content-encoding", b"gzip")], "");
+        let gz = {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(reordered.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        p.exchange.response.body.len = gz.len() as u64;
+        p.exchange.response.body.chunks = vec![Bytes::from(gz)];
+        none_mine(&p);
+
+        // The same value anywhere else is a leak: (response headers, body, status).
+        let twice = format!(
+            "{{\"access_token\":\"at_1\",\"refresh_token\":\"{REFRESH_TOKEN}\",\"debug\":\"{REFRESH_TOKEN}\"}}"
+        );
+        let another_field =
+            format!("{{\"access_token\":\"{REFRESH_TOKEN}\",\"token_type\":\"Bearer\"}}");
+        let nested = format!(
+            "{{\"access_token\":\"at_1\",\"data\":{{\"refresh_token\":\"{REFRESH_TOKEN}\"}}}}"
+        );
+        let no_access_token = format!("{{\"refresh_token\":\"{REFRESH_TOKEN}\"}}");
+        let error = format!(
+            "{{\"error\":\"invalid_grant\",\"error_description\":\"{REFRESH_TOKEN} expired\"}}"
+        );
+        let location = format!("https://app.example/cb#refresh_token={REFRESH_TOKEN}");
+        let header = [("x-debug-refresh", REFRESH_TOKEN.as_bytes())];
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], &'a str, u16, SinkLocation);
+        let cases: [Case; 7] = [
+            (&[], &twice, 200, SinkLocation::Body),
+            (&[], &another_field, 200, SinkLocation::Body),
+            (&[], &nested, 200, SinkLocation::Body),
+            (&[], &no_access_token, 200, SinkLocation::Body),
+            (&[], &token_response, 400, SinkLocation::Body),
+            (
+                &[("location", location.as_bytes())],
+                "{}",
+                200,
+                SinkLocation::Header,
+            ),
+            (&header, &token_response, 200, SinkLocation::Header),
+        ];
+        for (headers, body, status, sink) in cases {
+            let f = one_mine(&with_status(answered_200(req(), headers, body), status));
+            assert_eq!(
+                (f.credential.name.as_str(), f.sink.location, f.exposure),
+                ("refresh_token", sink, Exposure::Full),
+                "{ct} {status} {body}"
+            );
+        }
+        let f = one_mine(&with_status(answered_200(req(), &[], &error), 400));
+        assert_eq!(f.credential.kind, CredentialType::RefreshToken);
+    }
+    // Not a refresh grant: the same answer leaks the token.
+    let not_refresh = form.replace("grant_type=refresh_token", "grant_type=password");
+    one_mine(&answered_200(
+        with_body(
+            "application/x-www-form-urlencoded",
+            "/oauth/token",
+            not_refresh.as_bytes(),
+            b"",
+        ),
+        &[],
+        &token_response,
+    ));
+    // A text/html answer is no token response.
+    let mut p = answered_200(
+        with_body(
+            "application/x-www-form-urlencoded",
+            "/oauth/token",
+            form.as_bytes(),
+            b"",
+        ),
+        &[],
+        &token_response,
+    );
+    p.exchange.response.headers = hdrs(&[("content-type", b"text/html")]);
+    one_mine(&p);
+}
+
+/// RFC 7592: a client read (GET) or update (PUT) with the registration
+/// access token as a Bearer token is answered with it (and an update with
+/// the client secret it sent) in the client information response.
+#[test]
+fn client_configuration_response_hands_back_its_tokens() {
+    let info = format!(
+        "{{\"client_id\":\"s6BhdRkqt3\",\"client_secret\":\"{CLIENT_SECRET}\",\
+         \"registration_access_token\":\"{REGISTRATION_TOKEN}\",\
+         \"registration_client_uri\":\"https://server.example.com/register/s6BhdRkqt3\",\
+         \"client_name\":\"My Example\"}}"
+    );
+    let auth = bearer(REGISTRATION_TOKEN);
+    let request = |method: &str, body: &str| {
+        let mut p = with_body(
+            "application/json",
+            "/register/s6BhdRkqt3",
+            body.as_bytes(),
+            b"",
+        );
+        p.exchange.request.method = method.into();
+        p.exchange.request.headers = hdrs(&[
+            ("authorization", &auth),
+            ("content-type", b"application/json"),
+        ]);
+        if body.is_empty() {
+            p.exchange.request.body = Body::default();
+        }
+        p
+    };
+    none_mine(&answered_200(request("GET", ""), &[], &info));
+    let update = format!("{{\"client_id\":\"s6BhdRkqt3\",\"client_secret\":\"{CLIENT_SECRET}\",\"client_name\":\"My Example\"}}");
+    none_mine(&answered_200(request("PUT", &update), &[], &info));
+    // Another method, a response without `registration_client_uri`, the
+    // value in another member: leaks.
+    let f = one_mine(&answered_200(request("POST", ""), &[], &info));
+    assert_eq!(f.credential.name, "bearer");
+    let no_uri = info.replace("registration_client_uri", "client_uri");
+    one_mine(&answered_200(request("GET", ""), &[], &no_uri));
+    let elsewhere = info.replace("My Example", REGISTRATION_TOKEN);
+    one_mine(&answered_200(request("GET", ""), &[], &elsewhere));
+    let insp = inspect_mine(&answered_200(request("POST", &update), &[], &info));
+    assert_eq!(insp.findings.len(), 2, "{:#?}", insp.findings);
+}
+
+// ---------- matrix (path) parameters ----------
+
+const JSESSIONID: &str = "9A3F1C0E2B7D4A6C8E1F3A5B7C9D0E2F";
+
+/// Servlet URL rewriting puts the session id in the path
+/// (`/shop;jsessionid=…`) and into every link and redirect of the page.
+/// Matrix parameters named as a session cookie or a credential are taken;
+/// the finding's path does not hold the value.
+#[test]
+fn session_and_credential_matrix_parameters_in_the_path() {
+    let cases = [
+        (
+            format!("/shop;jsessionid={JSESSIONID}"),
+            "jsessionid",
+            CredentialType::SessionCookie,
+        ),
+        (
+            format!("/shop;JSESSIONID={JSESSIONID}?x=1"),
+            "JSESSIONID",
+            CredentialType::SessionCookie,
+        ),
+        (
+            format!("/a;v=2/b;api_key={API_KEY};lang=en"),
+            "api_key",
+            CredentialType::ApiKey,
+        ),
+        (
+            format!("/a;access%5Ftoken={TOKEN}/b"),
+            "access_token",
+            CredentialType::AccessToken,
+        ),
+    ];
+    for (target, name, kind) in &cases {
+        let value = if target.contains(JSESSIONID) {
+            JSESSIONID
+        } else if target.contains(API_KEY) {
+            API_KEY
+        } else {
+            TOKEN
+        };
+        let html = format!("<a href=\"/cart;jsessionid={value}\">Cart</a>");
+        let p = pair(&[], target, &[], html.as_bytes());
+        assert!(
+            detector().wants_response_body(&p.exchange.request),
+            "{target}"
+        );
+        let f = inspect_checked(&p, &[JSESSIONID, API_KEY, TOKEN])
+            .findings
+            .remove(0);
+        assert_eq!(
+            (
+                f.credential.source,
+                f.credential.name.as_str(),
+                f.credential.kind
+            ),
+            (CredentialSource::Query, *name, *kind),
+            "{target}"
+        );
+        assert!(!f.request.path.contains(value), "{}", f.request.path);
+        // The redirect that rewrites it into a Location.
+        let location = format!("https://shop.example/login;jsessionid={value}");
+        let f = one_checked(
+            &pair(&[], target, &[("location", location.as_bytes())], b""),
+            &[JSESSIONID, API_KEY, TOKEN],
+        );
+        assert_eq!(
+            (f.sink.location, f.sink.name.as_deref()),
+            (SinkLocation::Header, Some("location"))
+        );
+    }
+    // Not credential names, a `;` in a query value, no value: nothing.
+    for target in [
+        format!("/a;v={JSESSIONID}"),
+        format!("/a;lang=en?q=x;jsessionid={JSESSIONID}"),
+        "/a;jsessionid".to_string(),
+        format!("/a;jsessionid=;x={JSESSIONID}"),
+    ] {
+        let p = pair(&[], &target, &[], JSESSIONID.as_bytes());
+        none_checked(&p, &[JSESSIONID]);
+    }
+}
+
+#[test]
+fn matrix_parameter_values_are_redacted_in_paths() {
+    assert_eq!(
+        super::redact_target(&format!("/shop;jsessionid={JSESSIONID}/x;a=1;b?k={TOKEN}")),
+        "/shop;jsessionid=<redacted>/x;a=<redacted>;b?k=<redacted>"
+    );
+    assert_eq!(super::redact_target("/a;b/c"), "/a;b/c");
+}
+
+// ---------- JSON objects in query and form parameters ----------
+
+/// GraphQL over GET sends its variables as a JSON object in the query
+/// (`?variables={"auth":{"token":…}}`, percent-encoded); forms may hold a
+/// JSON document in a field.  Read like a JSON body's nested members.
+#[test]
+fn json_object_in_a_query_or_form_parameter() {
+    let vars = format!("{{\"auth\":{{\"token\":\"{TOKEN}\",\"scope\":\"all\"}}}}");
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    let echo = format!("{{\"errors\":[{{\"message\":\"Variable '$auth' got invalid value {{'token': '{TOKEN}'}}\"}}]}}");
+    for target in [
+        format!("/graphql?query=query%20Me%7Bme%7D&variables={}", enc(&vars)),
+        format!("/graphql?variables={vars}"),
+        format!("/graphql?variables=+%20{}", enc(&vars)),
+    ] {
+        let p = pair(&[], &target, &[], echo.as_bytes());
+        assert!(
+            detector().wants_response_body(&p.exchange.request),
+            "{target}"
+        );
+        let f = one_mine(&p);
+        assert_eq!(
+            (
+                f.credential.source,
+                f.credential.name.as_str(),
+                f.credential.kind
+            ),
+            (
+                CredentialSource::Query,
+                "token",
+                CredentialType::AccessToken
+            ),
+            "{target}"
+        );
+    }
+    let form = format!("operationName=Me&variables={}", enc(&vars));
+    let f = one_mine(&with_body(
+        "application/x-www-form-urlencoded",
+        "/graphql",
+        form.as_bytes(),
+        echo.as_bytes(),
+    ));
+    assert_eq!(
+        (f.credential.source, f.credential.name.as_str()),
+        (CredentialSource::Form, "token")
+    );
+    // Not credential names, a generic name nested (`code`), not JSON:
+    // nothing.
+    for q in [
+        format!("{{\"filter\":\"{TOKEN}\"}}"),
+        format!("{{\"code\":\"{AUTH_CODE}\"}}"),
+        format!("{{token:{TOKEN}"),
+    ] {
+        let p = pair(
+            &[],
+            &format!("/s?variables={}", enc(&q)),
+            &[],
+            format!("{TOKEN} {AUTH_CODE}").as_bytes(),
+        );
+        none_mine(&p);
+    }
+}
+
+// ---------- compressed request bodies ----------
+
+const GZ_PASSWORD: &str = "CurlD_Pw_5Mx9Wq2Zk";
+
+fn compressed(coding: &str, b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match coding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                w.write_all(b).unwrap();
+            }
+            out
+        }
+        "zstd" => zstd::encode_all(b, 3).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+/// A request body sent with `Content-Encoding` (body-parser, Rails and
+/// others inflate it) is decoded before extraction, bounded.
+#[test]
+fn compressed_request_bodies_are_decoded() {
+    let json = format!("{{\"username\":\"alice\",\"password\":\"{GZ_PASSWORD}\"}}");
+    let form = format!("username=alice&password={GZ_PASSWORD}");
+    let echo = format!("{{\"error\":\"invalid password {GZ_PASSWORD}\"}}");
+    for coding in ["gzip", "deflate", "br", "zstd"] {
+        for (ct, body, source) in [
+            ("application/json", &json, CredentialSource::Json),
+            (
+                "application/x-www-form-urlencoded",
+                &form,
+                CredentialSource::Form,
+            ),
+            ("text/plain", &json, CredentialSource::Json),
+        ] {
+            let p = with_headers_body(
+                &[
+                    ("content-type", ct.as_bytes()),
+                    ("content-encoding", coding.as_bytes()),
+                ],
+                &compressed(coding, body.as_bytes()),
+                echo.as_bytes(),
+            );
+            let insp = inspect_checked(&p, &[GZ_PASSWORD]);
+            assert!(insp.decode_errors.is_empty(), "{:?}", insp.decode_errors);
+            assert_eq!(insp.findings.len(), 1, "{coding} {ct}");
+            assert_eq!(
+                (
+                    insp.findings[0].credential.source,
+                    insp.findings[0].credential.name.as_str()
+                ),
+                (source, "password"),
+                "{coding} {ct}"
+            );
+        }
+    }
+    // Kept cut short (the request was larger than what is kept): what
+    // decoded is read, and no error counted.
+    let big = format!(
+        "{{\"password\":\"{GZ_PASSWORD}\",\"pad\":\"{}\"}}",
+        "xq7".repeat(200_000)
+    );
+    let gz = compressed("gzip", big.as_bytes());
+    let kept = &gz[..gz.len() / 2];
+    let mut p = with_headers_body(
+        &[
+            ("content-type", b"application/json"),
+            ("content-encoding", b"gzip"),
+        ],
+        kept,
+        echo.as_bytes(),
+    );
+    p.exchange.request.body.len = gz.len() as u64;
+    let insp = inspect_checked(&p, &[GZ_PASSWORD]);
+    assert_eq!((insp.findings.len(), insp.decode_errors.len()), (1, 0));
+    // An unknown or stacked coding, or data that is not what it says:
+    // counted, nothing taken but what decoded.
+    for (coding, data) in [
+        ("compress", json.as_bytes().to_vec()),
+        ("gzip, br", json.as_bytes().to_vec()),
+        ("gzip", json.as_bytes().to_vec()),
+    ] {
+        let p = with_headers_body(
+            &[
+                ("content-type", b"application/json"),
+                ("content-encoding", coding.as_bytes()),
+            ],
+            &data,
+            echo.as_bytes(),
+        );
+        let insp = inspect_checked(&p, &[GZ_PASSWORD]);
+        assert_eq!(
+            insp.decode_errors,
+            vec![extract::BAD_REQUEST_ENCODING],
+            "{coding}"
+        );
+        assert!(insp.findings.is_empty(), "{coding}");
+    }
+}
+
+/// A zip bomb in a request body: decoding stops at
+/// `extract::MAX_DECODED_REQUEST_BODY`, counted; the credential before the
+/// cap is still taken.
+#[test]
+fn request_body_zip_bomb_stops_at_the_cap() {
+    let mut doc = format!("{{\"password\":\"{GZ_PASSWORD}\",\"pad\":\"").into_bytes();
+    doc.resize(64 << 20, b'0');
+    let gz = compressed("gzip", &doc);
+    assert!(gz.len() < 128 * 1024, "{}", gz.len());
+    let p = with_headers_body(
+        &[
+            ("content-type", b"application/json"),
+            ("content-encoding", b"gzip"),
+        ],
+        &gz,
+        format!("bad {GZ_PASSWORD}").as_bytes(),
+    );
+    let t = std::time::Instant::now();
+    let insp = inspect_checked(&p, &[GZ_PASSWORD]);
+    assert_eq!(insp.decode_errors, vec![extract::REQUEST_DECOMPRESS_CAP]);
+    assert_eq!(insp.findings.len(), 1);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+// ---------- analytics write keys ----------
+
+const WRITE_KEY: &str = "bcn_Hx4Qz8Lw2Vm7Kp3Nj";
+
+/// Segment's analytics.js `sendBeacon`s `{"writeKey":…}` as text/plain;
+/// RudderStack and Jitsu send `writeKey`/`write_key` too.  `writeKeyId`
+/// names the key, it is not one.
+#[test]
+fn analytics_write_keys_are_credentials() {
+    let echo = format!("{{\"error\":\"unknown write key {WRITE_KEY}\"}}");
+    for (ct, body, name) in [
+        (
+            "text/plain;charset=UTF-8",
+            format!("{{\"writeKey\":\"{WRITE_KEY}\",\"type\":\"track\"}}"),
+            "writeKey",
+        ),
+        (
+            "application/json",
+            format!("{{\"batch\":[],\"write_key\":\"{WRITE_KEY}\"}}"),
+            "write_key",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!("segmentWriteKey={WRITE_KEY}"),
+            "segmentWriteKey",
+        ),
+    ] {
+        let f = one_checked(
+            &with_body(ct, "/v1/t", body.as_bytes(), echo.as_bytes()),
+            &[WRITE_KEY],
+        );
+        assert_eq!(
+            (f.credential.name.as_str(), f.credential.kind),
+            (name, CredentialType::ApiKey),
+            "{ct}"
+        );
+    }
+    let f = one_checked(
+        &pair(
+            &[],
+            &format!("/v1/p?writeKey={WRITE_KEY}"),
+            &[],
+            echo.as_bytes(),
+        ),
+        &[WRITE_KEY],
+    );
+    assert_eq!(f.credential.source, CredentialSource::Query);
+    for body in [
+        format!("{{\"writeKeyId\":\"{WRITE_KEY}\"}}"),
+        format!("{{\"write_key_id\":\"{WRITE_KEY}\"}}"),
+        format!("{{\"writer\":\"{WRITE_KEY}\"}}"),
+    ] {
+        none_checked(
+            &with_body(
+                "application/json",
+                "/v1/t",
+                body.as_bytes(),
+                echo.as_bytes(),
+            ),
+            &[WRITE_KEY],
+        );
+    }
+}
