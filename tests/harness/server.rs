@@ -135,6 +135,19 @@ impl Server {
         )
     }
 
+    /// nginx (HTTP/1.1, one worker) from `tests/apps/nginx_resync.conf.template`:
+    /// `/big.bin` (`big` bytes `i % 251`), `POST /upload` (answered once the
+    /// whole body is read) and `/leak` (a 400 echoing `x-api-key`).
+    pub fn nginx_resync(cert: &TestCert, big: usize) -> Result<Server> {
+        let backend = free_port()?;
+        nginx_from_template(
+            cert,
+            "nginx_resync.conf.template",
+            &[("@BACKEND_PORT@", backend.to_string())],
+            &[("/big.bin", deterministic_bytes(big))],
+        )
+    }
+
     /// nginx over HTTP/2 (`listen … ssl http2`, ALPN h2) with leaky
     /// locations, from `tests/apps/nginx_h2.conf.template` (its comments list
     /// them), one worker.  Serves `/big.bin` ([`NGINX_H2_BIG_FILE`], bytes
