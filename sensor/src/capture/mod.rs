@@ -47,7 +47,7 @@ pub use error::CaptureError;
 
 use crate::outputs::live::AttachedLibrary;
 use crate::outputs::metrics::Metrics;
-use loader::{attach_library, attach_sites, detach_links, Attachment, Links, Target};
+use loader::{attach_library, attach_sites, take_links, Attachment, Detacher, Links, Target};
 pub use reader::EventSource;
 use reader::SeenTgids;
 use scope::Scope;
@@ -92,6 +92,24 @@ impl CaptureFeed {
     }
 }
 
+/// How long a scope change (SIGHUP) waits for the old probes to be
+/// detached before attaching the new ones.
+pub const SCOPE_DETACH_WAIT: Duration = Duration::from_secs(10);
+
+/// What [`Capture::detach_within`] did.
+#[derive(Clone, Copy, Debug)]
+pub struct Detached {
+    /// Uprobe links there were.
+    pub links: usize,
+    /// Links still being detached when it stopped waiting.
+    pub left: usize,
+    /// Every link was detached (or handed to the kernel) in time.
+    pub all: bool,
+    /// The links were handed to the kernel to detach after the process exits.
+    pub released_to_kernel: bool,
+    pub took: Duration,
+}
+
 /// Exit notifications queued to the pipeline at most (more are dropped, and
 /// the processes' connections age out instead).
 pub const EXIT_CHANNEL_CAPACITY: usize = 4096;
@@ -131,6 +149,8 @@ struct State {
     seen: SeenTgids,
     /// Which mapped programs have OpenSSL linked in; kept between scans.
     embedded: Arc<Mutex<procfs::EmbeddedOpenssl>>,
+    /// Detaches probes in the background, many at once (see [`Detacher`]).
+    detacher: Detacher,
 }
 
 /// One rescan: read /proc without holding the state lock (so `attached()`
@@ -174,7 +194,7 @@ impl State {
             if let Some(a) = self.attached.get_mut(key) {
                 a.pids = lib.pids.clone();
                 a.open_path = lib.open_path.clone();
-                sync_processes(&mut self.ebpf, a);
+                sync_processes(&mut self.ebpf, &self.detacher, a);
                 continue;
             }
             self.attach_new(*key, lib);
@@ -184,7 +204,7 @@ impl State {
         for a in self.attached.values_mut() {
             if !index.libraries.contains_key(&(a.dev, a.ino)) {
                 a.pids.clear();
-                sync_processes(&mut self.ebpf, a);
+                sync_processes(&mut self.ebpf, &self.detacher, a);
             }
         }
         let seen: Vec<u32> = {
@@ -209,7 +229,9 @@ impl State {
 
     /// Attaches to a library not attached yet (unless it failed before).
     fn attach_new(&mut self, key: (u64, u64), lib: &procfs::LibraryInstance) {
-        if self.failed.contains(&key) {
+        // Still being detached (its probes and new ones would both fire):
+        // the next look attaches it.
+        if self.failed.contains(&key) || self.detacher.is_detaching(key) {
             return;
         }
         // A `--pid` scope: probes for each of those processes only (the
@@ -275,7 +297,7 @@ impl State {
                     links,
                     pids: lib.pids.clone(),
                 };
-                sync_processes(&mut self.ebpf, &mut a);
+                sync_processes(&mut self.ebpf, &self.detacher, &mut a);
                 self.attached.insert(key, a);
             }
             Err(loader::AttachError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -328,7 +350,7 @@ impl State {
             if let Some(a) = self.attached.get_mut(key) {
                 a.pids.insert(pid);
                 a.open_path = lib.open_path.clone();
-                sync_processes(&mut self.ebpf, a);
+                sync_processes(&mut self.ebpf, &self.detacher, a);
                 continue;
             }
             self.attach_new(*key, lib);
@@ -347,20 +369,42 @@ impl State {
         }
         for a in self.attached.values_mut() {
             a.pids.remove(&pid);
-            sync_processes(&mut self.ebpf, a);
+            sync_processes(&mut self.ebpf, &self.detacher, a);
         }
         self.report_exit(pid, tx);
     }
 
-    /// Detaches every probe (shutdown, or a new scope).
-    fn detach_all(&mut self) {
-        for (_, a) in std::mem::take(&mut self.attached) {
-            self.metrics
-                .tls_attachments
-                .with_label_values(&[LIBRARY_LABEL, a.mode.as_str()])
-                .dec();
-            detach_links(&mut self.ebpf, a.links.into_all());
+    /// Starts detaching every probe (shutdown, or a new scope) and returns
+    /// at once; [`Detacher::wait_idle`] waits for the kernel to be done.
+    /// Returns how many links there were.
+    fn detach_all(&mut self) -> usize {
+        let keys: Vec<(u64, u64)> = self.attached.keys().copied().collect();
+        let mut links = 0;
+        for key in keys {
+            links += self.detach_library(key);
         }
+        links
+    }
+
+    /// Stops probing the library `key` (e.g. the last process mapping it is
+    /// gone): it leaves the attached set and its probes are detached in the
+    /// background (this returns at once, the state lock is not held through
+    /// the kernel's waits); until they are, it is not attached again.
+    /// Returns how many links it had (0: it was not attached).
+    pub(crate) fn detach_library(&mut self, key: (u64, u64)) -> usize {
+        let Some(a) = self.attached.remove(&key) else {
+            return 0;
+        };
+        self.metrics
+            .tls_attachments
+            .with_label_values(&[LIBRARY_LABEL, a.mode.as_str()])
+            .dec();
+        let links = match &a.links {
+            Links::AllProcesses(l) => l.len(),
+            Links::PerProcess(by_pid) => by_pid.values().map(Vec::len).sum(),
+        };
+        loader::detach_library(&mut self.ebpf, &self.detacher, a);
+        links
     }
 
     /// `pid` is gone: its scope decision is dropped (the pid may be reused)
@@ -382,7 +426,7 @@ impl State {
 /// attached through `a.open_path`, which the scans keep on a process that
 /// maps the file now ([`procfs::open_path_for`]: the uprobe goes on the file,
 /// whichever path reaches it; the pid only filters).
-fn sync_processes(ebpf: &mut Ebpf, a: &mut Attachment) {
+fn sync_processes(ebpf: &mut Ebpf, detacher: &Detacher, a: &mut Attachment) {
     let Links::PerProcess(by_pid) = &mut a.links else {
         return;
     };
@@ -393,7 +437,7 @@ fn sync_processes(ebpf: &mut Ebpf, a: &mut Attachment) {
         .collect();
     for pid in gone {
         if let Some(links) = by_pid.remove(&pid) {
-            detach_links(ebpf, links);
+            detacher.detach(None, take_links(ebpf, links));
         }
     }
     for &pid in &a.pids {
@@ -488,6 +532,7 @@ impl Capture {
             scope: scope.clone(),
             seen: seen.clone(),
             embedded: Arc::default(),
+            detacher: Detacher::default(),
         }));
 
         let events = EventSource::new(ring, metrics.clone(), scope, seen)
@@ -543,13 +588,22 @@ impl Capture {
     /// (per process for a `--pid` scope, for every process otherwise): calls
     /// made in between (a few ms) are missed.
     pub fn set_scope(&self, pids: Vec<u32>, comms: Vec<String>) {
-        {
+        let detacher = {
             let mut s = lock(&self.state);
             s.scope
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .set(pids, comms);
             s.detach_all();
+            s.detacher.clone()
+        };
+        // The old probes go first (all at once, without the state lock):
+        // with both attached, a call would be seen twice.
+        if !detacher.wait_idle(SCOPE_DETACH_WAIT) {
+            tracing::warn!(
+                "old probes not all detached within {SCOPE_DETACH_WAIT:?} of the scope change; \
+                 their libraries are attached again at the next scan once they are"
+            );
         }
         rescan(&self.state, &self.tx);
     }
@@ -635,17 +689,74 @@ impl Capture {
         let _ = tokio::task::spawn_blocking(move || rescan(&state, &tx)).await;
     }
 
-    /// Detaches everything and stops the tasks.
-    pub async fn shutdown(self) {
+    /// Stops the rescans, exec/exit notifications and counter updates
+    /// (the kernel counters are folded in a last time); the probes stay
+    /// attached and events keep coming into the ring buffer until
+    /// [`Capture::detach_within`].
+    pub async fn stop(&mut self) {
         let _ = self.stop.send(true);
-        for t in self.tasks {
+        for t in std::mem::take(&mut self.tasks) {
             let _ = t.await;
         }
+    }
+
+    /// Takes every probe off, and returns within `wait`: the links are
+    /// handed to the kernel to detach after this process is gone
+    /// ([`loader::release_to_kernel`]: no wait at all), or, where that is
+    /// not allowed, detached all at once here, waiting at most `wait` (what
+    /// is left then is finished by the kernel as the process exits).  Either
+    /// way nothing stays attached once the process is gone.
+    pub async fn detach_within(mut self, wait: Duration) -> Detached {
+        self.stop().await;
+        let started = Instant::now();
         let state = self.state.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            lock(&state).detach_all();
+        let (links, all, released) = tokio::task::spawn_blocking(move || {
+            let mut s = lock(&state);
+            let keys: Vec<(u64, u64)> = s.attached.keys().copied().collect();
+            let mut taken = Vec::new();
+            for key in keys {
+                if let Some(a) = s.attached.remove(&key) {
+                    s.metrics
+                        .tls_attachments
+                        .with_label_values(&[LIBRARY_LABEL, a.mode.as_str()])
+                        .dec();
+                    taken.extend(take_links(&mut s.ebpf, a.links.into_all()));
+                }
+            }
+            let detacher = s.detacher.clone();
+            drop(s);
+            let links = taken.len();
+            let released = match loader::release_to_kernel(taken) {
+                Ok(()) => true,
+                Err((why, taken)) => {
+                    tracing::info!(
+                        "detaching {} probes here ({why}; the kernel takes ~0.1 s each)",
+                        taken.len()
+                    );
+                    detacher.detach(None, taken);
+                    false
+                }
+            };
+            // Probes detached earlier in the background (and those above).
+            let all = detacher.wait_idle(wait.saturating_sub(started.elapsed()));
+            (links, all, released)
         })
-        .await;
+        .await
+        .unwrap_or((0, false, false));
+        let left = lock(&self.state).detacher.pending();
+        Detached {
+            links,
+            left,
+            all,
+            released_to_kernel: released,
+            took: started.elapsed(),
+        }
+    }
+
+    /// Stops the tasks and detaches everything, waiting as long as the
+    /// kernel takes.
+    pub async fn shutdown(self) {
+        self.detach_within(Duration::MAX).await;
     }
 }
 

@@ -22,10 +22,17 @@ use crate::outputs::metrics_server::MetricsServer;
 use crate::outputs::stats::StatsTracker;
 use crate::pipeline::{clock_offset_ns, Outputs, Pipeline, PipelineConfig};
 
-/// How long SIGTERM may take: detach, drain, flush (the contract says 5 s).
+/// How long SIGTERM may take: drain, flush, detach (the contract says 5 s).
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(4);
-/// At most this much of it waits for the findings and pairs to be written.
+/// At most this much of it waits for the capture's tasks to stop (a rescan
+/// in progress).
+const STOP_TASKS_WAIT: Duration = Duration::from_secs(1);
+/// At most this much of it waits for the findings, pairs and recording to
+/// be written.
 const OUTPUTS_WAIT: Duration = Duration::from_secs(2);
+/// Detaching the probes gets at least this much, whatever is left of the
+/// budget (handed to the kernel it takes a few ms).
+const MIN_DETACH_WAIT: Duration = Duration::from_millis(500);
 /// How often blind processes are looked for (a /proc walk; ELF verdicts are cached).
 const BLIND_SCAN_EVERY: Duration = Duration::from_secs(30);
 
@@ -204,25 +211,49 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
 
     hub.set_ready(false);
     let shutdown_start = Instant::now();
-    let drain = async {
-        capture.shutdown().await;
-        drain_all(&mut feed.events, &mut pipeline);
-        while let Ok(tgid) = feed.exits.try_recv() {
-            pipeline.process_exited(tgid);
-        }
-        pipeline.finish();
-    };
-    if tokio::time::timeout(SHUTDOWN_BUDGET, drain).await.is_err() {
-        tracing::warn!("shutdown took longer than {SHUTDOWN_BUDGET:?}; exiting anyway");
+    // What was captured before the signal is handled and written out first,
+    // while the probes are still attached (taking them off is the slow
+    // part, and a SIGKILL after the grace period must find nothing left in
+    // flight); then the probes go.
+    let mut capture = capture;
+    if tokio::time::timeout(STOP_TASKS_WAIT, capture.stop())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the capture's tasks did not stop within {STOP_TASKS_WAIT:?}; going on");
     }
-    // The writer threads get what is left of the budget (2 s at most) to
-    // write what they hold; a reader that does not read cannot hold the exit.
+    drain_all(&mut feed.events, &mut pipeline);
+    while let Ok(tgid) = feed.exits.try_recv() {
+        pipeline.process_exited(tgid);
+    }
+    pipeline.finish();
+    // The writer threads get at most OUTPUTS_WAIT to write what they hold;
+    // a reader that does not read cannot hold the exit.
     let left = SHUTDOWN_BUDGET.saturating_sub(shutdown_start.elapsed());
     let outputs_wait = left.min(OUTPUTS_WAIT);
     if !tokio::task::block_in_place(|| pipeline.finish_outputs(outputs_wait)) {
         tracing::warn!(
-            "findings or pairs not all written within {outputs_wait:?} of shutting down; \
+            "findings, pairs or the recording not all written within {outputs_wait:?} of shutting down; \
              counted in sensor_output_dropped_total"
+        );
+    }
+    let left = SHUTDOWN_BUDGET
+        .saturating_sub(shutdown_start.elapsed())
+        .max(MIN_DETACH_WAIT);
+    let d = capture.detach_within(left).await;
+    if d.all {
+        tracing::info!(
+            links = d.links,
+            handed_to_kernel = d.released_to_kernel,
+            "probes detached in {} ms; shut down in {} ms",
+            d.took.as_millis(),
+            shutdown_start.elapsed().as_millis()
+        );
+    } else {
+        tracing::warn!(
+            "{} of {} probe links not detached within {left:?}; exiting: the kernel detaches them as the process exits",
+            d.left,
+            d.links
         );
     }
     let _ = stop_tx.send(true);
