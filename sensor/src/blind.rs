@@ -1,6 +1,18 @@
 //! Blind spots: processes that talk TCP through TLS code the sensor is not
 //! attached to, so their leaks would go unseen.  Reported in the live API's
-//! stats and as `sensor_blind_processes{reason}`.
+//! stats and as `sensor_blind_processes{reason, expected}`.
+//!
+//! Expected blind: every Kubernetes node runs Go agents that talk TLS
+//! (kubelet, containerd, kube-proxy, the CNI agent), which the sensor can
+//! never see into.  An alert on every blind process fired on every node and
+//! said nothing.  Processes whose executable (or comm) is on the
+//! `expected_blind` list (config; [`DEFAULT_EXPECTED_BLIND`]) are still
+//! listed and counted — `sensor check`, the live API (`expected: true`) and
+//! the gauge show them — but under `expected="true"`, so the alert rule can
+//! leave them out (`expected!="true"`) while a Go API server or a
+//! rustls/BoringSSL-static program of the node's workloads still fires it.
+//! A label rather than a filter, so that nothing is hidden: the list names
+//! what the operator accepts not to see, and that stays visible.
 //!
 //! A process is blind when it holds a TCP socket (listening or connected) and
 //! its executable or a mapped library carries TLS code the sensor is not
@@ -142,6 +154,7 @@ impl BlindScanner {
         };
         pids.sort_unstable();
         let me = std::process::id();
+        let expected = expected_blind();
         // TCP socket inodes per network namespace, read once per scan.
         let mut tcp_by_netns: HashMap<String, HashSet<u64>> = HashMap::new();
         let mut out = Vec::new();
@@ -153,8 +166,10 @@ impl BlindScanner {
                 let comm = std::fs::read_to_string(self.proc_root.join(format!("{pid}/comm")))
                     .map(|s| s.trim_end().to_string())
                     .unwrap_or_default();
+                let exe = exe_name(&self.proc_root, pid);
                 out.push(BlindProcess {
                     pid,
+                    expected: expected.matches(exe.as_deref(), &comm),
                     comm,
                     reason: reason.to_string(),
                 });
@@ -377,11 +392,14 @@ pub fn judge_new_process(
     attached: &HashSet<FileKey>,
     metrics: &Metrics,
 ) -> Option<&'static str> {
+    let proc_root = Path::new("/proc");
     let reason = new_process_scanner()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .check_pid(pid, attached)?;
-    seen_processes().count(Path::new("/proc"), pid, reason, metrics);
+    let comm = crate::capture::procfs::read_comm(proc_root, pid).unwrap_or_default();
+    let expected = expected_blind().matches(exe_name(proc_root, pid).as_deref(), &comm);
+    seen_processes().count(proc_root, pid, reason, expected, metrics);
     Some(reason)
 }
 
@@ -390,12 +408,14 @@ pub fn judge_new_process(
 pub fn count_blind_seen(metrics: &Metrics, found: &[BlindProcess]) {
     // Every reason's series exists from the first scan on (0 until counted).
     for r in REASONS {
-        metrics.blind_processes_seen.with_label_values(&[r]);
+        for e in ["false", "true"] {
+            metrics.blind_processes_seen.with_label_values(&[r, e]);
+        }
     }
     let mut seen = seen_processes();
     for b in found {
         if let Some(r) = REASONS.iter().copied().find(|r| *r == b.reason) {
-            seen.count(Path::new("/proc"), b.pid, r, metrics);
+            seen.count(Path::new("/proc"), b.pid, r, b.expected, metrics);
         }
     }
 }
@@ -420,7 +440,15 @@ impl SeenProcesses {
     }
 
     /// Counts `pid` with `reason` unless it was already; true when counted.
-    pub fn count(&mut self, proc_root: &Path, pid: u32, reason: &str, metrics: &Metrics) -> bool {
+    /// `expected`: it is on the expected-blind list (the `expected` label).
+    pub fn count(
+        &mut self,
+        proc_root: &Path,
+        pid: u32,
+        reason: &str,
+        expected: bool,
+        metrics: &Metrics,
+    ) -> bool {
         let Some(bit) = REASONS.iter().position(|r| *r == reason) else {
             return false;
         };
@@ -433,7 +461,7 @@ impl SeenProcesses {
         *mask |= 1 << bit;
         metrics
             .blind_processes_seen
-            .with_label_values(&[reason])
+            .with_label_values(&[reason, expected_label(expected)])
             .inc();
         true
     }
@@ -463,15 +491,137 @@ fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
 /// Largest /proc/PID/stat read (~300 bytes in practice).
 const MAX_STAT_BYTES: u64 = 4096;
 
-/// Sets `sensor_blind_processes{reason}` for every reason (0 when none).
+/// Sets `sensor_blind_processes{reason, expected}` for every reason, both
+/// ways (0 when none).
 pub fn update_blind_gauge(metrics: &Metrics, found: &[BlindProcess]) {
     for r in REASONS {
-        let n = found.iter().filter(|b| b.reason == *r).count();
-        metrics
-            .blind_processes
-            .with_label_values(&[r])
-            .set(n as i64);
+        for expected in [false, true] {
+            let n = found
+                .iter()
+                .filter(|b| b.reason == *r && b.expected == expected)
+                .count();
+            metrics
+                .blind_processes
+                .with_label_values(&[r, expected_label(expected)])
+                .set(n as i64);
+        }
     }
+}
+
+/// The `expected` label's value.
+pub fn expected_label(expected: bool) -> &'static str {
+    if expected {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+/// Programs a node runs for itself that talk TLS the sensor cannot see (Go's
+/// crypto/tls): Kubernetes' node agents and control plane, container
+/// runtimes, CNI and node add-on agents.  Names of executables (or comms);
+/// `name*` matches a prefix.  Replaced as a whole by `expected_blind` in the
+/// config (an empty list expects nothing).  Not on it: proxies that carry
+/// the workloads' traffic (Envoy, Traefik, Caddy), and everything else.
+pub const DEFAULT_EXPECTED_BLIND: &[&str] = &[
+    // Kubernetes: node agents and control plane.
+    "kubelet",
+    "kube-proxy",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "cloud-controller-manager",
+    "etcd",
+    "k3s",
+    "rke2",
+    "kubelite",
+    // Container runtimes.
+    "containerd",
+    "containerd-shim*",
+    "dockerd",
+    "cri-dockerd",
+    "crio",
+    // CNI and network agents.
+    "calico-node",
+    "calico-typha",
+    "cilium-agent",
+    "cilium-operator*",
+    "cilium-health*",
+    "flanneld",
+    "kindnetd",
+    "aws-k8s-agent",
+    "antrea-agent",
+    "kube-router",
+    "weaver",
+    // Node add-ons.
+    "coredns",
+    "konnectivity-agent",
+    "csi-node-driver-registrar",
+    "livenessprobe",
+    "node_exporter",
+];
+
+/// Which blind processes are expected (see the module docs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedBlind {
+    names: Vec<String>,
+}
+
+impl Default for ExpectedBlind {
+    fn default() -> Self {
+        ExpectedBlind::new(DEFAULT_EXPECTED_BLIND.iter().map(|s| s.to_string()))
+    }
+}
+
+impl ExpectedBlind {
+    pub fn new(names: impl IntoIterator<Item = String>) -> ExpectedBlind {
+        ExpectedBlind {
+            names: names.into_iter().filter(|n| !n.is_empty()).collect(),
+        }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Whether a process whose executable's file name is `exe` and whose
+    /// comm is `comm` is on the list.
+    pub fn matches(&self, exe: Option<&str>, comm: &str) -> bool {
+        let one = |n: &str, v: &str| match n.strip_suffix('*') {
+            Some(prefix) => v.starts_with(prefix),
+            None => n == v,
+        };
+        self.names
+            .iter()
+            .any(|n| exe.is_some_and(|e| one(n, e)) || (!comm.is_empty() && one(n, comm)))
+    }
+}
+
+fn expected_slot() -> &'static Mutex<ExpectedBlind> {
+    static EXPECTED: OnceLock<Mutex<ExpectedBlind>> = OnceLock::new();
+    EXPECTED.get_or_init(|| Mutex::new(ExpectedBlind::default()))
+}
+
+/// The expected-blind list in force (the defaults until `set_expected_blind`).
+pub fn expected_blind() -> ExpectedBlind {
+    expected_slot()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+}
+
+/// Sets the expected-blind list (`sensor run`'s config, at start and SIGHUP).
+pub fn set_expected_blind(list: ExpectedBlind) {
+    *expected_slot().lock().unwrap_or_else(|e| e.into_inner()) = list;
+}
+
+/// The file name of a process's executable (`/proc/PID/exe`), not its comm,
+/// which the kernel cuts at 15 bytes (`kube-controller`).
+fn exe_name(proc_root: &Path, pid: u32) -> Option<String> {
+    let target = std::fs::read_link(proc_root.join(format!("{pid}/exe"))).ok()?;
+    let s = target.to_string_lossy();
+    let s = s.trim_end_matches(" (deleted)");
+    Some(file_name(s).to_string())
 }
 
 fn read_capped(path: &Path, cap: u64) -> Option<String> {

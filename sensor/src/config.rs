@@ -197,6 +197,9 @@ pub struct RunConfig {
     pub max_buffered_bytes: usize,
     pub findings_ring: usize,
     pub leak: LeakConfig,
+    /// Programs expected to be blind (a node's own agents): still listed,
+    /// counted under `expected="true"` (`blind::ExpectedBlind`).
+    pub expected_blind: Vec<String>,
 }
 
 /// The part of the config a running sensor applies on SIGHUP without restarting:
@@ -249,6 +252,7 @@ struct FileConfig {
     max_buffered_bytes: Option<Spanned<usize>>,
     findings_ring: Option<Spanned<usize>>,
     leak: Option<LeakConfig>,
+    expected_blind: Option<Vec<String>>,
 }
 
 /// Where a value came from, to name it in an error the way the user wrote it.
@@ -660,6 +664,12 @@ impl RunConfig {
         )?;
 
         let leak = validate_leak(f.leak.clone().unwrap_or_default(), l)?;
+        let expected_blind = f.expected_blind.clone().unwrap_or_else(|| {
+            crate::blind::DEFAULT_EXPECTED_BLIND
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
 
         Ok(RunConfig {
             config_file: args.config.clone(),
@@ -689,6 +699,7 @@ impl RunConfig {
             max_buffered_bytes,
             findings_ring,
             leak,
+            expected_blind,
         })
     }
 

@@ -178,8 +178,13 @@ fn alert_unit_tests_catch_broken_rules() {
             "unless on (job) sensor_tls_attachments",
         ),
         (
-            "(sensor_blind_processes) > 0",
-            "(sensor_blind_processes) >= 0",
+            "(sensor_blind_processes{expected!=\"true\"}) > 0",
+            "(sensor_blind_processes{expected!=\"true\"}) >= 0",
+        ),
+        // Expected blind processes (a node's own agents) must not fire it.
+        (
+            "sensor_blind_processes{expected!=\"true\"}",
+            "sensor_blind_processes",
         ),
     ];
     let dir = std::env::temp_dir().join(format!("sensor-rules-mutants-{}", std::process::id()));

@@ -388,23 +388,32 @@ s.bind(('127.0.0.1', 21203))\ns.listen(8)\nprint('listening', flush=True)\ntime.
     let mine: Vec<BlindProcess> = all.into_iter().filter(|b| ours.contains(&b.pid)).collect();
     update_blind_gauge(&metrics, &mine);
     assert_eq!(
-        metrics.blind_processes.with_label_values(&["go_tls"]).get(),
+        metrics
+            .blind_processes
+            .with_label_values(&["go_tls", "false"])
+            .get(),
         1
     );
     assert_eq!(
         metrics
             .blind_processes
-            .with_label_values(&["static_openssl"])
+            .with_label_values(&["static_openssl", "false"])
             .get(),
         1
     );
     assert_eq!(
-        metrics.blind_processes.with_label_values(&["gnutls"]).get(),
+        metrics
+            .blind_processes
+            .with_label_values(&["gnutls", "false"])
+            .get(),
         0
     );
     update_blind_gauge(&metrics, &[]);
     assert_eq!(
-        metrics.blind_processes.with_label_values(&["go_tls"]).get(),
+        metrics
+            .blind_processes
+            .with_label_values(&["go_tls", "false"])
+            .get(),
         0
     );
     drop((go, goplain, node, py_tls, py_plain));
@@ -636,7 +645,11 @@ s = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=Tr
     wait_for(&mut out, "connected");
     let pid = client.0.id();
     let metrics = Metrics::new();
-    let seen = |m: &Metrics| m.blind_processes_seen.with_label_values(&["gnutls"]).get();
+    let seen = |m: &Metrics| {
+        m.blind_processes_seen
+            .with_label_values(&["gnutls", "false"])
+            .get()
+    };
     assert_eq!(
         judge_new_process(pid, &HashSet::new(), &metrics),
         Some("gnutls")
@@ -653,6 +666,7 @@ s = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=Tr
             pid,
             comm: "python3".into(),
             reason: "gnutls".into(),
+            expected: false,
         }],
     );
     assert_eq!(seen(&metrics), 1);
@@ -669,7 +683,7 @@ s = socket.create_connection(('127.0.0.1', {port}))\nprint('connected', flush=Tr
     assert_eq!(
         metrics
             .blind_processes_seen
-            .with_label_values(&["go_tls"])
+            .with_label_values(&["go_tls", "false"])
             .get(),
         0
     );
@@ -688,13 +702,18 @@ fn seen_processes_count_once_per_process_and_reason() {
     assert_eq!(start_time(root.path(), 42), Some(1000));
     let metrics = Metrics::new();
     let mut seen = SeenProcesses::new();
-    assert!(seen.count(root.path(), 42, "gnutls", &metrics));
-    assert!(!seen.count(root.path(), 42, "gnutls", &metrics));
-    assert!(seen.count(root.path(), 42, "boringssl", &metrics));
+    assert!(seen.count(root.path(), 42, "gnutls", false, &metrics));
+    assert!(!seen.count(root.path(), 42, "gnutls", false, &metrics));
+    assert!(seen.count(root.path(), 42, "boringssl", false, &metrics));
     std::fs::write(root.path().join("42/stat"), stat(2000)).unwrap();
-    assert!(seen.count(root.path(), 42, "gnutls", &metrics));
-    assert!(!seen.count(root.path(), 42, "not_a_reason", &metrics));
-    let get = |r: &str| metrics.blind_processes_seen.with_label_values(&[r]).get();
+    assert!(seen.count(root.path(), 42, "gnutls", false, &metrics));
+    assert!(!seen.count(root.path(), 42, "not_a_reason", false, &metrics));
+    let get = |r: &str| {
+        metrics
+            .blind_processes_seen
+            .with_label_values(&[r, "false"])
+            .get()
+    };
     assert_eq!((get("gnutls"), get("boringssl")), (2, 1));
 }
 
@@ -742,4 +761,80 @@ print('listening', flush=True)\ntime.sleep(60)",
          ({capture_part:?} the capture's, {blind_part:?} the blind judgment), {gone:?} at a gone one"
     );
     assert!(live < Duration::from_millis(20));
+}
+
+#[test]
+fn expected_blind_names_match_the_executable_or_the_comm() {
+    let e = ExpectedBlind::default();
+    assert!(e.matches(Some("kubelet"), "kubelet"));
+    // The comm is cut at 15 bytes; the executable's name is whole.
+    assert!(e.matches(Some("kube-controller-manager"), "kube-controller"));
+    assert!(e.matches(Some("containerd-shim-runc-v2"), "containerd-shim"));
+    assert!(e.matches(None, "calico-node"));
+    // An API server, a gateway, a prefix of a name: not expected.
+    assert!(!e.matches(Some("api-server"), "api-server"));
+    assert!(!e.matches(Some("kubelet-api"), "kubelet-api"));
+    assert!(!e.matches(Some("envoy"), "envoy"));
+    assert!(!e.matches(None, ""));
+    // The config replaces the list; an empty one expects nothing.
+    let own = ExpectedBlind::new(["payments-*".to_string(), String::new()]);
+    assert_eq!(own.names(), ["payments-*"]);
+    assert!(own.matches(Some("payments-api"), "payments-api"));
+    assert!(!own.matches(Some("kubelet"), "kubelet"));
+    assert!(!ExpectedBlind::new([]).matches(Some("kubelet"), "kubelet"));
+}
+
+/// A Go TLS server named like a node agent (kubelet) is listed blind but
+/// expected; the same program under another name (an application's Go API
+/// server) is blind and not expected; the gauge splits them by `expected`,
+/// so the alert (`expected!="true"`) fires for the second only.  node with
+/// its OpenSSL attached is not blind at all.
+#[test]
+fn a_node_agent_is_expected_blind_an_application_is_not() {
+    if !(have("go") && have("node")) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let app = go_build(dir.path(), "goapi", GO_TLS_SERVER);
+    let agent = dir.path().join("kubelet");
+    std::fs::copy(&app, &agent).unwrap();
+    let (kubelet, mut out1) = spawn(Command::new(&agent).arg("127.0.0.1:21220"));
+    wait_for(&mut out1, "listening");
+    let (goapi, mut out2) = spawn(Command::new(&app).arg("127.0.0.1:21221"));
+    wait_for(&mut out2, "listening");
+    let (node, mut node_out) = spawn(Command::new("node").args([
+        "-e",
+        "require('https').createServer({}, (q, s) => s.end()).listen(21222, '127.0.0.1', () => console.log('listening')); setTimeout(() => process.exit(0), 120000)",
+    ]));
+    wait_for(&mut node_out, "listening");
+    let node_exe = std::fs::metadata(format!("/proc/{}/exe", node.0.id())).unwrap();
+    // What `sensor run` (and now `sensor check`) has attached: node's program.
+    let attached: HashSet<FileKey> = [(node_exe.dev(), node_exe.ino())].into();
+    let ours = [kubelet.0.id(), goapi.0.id(), node.0.id()];
+    let found: Vec<BlindProcess> = BlindScanner::new()
+        .scan(&attached)
+        .into_iter()
+        .filter(|b| ours.contains(&b.pid))
+        .collect();
+    let mut got: Vec<(u32, &str, bool)> = found
+        .iter()
+        .map(|b| (b.pid, b.reason.as_str(), b.expected))
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (kubelet.0.id(), "go_tls", true),
+        (goapi.0.id(), "go_tls", false),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let metrics = Metrics::new();
+    update_blind_gauge(&metrics, &found);
+    let g = |e: &str| {
+        metrics
+            .blind_processes
+            .with_label_values(&["go_tls", e])
+            .get()
+    };
+    assert_eq!((g("false"), g("true")), (1, 1));
+    drop((kubelet, goapi, node));
 }

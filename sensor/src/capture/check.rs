@@ -191,19 +191,32 @@ pub fn check_host() -> Vec<CheckLine> {
         },
         Some("build with `cargo xtask build`"),
     ));
-    out.extend(tls_library_lines(Path::new("/proc"), euid == 0));
+    out.extend(tls_library_lines(Path::new("/proc"), euid == 0).0);
     out
 }
 
-fn tls_library_lines(proc_root: &Path, root: bool) -> Vec<CheckLine> {
+/// (device, inode) of every TLS file mapped now that `sensor run` would
+/// attach to (its probe sites are found): the processes mapping them are
+/// not blind, so `sensor check` does not list them (node, with OpenSSL
+/// linked in and its `SSL_*` exported, is seen through those).
+pub fn attachable_tls_files(proc_root: &Path) -> std::collections::HashSet<(u64, u64)> {
+    tls_library_lines(proc_root, true).1
+}
+
+fn tls_library_lines(
+    proc_root: &Path,
+    root: bool,
+) -> (Vec<CheckLine>, std::collections::HashSet<(u64, u64)>) {
     let index = procfs::scan(proc_root, |_| true, &mut procfs::EmbeddedOpenssl::default());
     let mut out = Vec::new();
-    for lib in index.libraries.values() {
+    let mut attachable = std::collections::HashSet::new();
+    for (key, lib) in &index.libraries {
         let detail = match open_library(&lib.open_path)
             .map_err(|e| e.to_string())
             .and_then(|f| plan(&f, ProbeMode::Auto).map_err(|e| e.to_string()))
         {
             Ok(p) => {
+                attachable.insert(*key);
                 let mut s = format!(
                     "{} ({} processes): {} probes",
                     lib.path,
@@ -246,7 +259,7 @@ fn tls_library_lines(proc_root: &Path, root: bool) -> Vec<CheckLine> {
             Some("start the TLS service; processes started later are picked up by `sensor run`"),
         ));
     }
-    out
+    (out, attachable)
 }
 
 #[cfg(test)]

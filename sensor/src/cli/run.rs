@@ -87,6 +87,7 @@ fn open_output(
 
 async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
     let metrics = Metrics::new();
+    crate::blind::set_expected_blind(crate::blind::ExpectedBlind::new(cfg.expected_blind.clone()));
     let detector = detector_for(&cfg)?;
     let hub = LiveHub::with_metrics(cfg.findings_ring, &metrics);
 
@@ -304,6 +305,9 @@ fn reload(
         }
     };
     pipeline.set_detector(detector);
+    crate::blind::set_expected_blind(crate::blind::ExpectedBlind::new(
+        newer.expected_blind.clone(),
+    ));
     if pipeline.set_role_filter(newer.role) {
         capture.muter().apply(&pipeline.take_mute_updates());
     }

@@ -24,6 +24,11 @@ pub struct BlindProcess {
     pub comm: String,
     /// "go_tls", "boringssl", "static_openssl", "openssl_unattached", "rustls", "java_tls", "erlang_tls", "gnutls", "nss", "wolfssl", "mbedtls", "unknown_tls" (`blind::REASONS`)
     pub reason: String,
+    /// On the expected-blind list (a node's own agents: kubelet, containerd,
+    /// …; `blind::DEFAULT_EXPECTED_BLIND`, config `expected_blind`): listed,
+    /// and counted under `expected="true"`, which the alert leaves out.
+    #[serde(default)]
+    pub expected: bool,
 }
 
 /// `GET /api/v1/stats`, and the `stats` items of `GET /api/v1/stream` (once a second).

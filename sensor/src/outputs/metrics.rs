@@ -213,14 +213,14 @@ impl Metrics {
             blind_processes: gauge_vec(
                 r,
                 "sensor_blind_processes",
-                "Processes with TCP sockets whose TLS the sensor cannot see, by reason.",
-                &["reason"],
+                "Processes with TCP sockets whose TLS the sensor cannot see, by reason; expected=\"true\" for those on the expected-blind list (a node's own agents).",
+                &["reason", "expected"],
             ),
             blind_processes_seen: counter_vec(
                 r,
                 "sensor_blind_processes_seen_total",
-                "Processes found blind since the sensor started, each once per reason: by the periodic scan, or shortly after their exec (short-lived ones the scan misses).",
-                &["reason"],
+                "Processes found blind since the sensor started, each once per reason: by the periodic scan, or shortly after their exec (short-lived ones the scan misses); expected as in sensor_blind_processes.",
+                &["reason", "expected"],
             ),
             build_info: gauge_vec(r, "sensor_build_info", "Always 1; the sensor's version.", &["version"]),
             findings_dropped: counter(

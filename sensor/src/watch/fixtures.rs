@@ -129,6 +129,7 @@ pub fn stats() -> StatsSnapshot {
             pid: 900,
             comm: "caddy".into(),
             reason: "go_tls".into(),
+            expected: false,
         }],
         events_total: 123_456,
         events_per_s: 812.5,
