@@ -970,8 +970,9 @@ fn is_query_credential_name(cfg: &LeakConfig, name: &[u8]) -> bool {
 
 /// Whether `req` may carry a credential, decided without taking any out
 /// (no entropy, no decoding of values): a body, an Authorization or
-/// credential-named header, or a credential-named query parameter says yes
-/// at once; a Cookie header only if one of its cookies is a credential.
+/// credential-named header, a credential- or session-named query or path
+/// parameter, or a query value that starts a JSON object says yes at once;
+/// a Cookie header only if one of its cookies is a credential.
 /// It never says no where [`extract`] finds one; it says yes for a header
 /// or parameter whose value is no credential (empty, short, a plain word).
 pub fn may_carry_credential(req: &Request, cfg: &LeakConfig) -> bool {
