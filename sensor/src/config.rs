@@ -552,10 +552,7 @@ impl RunConfig {
             ));
         }
 
-        let state_dir = path_from(&args.state_dir, &f.state_dir)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-        let fingerprint_key_file = path_from(&args.fingerprint_key_file, &f.fingerprint_key_file)
-            .unwrap_or_else(|| state_dir.join(FINGERPRINT_KEY_NAME));
+        let (state_dir, fingerprint_key_file) = key_file(args, f, base);
         let (role, _) = pick(args.role, f.role.as_ref(), l, RoleFilter::Any);
 
         let (pids, pid_origin) = pick(
@@ -614,42 +611,7 @@ impl RunConfig {
                 ),
             ));
         }
-        let (max_body_bytes, mb_origin) = pick(
-            args.max_body_bytes,
-            f.max_body_bytes.as_ref(),
-            l,
-            DEFAULT_MAX_BODY_BYTES,
-        );
-        check_range(
-            "max_body_bytes",
-            max_body_bytes,
-            MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES,
-            &mb_origin,
-        )?;
-        let (max_connections, mc_origin) = pick(
-            args.max_connections,
-            f.max_connections.as_ref(),
-            l,
-            DEFAULT_MAX_CONNECTIONS,
-        );
-        check_range(
-            "max_connections",
-            max_connections,
-            1..=MAX_MAX_CONNECTIONS,
-            &mc_origin,
-        )?;
-        let (max_buffered_bytes, bb_origin) = pick(
-            args.max_buffered_bytes,
-            f.max_buffered_bytes.as_ref(),
-            l,
-            crate::pipeline::DEFAULT_MAX_BUFFERED_BYTES,
-        );
-        check_range(
-            "max_buffered_bytes",
-            max_buffered_bytes,
-            MIN_MAX_BUFFERED_BYTES..=MAX_MAX_BUFFERED_BYTES,
-            &bb_origin,
-        )?;
+        let (max_body_bytes, max_connections, max_buffered_bytes) = limits(args, f, l)?;
         let (findings_ring, fr_origin) = pick(
             args.findings_ring,
             f.findings_ring.as_ref(),
@@ -748,6 +710,114 @@ impl RunConfig {
             addr: self.api_addr,
             token: self.api_token.as_ref().map(|t| t.expose().to_string()),
         }
+    }
+}
+
+/// `max_body_bytes`, `max_connections`, `max_buffered_bytes`: flag, file
+/// or default, validated (run and replay alike).
+fn limits(
+    args: &RunArgs,
+    f: &FileConfig,
+    l: Option<&Loaded>,
+) -> Result<(usize, usize, usize), ConfigError> {
+    let (max_body_bytes, mb_origin) = pick(
+        args.max_body_bytes,
+        f.max_body_bytes.as_ref(),
+        l,
+        DEFAULT_MAX_BODY_BYTES,
+    );
+    check_range(
+        "max_body_bytes",
+        max_body_bytes,
+        MIN_MAX_BODY_BYTES..=MAX_MAX_BODY_BYTES,
+        &mb_origin,
+    )?;
+    let (max_connections, mc_origin) = pick(
+        args.max_connections,
+        f.max_connections.as_ref(),
+        l,
+        DEFAULT_MAX_CONNECTIONS,
+    );
+    check_range(
+        "max_connections",
+        max_connections,
+        1..=MAX_MAX_CONNECTIONS,
+        &mc_origin,
+    )?;
+    let (max_buffered_bytes, bb_origin) = pick(
+        args.max_buffered_bytes,
+        f.max_buffered_bytes.as_ref(),
+        l,
+        crate::pipeline::DEFAULT_MAX_BUFFERED_BYTES,
+    );
+    check_range(
+        "max_buffered_bytes",
+        max_buffered_bytes,
+        MIN_MAX_BUFFERED_BYTES..=MAX_MAX_BUFFERED_BYTES,
+        &bb_origin,
+    )?;
+    Ok((max_body_bytes, max_connections, max_buffered_bytes))
+}
+
+/// The state dir and the fingerprint key file: flag, file or default.
+fn key_file(args: &RunArgs, f: &FileConfig, base: Option<&Path>) -> (PathBuf, PathBuf) {
+    let path_from = |flag: &Option<PathBuf>, file: &Option<Spanned<PathBuf>>| -> Option<PathBuf> {
+        flag.clone()
+            .or_else(|| file.as_ref().map(|v| resolve(v.get_ref(), base)))
+    };
+    let state_dir = path_from(&args.state_dir, &f.state_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let fingerprint_key_file = path_from(&args.fingerprint_key_file, &f.fingerprint_key_file)
+        .unwrap_or_else(|| state_dir.join(FINGERPRINT_KEY_NAME));
+    (state_dir, fingerprint_key_file)
+}
+
+/// What `sensor replay` takes from a config file (`--config`, the same
+/// file and precedence as `sensor run`: defaults < file < flags): the
+/// settings that decide which findings a capture gives and their
+/// fingerprints.  The rest of the file (outputs, addresses, capture and
+/// scope settings) is the live sensor's business and not used.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplayConfig {
+    pub config_file: Option<PathBuf>,
+    pub fingerprint_key_file: PathBuf,
+    pub role: RoleFilter,
+    pub http_limits: HttpLimits,
+    pub max_connections: usize,
+    pub max_buffered_bytes: usize,
+    pub leak: LeakConfig,
+}
+
+impl ReplayConfig {
+    /// `args` holds `sensor replay`'s flags (`config`, `fingerprint_key_file`,
+    /// `state_dir`, `role`, `max_body_bytes`, `max_connections`,
+    /// `max_buffered_bytes`); other fields are ignored.  Reads the config
+    /// file only.
+    pub fn load(args: &RunArgs) -> Result<ReplayConfig, ConfigError> {
+        let loaded = match &args.config {
+            Some(p) => Some(parse_file(p)?),
+            None => None,
+        };
+        let l = loaded.as_ref();
+        let empty = FileConfig::default();
+        let f = l.map_or(&empty, |l| &l.cfg);
+        let base = l.and_then(|l| l.path.parent()).map(Path::to_path_buf);
+        let (_, fingerprint_key_file) = key_file(args, f, base.as_deref());
+        let (role, _) = pick(args.role, f.role.as_ref(), l, RoleFilter::Any);
+        let (max_body_bytes, max_connections, max_buffered_bytes) = limits(args, f, l)?;
+        let leak = validate_leak(f.leak.clone().unwrap_or_default(), l)?;
+        Ok(ReplayConfig {
+            config_file: args.config.clone(),
+            fingerprint_key_file,
+            role,
+            http_limits: HttpLimits {
+                max_body_bytes,
+                ..HttpLimits::default()
+            },
+            max_connections,
+            max_buffered_bytes,
+            leak,
+        })
     }
 }
 

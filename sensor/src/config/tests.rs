@@ -487,3 +487,73 @@ fn yaml_errors_name_the_key_or_line() {
     let e = load_err(&["--config", &p]);
     assert!(e.contains("remove the key to use its default"), "{e}");
 }
+
+/// `sensor replay --config`: the node's file gives the settings that decide
+/// findings (leak lists, role, limits, key), with run's precedence (flags
+/// win, relative paths from the file's directory); the live-only settings
+/// (a non-loopback API whose token file is on the node, outputs) neither
+/// apply nor fail.
+#[test]
+fn replay_takes_the_detection_settings_of_the_run_config() {
+    let d = Dir::new();
+    let cfg = d.file(
+        "sensor.toml",
+        "findings = \"/var/log/sensor/findings.jsonl\"\napi_addr = \"0.0.0.0:9478\"\n\
+         api_token_file = \"/nonexistent/token\"\nstate_dir = \"state\"\nrole = \"server\"\n\
+         max_body_bytes = 65536\nmax_connections = 100\n\
+         [leak]\nheaders = [\"X-Partner-Credential\"]\n",
+    );
+    let c = ReplayConfig::load(&args(&["--config", &cfg])).unwrap();
+    let dir = d.0.path();
+    assert_eq!(
+        c.fingerprint_key_file,
+        dir.join("state").join(FINGERPRINT_KEY_NAME)
+    );
+    assert_eq!(c.role, RoleFilter::Server);
+    assert_eq!(c.http_limits.max_body_bytes, 65536);
+    assert_eq!(c.max_connections, 100);
+    assert_eq!(c.leak.headers, vec!["x-partner-credential".to_string()]);
+    // The same as run's for the settings both have.
+    let both = d.file(
+        "both.toml",
+        "state_dir = \"state\"\nrole = \"server\"\nmax_body_bytes = 65536\n\
+         max_connections = 100\nmax_buffered_bytes = 2097152\n\
+         [leak]\nheaders = [\"X-Partner-Credential\"]\n",
+    );
+    let run = RunConfig::load(&args(&["--config", &both])).unwrap();
+    let replay = ReplayConfig::load(&args(&["--config", &both])).unwrap();
+    assert_eq!(run.fingerprint_key_file, replay.fingerprint_key_file);
+    assert_eq!(run.role, replay.role);
+    assert_eq!(run.leak, replay.leak);
+    assert_eq!(run.http_limits, replay.http_limits);
+    assert_eq!(run.max_connections, replay.max_connections);
+    assert_eq!(run.max_buffered_bytes, replay.max_buffered_bytes);
+    // Flags win.
+    let c = ReplayConfig::load(&args(&[
+        "--config",
+        &cfg,
+        "--fingerprint-key-file",
+        "/k",
+        "--role",
+        "any",
+        "--max-body-bytes",
+        "2048",
+    ]))
+    .unwrap();
+    assert_eq!(c.fingerprint_key_file, PathBuf::from("/k"));
+    assert_eq!(c.role, RoleFilter::Any);
+    assert_eq!(c.http_limits.max_body_bytes, 2048);
+    // Errors are the file's, one line.
+    let bad = d.file("bad.toml", "max_connections = 0\n");
+    let e = ReplayConfig::load(&args(&["--config", &bad]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("line 1: max_connections = 0"), "{e}");
+    // Without a file: run's defaults.
+    let c = ReplayConfig::load(&args(&[])).unwrap();
+    assert_eq!(
+        c.fingerprint_key_file,
+        PathBuf::from(DEFAULT_STATE_DIR).join(FINGERPRINT_KEY_NAME)
+    );
+    assert_eq!(c.leak, LeakConfig::default());
+}
