@@ -292,6 +292,8 @@ pub struct ConnectionParser {
     /// The direction whose first bytes' look set `role` (before any head
     /// parsed): if they turn out to be no head, the role is not known.
     role_guessed_by: Option<Direction>,
+    /// Those first bytes pass `head::resync_candidate` (see [`Self::role`]).
+    guess_looks_strict: bool,
     /// A response head was parsed (with `next_id`, tells a stream that never was
     /// HTTP from one that went bad).
     any_response: bool,
@@ -372,6 +374,7 @@ impl ConnectionParser {
             orphans: 0,
             owed: VecDeque::new(),
             role_guessed_by: None,
+            guess_looks_strict: false,
             any_response: false,
             h2: None,
             h2_early: None,
@@ -385,6 +388,18 @@ impl ConnectionParser {
 
     /// The role, once known.
     pub fn role(&self) -> Option<Role> {
+        // Guessed from a first head still in progress, it is told only if
+        // those bytes look like a message start as strictly as a
+        // resynchronisation wants (a known method and a target, or
+        // `HTTP/1.x NNN`): others may be the middle of a body (a connection
+        // joined midway), and a caller may act on the role (`--role` mutes
+        // the other side's connections).
+        if self.role_guessed_by.is_some()
+            && !self.guess_looks_strict
+            && !self.sides.iter().any(|s| s.parsed_any)
+        {
+            return None;
+        }
         self.role
     }
 
@@ -800,13 +815,24 @@ impl ConnectionParser {
             Sniff::Request => Kind::Request,
             Sniff::Response => Kind::Response,
         };
+        let strict = matches!(
+            head::resync_candidate(probe, true, true),
+            Sniff::Request | Sniff::Response
+        );
         match expected {
             None => {
                 self.role = Some(role_for(dir, kind));
                 self.role_guessed_by = Some(dir);
+                self.guess_looks_strict = strict;
                 Ok(true)
             }
-            Some(k) if k == kind => Ok(true),
+            Some(k) if k == kind => {
+                if self.role_guessed_by == Some(dir) {
+                    // More of the same bytes.
+                    self.guess_looks_strict = strict;
+                }
+                Ok(true)
+            }
             Some(_) => Err(bad_for_expected),
         }
     }
@@ -1063,6 +1089,7 @@ impl ConnectionParser {
         *pos = data.len();
         self.drop_state();
         self.role = Some(role);
+        self.role_guessed_by = None;
         self.h2 = Some(Box::new(h2));
         self.drop_failed_h2();
     }

@@ -1651,3 +1651,25 @@ fn a_leak_in_a_request_after_the_pending_overflow_is_found() {
         assert_eq!(f.credential.length, key(i).len());
     }
 }
+
+/// A role guessed from a direction's first bytes that may be a body's (a
+/// connection joined midway) is not told before a head settles it:
+/// `--role` acts on it (mutes the connection).  Bytes shaped strictly like
+/// a start (a known method and a target) tell it at once, as before.
+#[test]
+fn a_role_guessed_from_body_like_first_bytes_is_not_told() {
+    let got = run(&[w("hello world, some text of a body without a line end")]);
+    assert_eq!(got.p.role(), None);
+    let got = run(&[
+        w("hello world, some text of a body without a line end"),
+        r(GET),
+        w(OK5),
+    ]);
+    assert_eq!(got.p.role(), Some(Role::Server));
+    assert_eq!(
+        summary(&got.ex),
+        [s("GET", "/a?token=x", b"", 200, b"hello")]
+    );
+    assert_eq!(run(&[r("GET /x HT")]).p.role(), Some(Role::Server));
+    assert_eq!(run(&[r("HTTP/1.1 200")]).p.role(), Some(Role::Client));
+}
