@@ -22,6 +22,7 @@ pub mod procfs;
 mod procwatch;
 pub mod reader;
 pub mod record;
+mod release;
 pub mod scope;
 pub mod x86;
 
@@ -151,6 +152,8 @@ struct State {
     embedded: Arc<Mutex<procfs::EmbeddedOpenssl>>,
     /// Detaches probes in the background, many at once (see [`Detacher`]).
     detacher: Detacher,
+    /// Attached libraries no process maps, since when ([`release`]).
+    unused: release::Unused,
 }
 
 /// One rescan: read /proc without holding the state lock (so `attached()`
@@ -199,13 +202,32 @@ impl State {
             }
             self.attach_new(*key, lib);
         }
-        // Libraries nobody maps any more stay attached: the inode may be mapped
-        // again by the next process, and the probes cost nothing while unused.
+        // Libraries nobody maps any more are released after a grace period
+        // (the same file is often mapped again by the next process); the
+        // host's libssl files are in the index, mapped or not, and kept.
         for a in self.attached.values_mut() {
             if !index.libraries.contains_key(&(a.dev, a.ino)) {
                 a.pids.clear();
                 sync_processes(&mut self.ebpf, &self.detacher, a);
             }
+        }
+        let in_use: Vec<((u64, u64), bool)> = self
+            .attached
+            .keys()
+            .map(|k| (*k, index.libraries.contains_key(k)))
+            .collect();
+        for key in self.unused.after_scan(in_use, Instant::now()) {
+            if let Some(a) = self.attached.get(&key) {
+                tracing::info!(
+                    "released {} (dev {} inode {}): no process has mapped it for {} s",
+                    a.path,
+                    a.dev,
+                    a.ino,
+                    release::RELEASE_AFTER.as_secs()
+                );
+            }
+            self.metrics.tls_released.inc();
+            self.detach_library(key);
         }
         let seen: Vec<u32> = {
             let mut s = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -533,6 +555,7 @@ impl Capture {
             seen: seen.clone(),
             embedded: Arc::default(),
             detacher: Detacher::default(),
+            unused: release::Unused::default(),
         }));
 
         let events = EventSource::new(ring, metrics.clone(), scope, seen)

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub matcher_cache_dropped: IntCounterVec,
     pub matcher_cache_entries: IntGauge,
     pub tls_attachments: IntGaugeVec,
+    pub tls_released: IntCounter,
     pub attach_errors: IntCounterVec,
     pub blind_processes: IntGaugeVec,
     pub blind_processes_seen: IntCounterVec,
@@ -208,6 +209,11 @@ impl Metrics {
                 "sensor_tls_attachments",
                 "TLS libraries the probes are attached to, by library and probe mode.",
                 &["library", "mode"],
+            ),
+            tls_released: counter(
+                r,
+                "sensor_tls_released_total",
+                "TLS libraries whose probes were released because no process had mapped them for 60 s (a file mapped again later is attached again).",
             ),
             attach_errors: counter_vec(r, "sensor_attach_errors_total", "Failed attach attempts, by reason.", &["reason"]),
             blind_processes: gauge_vec(
