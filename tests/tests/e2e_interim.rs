@@ -1,8 +1,9 @@
 //! End to end: a key a server echoes only in an interim response (a 103
 //! Early Hints' `Link` URL, before a final 200 that does not echo it) is
-//! reported, on the server's side (Python's http.server over the system
-//! OpenSSL) and curl's, as a `link` header sink with `response.status` 103;
-//! the pairs output does not have it.  Needs root and a built sensor.
+//! reported, on the server's side and curl's, as a `link` header sink with
+//! `response.status` 103, over HTTP/1.1 (Python's http.server over the
+//! system OpenSSL) and HTTP/2 (node's http2, OpenSSL linked into node); the
+//! pairs output does not have it.  Needs root and a built sensor.
 
 use std::process::Command;
 
@@ -39,14 +40,44 @@ srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
 srv.serve_forever()
 "#;
 
+/// The same over HTTP/2: node's http2 sends the 103 as a HEADERS frame
+/// before the response's.
+const EARLY_HINTS_SERVER_H2: &str = r#"
+const http2 = require('http2'), fs = require('fs');
+const [port, cert, key] = process.argv.slice(1);
+const server = http2.createSecureServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) });
+server.on('stream', (stream, headers) => {
+  const k = headers['x-api-key'] || '';
+  stream.additionalHeaders({ ':status': 103, link: `</app.js?api_key=${k}>; rel=preload; as=script` });
+  stream.respond({ ':status': 200, 'content-type': 'application/json' });
+  stream.end('{"ok":true}');
+});
+server.listen(Number(port), '127.0.0.1');
+"#;
+
 #[test]
 fn a_key_echoed_only_in_an_early_hints_link_is_reported_as_the_103s_header() {
+    early_hints_leak("python3", &["-c", EARLY_HINTS_SERVER], &[]);
+}
+
+#[test]
+fn a_key_echoed_only_in_an_http2_early_hints_link_is_reported_as_the_103s_header() {
+    early_hints_leak("node", &["-e", EARLY_HINTS_SERVER_H2], &["--http2"]);
+}
+
+/// `interpreter args PORT CERT KEY` serves the early hints; curl (with
+/// `curl_args`) asks for them with a key.
+fn early_hints_leak(interpreter: &str, args: &[&str], curl_args: &[&str]) {
     require_root();
     let _serial = serial();
     let cert = TestCert::new().unwrap();
     let port = free_port().unwrap();
-    let mut cmd = Command::new(system_python());
-    cmd.args(["-c", EARLY_HINTS_SERVER])
+    let mut cmd = if interpreter == "python3" {
+        Command::new(system_python())
+    } else {
+        Command::new(interpreter)
+    };
+    cmd.args(args)
         .arg(port.to_string())
         .arg(cert.cert())
         .arg(cert.key());
@@ -58,7 +89,9 @@ fn a_key_echoed_only_in_an_early_hints_link_is_reported_as_the_103s_header() {
     let sensor = Sensor::start(&[]).unwrap();
     let key = Secret::random("ak_", 32);
     let header = format!("x-api-key: {}", key.expose());
-    let resp = curl(&cert, &server.url("/page"), &["-H", &header]).unwrap();
+    let mut curl_args = curl_args.to_vec();
+    curl_args.extend(["-H", &header]);
+    let resp = curl(&cert, &server.url("/page"), &curl_args).unwrap();
     assert_eq!(resp.status, 200);
     let server_pids = server.pids();
     let client_pids = vec![resp.pid];
