@@ -888,8 +888,8 @@ impl Pipeline {
         self.flush();
     }
 
-    /// Shutdown: waits at most `wait` in all for the findings and pairs
-    /// writers to write what they were handed; what is left is dropped and
+    /// Shutdown: waits at most `wait` in all for the findings, pairs and
+    /// recording writers to write what they were handed; what is left is dropped and
     /// counted.  Returns whether everything was written.
     pub fn finish_outputs(&mut self, wait: std::time::Duration) -> bool {
         let deadline = Instant::now().checked_add(wait);
@@ -899,6 +899,9 @@ impl Pipeline {
             .flatten()
         {
             all &= w.finish(deadline.map_or(wait, |d| d.saturating_duration_since(Instant::now())));
+        }
+        if let Some(r) = self.outputs.recorder.as_mut() {
+            all &= r.finish(deadline.map_or(wait, |d| d.saturating_duration_since(Instant::now())));
         }
         all
     }

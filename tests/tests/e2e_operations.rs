@@ -155,3 +155,133 @@ fn replay_with_the_node_config_gives_the_live_findings_and_fingerprints() {
         &[&custom, &api_key],
     );
 }
+
+/// logrotate's `postrotate` recipe: rename the findings and pairs files,
+/// SIGHUP.  The sensor writes what comes next to new files at the paths
+/// (it wrote to the renamed ones forever); what was written before stays
+/// in the renamed ones.
+#[test]
+fn sighup_after_a_rename_writes_findings_and_pairs_to_new_files() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::demo(&cert).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let mut sensor = Sensor::start(&["--state-dir", state.to_str().unwrap()]).unwrap();
+    let pids = server.pids();
+    let ours = |f: &[sensor_e2e::Finding]| {
+        f.iter()
+            .filter(|f| f.role == "server" && pids.contains(&f.process.pid))
+            .count()
+    };
+    let before = Secret::random("sk_live_", 32);
+    leak(&cert, &server, "x-api-key", &before);
+    sensor
+        .wait_for_findings(|f| ours(f) >= 1, SENSOR_LAG)
+        .unwrap();
+    std::thread::sleep(SETTLE);
+    let rotated_findings = dir.path().join("findings.jsonl.1");
+    let rotated_pairs = dir.path().join("pairs.jsonl.1");
+    std::fs::rename(sensor.findings_path(), &rotated_findings).unwrap();
+    std::fs::rename(sensor.pairs_path(), &rotated_pairs).unwrap();
+    sensor.signal(libc::SIGHUP).unwrap();
+    let deadline = std::time::Instant::now() + SENSOR_LAG;
+    while sensor.stderr().matches("reopened").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reopen after SIGHUP:\n{}",
+            sensor.stderr_tail()
+        );
+        leak(&cert, &server, "x-api-key", &Secret::random("sk_live_", 32));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = Secret::random("sk_live_", 32);
+    leak(&cert, &server, "x-api-key", &after);
+    sensor
+        .wait_for_findings(|f| ours(f) >= 1, SENSOR_LAG)
+        .unwrap();
+    std::thread::sleep(SETTLE);
+    sensor.stop().unwrap();
+    let rotated = std::fs::read_to_string(&rotated_findings).unwrap();
+    let rotated_count = parse_lines::<sensor_e2e::Finding>(&rotated).unwrap().len();
+    assert!(rotated_count >= 1, "the findings before the rotation stay");
+    assert!(!sensor.findings().unwrap().is_empty(), "new findings file");
+    assert!(!sensor.pairs().unwrap().is_empty(), "new pairs file");
+    assert!(
+        no_reopen_failure_logged(&sensor),
+        "no reopen failure counted"
+    );
+    assert_no_secrets(
+        "sensor output",
+        &format!("{}{rotated}", sensor.all_output()),
+        &[&before, &after],
+    );
+}
+
+fn no_reopen_failure_logged(sensor: &Sensor) -> bool {
+    !sensor.stderr().contains("cannot reopen")
+}
+
+/// `--record` into a destination that takes nothing (a FIFO whose reader
+/// never reads): capture goes on (the event loop used to block in the
+/// recording's write once the pipe was full, and no finding came out
+/// again); the recording's drops are counted under output="record".
+#[test]
+fn a_blocked_record_destination_does_not_stall_capture() {
+    require_root();
+    let _serial = serial();
+    let cert = TestCert::new().unwrap();
+    let server = Server::demo(&cert).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("capture.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A reader that never reads (so the sensor's open does not wait).
+    use std::os::unix::fs::OpenOptionsExt;
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&fifo)
+        .unwrap();
+    let state = dir.path().join("state");
+    let sensor = Sensor::start(&[
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--record",
+        fifo.to_str().unwrap(),
+    ])
+    .unwrap();
+    // 4 MB of request bodies (the demo API takes 1 MiB at most), seen on
+    // both sides: far more than the pipe and any buffer hold.
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'a'; 512 << 10]).unwrap();
+    for _ in 0..8 {
+        let resp = curl(
+            &cert,
+            &server.url("/v1/items"),
+            &["--data-binary", &format!("@{}", body.display())],
+        )
+        .unwrap();
+        assert_eq!(resp.status, 200);
+    }
+    let pids = server.pids();
+    let key = Secret::random("sk_live_", 32);
+    leak(&cert, &server, "x-api-key", &key);
+    sensor
+        .wait_for_findings(
+            |f| {
+                f.iter()
+                    .any(|f| f.role == "server" && pids.contains(&f.process.pid))
+            },
+            SENSOR_LAG,
+        )
+        .expect("capture goes on while the recording is blocked");
+    let metrics = sensor.metrics().unwrap();
+    assert!(
+        metrics.contains("sensor_output_dropped_total{output=\"record\"}"),
+        "the record drops series is there"
+    );
+    assert_no_secrets("sensor output", &sensor.all_output(), &[&key]);
+}

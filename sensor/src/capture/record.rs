@@ -12,10 +12,12 @@
 //! process records) are still read.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
 use sensor_common::{MAX_EVENT_LEN, RECORDING_MAGIC, RECORDING_VERSION};
+
+use crate::outputs::jsonl::{Delivery, JsonLinesWriter};
 
 /// Length value that marks a process-exit record (followed by a u32 tgid).
 const EXIT_MARKER: u32 = u32::MAX;
@@ -47,13 +49,28 @@ pub enum RecordingError {
     Io { path: String, source: io::Error },
 }
 
+/// Writes the recording through the outputs' writer thread and bounded
+/// queue ([`JsonLinesWriter`] with [`Framing::Records`]), as findings and
+/// pairs are: the event loop never waits on the file.  What the queue
+/// cannot take (a slow or blocked destination) is dropped, whole records at
+/// a time, and counted in `sensor_output_dropped_total{output="record"}`;
+/// replay then misses those events, as it would events lost in the kernel.
+/// After a failed write (disk full) the recording stops: a cut record would
+/// make the rest unreadable.
 pub struct Recorder {
-    out: BufWriter<File>,
+    out: JsonLinesWriter,
 }
 
 impl Recorder {
-    /// Creates (truncates) the file with mode 0600: it holds raw traffic, secrets included.
+    /// Creates (truncates) the file with mode 0600: it holds raw traffic,
+    /// secrets included.  Drops what its queue cannot take (counted in
+    /// [`Self::dropped`]).
     pub fn create(path: &Path, clock_offset_ns: i64) -> io::Result<Self> {
+        Self::create_with(path, clock_offset_ns, Delivery::dropping_unregistered())
+    }
+
+    /// As [`Self::create`], counting and queueing as `delivery` says.
+    pub fn create_with(path: &Path, clock_offset_ns: i64, delivery: Delivery) -> io::Result<Self> {
         use std::os::unix::fs::OpenOptionsExt;
         let f = OpenOptions::new()
             .create(true)
@@ -61,32 +78,63 @@ impl Recorder {
             .truncate(true)
             .mode(0o600)
             .open(path)?;
-        let mut out = BufWriter::with_capacity(256 * 1024, f);
-        out.write_all(RECORDING_MAGIC)?;
-        out.write_all(&RECORDING_VERSION.to_le_bytes())?;
-        out.write_all(&clock_offset_ns.to_le_bytes())?;
+        Self::from_writer_with(Box::new(f), clock_offset_ns, delivery)
+    }
+
+    /// A recording into any sink (tests).
+    pub fn from_writer_with(
+        w: Box<dyn Write + Send>,
+        clock_offset_ns: i64,
+        delivery: Delivery,
+    ) -> io::Result<Self> {
+        let mut out = JsonLinesWriter::records_with(w, "record", delivery)?;
+        // The header is the first record: the queue is empty, it is taken.
+        out.write_record(&[
+            RECORDING_MAGIC,
+            &RECORDING_VERSION.to_le_bytes(),
+            &clock_offset_ns.to_le_bytes(),
+        ]);
+        out.flush();
         Ok(Recorder { out })
     }
 
     pub fn event(&mut self, raw: &[u8]) -> io::Result<()> {
-        self.out.write_all(&(raw.len() as u32).to_le_bytes())?;
-        self.out.write_all(raw)
+        self.out
+            .write_record(&[&(raw.len() as u32).to_le_bytes(), raw]);
+        Ok(())
     }
 
     pub fn process_exited(&mut self, tgid: u32) -> io::Result<()> {
-        self.out.write_all(&EXIT_MARKER.to_le_bytes())?;
-        self.out.write_all(&tgid.to_le_bytes())
+        self.out
+            .write_record(&[&EXIT_MARKER.to_le_bytes(), &tgid.to_le_bytes()]);
+        Ok(())
     }
 
     pub fn process(&mut self, info: &crate::http::types::ProcessInfo) -> io::Result<()> {
         let json = serde_json::to_vec(info).map_err(io::Error::other)?;
-        self.out.write_all(&PROCESS_MARKER.to_le_bytes())?;
-        self.out.write_all(&(json.len() as u32).to_le_bytes())?;
-        self.out.write_all(&json)
+        self.out.write_record(&[
+            &PROCESS_MARKER.to_le_bytes(),
+            &(json.len() as u32).to_le_bytes(),
+            &json,
+        ]);
+        Ok(())
     }
 
+    /// Hands what is buffered to the writer thread; never waits.
     pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.flush();
+        Ok(())
+    }
+
+    /// Records dropped so far (queue full, write failed).
+    pub fn dropped(&self) -> u64 {
+        self.out.dropped()
+    }
+
+    /// Shutdown: waits at most `wait` for the writer thread to write what
+    /// it holds; the rest is counted as dropped.  Whether all was written.
+    pub fn finish(&mut self, wait: std::time::Duration) -> bool {
+        self.out.finish(wait)
     }
 }
 
@@ -292,6 +340,59 @@ mod tests {
         bytes[8..10].copy_from_slice(&(RECORDING_VERSION + 1).to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
         assert!(RecordingReader::open(&path).is_err());
+    }
+
+    /// `--record` into a destination that takes nothing (a pipe nobody
+    /// reads): recording 10,000 events returns at once (the event loop
+    /// wrote and flushed it itself, and stopped there for good); what the
+    /// queue cannot take is dropped whole records at a time and counted, so
+    /// what did arrive reads back record by record.
+    #[test]
+    fn a_blocked_destination_never_makes_the_recorder_wait() {
+        use std::os::unix::net::UnixStream;
+        use std::time::{Duration, Instant};
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        let dropped = prometheus::IntCounter::new("d", "d").unwrap();
+        let mut r = Recorder::from_writer_with(
+            Box::new(ours),
+            7,
+            Delivery {
+                max_queued_bytes: 256 * 1024,
+                ..Delivery::dropping(dropped.clone())
+            },
+        )
+        .unwrap();
+        let event = [0x5au8; 300];
+        let started = Instant::now();
+        for i in 0..10_000 {
+            r.event(&event).unwrap();
+            if i % 10 == 0 {
+                r.flush().unwrap();
+            }
+        }
+        r.flush().unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "took {took:?}");
+        assert!(dropped.get() > 0);
+        let started = Instant::now();
+        assert!(!r.finish(Duration::from_millis(300)));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        // What the peer got is a recording of whole records.
+        peer.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = peer.read_to_end(&mut got);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec");
+        std::fs::write(&path, &got).unwrap();
+        let mut rd = RecordingReader::open(&path).unwrap();
+        assert_eq!(rd.clock_offset_ns(), 7);
+        let mut n = 0u64;
+        while let Some(rec) = rd.next_record().unwrap() {
+            assert_eq!(rec, Record::Event(event.to_vec()));
+            n += 1;
+        }
+        assert_eq!(n + dropped.get(), 10_000, "read back {n}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::capture::{Capture, EventSource};
 use crate::config::{Output, RunArgs, RunConfig};
 use crate::leak::{load_or_create_key, Detector, Fingerprinter};
 use crate::outputs::api::{ApiServer, LiveHub};
-use crate::outputs::jsonl::{Delivery, JsonLinesWriter};
+use crate::outputs::jsonl::{Delivery, JsonLinesWriter, ReopenHandle};
 use crate::outputs::metrics::{MatcherCacheExport, Metrics};
 use crate::outputs::metrics_server::MetricsServer;
 use crate::outputs::stats::StatsTracker;
@@ -80,8 +80,11 @@ fn open_output(
         Output::Stdout => "-".to_string(),
         Output::File(p) => p.display().to_string(),
     };
-    let dropped = metrics.output_dropped.with_label_values(&[what]);
-    JsonLinesWriter::open_with(&target, what, Delivery::dropping(dropped))
+    let delivery = Delivery {
+        reopen_failed: metrics.output_reopen_failures.with_label_values(&[what]),
+        ..Delivery::dropping(metrics.output_dropped.with_label_values(&[what]))
+    };
+    JsonLinesWriter::open_with(&target, what, delivery)
         .with_context(|| format!("cannot open {flag} {target} for writing"))
 }
 
@@ -100,11 +103,22 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
         Some(o) => Some(open_output(o, "pairs", "--pairs", &metrics)?),
         None => None,
     };
+    // SIGHUP reopens the output files (logrotate renamed them): asked of
+    // their writer threads, the event loop does not wait on it.
+    let reopen: Vec<ReopenHandle> = std::iter::once(&findings)
+        .chain(pairs.as_ref())
+        .map(JsonLinesWriter::reopen_handle)
+        .collect();
     let clock_offset = clock_offset_ns();
     let recorder = match &cfg.record {
+        // Through a writer thread too, drops counted under output="record".
         Some(p) => Some(
-            Recorder::create(p, clock_offset)
-                .with_context(|| format!("cannot create --record {}", p.display()))?,
+            Recorder::create_with(
+                p,
+                clock_offset,
+                Delivery::dropping(metrics.output_dropped.with_label_values(&["record"])),
+            )
+            .with_context(|| format!("cannot create --record {}", p.display()))?,
         ),
         None => None,
     };
@@ -204,7 +218,12 @@ async fn run_async(args: RunArgs, cfg: RunConfig) -> anyhow::Result<()> {
                 crate::blind::count_blind_seen(&metrics, &blind);
                 hub.publish_stats(tracker.snapshot(&metrics, capture.attached(), blind.clone()));
             }
-            _ = sighup.recv() => reload(&args, &mut current, &mut pipeline, &capture),
+            _ = sighup.recv() => {
+                for h in &reopen {
+                    h.reopen();
+                }
+                reload(&args, &mut current, &mut pipeline, &capture);
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: detaching and flushing"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: detaching and flushing"); break; }
         }

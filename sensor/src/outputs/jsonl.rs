@@ -1,4 +1,5 @@
-//! JSON-lines writers for `--findings` and `--pairs` (`-` is stdout).
+//! The writers of `--findings` and `--pairs` (JSON lines; `-` is stdout)
+//! and of `--record` (length-prefixed binary records, [`Framing::Records`]).
 //!
 //! The caller (the pipeline's event loop) never waits on the output: lines
 //! are serialized into a buffer and handed over in chunks, through a bounded
@@ -8,13 +9,19 @@
 //! on (disk full), is dropped and counted (`sensor_output_dropped_total`),
 //! and said in the log at once, then at most every [`DROP_LOG_EVERY`] with
 //! the count since.
+//!
+//! A file output can be reopened ([`ReopenHandle::reopen`], SIGHUP): the
+//! writer thread opens the path again before its next write (logrotate
+//! renamed the file: a new one is created), so the caller never waits on
+//! it; when that fails it says so in one log line, counts it, and keeps
+//! writing to the file it had.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -48,6 +55,8 @@ pub struct Delivery {
     pub when_full: WhenFull,
     pub dropped: IntCounter,
     pub max_queued_bytes: usize,
+    /// Counts reopens that failed (the old file is kept).
+    pub reopen_failed: IntCounter,
 }
 
 impl Delivery {
@@ -57,7 +66,13 @@ impl Delivery {
             when_full: WhenFull::Drop,
             dropped,
             max_queued_bytes: MAX_QUEUED_BYTES,
+            reopen_failed: unregistered_counter(),
         }
+    }
+
+    /// Never waits; drops are counted in a counter of its own.
+    pub fn dropping_unregistered() -> Delivery {
+        Delivery::dropping(unregistered_counter())
     }
 
     /// Waits for room; failed writes are counted in a counter of its own.
@@ -68,6 +83,27 @@ impl Delivery {
         }
     }
 }
+
+/// How units are cut in the output: whole lines (a write cut mid-line is
+/// followed by a `\n`), or binary records (after a failed write the rest
+/// would be misread: nothing more is written).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    Lines,
+    Records,
+}
+
+impl Framing {
+    fn unit(self) -> &'static str {
+        match self {
+            Framing::Lines => "lines",
+            Framing::Records => "records",
+        }
+    }
+}
+
+/// Opens the output's file again (SIGHUP).
+type Reopener = Box<dyn FnMut() -> io::Result<Box<dyn Write + Send>> + Send>;
 
 fn unregistered_counter() -> IntCounter {
     IntCounter::new("sensor_output_dropped_lines", "Lines not written.").expect("valid metric")
@@ -81,7 +117,9 @@ pub struct JsonLinesWriter {
     /// Whole lines not handed over yet, and how many.
     buf: Vec<u8>,
     lines: u64,
-    tx: Option<SyncSender<Chunk>>,
+    /// Shared with [`ReopenHandle`]s as a weak reference, so that dropping
+    /// this closes the queue.
+    tx: Option<Arc<SyncSender<Chunk>>>,
     /// Told when the writer thread has written everything and ended.
     done: Option<Receiver<()>>,
     thread: Option<JoinHandle<()>>,
@@ -102,6 +140,11 @@ struct Shared {
     queue: Mutex<Queue>,
     dropped: IntCounter,
     report: Mutex<DropReport>,
+    /// A reopen was asked for and not done yet.
+    reopen: AtomicBool,
+    /// A reopen that failed, to be said by the caller's next flush (in the
+    /// log of the sensor's main task, as drops are).
+    reopen_error: Mutex<Option<String>>,
 }
 
 /// Lines handed over and not taken by the writer thread yet, and whether
@@ -134,6 +177,8 @@ pub(crate) struct DropReport {
     lines: u64,
     cause: String,
     last_line: Option<Instant>,
+    /// What is counted ("lines" when not said).
+    unit: &'static str,
 }
 
 impl DropReport {
@@ -152,8 +197,13 @@ impl DropReport {
             Some(t) => format!("in the last {} s", (at - t).as_secs()),
             None => "so far".to_string(),
         };
+        let unit = if self.unit.is_empty() {
+            "lines"
+        } else {
+            self.unit
+        };
         let line = format!(
-            "cannot write {what}: {}; {} lines dropped {since}, counted in \
+            "cannot write {what}: {}; {} {unit} dropped {since}, counted in \
              sensor_output_dropped_total{{output=\"{what}\"}} (said at most every {} s)",
             self.cause,
             self.lines,
@@ -177,28 +227,31 @@ impl JsonLinesWriter {
     /// killed mid-write) gets a `\n` first, so that the cut line stays alone
     /// and the lines after it are whole JSON lines.
     pub fn open_with(target: &str, what: &'static str, delivery: Delivery) -> io::Result<Self> {
-        let inner: Box<dyn Write + Send> = if target == "-" {
-            Box::new(io::stdout())
-        } else {
-            use std::os::unix::fs::OpenOptionsExt;
-            let path = Path::new(target);
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path)?;
-            if let Err(e) = end_cut_line(&mut file, path) {
-                tracing::warn!(
-                    output = what,
-                    "cannot check whether {target} ends in a whole line: {e}"
-                );
-            }
-            Box::new(file)
-        };
-        Self::from_writer_with(inner, what, delivery)
+        if target == "-" {
+            return Self::start(Box::new(io::stdout()), what, delivery, Framing::Lines, None);
+        }
+        let path = Path::new(target).to_path_buf();
+        let file = open_lines_file(&path, what)?;
+        let reopener: Reopener = Box::new(move || {
+            open_lines_file(&path, what).map(|f| Box::new(f) as Box<dyn Write + Send>)
+        });
+        Self::start(
+            Box::new(file),
+            what,
+            delivery,
+            Framing::Lines,
+            Some((target.to_string(), reopener)),
+        )
+    }
+
+    /// A writer of binary records ([`Framing::Records`]) into `w` (the
+    /// recording: a file it does not reopen).
+    pub fn records_with(
+        w: Box<dyn Write + Send>,
+        what: &'static str,
+        delivery: Delivery,
+    ) -> io::Result<Self> {
+        Self::start(w, what, delivery, Framing::Records, None)
     }
 
     /// A writer into any sink (tests, benchmarks) that drops what does not
@@ -213,12 +266,46 @@ impl JsonLinesWriter {
         what: &'static str,
         delivery: Delivery,
     ) -> io::Result<Self> {
+        Self::start(w, what, delivery, Framing::Lines, None)
+    }
+
+    /// As [`Self::from_writer_with`], reopening with `reopen` (shown as
+    /// its path) when asked.
+    pub fn reopenable(
+        w: Box<dyn Write + Send>,
+        what: &'static str,
+        delivery: Delivery,
+        path: &str,
+        reopen: impl FnMut() -> io::Result<Box<dyn Write + Send>> + Send + 'static,
+    ) -> io::Result<Self> {
+        Self::start(
+            w,
+            what,
+            delivery,
+            Framing::Lines,
+            Some((path.to_string(), Box::new(reopen))),
+        )
+    }
+
+    fn start(
+        w: Box<dyn Write + Send>,
+        what: &'static str,
+        delivery: Delivery,
+        framing: Framing,
+        reopener: Option<(String, Reopener)>,
+    ) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             queued_bytes: AtomicUsize::new(0),
             queue: Mutex::new(Queue::default()),
             dropped: delivery.dropped,
-            report: Mutex::new(DropReport::default()),
+            report: Mutex::new(DropReport {
+                unit: framing.unit(),
+                ..DropReport::default()
+            }),
+            reopen: AtomicBool::new(false),
+            reopen_error: Mutex::new(None),
         });
+        let reopen_failed = delivery.reopen_failed;
         let (tx, rx) = sync_channel::<Chunk>(MAX_QUEUED_CHUNKS);
         let (done_tx, done) = sync_channel::<()>(1);
         let thread = {
@@ -226,7 +313,14 @@ impl JsonLinesWriter {
             std::thread::Builder::new()
                 .name(format!("{what}-writer"))
                 .spawn(move || {
-                    write_chunks(w, &rx, &shared);
+                    let mut out = Output {
+                        w,
+                        what,
+                        framing,
+                        reopener,
+                        reopen_failed,
+                    };
+                    out.write_chunks(&rx, &shared);
                     let _ = done_tx.send(());
                 })?
         };
@@ -234,7 +328,7 @@ impl JsonLinesWriter {
             what,
             buf: Vec::with_capacity(CHUNK_BYTES),
             lines: 0,
-            tx: Some(tx),
+            tx: Some(Arc::new(tx)),
             done: Some(done),
             thread: Some(thread),
             shared,
@@ -259,6 +353,28 @@ impl JsonLinesWriter {
         if self.buf.len() >= CHUNK_BYTES {
             self.hand_over();
             self.log_drops(Instant::now());
+        }
+    }
+
+    /// Adds one binary record made of `parts` ([`Framing::Records`]);
+    /// hands the buffered records over when they are a chunk.
+    pub fn write_record(&mut self, parts: &[&[u8]]) {
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.lines += 1;
+        if self.buf.len() >= CHUNK_BYTES {
+            self.hand_over();
+            self.log_drops(Instant::now());
+        }
+    }
+
+    /// A handle that asks the writer thread to reopen the output's file
+    /// (nothing for stdout or a writer made from any sink).
+    pub fn reopen_handle(&self) -> ReopenHandle {
+        ReopenHandle {
+            shared: self.shared.clone(),
+            tx: self.tx.as_ref().map_or_else(Weak::new, Arc::downgrade),
         }
     }
 
@@ -315,6 +431,15 @@ impl JsonLinesWriter {
     }
 
     fn log_drops(&self, at: Instant) {
+        let reopen_error = self
+            .shared
+            .reopen_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(line) = reopen_error {
+            tracing::error!(output = self.what, "{line}");
+        }
         let line = self
             .shared
             .report
@@ -389,55 +514,170 @@ fn queue_full(queued: usize) -> String {
     )
 }
 
-/// The writer thread: writes each chunk as it comes; a failed write drops
-/// its chunk.  After a write that stopped mid-line, the next one starts
-/// with a `\n`, so the cut line stays alone.
-fn write_chunks(mut w: Box<dyn Write + Send>, rx: &Receiver<Chunk>, shared: &Shared) {
-    let mut cut_line = false;
-    while let Ok(chunk) = rx.recv() {
-        let taken = {
-            let mut q = shared.queue();
-            if !q.abandoned {
-                q.lines -= chunk.lines;
-            }
-            !q.abandoned
+/// Asks a writer thread to reopen its file before its next write (SIGHUP,
+/// after logrotate renamed it); never waits.
+#[derive(Clone)]
+pub struct ReopenHandle {
+    shared: Arc<Shared>,
+    tx: Weak<SyncSender<Chunk>>,
+}
+
+impl ReopenHandle {
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Release);
+        // Wakes an idle thread; a busy one sees the flag before its next
+        // write.  An empty chunk writes nothing.
+        if let Some(tx) = self.tx.upgrade() {
+            let _ = tx.try_send(Chunk {
+                bytes: Vec::new(),
+                lines: 0,
+            });
+        }
+    }
+}
+
+/// The writer thread's side of an output.
+struct Output {
+    w: Box<dyn Write + Send>,
+    what: &'static str,
+    framing: Framing,
+    /// The file's path and how to open it again.
+    reopener: Option<(String, Reopener)>,
+    reopen_failed: IntCounter,
+}
+
+impl Output {
+    /// Opens the file again when asked; on failure, says so once per
+    /// request, counts it and keeps the file it has.
+    fn reopen_if_asked(&mut self, shared: &Shared) -> bool {
+        if !shared.reopen.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        let Some((path, reopen)) = self.reopener.as_mut() else {
+            return false;
         };
-        if !taken {
-            // Counted as dropped when the writer was given up on.
+        let _ = self.w.flush();
+        match reopen() {
+            Ok(w) => {
+                self.w = w;
+                tracing::info!(output = self.what, "reopened {path}");
+                true
+            }
+            Err(e) => {
+                self.reopen_failed.inc();
+                *shared
+                    .reopen_error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                    "cannot reopen {path}: {e}; still writing to the file it had \
+                     (counted in sensor_output_reopen_failures_total{{output=\"{}\"}})",
+                    self.what
+                ));
+                false
+            }
+        }
+    }
+
+    /// Writes each chunk as it comes; a failed write drops its chunk.
+    /// After a write that stopped mid-line, the next one starts with a
+    /// `\n`, so the cut line stays alone; after a failed write of records,
+    /// nothing more is written (the records after it would be misread).
+    fn write_chunks(&mut self, rx: &Receiver<Chunk>, shared: &Shared) {
+        let mut cut_line = false;
+        let mut stopped: Option<String> = None;
+        while let Ok(chunk) = rx.recv() {
+            if self.reopen_if_asked(shared) {
+                // A new file starts with whole units.
+                cut_line = false;
+            }
+            let taken = {
+                let mut q = shared.queue();
+                if !q.abandoned {
+                    q.lines -= chunk.lines;
+                }
+                !q.abandoned
+            };
+            if !taken {
+                // Counted as dropped when the writer was given up on.
+                shared
+                    .queued_bytes
+                    .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+                continue;
+            }
+            if chunk.bytes.is_empty() {
+                continue;
+            }
+            if let Some(why) = &stopped {
+                shared
+                    .queued_bytes
+                    .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+                shared.drop_lines(chunk.lines, why.clone());
+                continue;
+            }
+            let w = &mut self.w;
+            let lines = self.framing == Framing::Lines;
+            let res = (|| {
+                if cut_line {
+                    w.write_all(b"\n")?;
+                    cut_line = false;
+                }
+                let mut written = 0;
+                let res = loop {
+                    if written == chunk.bytes.len() {
+                        break w.flush();
+                    }
+                    match w.write(&chunk.bytes[written..]) {
+                        Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => written += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                if lines && written > 0 && chunk.bytes[written - 1] != b'\n' {
+                    cut_line = true;
+                }
+                res
+            })();
             shared
                 .queued_bytes
                 .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
-            continue;
-        }
-        let res = (|| {
-            if cut_line {
-                w.write_all(b"\n")?;
-                cut_line = false;
+            if let Err(e) = res {
+                let cause = match self.framing {
+                    Framing::Lines => e.to_string(),
+                    Framing::Records => {
+                        let why = format!(
+                            "{e}; the output stopped (what follows a cut record would be misread)"
+                        );
+                        stopped = Some(why.clone());
+                        why
+                    }
+                };
+                shared.drop_lines(chunk.lines, cause);
             }
-            let mut written = 0;
-            let res = loop {
-                if written == chunk.bytes.len() {
-                    break w.flush();
-                }
-                match w.write(&chunk.bytes[written..]) {
-                    Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                    Ok(n) => written += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => break Err(e),
-                }
-            };
-            if written > 0 && chunk.bytes[written - 1] != b'\n' {
-                cut_line = true;
-            }
-            res
-        })();
-        shared
-            .queued_bytes
-            .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
-        if let Err(e) = res {
-            shared.drop_lines(chunk.lines, e.to_string());
         }
     }
+}
+
+/// Opens (creates, mode 0600) a JSON-lines file for appending, with its
+/// directory; a cut last line is ended first (see [`end_cut_line`]).
+fn open_lines_file(path: &Path, what: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)?;
+    if let Err(e) = end_cut_line(&mut file, path) {
+        tracing::warn!(
+            output = what,
+            "cannot check whether {} ends in a whole line: {e}",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Writes a `\n` at the end of `file` (opened for append at `path`) when it

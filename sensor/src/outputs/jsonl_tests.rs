@@ -289,3 +289,77 @@ fn drops_are_logged_at_once_then_at_most_every_10_s_with_the_count_since() {
     assert!(next.contains("6 lines dropped in the last 10 s"), "{next}");
     assert_eq!(r.due("findings", t0 + Duration::from_secs(30)), None);
 }
+
+/// SIGHUP after logrotate renamed the file: the lines after the reopen go
+/// to a new file at the path, those before stay in the renamed one, none
+/// lost; the caller never waits on it.
+#[test]
+fn a_reopen_after_a_rename_writes_to_a_new_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("findings.jsonl");
+    let rotated = dir.path().join("findings.jsonl.1");
+    let mut w = JsonLinesWriter::open(path.to_str().unwrap(), "findings").unwrap();
+    let reopen = w.reopen_handle();
+    for i in 0..3 {
+        w.write(&line(i));
+    }
+    w.flush();
+    while w.shared.queued_bytes.load(Ordering::Relaxed) > 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::fs::rename(&path, &rotated).unwrap();
+    let started = Instant::now();
+    reopen.reopen();
+    assert!(started.elapsed() < Duration::from_millis(50));
+    for i in 3..5 {
+        w.write(&line(i));
+    }
+    assert!(w.finish(Duration::from_secs(5)));
+    let old = std::fs::read(&rotated).unwrap();
+    let new = std::fs::read(&path).expect("a new file at the path");
+    assert_eq!(whole_lines(&old), 3);
+    assert_eq!(whole_lines(&new), 2);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// A reopen that fails is one log line and a count; the lines keep going
+/// to the file the writer had.
+#[test]
+fn a_failed_reopen_is_counted_and_the_old_file_kept() {
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let sink = FillsUpOnce {
+        out: out.clone(),
+        room: usize::MAX,
+        failed: true,
+    };
+    let failed = unregistered_counter();
+    let mut w = JsonLinesWriter::reopenable(
+        Box::new(sink),
+        "pairs",
+        Delivery {
+            reopen_failed: failed.clone(),
+            ..Delivery::dropping(unregistered_counter())
+        },
+        "/var/log/sensor/pairs.jsonl",
+        || Err(io::Error::from_raw_os_error(libc::EACCES)),
+    )
+    .unwrap();
+    let reopen = w.reopen_handle();
+    let ((), logs) = with_logs(|| {
+        w.write(&line(0));
+        w.flush();
+        reopen.reopen();
+        // The thread takes the request at its next chunk.
+        w.write(&line(1));
+        w.flush();
+        assert!(w.finish(Duration::from_secs(5)));
+    });
+    assert_eq!(failed.get(), 1);
+    assert_eq!(logs.matches("cannot reopen").count(), 1, "{logs}");
+    assert!(logs.contains("/var/log/sensor/pairs.jsonl"), "{logs}");
+    assert!(logs.contains("still writing to the file it had"), "{logs}");
+    assert_eq!(whole_lines(&out.lock().unwrap()), 2);
+    assert_eq!(w.dropped(), 0);
+}

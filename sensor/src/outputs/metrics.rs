@@ -37,6 +37,7 @@ pub struct Metrics {
     pub findings_dropped: IntCounter,
     /// JSON lines not written to `--findings` / `--pairs`, by `output`.
     pub output_dropped: IntCounterVec,
+    pub output_reopen_failures: IntCounterVec,
     /// Handles of the series touched on every event or pair, resolved once:
     /// a `with_label_values` lookup (hash + lock) per event showed in the profile.
     pub hot: HotCounters,
@@ -237,7 +238,13 @@ impl Metrics {
             output_dropped: counter_vec(
                 r,
                 "sensor_output_dropped_total",
-                "JSON lines not written, by output (findings, pairs): its writer was behind (a reader that does not read, a slow disk: 64 MiB queued) or the write failed (disk full).",
+                "JSON lines (findings, pairs) or recording records (record) not written, by output: its writer was behind (a reader that does not read, a slow disk: 64 MiB queued) or the write failed (disk full).",
+                &["output"],
+            ),
+            output_reopen_failures: counter_vec(
+                r,
+                "sensor_output_reopen_failures_total",
+                "Output files (findings, pairs) that could not be reopened on SIGHUP, by output: the file opened before is still written.",
                 &["output"],
             ),
             registry,
@@ -246,8 +253,11 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         // Both series from the start, so an alert on their increase sees the first drop.
-        for output in ["findings", "pairs"] {
+        for output in ["findings", "pairs", "record"] {
             m.output_dropped.with_label_values(&[output]);
+        }
+        for output in ["findings", "pairs"] {
+            m.output_reopen_failures.with_label_values(&[output]);
         }
         m
     }

@@ -200,7 +200,7 @@ mod tests {
             .chain(SINKS.iter().map(|s| s.as_str()))
             .chain(EXPOSURES.iter().map(|e| e.as_str()))
             .chain(["read", "write", "close", env!("CARGO_PKG_VERSION")])
-            .chain(["findings", "pairs"])
+            .chain(["findings", "pairs", "record"])
             .collect();
         for s in &series {
             if let Some(labels) = s.split_once('{').map(|(_, l)| l.trim_end_matches('}')) {
