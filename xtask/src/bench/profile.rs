@@ -230,6 +230,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Vec<BenchReport>> {
             .arg(dir.join("findings.jsonl"))
             .arg("--fingerprint-key-file")
             .arg(dir.join("fingerprint.key"))
+            // A bench has no live run whose fingerprints it must match.
+            .arg("--create-fingerprint-key")
             .env("RUST_LOG", "warn");
         let m = run_measured(
             &mut c,

@@ -94,6 +94,8 @@ pub fn replay(ctx: &Ctx, rec: &Path, dir: &Path) -> anyhow::Result<ReplayOut> {
         .arg(&findings)
         .arg("--fingerprint-key-file")
         .arg(dir.join("fingerprint.key"))
+        // A bench has no live run whose fingerprints it must match.
+        .arg("--create-fingerprint-key")
         .arg("--print-metrics")
         .env("RUST_LOG", "warn");
     let m: Measured = run_measured(
