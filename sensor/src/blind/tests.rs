@@ -798,13 +798,13 @@ fn a_node_agent_is_expected_blind_an_application_is_not() {
     let app = go_build(dir.path(), "goapi", GO_TLS_SERVER);
     let agent = dir.path().join("kubelet");
     std::fs::copy(&app, &agent).unwrap();
-    let (kubelet, mut out1) = spawn(Command::new(&agent).arg("127.0.0.1:21220"));
+    let (kubelet, mut out1) = spawn(Command::new(&agent).arg("127.0.0.1:21230"));
     wait_for(&mut out1, "listening");
-    let (goapi, mut out2) = spawn(Command::new(&app).arg("127.0.0.1:21221"));
+    let (goapi, mut out2) = spawn(Command::new(&app).arg("127.0.0.1:21231"));
     wait_for(&mut out2, "listening");
     let (node, mut node_out) = spawn(Command::new("node").args([
         "-e",
-        "require('https').createServer({}, (q, s) => s.end()).listen(21222, '127.0.0.1', () => console.log('listening')); setTimeout(() => process.exit(0), 120000)",
+        "require('https').createServer({}, (q, s) => s.end()).listen(21232, '127.0.0.1', () => console.log('listening')); setTimeout(() => process.exit(0), 120000)",
     ]));
     wait_for(&mut node_out, "listening");
     let node_exe = std::fs::metadata(format!("/proc/{}/exe", node.0.id())).unwrap();
