@@ -630,8 +630,9 @@ impl Pipeline {
             } else if self.logged_reasons.insert(r) {
                 tracing::info!(
                     reason = r,
-                    "a connection's traffic is not parseable HTTP/1.x ({r}); it is ignored from now on. \
-                     Counted in sensor_http_parse_errors_total; further ones are not logged"
+                    "HTTP the sensor could not follow ({r}): depending on the reason, one message or \
+                     the whole connection is not followed (README, Requirements). Counted in \
+                     sensor_http_parse_errors_total; further ones of this reason are not logged"
                 );
             }
         }

@@ -117,7 +117,7 @@ impl Metrics {
             http_parse_errors: counter_vec(
                 r,
                 "sensor_http_parse_errors_total",
-                "Connections or messages the HTTP stage could not parse, by reason; the connection is ignored from then on.",
+                "Messages or connections the HTTP stage could not follow, by reason: some reasons drop one message and parsing goes on, others give the connection up (README).",
                 &["reason"],
             ),
             http_resyncs: counter_vec(
