@@ -27,7 +27,7 @@ pub use cert::TestCert;
 pub use client::{curl, curl_h2, curl_keepalive, curl_sequence, CurlResponse, PyClient};
 pub use contract::{Finding, Pair};
 pub use expect::{check_findings, findings_of, ExpectedFinding};
-pub use net::{free_port, http_get};
+pub use net::{delaying_relay, free_port, http_get};
 pub use rootfs::separate_root;
 pub use secrets::{assert_no_secrets, Secret};
 pub use sensor::Sensor;

@@ -118,6 +118,40 @@ fn dechunk(mut body: &str) -> String {
     out
 }
 
+/// A TCP relay on 127.0.0.1 that waits `delay` after accepting before it
+/// connects on to `to`: a client's first TLS bytes then go out `delay` after
+/// its start, as over a real network, so a short-lived client lives that
+/// long.  Runs until the test process ends.
+pub fn delaying_relay(to: u16, delay: Duration) -> u16 {
+    let port = free_port().expect("a free loopback port");
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(client) = conn else { continue };
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                    return;
+                };
+                let pipe = |mut a: TcpStream, mut b: TcpStream| {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n) = a.read(&mut buf) {
+                        if n == 0 || b.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = b.shutdown(std::net::Shutdown::Write);
+                };
+                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let t = std::thread::spawn(move || pipe(c2, s2));
+                pipe(server, client);
+                let _ = t.join();
+            });
+        }
+    });
+    port
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

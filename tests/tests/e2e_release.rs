@@ -3,46 +3,12 @@
 //! again later is attached again and seen.  Before, they stayed attached
 //! for the sensor's whole life.  Needs root and a built sensor (~75 s).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sensor_e2e::proc::run_bounded;
 use sensor_e2e::sensor::metric_sum_where;
-use sensor_e2e::{free_port, require_root, serial, Sensor, Server, TestCert};
-
-/// A TCP relay that waits `delay` after accepting before it connects on, so
-/// that a curl through it lives that long.
-fn delaying_relay(to: u16, delay: Duration) -> u16 {
-    let port = free_port().unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { continue };
-            std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
-                    return;
-                };
-                let pipe = |mut a: TcpStream, mut b: TcpStream| {
-                    let mut buf = [0u8; 16384];
-                    while let Ok(n) = a.read(&mut buf) {
-                        if n == 0 || b.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = b.shutdown(std::net::Shutdown::Write);
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let t = std::thread::spawn(move || pipe(c2, s2));
-                pipe(server, client);
-                let _ = t.join();
-            });
-        }
-    });
-    port
-}
+use sensor_e2e::{delaying_relay, require_root, serial, Sensor, Server, TestCert};
 
 fn curl_with(cert: &TestCert, url: &str, lib_dir: &std::path::Path) -> u32 {
     let mut cmd = Command::new("curl");

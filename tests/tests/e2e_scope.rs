@@ -5,14 +5,12 @@
 //! own (a file no process mapped before) is attached while it runs (its exec
 //! is read within 5 ms and looked at at once).  Needs root and a built sensor.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::Duration;
 
 use sensor_e2e::proc::run_bounded;
 use sensor_e2e::wait::SENSOR_LAG;
-use sensor_e2e::{free_port, require_root, serial, Sensor, Server, TestCert};
+use sensor_e2e::{delaying_relay, require_root, serial, Sensor, Server, TestCert};
 
 /// Runs one curl to `url` (optionally with `LD_LIBRARY_PATH`); its pid.
 fn one_curl(cert: &TestCert, url: &str, lib_dir: Option<&std::path::Path>) -> u32 {
@@ -78,39 +76,6 @@ fn comm_scope_pairs_every_short_lived_curl() {
         pairs.iter().all(|p| p.process.comm == "curl"),
         "only curl's pairs"
     );
-}
-
-/// A TCP relay that waits `delay` after accepting before it connects on:
-/// a client's first TLS bytes then go out `delay` after its start, as over
-/// a real network.
-fn delaying_relay(to: u16, delay: Duration) -> u16 {
-    let port = free_port().unwrap();
-    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(client) = conn else { continue };
-            std::thread::spawn(move || {
-                std::thread::sleep(delay);
-                let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
-                    return;
-                };
-                let pipe = |mut a: TcpStream, mut b: TcpStream| {
-                    let mut buf = [0u8; 16384];
-                    while let Ok(n) = a.read(&mut buf) {
-                        if n == 0 || b.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = b.shutdown(std::net::Shutdown::Write);
-                };
-                let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let t = std::thread::spawn(move || pipe(c2, s2));
-                pipe(server, client);
-                let _ = t.join();
-            });
-        }
-    });
-    port
 }
 
 /// Each curl brings its own copy of libssl (a file never mapped before, as
