@@ -124,6 +124,11 @@ impl Default for LeakConfig {
                 "clientrequesttoken",
                 "clienttoken",
                 "creationtoken",
+                // SigV4's scope in a presigned URL (`X-Amz-Credential`: the
+                // access key id, date, region, service), an identifier that
+                // every S3 error quotes; in the Authorization header it is
+                // left out the same way (only `Signature` is taken).
+                "amzcredential",
                 // Pagination and sync cursors (AWS `NextToken`, `pageToken`).
                 "pagetoken",
                 "nexttoken",

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use super::cache::{CacheStats, Lookup, MatcherCache, MATCHER_CACHE_ENTRIES, MATCHER_CACHE_IDLE};
 use super::config::LeakConfig;
 use super::decode::{decode_stream, parse_content_encoding, DecodeOutcome};
-use super::extract::{self, entropy, url_decode, Credential};
+use super::extract::{self, entropy, url_decode, Credential, EchoFormat, ProtocolEcho};
 use super::fingerprint::Fingerprinter;
 use super::matcher::{Build, Matcher, MatcherParts, StreamState, LARGE_HAYSTACK};
 use super::views::{views_needed, View};
@@ -773,8 +773,15 @@ fn protocol_echoes(
     }
     let ct = resp
         .header("content-type")
-        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase());
-    if !ct.is_some_and(|ct| extract::is_json_media_type(&ct)) {
+        .map(|v| String::from_utf8_lossy(v).to_ascii_lowercase())
+        .unwrap_or_default();
+    let format_fits = |e: &ProtocolEcho| match e.format {
+        EchoFormat::Json => extract::is_json_media_type(&ct),
+        // S3 says application/xml; some compatible stores text/xml.
+        EchoFormat::S3ErrorXml => ct.contains("xml"),
+    };
+    let echoed = |x: (usize, &Credential)| echoed(x).filter(|(_, e)| format_fits(e));
+    if !creds.iter().enumerate().any(|x| echoed(x).is_some()) {
         return Vec::new();
     }
     let mut data = Zeroizing::new(Vec::new());

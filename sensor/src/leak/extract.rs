@@ -82,15 +82,39 @@ pub const REQUEST_DECOMPRESS_CAP: &str = "request_body_decompress_cap";
 pub const BAD_REQUEST_ENCODING: &str = "bad_request_content_encoding";
 
 /// A credential a protocol hands back, by its specification, to the client
-/// that sent it: as the string member `field` at the top level of a JSON
-/// object answered with `status` and holding every member of `requires`.
-/// There (and only there) the value is no leak.
+/// that sent it, in an answer with `status`: in `format` (JSON: as the
+/// string member `field` at the top level of an object holding every member
+/// of `requires`; S3's XML error: as the text of element `field` of an
+/// `<Error>` whose `<Code>` is `requires[0]`).  There (and only there) the
+/// value is no leak.
 #[derive(Debug, PartialEq, Eq)]
 pub struct ProtocolEcho {
     pub field: &'static str,
     pub requires: &'static [&'static str],
     pub status: u16,
+    pub format: EchoFormat,
 }
+
+/// The body format of a [`ProtocolEcho`]'s answer.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum EchoFormat {
+    Json,
+    /// Amazon S3's REST error response (`application/xml`), which S3-
+    /// compatible stores (MinIO, Ceph RGW, R2, GCS's XML API) copy.
+    S3ErrorXml,
+}
+
+/// Amazon S3's `SignatureDoesNotMatch` error (403) gives back the SigV4
+/// signature the client sent, as `<SignatureProvided>`, beside the string
+/// the server signed: a client debugging a wrong secret or a skewed clock
+/// compares them.  The signature is an HMAC of that one request, and one
+/// the server just found wrong: handing it back to its sender is no leak.
+pub static S3_SIGNATURE_ECHO: ProtocolEcho = ProtocolEcho {
+    field: "SignatureProvided",
+    requires: &["SignatureDoesNotMatch"],
+    status: 403,
+    format: EchoFormat::S3ErrorXml,
+};
 
 /// RFC 6749 6 (refresh grant): "The authorization server MAY issue a new
 /// refresh token, in which case the client MUST discard the old refresh
@@ -100,6 +124,7 @@ pub static REFRESH_GRANT_ECHO: ProtocolEcho = ProtocolEcho {
     field: "refresh_token",
     requires: &["access_token"],
     status: 200,
+    format: EchoFormat::Json,
 };
 
 /// RFC 7592 2.1/2.2 (client read and update, GET/PUT with the registration
@@ -110,6 +135,7 @@ pub static CLIENT_CONFIGURATION_ECHO: ProtocolEcho = ProtocolEcho {
     field: "registration_access_token",
     requires: &["client_id", "registration_client_uri"],
     status: 200,
+    format: EchoFormat::Json,
 };
 
 /// RFC 7592 2.2 (client update, a PUT of the client's JSON metadata that
@@ -119,6 +145,7 @@ pub static CLIENT_UPDATE_SECRET_ECHO: ProtocolEcho = ProtocolEcho {
     field: "client_secret",
     requires: &["client_id", "registration_client_uri"],
     status: 200,
+    format: EchoFormat::Json,
 };
 
 /// One credential; the value is zeroized when dropped.
@@ -1120,12 +1147,15 @@ fn authorization(ex: &mut Extractor, v: &[u8]) {
                         } else {
                             val
                         };
-                        ex.add(
+                        let taken = ex.take(
                             CredentialSource::Authorization,
                             &name,
                             CredentialType::Secret,
                             val,
                         );
+                        if let (Some(c), true) = (taken, s.starts_with("aws4-")) {
+                            c.protocol_echo = Some(&S3_SIGNATURE_ECHO);
+                        }
                     }
                     if secret.bare_value_too && !params.iter().any(|(k, _)| named(k)) {
                         ex.add(
@@ -1633,6 +1663,28 @@ fn json_value_end(data: &[u8], start: usize) -> Option<usize> {
     }
 }
 
+/// Where the S3 error document `data` (`<Error><Code>…</Code>…</Error>`)
+/// has the code `echo.requires[0]` and gives `value` back as the whole text
+/// of its first `<echo.field>` element: that text's span.  S3 writes a
+/// signature (hex) as it is; an element holding anything else (another
+/// value, escapes, a value cut short) is not the echo.
+fn s3_error_echo_span(data: &[u8], echo: &ProtocolEcho, value: &[u8]) -> Option<(usize, usize)> {
+    let text = |name: &str| -> Option<(usize, usize)> {
+        let open = format!("<{name}>");
+        let start = memchr::memmem::find(data, open.as_bytes())? + open.len();
+        let close = format!("</{name}>");
+        let len = memchr::memmem::find(&data[start..], close.as_bytes())?;
+        Some((start, start + len))
+    };
+    memchr::memmem::find(data, b"<Error>")?;
+    let (cs, ce) = text("Code")?;
+    if data[cs..ce].trim_ascii() != echo.requires.first()?.as_bytes() {
+        return None;
+    }
+    let (start, end) = text(echo.field)?;
+    (&data[start..end] == value).then_some((start, end))
+}
+
 /// Where the JSON document `data` is the answer `echo` describes, handing
 /// `value` back: the span (quotes included) of the string member
 /// `echo.field` of its top-level object, when that member (the first of
@@ -1644,6 +1696,9 @@ pub fn protocol_echo_span(
     echo: &ProtocolEcho,
     value: &[u8],
 ) -> Option<(usize, usize)> {
+    if echo.format == EchoFormat::S3ErrorXml {
+        return s3_error_echo_span(data, echo, value);
+    }
     serde_json::from_slice::<serde::de::IgnoredAny>(data).ok()?;
     let mut i = skip_json_space(data, 0);
     if data.get(i) != Some(&b'{') {

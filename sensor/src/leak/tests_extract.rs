@@ -845,6 +845,107 @@ fn sigv4_authorization_takes_only_its_signature() {
     );
 }
 
+/// S3's `SignatureDoesNotMatch` (403) gives the request's SigV4 signature
+/// back as `<SignatureProvided>`: the protocol, not a leak.  The same
+/// signature in any other place, code, status or format still is.  A
+/// presigned URL's `X-Amz-Credential` (the access key id and scope, as the
+/// header's `Credential`) is no credential: quoted in every S3 error, it
+/// was a partial leak.
+#[test]
+fn s3_signature_does_not_match_hands_back_the_signature() {
+    let scope = "AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request";
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={scope}, \
+         SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={SIGV4_SIGNATURE}"
+    );
+    let s3_error = |code: &str, provided: &str, message: &str| {
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code>\
+             <Message>{message}</Message><AWSAccessKeyId>AKIAIOSFODNN7EXAMPLE</AWSAccessKeyId>\
+             <StringToSign>AWS4-HMAC-SHA256\n20130524T000000Z\n20130524/us-east-1/s3/aws4_request\n\
+             7344ae5b7ee6c3e7e6b0fe0640412a37625d1fbfff95c48bbb2dc43964946972</StringToSign>\
+             <SignatureProvided>{provided}</SignatureProvided>\
+             <StringToSignBytes>41 57 53 34</StringToSignBytes>\
+             <CanonicalRequest>GET\n/test.txt\n\nhost:examplebucket.s3.amazonaws.com\n</CanonicalRequest>\
+             <RequestId>4442587FB7D0A2F9</RequestId><HostId>abc</HostId></Error>"
+        )
+    };
+    let mismatch = s3_error(
+        "SignatureDoesNotMatch",
+        SIGV4_SIGNATURE,
+        "The request signature we calculated does not match the signature you provided.",
+    );
+    let presigned = format!(
+        "/test.txt?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20130524%2F\
+         us-east-1%2Fs3%2Faws4_request&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400\
+         &X-Amz-SignedHeaders=host&X-Amz-Signature={SIGV4_SIGNATURE}"
+    );
+    let by_header = |path: &str, ct: &[u8], body: &str, status: u16| {
+        with_status(
+            pair(
+                &[("authorization", auth.as_bytes())],
+                path,
+                &[("content-type", ct)],
+                body.as_bytes(),
+            ),
+            status,
+        )
+    };
+    let by_url = |ct: &[u8], body: &str, status: u16| {
+        with_status(
+            pair(&[], &presigned, &[("content-type", ct)], body.as_bytes()),
+            status,
+        )
+    };
+    let other_code = s3_error("AccessDenied", SIGV4_SIGNATURE, "Access Denied");
+    for ct in [&b"application/xml"[..], b"text/xml; charset=utf-8"] {
+        none_mine(&by_header("/test.txt", ct, &mismatch, 403));
+        none_mine(&by_url(ct, &mismatch, 403));
+        none_mine(&by_url(ct, &other_code, 403));
+    }
+    // Still leaks: another code, another status, another format, the value
+    // also in the message, a signature other than the one sent there.
+    let twice = s3_error(
+        "SignatureDoesNotMatch",
+        SIGV4_SIGNATURE,
+        &format!("signature {SIGV4_SIGNATURE} does not match"),
+    );
+    let json = format!(
+        "{{\"Code\":\"SignatureDoesNotMatch\",\"SignatureProvided\":\"{SIGV4_SIGNATURE}\"}}"
+    );
+    let leaks = [
+        by_header("/test.txt", b"application/xml", &other_code, 403),
+        by_header("/test.txt", b"application/xml", &mismatch, 200),
+        by_header("/test.txt", b"application/json", &json, 403),
+        by_header("/test.txt", b"text/html", &mismatch, 403),
+        by_header("/test.txt", b"application/xml", &twice, 403),
+    ];
+    for p in &leaks {
+        let f = one_mine(p);
+        assert_eq!(f.exposure, Exposure::Full);
+    }
+    // Another request's signature in the element: not this one's echo.
+    let mut other = SIGV4_SIGNATURE.to_string();
+    other.replace_range(0..1, "0");
+    none_mine(&by_header(
+        "/test.txt",
+        b"application/xml",
+        &s3_error("SignatureDoesNotMatch", &other, "x"),
+        403,
+    ));
+    // A Bearer token is no SigV4 signature: the element protects nothing.
+    let bearer = format!("Bearer {SIGV4_SIGNATURE}");
+    one_mine(&with_status(
+        pair(
+            &[("authorization", bearer.as_bytes())],
+            "/test.txt",
+            &[("content-type", b"application/xml")],
+            mismatch.as_bytes(),
+        ),
+        403,
+    ));
+}
+
 /// Rails' `authenticate_with_http_token` and PagerDuty send
 /// `Token token="…"`: the credential is the token, not `token="…` with it.
 #[test]
