@@ -13,7 +13,7 @@
 //! at the periodic rescan).  Each look also judges whether the process is blind
 //! (`crate::blind::judge_new_process`), so that a short-lived one is counted
 //! in `sensor_blind_processes_seen_total`.  Notifications are read every
-//! PROC_POLL (PROC_POLL_IDLE once no exec came for PROC_BUSY_FOR), so each look is up to that much later.  A leader's exit is
+//! PROC_POLL, so each look is up to that much later.  A leader's exit is
 //! reported as `ProcessExited` after a short delay, so that data events the
 //! process produced before exiting (in the other ring buffer) reach the
 //! pipeline first.  Lossy by design: the periodic rescan catches anything
@@ -75,29 +75,12 @@ pub const MAX_PENDING_WITH_FOLLOW_UPS: usize = MAX_PENDING / 2;
 pub const EXIT_REPORT_DELAY: Duration = Duration::from_millis(100);
 /// Pending checks at most; beyond, notifications are dropped (rescan covers them).
 pub const MAX_PENDING: usize = 4096;
-/// How often the notifications are read while processes are being started:
-/// the kernel side submits them without waking us (a wake-up cost every
-/// exec and exit ~14 us) until a quarter of the ring is full.  5 ms, as the
-/// data reader's poll: an exec read 20 ms late was read after a whole curl
-/// (~15 ms here) was over, so a libssl of its own was never attached.
+/// How often the notifications are read: the kernel side submits them
+/// without waking us (a wake-up cost every exec and exit ~14 us) until a
+/// quarter of the ring is full.  5 ms, as the data reader's poll: an exec
+/// read 20 ms late was read after a whole curl (~15 ms here) was over, so a
+/// libssl of its own was never attached; a poll of an empty ring is a few µs.
 pub const PROC_POLL: Duration = Duration::from_millis(5);
-/// How often they are read when no exec came for [`PROC_BUSY_FOR`]: each
-/// empty poll is a wake-up (~60 us of CPU here), and polling at 5 ms on a
-/// quiet node cost the idle sensor +9 ms of CPU a second (67-73 against
-/// 50-54 ticks in 20 s).  The first exec after a quiet spell is read up to
-/// this late, as every exec was before.
-pub const PROC_POLL_IDLE: Duration = Duration::from_millis(20);
-/// How long after an exec the notifications are read every [`PROC_POLL`]
-/// (execs come in bursts: a shell script, a job's workers, a curl storm).
-pub const PROC_BUSY_FOR: Duration = Duration::from_secs(2);
-
-/// The poll interval `now`, the last exec having been read at `last_exec`.
-fn poll_interval(last_exec: Option<Instant>, now: Instant) -> Duration {
-    match last_exec {
-        Some(t) if now.saturating_duration_since(t) < PROC_BUSY_FOR => PROC_POLL,
-        _ => PROC_POLL_IDLE,
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
@@ -206,10 +189,8 @@ pub async fn run(
     let mut settled = Settled(HashSet::new());
     let mut follow_ups = RateBudget::new(MAX_FOLLOW_UPS_PER_SEC, Instant::now());
     let mut judgments = RateBudget::new(MAX_BLIND_JUDGMENTS_PER_SEC, Instant::now());
-    let mut last_exec: Option<Instant> = None;
     loop {
-        let now = Instant::now();
-        let poll = now + poll_interval(last_exec, now);
+        let poll = Instant::now() + PROC_POLL;
         let next_due = pending
             .iter()
             .map(|(t, _)| *t)
@@ -230,10 +211,7 @@ pub async fn run(
                 continue;
             }
             let actions = match ev.kind {
-                PROC_EXEC => {
-                    last_exec = Some(now);
-                    exec_actions(ev.tgid, pending.len())
-                }
+                PROC_EXEC => exec_actions(ev.tgid, pending.len()),
                 PROC_EXIT => {
                     settled.0.remove(&ev.tgid);
                     vec![(EXIT_REPORT_DELAY, Action::ReportExit(ev.tgid))]
@@ -362,16 +340,6 @@ mod tests {
     /// A library loaded lazily (Python's `import ssl`, ~100 ms after exec)
     /// is looked at within 100 ms of being mapped in the first 500 ms; before,
     /// the looks were at 50 and 500 ms only.
-    #[test]
-    fn notifications_are_read_often_only_after_an_exec() {
-        let t0 = Instant::now();
-        assert_eq!(poll_interval(None, t0), PROC_POLL_IDLE);
-        assert_eq!(poll_interval(Some(t0), t0), PROC_POLL);
-        let later = t0 + PROC_BUSY_FOR - Duration::from_millis(1);
-        assert_eq!(poll_interval(Some(t0), later), PROC_POLL);
-        assert_eq!(poll_interval(Some(t0), t0 + PROC_BUSY_FOR), PROC_POLL_IDLE);
-    }
-
     #[test]
     fn exec_looks_are_at_most_100_ms_apart_in_the_first_500_ms() {
         let mut at: Vec<Duration> = exec_actions(7, 0).into_iter().map(|(d, _)| d).collect();
